@@ -1,0 +1,1 @@
+"""Push-to-deploy core: models, rollout decisions and AWS adapters."""
