@@ -1,0 +1,1 @@
+"""Local cloud: development stand-ins (registry, host sandboxes, images, load) on loopback only."""

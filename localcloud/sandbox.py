@@ -1,0 +1,254 @@
+"""A host sandbox: one simulated EC2 host (own nginx, ports, nft table, state dir) on this machine.
+
+Several sandboxes share the one Docker engine; the host id prefixes every container name and
+labels it (``deployer.host=<host_id>``), so they never clash.
+
+Public API (stable; the local cloud and the host tests build on it):
+
+- ``free_port() -> int``: a free 127.0.0.1 TCP port outside the ephemeral range.
+- ``HostSandbox(host_id, root_dir, listen_port=None, *, network_mode="host", **settings)``:
+  allocates the listen, stable, blue and green ports, writes ``<root_dir>/host.json`` (the agent's
+  host settings; ``settings`` override any key, e.g. ``drain_seconds=1.0``, ``lock_timeout=5``)
+  and an nginx main config under ``<root_dir>/nginx``. Use as a context manager or call
+  ``start()`` (starts its nginx) and ``teardown()``.
+- ``config`` (dict) / ``config_path``: the host.json written; ``url``: ``http://127.0.0.1:<listen>``.
+- ``run_agent(mode, args, timeout=180.0) -> (exit_code, summary_dict, stderr)``: run
+  ``host/agent.py <mode> <args>`` with ``DEPLOYER_HOST_CONFIG`` pointing at this sandbox.
+  ``summary_dict`` is the JSON of the last stdout line (``{}`` if there is none).
+- ``start_agent(mode, args) -> Popen`` and ``finish_agent(proc, timeout) -> (code, summary, stderr)``:
+  the same, split, for concurrent invocations.
+- ``swap_args(app, image, release, **flags) -> list[str]``: the agent flags for a swap/boot
+  (keyword names are the flag names with ``_``, e.g. ``health_timeout=10``, ``retain=2``).
+- ``get(path="/", timeout=2.0) -> (status, body)``: one request through this host's nginx.
+- ``state(app) -> dict | None``: the agent's state file; ``containers() -> list[str]``: names
+  of this host's running containers; ``nginx_pid() -> int | None``.
+- ``teardown(remove_images=False)``: remove this host's containers, nft table and nginx (and the
+  images its state files mention, when asked). Safe to call twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+AGENT_PATH = Path(__file__).resolve().parents[1] / "host" / "agent.py"
+
+
+def free_port() -> int:
+    """A free loopback port below the ephemeral range, so client source ports never collide."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found in 20000-32000")
+
+
+class HostSandbox:
+    """One simulated host; see the module docstring."""
+
+    def __init__(self, host_id: str, root_dir: str | Path, listen_port: int | None = None, *,
+                 network_mode: str = "host", agent_path: str | Path | None = None,
+                 python: str | None = None, **settings: Any) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", host_id):
+            raise ValueError(f"host_id {host_id!r} must match [a-z][a-z0-9-]{{0,30}}")
+        self.host_id = host_id
+        self.root = Path(root_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.agent_path = Path(agent_path) if agent_path else AGENT_PATH
+        self.python = python or sys.executable
+        self.nginx_prefix = self.root / "nginx"
+        self.listen_port = listen_port or free_port()
+        self.config: dict[str, Any] = {
+            "host_id": host_id,
+            "state_dir": str(self.root / "state"),
+            "nginx_command": ["nginx"],
+            "nginx_prefix": str(self.nginx_prefix),
+            "nginx_conf": str(self.nginx_prefix / "nginx.conf"),
+            "nginx_error_log": str(self.nginx_prefix / "logs" / "error.log"),
+            "nginx_conf_dir": str(self.nginx_prefix / "conf.d"),
+            "listen_address": "127.0.0.1",
+            "listen_port": self.listen_port,
+            "stable_port": free_port(),
+            "blue_port": free_port(),
+            "green_port": free_port(),
+            "network_mode": network_mode,
+            "nft_table": "deployer_" + host_id.replace("-", "_"),
+            "lock_timeout": 60,
+            "drain_seconds": 0.5,
+            "stop_timeout": 10,
+            "pull_attempts": 4,
+            "pull_backoff": 0.2,
+            "pull_backoff_max": 1.0,
+            "health_successes": 3,
+            "health_interval": 0.1,
+        }
+        self.config.update(settings)
+        self.config_path = self.root / "host.json"
+        self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
+        self._write_nginx_main()
+
+    # --- nginx ---------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    def _nginx_base(self) -> list[str]:
+        return ["nginx", "-p", str(self.nginx_prefix), "-c", self.config["nginx_conf"],
+                "-e", self.config["nginx_error_log"]]
+
+    def _write_nginx_main(self) -> None:
+        prefix = self.nginx_prefix
+        for sub in ("conf.d", "logs", "tmp"):
+            (prefix / sub).mkdir(parents=True, exist_ok=True)
+        temp = "".join(f"    {name}_temp_path {prefix}/tmp/{name};\n"
+                       for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (prefix / "nginx.conf").write_text(
+            "user root;\n"
+            "worker_processes 1;\n"
+            f"error_log {prefix}/logs/error.log warn;\n"
+            f"pid {prefix}/nginx.pid;\n"
+            "events {\n    worker_connections 4096;\n}\n"
+            "http {\n"
+            "    access_log off;\n"
+            f"{temp}"
+            f"    include {prefix}/conf.d/*.conf;\n"
+            "}\n"
+        )
+
+    def nginx_pid(self) -> int | None:
+        try:
+            pid = int((self.nginx_prefix / "nginx.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return pid
+
+    def start(self) -> HostSandbox:
+        if self.nginx_pid() is None:
+            subprocess.run(self._nginx_base(), check=True, capture_output=True)
+        return self
+
+    # --- agent ---------------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ, DEPLOYER_HOST_CONFIG=str(self.config_path))
+
+    def start_agent(self, mode: str, args: list[str] | tuple[str, ...] = ()) -> subprocess.Popen[str]:
+        return subprocess.Popen([self.python, str(self.agent_path), mode, *args], env=self._env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def finish_agent(proc: subprocess.Popen[str], timeout: float = 180.0) -> tuple[int, dict[str, Any], str]:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        lines = [line for line in out.splitlines() if line.strip()]
+        summary: dict[str, Any] = {}
+        if lines:
+            try:
+                summary = json.loads(lines[-1])
+            except ValueError:
+                summary = {}
+        if len(lines) > 1:
+            summary["_extra_stdout_lines"] = lines[:-1]
+        return proc.returncode, summary, err
+
+    def run_agent(self, mode: str, args: list[str] | tuple[str, ...] = (),
+                  timeout: float = 180.0) -> tuple[int, dict[str, Any], str]:
+        return self.finish_agent(self.start_agent(mode, args), timeout)
+
+    @staticmethod
+    def swap_args(app: str, image: str, release: int | str, **flags: Any) -> list[str]:
+        values: dict[str, Any] = {"port": 8080, "health_path": "/health", "health_timeout": 20,
+                                  "log_driver": "json-file", "retain": 3, "registry_login": "none"}
+        values.update(flags)
+        args = [f"--app={app}", f"--image={image}", f"--release={release}"]
+        for key, value in values.items():
+            if value is None:
+                continue
+            args.append(f"--{key.replace('_', '-')}={value}")
+        return args
+
+    # --- inspection ----------------------------------------------------------------------------
+
+    def get(self, path: str = "/", timeout: float = 2.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except OSError as exc:
+            return 0, str(exc)
+
+    def state(self, app: str) -> dict[str, Any] | None:
+        path = Path(self.config["state_dir"]) / app / "state.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def containers(self, all_states: bool = False) -> list[str]:
+        cmd = ["docker", "ps", "--filter", f"label=deployer.host={self.host_id}", "--format", "{{.Names}}"]
+        if all_states:
+            cmd.insert(2, "-a")
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+        return sorted(line for line in out.splitlines() if line)
+
+    # --- teardown ------------------------------------------------------------------------------
+
+    def teardown(self, remove_images: bool = False) -> None:
+        names = self.containers(all_states=True)
+        if names:
+            subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
+        subprocess.run(["nft", "delete", "table", "ip", self.config["nft_table"]],
+                       capture_output=True, check=False)
+        pid = self.nginx_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self.nginx_pid() is not None:
+                time.sleep(0.05)
+        if remove_images:
+            state_dir = Path(self.config["state_dir"])
+            for state_file in state_dir.glob("*/state.json"):
+                try:
+                    history = json.loads(state_file.read_text()).get("history", [])
+                except (OSError, ValueError):
+                    continue
+                refs = {entry.get("image") for entry in history if entry.get("image")}
+                for ref in refs:
+                    subprocess.run(["docker", "rmi", ref], capture_output=True, check=False)
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> HostSandbox:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.teardown()
