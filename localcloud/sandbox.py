@@ -236,7 +236,7 @@ class HostSandbox:
             state_dir = Path(self.config["state_dir"])
             for state_file in state_dir.glob("*/state.json"):
                 try:
-                    history = json.loads(state_file.read_text()).get("history", [])
+                    history = json.loads(state_file.read_text()).get("retained", [])
                 except (OSError, ValueError):
                     continue
                 refs = {entry.get("image") for entry in history if entry.get("image")}

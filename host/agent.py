@@ -1,0 +1,1015 @@
+#!/usr/bin/env python3
+"""Deployer host agent: bring this host to one release of one app without dropping a request.
+
+usage:
+  agent.py swap --app APP --image REF@sha256:DIGEST --release N --port PORT [options]
+  agent.py boot --app APP --image REF@sha256:DIGEST --release N --port PORT [options]
+                [--pointer-parameter NAME --region REGION]
+  agent.py status [--app APP]
+
+options (swap and boot):
+  --health-path PATH        health endpoint, default /health
+  --health-timeout SECONDS  time allowed to become healthy, default 60
+  --env-file PATH           env file for the container, default none
+  --docker-options OPTS     space-separated --name=value docker run options (allow-listed)
+  --log-driver DRIVER       json-file | local | awslogs | journald | none, default json-file
+  --log-options K=V,...     log driver options
+  --retain N                release images kept for instant rollback, default 3
+  --registry-login MODE     ecr | none, default none
+
+swap: lock, pull (with retries), start the new colour beside the old one, gate on health,
+switch traffic atomically (nftables DNAT of a stable port that nginx proxies to), drain,
+stop the old container, prune old images. boot: install the nginx site and the switching
+table if absent, optionally read the release pointer (falling back to the given release),
+then the same steps. status: print this host's state.
+
+stdout: exactly one JSON line (the summary); logs go to stderr.
+
+exit codes:
+  0 none     live, or already live
+  2 input    a parameter failed validation; nothing touched
+  3 lock     another invocation held the host lock too long; nothing touched
+  4 pull     login or pull failed after retries; nothing touched
+  5 start    the new container would not start or exited; it was removed
+  6 health   the health gate failed; the new container was removed
+  7 switch   switching traffic failed; the old release serves
+  8 cleanup  the new release serves, but stopping the old one or pruning failed
+
+Host settings come from /etc/deployer/host.json (path overridable with DEPLOYER_HOST_CONFIG).
+Python 3.9+, standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import http.client
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+EXIT_CODES = {
+    "none": 0,
+    "input": 2,
+    "lock": 3,
+    "pull": 4,
+    "start": 5,
+    "health": 6,
+    "switch": 7,
+    "cleanup": 8,
+}
+
+DOCKER_OPTION_NAMES = (
+    "cpus",
+    "cpu-shares",
+    "memory",
+    "memory-reservation",
+    "memory-swap",
+    "pids-limit",
+    "shm-size",
+    "ulimit",
+    "user",
+    "read-only",
+    "tmpfs",
+    "stop-timeout",
+    "cap-drop",
+    "security-opt",
+    "label",
+)
+_OPTION = "--(" + "|".join(re.escape(n) for n in DOCKER_OPTION_NAMES) + ")=[A-Za-z0-9._:/=,@+-]+"
+_LOG_PAIR = "[a-z0-9-]+=[A-Za-z0-9._/:-]+"
+
+# Same patterns as the swap document's allowedPattern values (docs/architecture.md).
+PATTERNS = {
+    "app": r"^[a-z][a-z0-9-]{0,39}$",
+    "image": r"^[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?/[a-z0-9][a-z0-9._/-]*@sha256:[a-f0-9]{64}$",
+    "release": r"^[1-9][0-9]{0,8}$",
+    "port": r"^[1-9][0-9]{0,4}$",
+    "health_path": r"^/[A-Za-z0-9._~/-]{0,200}$",
+    "health_timeout": r"^[1-9][0-9]{0,3}$",
+    "env_file": r"^(/[A-Za-z0-9._/-]{1,200})?$",
+    "docker_options": "^(" + _OPTION + "( " + _OPTION + ")*)?$",
+    "log_driver": r"^(json-file|local|awslogs|journald|none)$",
+    "log_options": "^(" + _LOG_PAIR + "(," + _LOG_PAIR + ")*)?$",
+    "retain": r"^[1-9][0-9]?$",
+    "registry_login": r"^(ecr|none)$",
+    "pointer_parameter": r"^/?[A-Za-z0-9._/-]{1,1000}$",
+    "region": r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$",
+}
+ECR_HOST = re.compile(r"^[0-9]{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+
+HOST_DEFAULTS: dict[str, Any] = {
+    "host_id": "deployer",
+    "state_dir": "/var/lib/deployer",
+    "nginx_command": ["nginx"],
+    "nginx_prefix": None,
+    "nginx_conf": None,
+    "nginx_error_log": None,
+    "nginx_conf_dir": "/etc/nginx/conf.d",
+    "listen_address": "0.0.0.0",  # noqa: S104 - the load balancer reaches nginx on the host's address
+    "listen_port": 80,
+    "stable_port": 18080,
+    "blue_port": 18081,
+    "green_port": 18082,
+    "network_mode": "publish",
+    "nft_table": "deployer",
+    "docker_command": ["docker"],
+    "nft_command": ["nft"],
+    "aws_command": ["aws"],
+    "lock_timeout": 600,
+    "drain_seconds": 2.0,
+    "stop_timeout": 30,
+    "pull_attempts": 5,
+    "pull_backoff": 1.0,
+    "pull_backoff_max": 20.0,
+    "pull_timeout": 600,
+    "health_successes": 3,
+    "health_interval": 0.5,
+    "pointer_timeout": 5,
+}
+COLOURS = ("blue", "green")
+LOG_TAIL_LINES = 15
+SUMMARY_MAX_CHARS = 2400
+
+# Rendered with str.replace (SSM would interpolate double braces in an inlined copy).
+SITE_TEMPLATE = """# Managed by the deployer host agent; rewritten on boot.
+upstream deployer_@APP@ {
+    # Nothing listens on the stable port: an nftables DNAT rule sends it to the live colour.
+    # Listed twice so a connection refused right after a switch is retried on a new connection.
+    server 127.0.0.1:@STABLE@ max_fails=0;
+    server 127.0.0.1:@STABLE@ max_fails=0;
+    keepalive 32;
+}
+
+server {
+    listen @LISTEN@ default_server;
+    keepalive_requests 10000;
+
+    location / {
+        proxy_pass http://deployer_@APP@;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_connect_timeout 2s;
+        proxy_next_upstream error timeout;
+        proxy_next_upstream_tries 3;
+    }
+}
+"""
+
+
+class Failure(Exception):
+    """A classified failure: the summary reports it and the agent exits with its code."""
+
+    def __init__(self, failure_class: str, message: str, *, container_exit: int | None = None,
+                 log_tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failure_class = failure_class
+        self.message = message
+        self.container_exit = container_exit
+        self.log_tail = log_tail or []
+
+
+class UsageError(Exception):
+    """Bad command line."""
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S", time.gmtime())
+    sys.stderr.write("agent " + stamp + " " + message + "\n")
+    sys.stderr.flush()
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- host settings ----------------------------------------------------------------------------
+
+
+def load_host_config() -> dict[str, Any]:
+    path = os.environ.get("DEPLOYER_HOST_CONFIG", "/etc/deployer/host.json")
+    config = dict(HOST_DEFAULTS)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return config
+    except (OSError, ValueError) as exc:
+        raise Failure("input", "host config " + path + " is unreadable: " + str(exc)) from exc
+    if not isinstance(data, dict):
+        raise Failure("input", "host config " + path + " must be a JSON object")
+    unknown = sorted(set(data) - set(HOST_DEFAULTS))
+    if unknown:
+        raise Failure("input", "host config " + path + " has unknown keys: " + ", ".join(unknown))
+    config.update(data)
+    for key in ("nginx_command", "docker_command", "nft_command", "aws_command"):
+        value = config[key]
+        if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise Failure("input", "host config " + key + " must be a non-empty list of strings")
+    for key in ("listen_port", "stable_port", "blue_port", "green_port"):
+        if not (isinstance(config[key], int) and 0 < config[key] < 65536):
+            raise Failure("input", "host config " + key + " must be a TCP port number")
+    if config["network_mode"] not in ("host", "publish"):
+        raise Failure("input", "host config network_mode must be 'host' or 'publish'")
+    if not re.match(r"^[a-z][a-z0-9-]{0,30}$", str(config["host_id"])):
+        raise Failure("input", "host config host_id must match [a-z][a-z0-9-]{0,30}")
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,63}$", str(config["nft_table"])):
+        raise Failure("input", "host config nft_table must be a plain identifier")
+    return config
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="agent.py", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    sub = parser.add_subparsers(dest="mode")
+    for mode in ("swap", "boot"):
+        cmd = sub.add_parser(mode, add_help=False)
+        cmd.add_argument("--app", required=True)
+        cmd.add_argument("--image", required=True)
+        cmd.add_argument("--release", required=True)
+        cmd.add_argument("--port", required=True)
+        cmd.add_argument("--health-path", default="/health")
+        cmd.add_argument("--health-timeout", default="60")
+        cmd.add_argument("--env-file", default="")
+        cmd.add_argument("--docker-options", default="")
+        cmd.add_argument("--log-driver", default="json-file")
+        cmd.add_argument("--log-options", default="")
+        cmd.add_argument("--retain", default="3")
+        cmd.add_argument("--registry-login", default="none")
+        if mode == "boot":
+            cmd.add_argument("--pointer-parameter", default="")
+            cmd.add_argument("--region", default="")
+    status = sub.add_parser("status", add_help=False)
+    status.add_argument("--app", default="")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        raise UsageError("help")
+    args = parser.parse_args(argv)
+    if args.mode is None:
+        raise UsageError("a mode is required: swap, boot or status")
+    return args
+
+
+def validate(args: argparse.Namespace) -> list[str]:
+    """Every flag against its pattern; returns the problems, naming each flag."""
+    problems = []
+    names = ["app", "image", "release", "port", "health_path", "health_timeout", "env_file",
+             "docker_options", "log_driver", "log_options", "retain", "registry_login"]
+    if args.mode == "boot":
+        if args.pointer_parameter:
+            names.append("pointer_parameter")
+        if args.pointer_parameter or args.region:
+            names.append("region")
+    for name in names:
+        value = getattr(args, name)
+        if not re.match(PATTERNS[name], value) or "\n" in value:
+            problems.append("--" + name.replace("_", "-") + " " + json.dumps(value)[:80]
+                            + " does not match " + PATTERNS[name][:120])
+    if problems:
+        return problems
+    if int(args.port) > 65535:
+        problems.append("--port must be at most 65535")
+    if args.env_file and not os.path.isfile(args.env_file):
+        problems.append("--env-file " + args.env_file + " is not a file on this host")
+    if args.registry_login == "ecr" and not ECR_HOST.match(args.image.split("/", 1)[0]):
+        problems.append("--registry-login ecr needs an ECR image reference, got " + args.image[:80])
+    return problems
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def run(cmd: list[str], timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command without a shell; never raises for a non-zero exit."""
+    try:
+        return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return subprocess.CompletedProcess(cmd, 124, "", out + f"\ntimed out after {timeout}s")
+    except OSError as exc:
+        return subprocess.CompletedProcess(cmd, 127, "", str(exc))
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+class Host:
+    """The side effects on this host: docker, nginx, nftables, files."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.c = config
+        self.docker_cmd = list(config["docker_command"])
+        self.nft_cmd = list(config["nft_command"])
+
+    # docker
+
+    def docker(self, *args: str, timeout: float = 120,
+               stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run(self.docker_cmd + list(args), timeout=timeout, stdin=stdin)
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        proc = self.docker("container", "inspect", name, timeout=30)
+        if proc.returncode != 0:
+            return None
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError:
+            return None
+        return data[0] if data else None
+
+    def image_present(self, ref: str) -> bool:
+        return self.docker("image", "inspect", ref, timeout=30).returncode == 0
+
+    def log_tail(self, name: str) -> list[str]:
+        proc = self.docker("logs", "--tail", str(LOG_TAIL_LINES), name, timeout=30)
+        lines = (proc.stdout + proc.stderr).splitlines()
+        return [line[:200] for line in lines if line.strip()][-LOG_TAIL_LINES:]
+
+    def remove_container(self, name: str) -> bool:
+        proc = self.docker("rm", "-f", name, timeout=60)
+        return proc.returncode == 0 or self.inspect(name) is None
+
+    # nginx
+
+    def nginx(self, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = list(self.c["nginx_command"])
+        for flag, key in (("-p", "nginx_prefix"), ("-c", "nginx_conf"), ("-e", "nginx_error_log")):
+            if self.c[key]:
+                cmd += [flag, str(self.c[key])]
+        return run(cmd + list(args), timeout=60)
+
+    def listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", int(self.c["listen_port"])), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    # nftables
+
+    def nft(self, script: str) -> subprocess.CompletedProcess[str]:
+        return run([*self.nft_cmd, "-f", "-"], stdin=script, timeout=30)
+
+    def dnat_target(self) -> int | None:
+        """The colour port the stable port is sent to now, or None."""
+        proc = run([*self.nft_cmd, "list", "chain", "ip", self.c["nft_table"], "output"], timeout=30)
+        if proc.returncode != 0:
+            return None
+        match = re.search(r"dnat (?:ip )?to 127\.0\.0\.1:([0-9]+)", proc.stdout)
+        return int(match.group(1)) if match else None
+
+    def set_dnat(self, port: int, comment: str) -> subprocess.CompletedProcess[str]:
+        """Point the stable port at ``port`` in one atomic nft transaction."""
+        table = self.c["nft_table"]
+        script = (
+            "add table ip " + table + "\n"
+            "add chain ip " + table + " output { type nat hook output priority -100 ; policy accept ; }\n"
+            "flush chain ip " + table + " output\n"
+            "add rule ip " + table + " output ip daddr 127.0.0.1 tcp dport " + str(self.c["stable_port"])
+            + " counter dnat to 127.0.0.1:" + str(port) + ' comment "' + comment + '"\n'
+        )
+        return self.nft(script)
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+def http_status(port: int, path: str, timeout: float = 2.0) -> int:
+    """Status of one GET to 127.0.0.1:port, or 0 when no HTTP answer came."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"User-Agent": "deployer-agent", "Connection": "close"})
+        resp = conn.getresponse()
+        resp.read()
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+    return resp.status
+
+
+# --- state ------------------------------------------------------------------------------------
+
+
+class State:
+    def __init__(self, config: dict[str, Any], app: str) -> None:
+        self.dir = Path(config["state_dir"]) / app
+        self.path = self.dir / "state.json"
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name("state.json.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(str(tmp), str(self.path))
+
+
+class Lock:
+    """Per-app flock; waits up to the host's lock_timeout."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.fd: int | None = None
+
+    def acquire(self) -> float:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        started = time.monotonic()
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            waited = time.monotonic() - started
+            if waited >= self.timeout:
+                os.close(fd)
+                raise Failure("lock", f"another agent run held {self.path} for {waited:.0f}s")
+            if not announced:
+                log("waiting for the host lock " + str(self.path))
+                announced = True
+            time.sleep(0.1)
+        self.fd = fd
+        return time.monotonic() - started
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+# --- the agent --------------------------------------------------------------------------------
+
+
+class Agent:
+    def __init__(self, config: dict[str, Any], args: argparse.Namespace) -> None:
+        self.c = config
+        self.args = args
+        self.host = Host(config)
+        self.app = args.app
+        self.release = int(args.release)
+        self.image = args.image
+        self.digest = args.image.rsplit("@", 1)[1]
+        self.state = State(config, self.app)
+        phases = ("lock", "pull", "start", "health", "switch", "drain", "cleanup", "total")
+        self.timings: dict[str, float] = dict.fromkeys(phases, 0.0)
+        self.pull_attempts = 0
+        self.previous_release: int | None = None
+        self.messages: list[str] = []
+        self.phase = "lock"  # the failure class an unexpected error is reported under
+
+    def colour_port(self, colour: str) -> int:
+        return int(self.c[colour + "_port"])
+
+    def container_name(self, colour: str) -> str:
+        return self.c["host_id"] + "-" + self.app + "-" + colour
+
+    def timed(self, phase: str, started: float) -> None:
+        self.timings[phase] = round(self.timings[phase] + time.monotonic() - started, 3)
+
+    # boot only
+
+    def read_pointer(self) -> None:
+        """Use the release pointer when it can be read quickly; otherwise keep the baked release."""
+        name, region = self.args.pointer_parameter, self.args.region
+        if not name:
+            return
+        cmd = [*self.c["aws_command"], "ssm", "get-parameter", "--name", name, "--output", "json"]
+        if region:
+            cmd += ["--region", region]
+        proc = run(cmd, timeout=float(self.c["pointer_timeout"]))
+        try:
+            if proc.returncode != 0:
+                raise ValueError(last_line(proc.stderr) or f"exit {proc.returncode}")  # noqa: TRY301
+            pointer = json.loads(json.loads(proc.stdout)["Parameter"]["Value"])
+            release = str(pointer["release"])
+            image = str(pointer.get("image") or "")
+            digest = str(pointer.get("digest") or "")
+            if "@" not in image and digest:
+                repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+                image = repo + "@" + digest
+        except (ValueError, KeyError, TypeError) as exc:
+            log(f"boot: release pointer unreadable ({exc}); using the baked release {self.release}")
+            self.messages.append("pointer unreadable, baked release used")
+            return
+        if not (re.match(PATTERNS["release"], release) and re.match(PATTERNS["image"], image)):
+            log("boot: release pointer holds an invalid release or image; using the baked release")
+            self.messages.append("pointer invalid, baked release used")
+            return
+        if int(release) != self.release:
+            log(f"boot: release pointer says release {release} (baked {self.release})")
+        self.release, self.image, self.digest = int(release), image, image.rsplit("@", 1)[1]
+
+    # nginx site
+
+    def ensure_site(self) -> None:
+        """Install the nginx site when absent or stale: nginx -t first, never reload a failing config."""
+        started = time.monotonic()
+        try:
+            site_dir = Path(self.c["nginx_conf_dir"])
+            path = site_dir / ("deployer-" + self.app + ".conf")
+            listen = str(self.c["listen_address"]) + ":" + str(self.c["listen_port"])
+            wanted = (SITE_TEMPLATE.replace("@APP@", self.app)
+                      .replace("@STABLE@", str(self.c["stable_port"])).replace("@LISTEN@", listen))
+            try:
+                current: str | None = path.read_text(encoding="utf-8")
+            except OSError:
+                current = None
+            if current == wanted:
+                if not self.host.listening():
+                    self.start_nginx()
+                return
+            site_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(wanted, encoding="utf-8")
+            check = self.host.nginx("-t")
+            if check.returncode != 0:
+                if current is None:
+                    path.unlink()
+                else:
+                    path.write_text(current, encoding="utf-8")
+                lines = [line[:200] for line in check.stderr.splitlines() if line.strip()]
+                raise Failure("switch", "nginx -t rejected the site config; nginx was not reloaded",
+                              log_tail=lines[-LOG_TAIL_LINES:])
+            log("nginx site " + str(path) + (" installed" if current is None else " updated"))
+            reload = self.host.nginx("-s", "reload")
+            if reload.returncode != 0:
+                self.start_nginx()
+            self.wait_listening()
+        finally:
+            self.timed("switch", started)
+
+    def start_nginx(self) -> None:
+        check = self.host.nginx("-t")
+        if check.returncode != 0:
+            raise Failure("switch", "nginx -t failed; nginx was not started",
+                          log_tail=[line[:200] for line in check.stderr.splitlines() if line.strip()])
+        log("starting nginx")
+        proc = self.host.nginx()
+        if proc.returncode != 0:
+            raise Failure("switch", "nginx would not start: " + last_line(proc.stderr))
+        self.wait_listening()
+
+    def wait_listening(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.host.listening():
+                return
+            time.sleep(0.05)
+        raise Failure("switch", "nginx does not listen on port {}".format(self.c["listen_port"]))
+
+    # live release
+
+    def live_colour(self, state: dict[str, Any]) -> str | None:
+        target = self.host.dnat_target()
+        for colour in COLOURS:
+            if target == self.colour_port(colour):
+                return colour
+        colour = state.get("colour")
+        return colour if colour in COLOURS else None
+
+    def already_live(self, state: dict[str, Any], colour: str | None) -> bool:
+        if colour is None or state.get("release") != self.release or state.get("digest") != self.digest:
+            return False
+        info = self.host.inspect(self.container_name(colour))
+        if not info or not info.get("State", {}).get("Running"):
+            return False
+        labels = info.get("Config", {}).get("Labels") or {}
+        if labels.get("deployer.digest") != self.digest:
+            return False
+        return 200 <= http_status(self.colour_port(colour), self.args.health_path) < 300
+
+    # pull
+
+    def pull(self) -> None:
+        started = time.monotonic()
+        try:
+            if self.host.image_present(self.image):
+                log("image already on this host (retained release); no pull")
+                return
+            attempts = int(self.c["pull_attempts"])
+            jitter = random.SystemRandom()
+            error = ""
+            for attempt in range(1, attempts + 1):
+                self.pull_attempts = attempt
+                error = self.login()
+                if not error:
+                    proc = self.host.docker("pull", self.image, timeout=float(self.c["pull_timeout"]))
+                    if proc.returncode == 0:
+                        log(f"pulled {self.image} (attempt {attempt})")
+                        return
+                    error = last_line(proc.stderr) or f"docker pull exited {proc.returncode}"
+                if attempt < attempts:
+                    ceiling = min(float(self.c["pull_backoff_max"]),
+                                  float(self.c["pull_backoff"]) * 2 ** (attempt - 1))
+                    delay = ceiling / 2 + jitter.uniform(0, ceiling / 2)
+                    log(f"pull attempt {attempt}/{attempts} failed: {error}; retrying in {delay:.2f}s")
+                    time.sleep(delay)
+                else:
+                    log(f"pull attempt {attempt}/{attempts} failed: {error}")
+            raise Failure("pull", f"pull failed after {attempts} attempts: {error[:300]}",
+                          log_tail=[error[:200]])
+        finally:
+            self.timed("pull", started)
+
+    def login(self) -> str:
+        """Log in to ECR when asked; returns an error text, empty on success."""
+        if self.args.registry_login != "ecr":
+            return ""
+        registry = self.image.split("/", 1)[0]
+        match = ECR_HOST.match(registry)
+        region = match.group(1) if match else ""
+        token = run([*self.c["aws_command"], "ecr", "get-login-password", "--region", region], timeout=60)
+        if token.returncode != 0 or not token.stdout.strip():
+            return "ecr get-login-password failed: " + last_line(token.stderr)
+        proc = self.host.docker("login", "--username", "AWS", "--password-stdin", registry,
+                                timeout=60, stdin=token.stdout.strip())
+        if proc.returncode != 0:
+            return "docker login failed: " + last_line(proc.stderr)
+        return ""
+
+    # start + health
+
+    def run_args(self, colour: str) -> list[str]:
+        port = self.colour_port(colour)
+        args = ["run", "-d", "--name", self.container_name(colour),
+                "--label", "deployer.host=" + self.c["host_id"],
+                "--label", "deployer.app=" + self.app,
+                "--label", "deployer.release=" + str(self.release),
+                "--label", "deployer.digest=" + self.digest,
+                "--label", "deployer.colour=" + colour,
+                "--restart", "unless-stopped", "--init",
+                "--stop-timeout", str(int(self.c["stop_timeout"])),
+                "--log-driver", self.args.log_driver]
+        log_options = [o for o in self.args.log_options.split(",") if o]
+        if self.args.log_driver == "json-file" and not log_options:
+            log_options = ["max-size=10m", "max-file=5"]
+        for option in log_options:
+            args += ["--log-opt", option]
+        if self.args.env_file:
+            args += ["--env-file", self.args.env_file]
+        args += ["-e", "DEPLOYER_APP=" + self.app, "-e", "DEPLOYER_RELEASE=" + str(self.release)]
+        if self.c["network_mode"] == "host":
+            args += ["--network", "host", "-e", "PORT=" + str(port)]
+        else:
+            args += ["-p", f"127.0.0.1:{port}:{self.args.port}", "-e", "PORT=" + self.args.port]
+        args += [o for o in self.args.docker_options.split(" ") if o]
+        return [*args, self.image]
+
+    def start(self, colour: str) -> None:
+        started = time.monotonic()
+        try:
+            name = self.container_name(colour)
+            if self.host.inspect(name) is not None:
+                log("removing leftover container " + name)
+                self.host.remove_container(name)
+            proc = self.host.docker(*self.run_args(colour), timeout=120)
+            if proc.returncode != 0:
+                self.host.remove_container(name)
+                raise Failure("start", "docker run failed: " + last_line(proc.stderr),
+                              log_tail=[line[:200] for line in proc.stderr.splitlines() if line.strip()][-5:])
+            log(f"started {name} (release {self.release}) on port {self.colour_port(colour)}")
+        finally:
+            self.timed("start", started)
+
+    def container_failure(self, name: str) -> tuple[str, int | None] | None:
+        """Why the container is not (stably) running, or None when it runs."""
+        info = self.host.inspect(name)
+        if info is None:
+            return "the container disappeared", None
+        state = info.get("State", {})
+        exit_code = state.get("ExitCode")
+        if state.get("Restarting") or int(info.get("RestartCount") or 0) > 0:
+            return f"the container exited with code {exit_code} and is restarting", exit_code
+        if not state.get("Running"):
+            return f"the container exited with code {exit_code}", exit_code
+        return None
+
+    def health_gate(self, colour: str) -> None:
+        started = time.monotonic()
+        name = self.container_name(colour)
+        port = self.colour_port(colour)
+        deadline = started + int(self.args.health_timeout)
+        needed = int(self.c["health_successes"])
+        interval = float(self.c["health_interval"])
+        successes = 0
+        last_status = 0
+        next_inspect = started
+        try:
+            while True:
+                status = http_status(port, self.args.health_path)
+                last_status = status
+                successes = successes + 1 if 200 <= status < 300 else 0
+                if successes >= needed:
+                    log(f"healthy: {needed} consecutive 2xx from {self.args.health_path}")
+                    return
+                now = time.monotonic()
+                if successes == 0 and now >= next_inspect:
+                    next_inspect = now + 0.5
+                    failed = self.container_failure(name)
+                    if failed is not None:
+                        reason, code = failed
+                        self.fail_new(name, "start", reason, code)
+                if now >= deadline:
+                    got = f"status {last_status}" if last_status else "no answer"
+                    reason = (f"health check {self.args.health_path} got {got} "
+                              f"within {self.args.health_timeout}s")
+                    self.fail_new(name, "health", reason, None)
+                time.sleep(interval)
+        finally:
+            self.timed("health", started)
+
+    def fail_new(self, name: str, failure_class: str, reason: str, code: int | None) -> None:
+        """Capture the new container's logs and status, remove it, raise."""
+        tail = self.host.log_tail(name)
+        if code is None:
+            failed = self.container_failure(name)
+            code = failed[1] if failed else None
+        self.host.remove_container(name)
+        log(reason + "; removed " + name)
+        raise Failure(failure_class, reason + "; the new container was removed, the old one serves",
+                      container_exit=code, log_tail=tail)
+
+    # switch, drain, cleanup
+
+    def switch(self, new: str, old: str | None) -> None:
+        started = time.monotonic()
+        try:
+            comment = f"app {self.app} release {self.release}"
+            proc = self.host.set_dnat(self.colour_port(new), comment)
+            verified = proc.returncode == 0 and self.verify_stable()
+            if verified:
+                log(f"traffic switched to {new} (port {self.colour_port(new)})")
+                return
+            reason = last_line(proc.stderr) if proc.returncode else "the stable port did not answer healthy"
+            if old is not None:
+                self.host.set_dnat(self.colour_port(old), "switched back")
+            tail = self.host.log_tail(self.container_name(new))
+            self.host.remove_container(self.container_name(new))
+            raise Failure("switch", f"switching traffic failed ({reason}); switched back", log_tail=tail)
+        finally:
+            self.timed("switch", started)
+
+    def verify_stable(self) -> bool:
+        for _ in range(3):
+            if 200 <= http_status(int(self.c["stable_port"]), self.args.health_path) < 300:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def drain_and_stop(self, old: str | None) -> list[str]:
+        problems: list[str] = []
+        if old is None:
+            return problems
+        name = self.container_name(old)
+        if self.host.inspect(name) is None:
+            return problems
+        started = time.monotonic()
+        # In-flight requests on the old colour finish; new connections already reach the new one.
+        time.sleep(float(self.c["drain_seconds"]))
+        self.timed("drain", started)
+        started = time.monotonic()
+        stop = self.host.docker("stop", "-t", str(int(self.c["stop_timeout"])), name,
+                                timeout=float(self.c["stop_timeout"]) + 60)
+        if stop.returncode != 0:
+            problems.append("stopping " + name + " failed: " + last_line(stop.stderr))
+        elif not self.host.remove_container(name):
+            problems.append("removing " + name + " failed")
+        self.timed("cleanup", started)
+        return problems
+
+    def prune(self, retained: list[dict[str, Any]],
+              keep_digests: set[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Keep the images in ``keep_digests``; remove the other retained images of this app."""
+        started = time.monotonic()
+        problems: list[str] = []
+        kept = []
+        for entry in retained:
+            if entry.get("digest") in keep_digests:
+                kept.append(entry)
+                continue
+            ref = str(entry.get("image"))
+            if not self.host.image_present(ref):
+                continue
+            users = self.host.docker("ps", "-aq", "--filter", "ancestor=" + ref, timeout=30)
+            if users.stdout.strip():
+                kept.append(entry)
+                continue
+            proc = self.host.docker("image", "rm", ref, timeout=120)
+            if proc.returncode != 0 and self.host.image_present(ref):
+                problems.append(f"pruning release {entry.get('release')} failed: {last_line(proc.stderr)}")
+                kept.append(entry)
+            else:
+                log(f"pruned the image of release {entry.get('release')}")
+        self.timed("cleanup", started)
+        return kept, problems
+
+    # the whole swap
+
+    def execute(self) -> str:
+        if self.args.mode == "boot":
+            self.read_pointer()
+        lock = Lock(self.state.dir / "agent.lock", float(self.c["lock_timeout"]))
+        started = time.monotonic()
+        self.timings["lock"] = round(lock.acquire(), 3)
+        try:
+            return self.execute_locked()
+        finally:
+            lock.release()
+            self.timed("total", started)
+
+    def execute_locked(self) -> str:
+        state = self.state.load()
+        self.previous_release = state.get("release")
+        self.phase = "switch"
+        self.ensure_site()
+        old = self.live_colour(state)
+        if self.already_live(state, old):
+            assert old is not None
+            if self.host.dnat_target() != self.colour_port(old):
+                proc = self.host.set_dnat(self.colour_port(old), f"app {self.app} release {self.release}")
+                if proc.returncode != 0:
+                    raise Failure("switch", "restoring the traffic rule failed: " + last_line(proc.stderr))
+                log("traffic rule restored for the live release")
+            self.previous_release = state.get("previous_release")
+            return "already_live"
+        if old is not None and self.host.inspect(self.container_name(old)) is None:
+            old = None
+        new = "green" if old == "blue" else "blue"
+        self.phase = "pull"
+        self.pull()
+        self.phase = "start"
+        self.start(new)
+        self.phase = "health"
+        self.health_gate(new)
+        self.phase = "switch"
+        self.switch(new, old)
+        self.phase = "cleanup"
+        retained = [e for e in state.get("retained", []) if isinstance(e, dict)
+                    and e.get("digest") != self.digest]
+        retained.append({"release": self.release, "digest": self.digest, "image": self.image,
+                         "at": now_iso()})
+        new_state = {
+            "app": self.app, "release": self.release, "digest": self.digest, "image": self.image,
+            "colour": new, "port": self.colour_port(new), "container": self.container_name(new),
+            "host": self.c["host_id"], "updated_at": now_iso(),
+            "previous_release": state.get("release"), "previous_digest": state.get("digest"),
+            "retained": retained,
+        }
+        self.state.save(new_state)
+        problems = self.drain_and_stop(old)
+        keep = {str(e["digest"]) for e in retained[-int(self.args.retain):]}
+        keep.add(self.digest)
+        if state.get("digest"):
+            keep.add(str(state["digest"]))  # the rollback target
+        kept, prune_problems = self.prune(retained, keep)
+        new_state["retained"] = kept
+        self.state.save(new_state)
+        problems += prune_problems
+        if problems:
+            raise Failure("cleanup", f"release {self.release} is live, but: " + "; ".join(problems))
+        return "live"
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+
+def summary_line(data: dict[str, Any]) -> str:
+    """Compact JSON under SUMMARY_MAX_CHARS: trims the log tail, then the message."""
+    data = dict(data)
+    data["log_tail"] = [str(line)[:200] for line in data.get("log_tail", [])][-LOG_TAIL_LINES:]
+    text = json.dumps(data, separators=(",", ":"))
+    while len(text) > SUMMARY_MAX_CHARS and data["log_tail"]:
+        data["log_tail"] = data["log_tail"][1:]
+        text = json.dumps(data, separators=(",", ":"))
+    if len(text) > SUMMARY_MAX_CHARS:
+        data["message"] = str(data.get("message", ""))[:200]
+        text = json.dumps(data, separators=(",", ":"))
+    return text
+
+
+def base_summary(host_id: str, app: str) -> dict[str, Any]:
+    return {
+        "agent": "deployer", "version": VERSION, "host": host_id, "app": app,
+        "release": None, "digest": None, "outcome": "failed", "failure_class": "none",
+        "exit_code": 0, "message": "", "previous_release": None,
+        "timings": {}, "pull_attempts": 0, "container_exit": None, "log_tail": [],
+    }
+
+
+def status(config: dict[str, Any], app: str) -> dict[str, Any]:
+    root = Path(config["state_dir"])
+    apps = {}
+    for state_file in sorted(root.glob("*/state.json")):
+        if app and state_file.parent.name != app:
+            continue
+        apps[state_file.parent.name] = State(config, state_file.parent.name).load()
+    return {"agent": "deployer", "version": VERSION, "host": config["host_id"],
+            "dnat_port": Host(config).dnat_target(), "apps": apps}
+
+
+def checked_args(argv: list[str]) -> argparse.Namespace:
+    """Parsed and validated flags; raises an input Failure naming every problem."""
+    try:
+        args = parse_args(argv)
+    except UsageError as exc:
+        if str(exc) == "help":
+            sys.stderr.write(__doc__ or "")
+            raise Failure("input", "usage shown; no mode given") from None
+        raise Failure("input", "usage error: " + str(exc)) from None
+    if args.mode == "status":
+        if args.app and not re.match(PATTERNS["app"], args.app):
+            raise Failure("input", "--app does not match " + PATTERNS["app"])
+        return args
+    problems = validate(args)
+    if problems:
+        raise Failure("input", "invalid input, nothing done: " + "; ".join(problems))
+    return args
+
+
+def main(argv: list[str]) -> int:
+    started = time.monotonic()
+    app_guess = ""
+    for token in argv:
+        if token.startswith("--app="):
+            app_guess = token.split("=", 1)[1]
+    if "--app" in argv[:-1]:
+        app_guess = argv[argv.index("--app") + 1]
+    summary = base_summary("", app_guess if re.match(PATTERNS["app"], app_guess) else "")
+    agent: Agent | None = None
+    try:
+        config = load_host_config()
+        summary["host"] = config["host_id"]
+        args = checked_args(argv)
+        if args.mode == "status":
+            sys.stdout.write(json.dumps(status(config, args.app), separators=(",", ":")) + "\n")
+            return 0
+        agent = Agent(config, args)
+        outcome = agent.execute()
+        summary["outcome"] = outcome
+        summary["message"] = (f"release {agent.release} is already live" if outcome == "already_live"
+                              else f"release {agent.release} is live")
+        if agent.messages:
+            summary["message"] += " (" + "; ".join(agent.messages) + ")"
+    except Failure as exc:
+        summary["outcome"] = "failed"
+        summary["failure_class"] = exc.failure_class
+        summary["message"] = exc.message
+        summary["container_exit"] = exc.container_exit
+        summary["log_tail"] = exc.log_tail
+        if exc.failure_class == "cleanup":
+            summary["outcome"] = "live"
+    except Exception as exc:  # noqa: BLE001 - every invocation must end in one summary line
+        summary["outcome"] = "failed"
+        summary["failure_class"] = agent.phase if agent is not None else "input"
+        summary["message"] = f"unexpected agent error: {type(exc).__name__}: {exc}"
+    summary["exit_code"] = EXIT_CODES[summary["failure_class"]]
+    if agent is not None:
+        summary["release"] = agent.release
+        summary["digest"] = agent.digest
+        summary["previous_release"] = agent.previous_release
+        summary["pull_attempts"] = agent.pull_attempts
+        agent.timings["total"] = round(time.monotonic() - started, 3)
+        summary["timings"] = agent.timings
+    else:
+        summary["timings"] = {"total": round(time.monotonic() - started, 3)}
+    log(summary["message"])
+    sys.stdout.write(summary_line(summary) + "\n")
+    sys.stdout.flush()
+    return int(summary["exit_code"])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
