@@ -1,0 +1,16 @@
+"""on-image-push: an ECR push becomes a release that the fleet and the Auto Scaling group follow."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from deployer import runtime
+from deployer.observability import logger, metrics, tracer
+from deployer.push import handle_push_event
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle_push_event(runtime.deps(), event, context)

@@ -1,0 +1,77 @@
+"""The swap command: SSM Run Command with our document, at the app's rate.
+
+The whole group is targeted by the tag `aws:autoscaling:groupName` that Auto Scaling puts on
+every instance it launches, so instances that join before delivery are included; single
+instances (a new launch, a drifted host) are targeted by id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from deployer.adapters import aws_errors
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm.client import SSMClient
+
+    from deployer.models.config import AppConfig
+
+GROUP_TAG = "aws:autoscaling:groupName"
+
+
+class Fleet:
+    def __init__(self, ssm: SSMClient, document_name: str, log_group: str) -> None:
+        self._ssm = ssm
+        self._document = document_name
+        self._log_group = log_group
+
+    def send_swap(self, config: AppConfig, parameters: dict[str, list[str]], comment: str) -> str:
+        """Send the swap to every instance of the app's group; returns the command id."""
+        return self._send(
+            config,
+            parameters,
+            comment,
+            Targets=[{"Key": f"tag:{GROUP_TAG}", "Values": [config.auto_scaling_group]}],
+            MaxConcurrency=config.rollout.max_concurrency,
+            MaxErrors=config.rollout.max_errors,
+        )
+
+    def send_swap_to_instances(
+        self,
+        config: AppConfig,
+        instance_ids: list[str],
+        parameters: dict[str, list[str]],
+        comment: str,
+    ) -> str:
+        """Send the swap to explicit instances (all at once: callers pass a handful)."""
+        if not instance_ids:
+            raise ValueError("instance_ids must not be empty")
+        return self._send(
+            config,
+            parameters,
+            comment,
+            InstanceIds=list(instance_ids),
+            MaxConcurrency=str(len(instance_ids)),
+            MaxErrors=config.rollout.max_errors,
+        )
+
+    def _send(
+        self,
+        config: AppConfig,
+        parameters: dict[str, list[str]],
+        comment: str,
+        **target: Any,
+    ) -> str:
+        with aws_errors(f"sending the swap command for {config.app}"):
+            response = self._ssm.send_command(
+                DocumentName=self._document,
+                Parameters=parameters,
+                TimeoutSeconds=config.rollout.delivery_timeout,
+                Comment=comment[:100],
+                CloudWatchOutputConfig={
+                    "CloudWatchLogGroupName": self._log_group,
+                    "CloudWatchOutputEnabled": True,
+                },
+                **target,
+            )
+        return str(response["Command"]["CommandId"])

@@ -1,0 +1,53 @@
+"""The release pointer: SSM String parameter `<prefix>/<app>/release` holding JSON.
+
+SSM keeps the parameter's history, so every pointer move stays auditable; booting hosts read
+it to start on the current release even when their launch-template version is older.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from deployer.adapters import aws_errors, error_code
+from deployer.errors import AwsCallFailed, InvalidEvent
+from deployer.models.records import Pointer
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm.client import SSMClient
+
+
+class PointerStore:
+    def __init__(self, ssm: SSMClient, prefix: str) -> None:
+        self._ssm = ssm
+        self._prefix = prefix
+
+    def name(self, app: str) -> str:
+        return f"{self._prefix}/{app}/release"
+
+    def get(self, app: str) -> Pointer | None:
+        """The app's pointer, or None before its first deploy."""
+        try:
+            response = self._ssm.get_parameter(Name=self.name(app))
+        except ClientError as exc:
+            if error_code(exc) == "ParameterNotFound":
+                return None
+            raise AwsCallFailed(f"reading the pointer of {app} failed: {exc}") from exc
+        try:
+            return Pointer.model_validate_json(response["Parameter"]["Value"])
+        except ValidationError as exc:
+            raise InvalidEvent(f"pointer {self.name(app)} does not hold a valid pointer") from exc
+
+    def put(self, pointer: Pointer) -> int:
+        """Move the pointer; returns the parameter version."""
+        with aws_errors(f"moving the pointer of {pointer.app}"):
+            response = self._ssm.put_parameter(
+                Name=self.name(pointer.app),
+                Value=pointer.model_dump_json(),
+                Type="String",
+                Overwrite=True,
+                Description=f"release pointer of {pointer.app}",
+            )
+        return int(response["Version"])

@@ -1,0 +1,183 @@
+"""The contract between the control plane and the host agent (`host/agent.py`).
+
+Exit codes and failure classes mirror docs/architecture.md and the agent (a test keeps them
+equal); `PARAMETER_PATTERNS` are the swap document's `allowedPattern`s; `AgentSummary` parses the
+one JSON line the agent prints on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INPUT = 2
+    LOCK = 3
+    PULL = 4
+    START = 5
+    HEALTH = 6
+    SWITCH = 7
+    CLEANUP = 8
+
+
+class FailureClass(StrEnum):
+    NONE = "none"
+    INPUT = "input"
+    LOCK = "lock"
+    PULL = "pull"
+    START = "start"
+    HEALTH = "health"
+    SWITCH = "switch"
+    CLEANUP = "cleanup"
+
+
+EXIT_CODE_BY_CLASS: dict[FailureClass, ExitCode] = {
+    FailureClass.NONE: ExitCode.OK,
+    FailureClass.INPUT: ExitCode.INPUT,
+    FailureClass.LOCK: ExitCode.LOCK,
+    FailureClass.PULL: ExitCode.PULL,
+    FailureClass.START: ExitCode.START,
+    FailureClass.HEALTH: ExitCode.HEALTH,
+    FailureClass.SWITCH: ExitCode.SWITCH,
+    FailureClass.CLEANUP: ExitCode.CLEANUP,
+}
+CLASS_BY_EXIT_CODE: dict[int, FailureClass] = {int(code): cls for cls, code in EXIT_CODE_BY_CLASS.items()}
+
+# Exit codes after which the new release serves traffic on the host.
+SERVING_EXIT_CODES = frozenset({ExitCode.OK, ExitCode.CLEANUP})
+
+
+class Outcome(StrEnum):
+    LIVE = "live"
+    ALREADY_LIVE = "already_live"
+    FAILED = "failed"
+
+
+# `docker run` options an app may add; the agent enforces the same allow-list.
+DOCKER_OPTION_NAMES: tuple[str, ...] = (
+    "cpus",
+    "cpu-shares",
+    "memory",
+    "memory-reservation",
+    "memory-swap",
+    "pids-limit",
+    "shm-size",
+    "ulimit",
+    "user",
+    "read-only",
+    "tmpfs",
+    "stop-timeout",
+    "cap-drop",
+    "security-opt",
+    "label",
+)
+_OPTION_VALUE = r"[A-Za-z0-9._:/=,@+-]+"
+_OPTION = rf"--({'|'.join(re.escape(n) for n in DOCKER_OPTION_NAMES)})={_OPTION_VALUE}"
+_LOG_PAIR = r"[a-z0-9-]+=[A-Za-z0-9._/:-]+"
+
+# The swap document's parameters and their allowedPattern (docs/architecture.md). None admits a
+# quote, `$`, backtick, `;`, `&`, `|`, `<`, `>`, newline or backslash.
+PARAMETER_PATTERNS: dict[str, str] = {
+    "app": r"^[a-z][a-z0-9-]{0,39}$",
+    "image": r"^[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?/[a-z0-9][a-z0-9._/-]*@sha256:[a-f0-9]{64}$",
+    "release": r"^[1-9][0-9]{0,8}$",
+    "containerPort": r"^[1-9][0-9]{0,4}$",
+    "healthPath": r"^/[A-Za-z0-9._~/-]{0,200}$",
+    "healthTimeout": r"^[1-9][0-9]{0,3}$",
+    "envFile": r"^(/[A-Za-z0-9._/-]{1,200})?$",
+    "dockerOptions": rf"^({_OPTION}( {_OPTION})*)?$",
+    "logDriver": r"^(json-file|local|awslogs|journald|none)$",
+    "logOptions": rf"^({_LOG_PAIR}(,{_LOG_PAIR})*)?$",
+    "retain": r"^[1-9][0-9]?$",
+    "registryLogin": r"^(ecr|none)$",
+    "executionTimeout": r"^[1-9][0-9]{1,4}$",
+}
+
+# Agent flag for each document parameter (executionTimeout is the SSM step timeout).
+AGENT_FLAGS: dict[str, str] = {
+    "app": "--app",
+    "image": "--image",
+    "release": "--release",
+    "containerPort": "--port",
+    "healthPath": "--health-path",
+    "healthTimeout": "--health-timeout",
+    "envFile": "--env-file",
+    "dockerOptions": "--docker-options",
+    "logDriver": "--log-driver",
+    "logOptions": "--log-options",
+    "retain": "--retain",
+    "registryLogin": "--registry-login",
+}
+
+SUMMARY_MAX_CHARS = 2400
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    lock: float = 0.0
+    pull: float = 0.0
+    start: float = 0.0
+    health: float = 0.0
+    switch: float = 0.0
+    drain: float = 0.0
+    cleanup: float = 0.0
+    total: float = 0.0
+
+
+class AgentSummary(BaseModel):
+    """The agent's one-line JSON result for one host."""
+
+    model_config = ConfigDict(extra="allow")
+
+    agent: str = "deployer"
+    version: int = 1
+    host: str = ""
+    app: str
+    release: int | None = None
+    digest: str | None = None
+    outcome: Outcome
+    failure_class: FailureClass
+    exit_code: int
+    message: str = ""
+    previous_release: int | None = None
+    timings: Timings = Field(default_factory=Timings)
+    pull_attempts: int = 0
+    container_exit: int | None = None
+    log_tail: list[str] = Field(default_factory=list)
+
+    @property
+    def serving(self) -> bool:
+        """True when the new release serves traffic on this host."""
+        return self.exit_code in SERVING_EXIT_CODES
+
+
+def parse_summary(output: str | None) -> AgentSummary | None:
+    """The last agent summary line found in a command's output, or None.
+
+    Output may be truncated (SSM keeps 2,500 characters) or mixed with other lines, so the
+    search runs from the end and anything that is not a complete summary yields None.
+    """
+    if not output:
+        return None
+    for line in reversed(output.splitlines()):
+        candidate = line.strip()
+        if not (candidate.startswith("{") and candidate.endswith("}")):
+            continue
+        try:
+            data: Any = json.loads(candidate)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("agent") != "deployer":
+            continue
+        try:
+            return AgentSummary.model_validate(data)
+        except ValidationError:
+            return None
+    return None

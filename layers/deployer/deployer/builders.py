@@ -1,0 +1,100 @@
+"""Pure builders: what the control plane sends, as exact values (no AWS calls here).
+
+- `swap_parameters(config, release)`: the swap document's parameters;
+- `agent_arguments(parameters)`: the agent's command-line flags for the same values;
+- `user_data(config, release, agent_source, pointer_parameter, region)`: the boot script of a
+  launch-template version (the agent embedded gzip+base64, then `agent.py boot ...`).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import re
+import shlex
+
+from deployer.agent_contract import AGENT_FLAGS, PARAMETER_PATTERNS
+from deployer.errors import InvalidAppConfig, UserDataTooLarge
+from deployer.models.config import AppConfig
+from deployer.models.records import Release
+
+# EC2 limit on raw user data (before base64).
+USER_DATA_LIMIT = 16 * 1024
+AGENT_DIR = "/opt/deployer"
+
+
+def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]:
+    """The swap document's parameters for deploying `release` of `config`'s app."""
+    container = config.container
+    values = {
+        "app": config.app,
+        "image": release.image,
+        "release": str(release.release),
+        "containerPort": str(container.port),
+        "healthPath": container.health_path,
+        "healthTimeout": str(container.health_timeout),
+        "envFile": container.env_file or "",
+        "dockerOptions": " ".join(container.docker_options),
+        "logDriver": container.log_driver,
+        "logOptions": ",".join(f"{k}={v}" for k, v in sorted(container.log_options.items())),
+        "retain": str(config.retain),
+        "registryLogin": config.registry_login,
+        "executionTimeout": str(config.rollout.command_timeout),
+    }
+    for name, value in values.items():
+        if not re.fullmatch(PARAMETER_PATTERNS[name], value):
+            raise InvalidAppConfig(
+                f"swap parameter {name}={value!r} does not match {PARAMETER_PATTERNS[name]}"
+            )
+    return {name: [value] for name, value in values.items()}
+
+
+def agent_arguments(parameters: dict[str, list[str]]) -> list[str]:
+    """The agent flags for a set of swap parameters (executionTimeout is SSM's, not the agent's)."""
+    args: list[str] = []
+    for name, flag in AGENT_FLAGS.items():
+        args += [flag, parameters[name][0]]
+    return args
+
+
+def user_data(
+    config: AppConfig,
+    release: Release,
+    agent_source: str,
+    pointer_parameter: str,
+    region: str,
+) -> str:
+    """A POSIX shell boot script that installs the agent and boots `release`.
+
+    The agent first tries the pointer parameter (a newer release may have been deployed since
+    this version was created) and falls back to the release baked in here."""
+    if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", pointer_parameter):
+        raise InvalidAppConfig(f"pointer parameter name {pointer_parameter!r} is not valid")
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+        raise InvalidAppConfig(f"region {region!r} is not valid")
+    payload = base64.b64encode(gzip.compress(agent_source.encode(), mtime=0)).decode("ascii")
+    args = [
+        "boot",
+        *agent_arguments(swap_parameters(config, release)),
+        "--pointer-parameter",
+        pointer_parameter,
+        "--region",
+        region,
+    ]
+    command = " ".join(shlex.quote(a) for a in ["python3", f"{AGENT_DIR}/agent.py", *args])
+    script = "\n".join(
+        [
+            "#!/bin/sh",
+            f"# deployer: {config.app} release {release.release} {release.digest}",
+            "set -eu",
+            f"mkdir -p {AGENT_DIR}",
+            f"echo '{payload}' | base64 -d | gunzip > {AGENT_DIR}/agent.py.new",
+            f"mv {AGENT_DIR}/agent.py.new {AGENT_DIR}/agent.py",
+            f"{command} >>/var/log/deployer-boot.log 2>&1",
+            "",
+        ]
+    )
+    size = len(script.encode())
+    if size >= USER_DATA_LIMIT:
+        raise UserDataTooLarge(f"user data is {size} bytes; EC2 allows {USER_DATA_LIMIT}")
+    return script

@@ -1,0 +1,120 @@
+"""App configuration: one deployment target, validated strictly.
+
+Stored as one item per app in the apps table (`AppsStore`); operators write it with
+`deployer app put --file web.json`. Every error names the field and what is wrong.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deployer.agent_contract import DOCKER_OPTION_NAMES, PARAMETER_PATTERNS
+from deployer.errors import InvalidAppConfig
+from deployer.models import describe_errors
+
+APP_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+# ECR repository names: lowercase path segments separated by `/`.
+REPOSITORY_PATTERN = r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$"
+REGISTRY_PATTERN = r"^[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?$"
+TAG_GLOB_PATTERN = r"^[A-Za-z0-9_.*?\[\]-]{1,128}$"
+GROUP_NAME_PATTERN = r"^[A-Za-z0-9 _.:/@+=-]{1,255}$"
+LAUNCH_TEMPLATE_PATTERN = r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9().\/_-]{3,128})$"
+LAUNCH_TEMPLATE_ID_PATTERN = r"^lt-[0-9a-f]{8,17}$"
+MAX_CONCURRENCY_PATTERN = r"^([1-9][0-9]{0,6}|[1-9][0-9]?%|100%)$"
+MAX_ERRORS_PATTERN = r"^([0-9]{1,7}|[0-9]{1,2}%|100%)$"
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ContainerConfig(BaseModel):
+    """How a host runs the app's container."""
+
+    model_config = _STRICT
+
+    port: int = Field(ge=1, le=65535, description="port the app listens on (127.0.0.1 / host network)")
+    health_path: str = Field(default="/", pattern=PARAMETER_PATTERNS["healthPath"])
+    health_timeout: int = Field(default=60, ge=1, le=9999, description="seconds the health gate waits")
+    env_file: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]{1,200}$")
+    docker_options: tuple[str, ...] = Field(default=(), max_length=20)
+    log_driver: Literal["json-file", "local", "awslogs", "journald", "none"] = "json-file"
+    log_options: dict[
+        Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], Annotated[str, Field(pattern=r"^[A-Za-z0-9._/:-]+$")]
+    ] = Field(default_factory=dict)
+
+    @field_validator("docker_options")
+    @classmethod
+    def _allowed_options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        single = PARAMETER_PATTERNS["dockerOptions"]
+        for option in value:
+            if not re.fullmatch(single, option) or " " in option:
+                raise ValueError(
+                    f"{option!r} is not an allowed `--name=value` option "
+                    f"(allowed names: {', '.join(DOCKER_OPTION_NAMES)})"
+                )
+        return value
+
+
+class RolloutConfig(BaseModel):
+    """Rate control and timeouts of the swap command (SSM Run Command semantics)."""
+
+    model_config = _STRICT
+
+    max_concurrency: str = Field(default="25%", pattern=MAX_CONCURRENCY_PATTERN)
+    max_errors: str = Field(default="0", pattern=MAX_ERRORS_PATTERN)
+    command_timeout: int = Field(default=600, ge=30, le=28800, description="seconds one host may take")
+    delivery_timeout: int = Field(default=600, ge=30, le=2592000, description="seconds to start delivery")
+
+
+class AppConfig(BaseModel):
+    """One deployment target ("app")."""
+
+    model_config = _STRICT
+
+    app: str = Field(pattern=APP_NAME_PATTERN)
+    repository: str = Field(min_length=2, max_length=256, pattern=REPOSITORY_PATTERN)
+    registry: str | None = Field(
+        default=None,
+        pattern=REGISTRY_PATTERN,
+        description="registry host[:port]; default: the pushing account's ECR registry",
+    )
+    registry_login: Literal["ecr", "none"] = "ecr"
+    tag_filter: tuple[Annotated[str, Field(pattern=TAG_GLOB_PATTERN)], ...] = Field(
+        default=("*",), min_length=1, max_length=20
+    )
+    auto_scaling_group: str = Field(pattern=GROUP_NAME_PATTERN)
+    launch_template: str = Field(pattern=LAUNCH_TEMPLATE_PATTERN, description="launch template id or name")
+    container: ContainerConfig
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    auto_rollback: bool = True
+    retain: int = Field(default=3, ge=1, le=99, description="releases each host keeps for instant rollback")
+
+    @classmethod
+    def parse(cls, data: Any) -> AppConfig:
+        """Validate a decoded JSON document; InvalidAppConfig names every bad field."""
+        if not isinstance(data, dict):
+            raise InvalidAppConfig(f"app config must be a JSON object, got {type(data).__name__}")
+        try:
+            # JSON has no tuples: validating the JSON text accepts lists for tuple fields
+            # while keeping every other type strict.
+            return cls.model_validate_json(json.dumps(data))
+        except ValidationError as exc:
+            raise InvalidAppConfig(f"invalid app config: {describe_errors(exc)}") from exc
+
+    def accepts_tag(self, tag: str | None) -> bool:
+        """Whether a pushed tag passes the tag filter (an untagged push passes only `*`)."""
+        if tag is None:
+            return "*" in self.tag_filter
+        return any(fnmatch.fnmatchcase(tag, pattern) for pattern in self.tag_filter)
+
+    @property
+    def launch_template_is_id(self) -> bool:
+        return re.fullmatch(LAUNCH_TEMPLATE_ID_PATTERN, self.launch_template) is not None
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON-compatible form operators write and the apps table stores."""
+        return self.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,134 @@
+"""Records the deployer stores: releases, the release pointer, per-host outcomes.
+
+Release statuses and the transitions the lifecycle allows:
+
+    PENDING   -> DEPLOYING | SUPERSEDED
+    DEPLOYING -> SUCCEEDED | FAILED | ROLLED_BACK
+    SUCCEEDED -> ROLLED_BACK      (an operator rolled back past it)
+    FAILED    -> ROLLED_BACK      (automatic or manual rollback after the failure)
+    ROLLED_BACK, SUPERSEDED: final
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
+# Docker/ECR tag grammar: no shell metacharacters can pass.
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ReleaseStatus(StrEnum):
+    PENDING = "PENDING"
+    DEPLOYING = "DEPLOYING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ROLLED_BACK = "ROLLED_BACK"
+    SUPERSEDED = "SUPERSEDED"
+
+
+ALLOWED_TRANSITIONS: dict[ReleaseStatus, frozenset[ReleaseStatus]] = {
+    ReleaseStatus.PENDING: frozenset({ReleaseStatus.DEPLOYING, ReleaseStatus.SUPERSEDED}),
+    ReleaseStatus.DEPLOYING: frozenset(
+        {ReleaseStatus.SUCCEEDED, ReleaseStatus.FAILED, ReleaseStatus.ROLLED_BACK}
+    ),
+    ReleaseStatus.SUCCEEDED: frozenset({ReleaseStatus.ROLLED_BACK}),
+    ReleaseStatus.FAILED: frozenset({ReleaseStatus.ROLLED_BACK}),
+    ReleaseStatus.ROLLED_BACK: frozenset(),
+    ReleaseStatus.SUPERSEDED: frozenset(),
+}
+
+
+class ReleaseSource(StrEnum):
+    PUSH = "push"
+    ROLLBACK = "rollback"
+    MANUAL = "manual"
+
+
+class Release(BaseModel):
+    """One accepted image for an app, numbered per app, always by digest."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+    app: str
+    release: int = Field(ge=1)
+    repository: str
+    image: str = Field(description="registry/repository@sha256:..., never a tag")
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    tag: str | None = Field(default=None, pattern=TAG_PATTERN)
+    pushed_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    source: ReleaseSource = ReleaseSource.PUSH
+    reason: str = ""
+    status: ReleaseStatus = ReleaseStatus.PENDING
+    status_reason: str = ""
+    command_id: str | None = None
+    launch_template_version: int | None = None
+    deploy_started_at: datetime | None = None
+    finished_at: datetime | None = None
+    # Aggregates written by the lifecycle (per-host details live in the host outcomes table).
+    hosts_ok: int | None = None
+    hosts_failed: int | None = None
+    event_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """`<app>#<release>`: the partition key of this release's host outcomes."""
+        return f"{self.app}#{self.release}"
+
+    def to_item(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Pointer(BaseModel):
+    """The one release an app should run (SSM parameter `<prefix>/<app>/release`, JSON)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    app: str
+    release: int = Field(ge=1)
+    image: str
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    tag: str | None = None
+    source: ReleaseSource
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def for_release(cls, release: Release, source: ReleaseSource | None = None) -> Pointer:
+        return cls(
+            app=release.app,
+            release=release.release,
+            image=release.image,
+            digest=release.digest,
+            tag=release.tag,
+            source=source or release.source,
+        )
+
+
+class HostOutcome(BaseModel):
+    """What one host did for one release (written by the lifecycle functions)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    release_key: str = Field(description="<app>#<release>")
+    instance_id: str
+    app: str
+    release: int
+    status: str = Field(description="SSM invocation status, e.g. Success, Failed, TimedOut")
+    exit_code: int | None = None
+    failure_class: str | None = None
+    message: str = ""
+    summary: dict[str, Any] | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    def to_item(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,31 @@
+"""Per-process wiring for Lambda handlers: settings and adapters, built on first use.
+
+Nothing here runs at import time (moto must be active first in tests; cold starts do not pay
+for clients a path does not use). Tests call `reset()` between cases.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from deployer.settings import Settings
+
+if TYPE_CHECKING:
+    from deployer.rollout import Deps
+
+_deps: Deps | None = None
+
+
+def deps() -> Deps:
+    """The process-wide adapters, built from the environment once."""
+    global _deps  # noqa: PLW0603 - one wiring per Lambda execution environment
+    if _deps is None:
+        from deployer.rollout import Deps  # noqa: PLC0415
+
+        _deps = Deps.from_settings(Settings.from_env())
+    return _deps
+
+
+def reset() -> None:
+    global _deps  # noqa: PLW0603
+    _deps = None

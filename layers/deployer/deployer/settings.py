@@ -1,0 +1,77 @@
+"""Runtime settings, read from environment variables once and validated.
+
+The SAM template gives every function exactly these variables; tools and tests build a
+`Settings` directly or through `Settings.from_env(mapping)`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deployer.errors import InvalidSettings
+
+_TABLE = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+# Environment variable name for every field.
+ENV_NAMES: dict[str, str] = {
+    "apps_table": "APPS_TABLE",
+    "app_state_table": "APP_STATE_TABLE",
+    "releases_table": "RELEASES_TABLE",
+    "host_outcomes_table": "HOST_OUTCOMES_TABLE",
+    "idempotency_table": "IDEMPOTENCY_TABLE",
+    "parameter_prefix": "PARAMETER_PREFIX",
+    "swap_document_name": "SWAP_DOCUMENT_NAME",
+    "command_log_group": "COMMAND_LOG_GROUP",
+    "notification_topic_arn": "NOTIFICATION_TOPIC_ARN",
+    "lock_lease_seconds": "LOCK_LEASE_SECONDS",
+    "region": "AWS_REGION",
+}
+
+
+class Settings(BaseModel):
+    """Where the stack's state lives and how long a deploy may hold an app's lock."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    apps_table: _TABLE
+    app_state_table: _TABLE
+    releases_table: _TABLE
+    host_outcomes_table: _TABLE
+    idempotency_table: _TABLE
+    parameter_prefix: str = Field(default="/deployer", pattern=r"^(/[A-Za-z0-9_.-]+)+$", max_length=200)
+    swap_document_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{3,128}$")
+    command_log_group: str = Field(pattern=r"^[A-Za-z0-9_./#-]{1,512}$")
+    notification_topic_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
+    )
+    # A deploy holds the lock from the push until the fleet reports; the lease only bounds how
+    # long a crashed invocation can block the app.
+    lock_lease_seconds: int = Field(default=3600, ge=60, le=86400)
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+    @field_validator("notification_topic_arn", "region", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def pointer_parameter(self, app: str) -> str:
+        """SSM parameter name of an app's release pointer."""
+        return f"{self.parameter_prefix}/{app}/release"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; InvalidSettings names each bad variable."""
+        env = os.environ if environ is None else environ
+        raw = {field: env[name] for field, name in ENV_NAMES.items() if name in env}
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_NAMES.get(str(err['loc'][0]), str(err['loc'][0]))}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise InvalidSettings(f"invalid environment: {problems}") from exc
