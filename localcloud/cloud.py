@@ -1,0 +1,488 @@
+"""The local cloud: the stack of template.yaml running on this machine.
+
+`LocalCloud` wires the stand-ins together:
+- AWS APIs: an in-process moto server on 127.0.0.1 (`localcloud.motoserver`) with the gaps
+  filled (`localcloud.moto_gaps`); the stack's resources created under the template's names;
+- EventBridge: `localcloud.eventbridge` with the rules read from template.yaml;
+- Lambda: `localcloud.lambdas`, one warm worker process per function;
+- ECR: the Debian registry (`localcloud.registry`); `push()` builds an image, pushes it, stores
+  the same manifest in moto's repository and emits the ECR push event with the real digest;
+- EC2 / Auto Scaling / SSM: `localcloud.fleet` (hosts are `HostSandbox`es booting the real user
+  data) and `localcloud.ssm_agent` (runs the real document on them).
+Development tooling only: no Lambda code imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localcloud import moto_gaps
+from localcloud.eventbridge import Delivery, EventBus, envelope
+from localcloud.fleet import Fleet
+from localcloud.images import build_app_image, push_image, remove_images
+from localcloud.lambdas import LambdaService
+from localcloud.motoserver import MotoServer
+from localcloud.registry import Registry
+from localcloud.ssm_agent import CommandRun, SsmAgents
+from localcloud.template import ACCOUNT, Template
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+
+
+@dataclass
+class Pushed:
+    repository: str
+    tag: str
+    digest: str
+    reference: str
+    image_id: str
+    kind: str
+    event: dict[str, Any]
+
+
+class Timeline:
+    """A readable, timestamped log of what the cloud did."""
+
+    def __init__(self, echo: bool = False, stream: Any = None) -> None:
+        self.start = time.monotonic()
+        self.echo = echo
+        self.stream = stream or sys.stdout
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> None:
+        t = time.monotonic() - self.start
+        with self._lock:
+            self.lines.append((t, text))
+            if self.echo:
+                print(f"  [{t:6.1f}s] {text}", file=self.stream, flush=True)
+
+
+class LocalCloud:
+    def __init__(
+        self,
+        root_dir: str | Path | None = None,
+        template: str | Path = ROOT / "template.yaml",
+        stack: str = "deployer",
+        timeline: Timeline | None = None,
+        sandbox_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self._own_root = root_dir is None
+        self.root = Path(root_dir) if root_dir else Path(tempfile.mkdtemp(prefix="localcloud-"))
+        self.template_path = Path(template)
+        self.stack = stack
+        self.log = timeline or Timeline()
+        self.sandbox_settings = sandbox_settings or {}
+        self.moto = MotoServer()
+        self.registry: Registry | None = None
+        self.template: Template | None = None
+        self.lambdas: LambdaService | None = None
+        self.bus: EventBus | None = None
+        self.fleet: Fleet | None = None
+        self.ssm: SsmAgents | None = None
+        self.pushed: list[Pushed] = []
+        self._built: list[str] = []
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> LocalCloud:
+        moto_gaps.install()
+        self.moto.start()
+        self.log(f"moto server on {self.moto.endpoint}")
+        self.template = tpl = Template(self.template_path, stack=self.stack, region=self.moto.region)
+        self._create_stack_resources(tpl)
+        self.registry = Registry(self.root / "registry").start()
+        self.log(f"registry on {self.registry.address}")
+        self.lambdas = LambdaService(tpl.functions(), tpl.root, self.moto.env(), self.root / "logs",
+                                     extra_env={"LOCALCLOUD_ACCOUNT": ACCOUNT})
+        self.bus = EventBus(tpl.rules(), self.lambdas)
+        self.bus.listeners.append(self._on_delivery)
+        self.fleet = Fleet(self.moto, self.root / "hosts", self.bus, self.host_env, self.sandbox_settings)
+        docs = {d["Name"]: d["Content"] for d in tpl.documents().values()}
+        self.ssm = SsmAgents(ACCOUNT, self.moto.region, docs, self.fleet.host_for, self.host_env, self.bus,
+                             logs_client=self.moto.client("logs"))
+        self.ssm.listeners.append(self._on_command)
+        self.ssm.start()
+        self.lambdas.warm(*tpl.functions())
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        """Remove everything this cloud started: hosts, containers, nginx, registry, moto."""
+        if self.ssm:
+            self.ssm.stop()
+        if self.bus:
+            self.bus.close()
+        if self.fleet:
+            self.fleet.teardown()
+        if self.lambdas:
+            self.lambdas.close()
+        if self.registry:
+            self.registry.stop()
+        remove_images(self._built)
+        self._remove_pulled_images()
+        self.moto.stop()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+        self._started = False
+
+    def _remove_pulled_images(self) -> None:
+        import subprocess  # noqa: PLC0415
+
+        if self.registry is None:
+            return
+        out = subprocess.run(["docker", "images", "--format", "{{.Repository}}@{{.Digest}} {{.ID}}"],
+                             capture_output=True, text=True, check=False).stdout
+        ids = [line.split()[1] for line in out.splitlines()
+               if line.startswith(self.registry.address + "/") or line.startswith(self.registry.push_address)]
+        remove_images(sorted(set(ids)))
+
+    def __enter__(self) -> LocalCloud:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- stack ---------------------------------------------------------------------------
+    def _create_stack_resources(self, tpl: Template) -> None:
+        ddb = self.moto.client("dynamodb")
+        for lid, args in tpl.tables().items():
+            ttl = args.pop("_ttl", None)
+            ddb.create_table(**args)
+            if ttl:
+                ddb.update_time_to_live(TableName=args["TableName"], TimeToLiveSpecification=ttl)
+            self.log(f"table {args['TableName']} ({lid})")
+        ssm = self.moto.client("ssm")
+        for lid, doc in tpl.documents().items():
+            ssm.create_document(Name=doc["Name"], Content=json.dumps(doc["Content"]), DocumentFormat="JSON",
+                                DocumentType=doc["DocumentType"])
+            self.log(f"SSM document {doc['Name']} ({lid})")
+        logs = self.moto.client("logs")
+        for lid in tpl.of_type("AWS::Logs::LogGroup"):
+            with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+                logs.create_log_group(logGroupName=tpl.physical[lid])
+        sns = self.moto.client("sns")
+        for lid in tpl.of_type("AWS::SNS::Topic"):
+            arn = sns.create_topic(Name=tpl.attributes[lid]["TopicName"])["TopicArn"]
+            tpl.set_physical(lid, arn, TopicArn=arn)
+            self.notifications_queue(arn)
+        sqs = self.moto.client("sqs")
+        for lid in tpl.of_type("AWS::SQS::Queue"):
+            url = sqs.create_queue(QueueName=tpl.attributes[lid]["QueueName"])["QueueUrl"]
+            tpl.set_physical(lid, url, QueueUrl=url)
+        for lid in tpl.of_type("AWS::SSM::Parameter"):
+            p = tpl.properties(lid)
+            ssm.put_parameter(Name=tpl.physical[lid], Value=str(p.get("Value", "")), Type=p.get("Type", "String"))
+
+    def notifications_queue(self, topic_arn: str) -> str:
+        """Subscribe an SQS queue to a topic so tests and the demo can read the notifications."""
+        sqs = self.moto.client("sqs")
+        name = "localcloud-" + topic_arn.rsplit(":", 1)[1]
+        url = sqs.create_queue(QueueName=name[:80])["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.moto.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn,
+                                          Attributes={"RawMessageDelivery": "true"})
+        return url
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """Every notification published so far (each SNS topic of the stack)."""
+        sqs = self.moto.client("sqs")
+        out: list[dict[str, Any]] = []
+        for url in sqs.list_queues(QueueNamePrefix="localcloud-").get("QueueUrls", []):
+            while True:
+                msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+                if not msgs:
+                    break
+                for m in msgs:
+                    try:
+                        out.append(json.loads(m["Body"]))
+                    except ValueError:
+                        out.append({"raw": m["Body"]})
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return out
+
+    def host_env(self, sandbox: Any) -> dict[str, str]:
+        """What a host's processes see: its settings file and the instance-profile stand-in."""
+        return {**self.moto.env(), "DEPLOYER_HOST_CONFIG": str(sandbox.config_path)}
+
+    # -- apps ----------------------------------------------------------------------------
+    def create_app(
+        self,
+        app: str = "web",
+        *,
+        repository: str | None = None,
+        port: int | None = None,
+        max_concurrency: str = "1",
+        max_errors: str = "0",
+        auto_rollback: bool = True,
+        retain: int = 3,
+        health_timeout: int = 15,
+        command_timeout: int = 120,
+        lifecycle_hook: bool | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """ECR repository, launch template, an empty Auto Scaling group (with the launch hook)
+        and the app's config in the apps table, as an operator would set them up."""
+        assert self.registry is not None and self.template is not None
+        from localcloud.sandbox import free_port  # noqa: PLC0415
+
+        repository = repository or app
+        group = f"{app}-asg"
+        lt = f"{app}-lt"
+        self.moto.client("ecr").create_repository(repositoryName=repository)
+        ec2 = self.moto.client("ec2")
+        ec2.create_launch_template(LaunchTemplateName=lt, LaunchTemplateData={
+            "ImageId": "ami-12c6146b", "InstanceType": "t3.micro",
+            "IamInstanceProfile": {"Name": "deployer-host"},
+        })
+        asg = self.moto.client("autoscaling")
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName=group, LaunchTemplate={"LaunchTemplateName": lt, "Version": "1"},
+            MinSize=0, MaxSize=20, DesiredCapacity=0, AvailabilityZones=[f"{self.moto.region}a"])
+        if lifecycle_hook is None:  # only when the stack handles the launch event
+            assert self.bus is not None
+            probe = envelope("EC2 Instance-launch Lifecycle Action", "aws.autoscaling", {
+                "AutoScalingGroupName": group, "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                "EC2InstanceId": "i-0123456789abcdef0", "LifecycleHookName": f"{self.stack}-launch",
+                "LifecycleActionToken": "00000000-0000-0000-0000-000000000000"}, region=self.moto.region)
+            lifecycle_hook = bool(self.bus.matching_rules(probe))
+        if lifecycle_hook:
+            asg.put_lifecycle_hook(LifecycleHookName=f"{self.stack}-launch", AutoScalingGroupName=group,
+                                   LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                                   HeartbeatTimeout=300, DefaultResult="ABANDON",
+                                   NotificationMetadata=json.dumps({"app": app}))
+        config = {
+            "app": app,
+            "repository": repository,
+            "registry": self.registry.address,
+            "registry_login": "none",
+            "auto_scaling_group": group,
+            "launch_template": lt,
+            "container": {"port": port or free_port(), "health_path": "/health",
+                          "health_timeout": health_timeout},
+            "rollout": {"max_concurrency": max_concurrency, "max_errors": max_errors,
+                        "command_timeout": command_timeout},
+            "auto_rollback": auto_rollback,
+            "retain": retain,
+        }
+        config.update(overrides)
+        self.put_app(config)
+        self.log(f"app {app}: repository {repository}, group {group}, launch template {lt}")
+        return config
+
+    def put_app(self, config: dict[str, Any]) -> None:
+        from deployer.adapters.apps import AppsStore  # noqa: PLC0415
+        from deployer.models.config import AppConfig  # noqa: PLC0415
+
+        assert self.template is not None
+        table = self.template.physical["AppsTable"]
+        AppsStore(self.moto.client("dynamodb"), table).put(AppConfig.parse(config))
+
+    # -- ECR -----------------------------------------------------------------------------
+    def push(self, repository: str, tag: str, release: int, *, kind: str = "good", app: str = "web",
+             emit: bool = True, slow_seconds: float = 3.0) -> Pushed:
+        """Build a test image, push it to the registry, mirror it into moto's ECR, and (unless
+        `emit` is False, a lost event) emit the ECR push event."""
+        assert self.registry is not None and self.bus is not None
+        local = f"localcloud/{repository}:{tag}-{release}-{kind}"
+        image_id = build_app_image(local, release, kind=kind, app=app, slow_seconds=slow_seconds)
+        self._built.append(image_id)
+        digest = push_image(local, self.registry.push_address, repository)
+        manifest, media_type = self._manifest(repository, digest)
+        ecr = self.moto.client("ecr")
+        ecr.put_image(repositoryName=repository, imageManifest=manifest, imageManifestMediaType=media_type,
+                      imageTag=tag, imageDigest=digest)
+        # Hosts must pull it: drop the local copy (the cloud removes pulled images at the end).
+        remove_images([image_id])
+        event = envelope("ECR Image Action", "aws.ecr", {
+            "result": "SUCCESS", "repository-name": repository, "image-digest": digest,
+            "action-type": "PUSH", "image-tag": tag,
+        }, region=self.moto.region)
+        pushed = Pushed(repository, tag, digest, f"{self.registry.address}/{repository}@{digest}",
+                        image_id, kind, event)
+        self.pushed.append(pushed)
+        self.log(f"pushed {repository}:{tag} ({kind}) {digest[:19]}…" + ("" if emit else " — event lost"))
+        if emit:
+            self.bus.put_event(event)
+        return pushed
+
+    def _manifest(self, repository: str, digest: str) -> tuple[str, str]:
+        assert self.registry is not None
+        req = urllib.request.Request(f"http://{self.registry.push_address}/v2/{repository}/manifests/{digest}",
+                                     headers={"Accept": MANIFEST_TYPES})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read().decode()
+            return body, resp.headers.get("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+
+    # -- operating -----------------------------------------------------------------------
+    def invoke(self, function: str, payload: Any) -> Any:
+        """Invoke a function directly (aws lambda invoke): returns its result or raises LambdaError."""
+        assert self.lambdas is not None
+        self.log(f"invoke {function} {json.dumps(payload)}")
+        return self.lambdas.call(function, payload)
+
+    def reconcile(self) -> list[Delivery]:
+        """Fire the scheduled rules (the reconciler) once."""
+        assert self.bus is not None
+        self.log("schedule fires (reconciler)")
+        return self.bus.fire_schedule()
+
+    def scale(self, app: str, desired: int) -> list[Any]:
+        assert self.fleet is not None
+        hosts = self.fleet.scale(f"{app}-asg", desired)
+        for h in hosts:
+            self.log(f"instance {h.instance_id} launched (nginx on :{h.sandbox.listen_port})")
+        return hosts
+
+    def settle(self, timeout: float = 180.0, quiet: float = 0.3) -> None:
+        """Wait until no event, command or launch is in flight (and it stays so for `quiet`)."""
+        assert self.bus is not None and self.ssm is not None and self.fleet is not None
+        deadline = time.monotonic() + timeout
+        calm_since: float | None = None
+        while True:
+            busy = self.bus.busy() or self.ssm.busy() or any(t.is_alive() for t in self.fleet._threads)
+            now = time.monotonic()
+            if busy:
+                calm_since = None
+            elif calm_since is None:
+                calm_since = now
+            elif now - calm_since >= quiet:
+                return
+            if now > deadline:
+                raise TimeoutError(f"local cloud still busy after {timeout}s")
+            time.sleep(0.05)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+    # -- observing -----------------------------------------------------------------------
+    def pointer(self, app: str) -> dict[str, Any] | None:
+        assert self.template is not None
+        prefix = self.template.parameters["ParameterPrefix"]
+        ssm = self.moto.client("ssm")
+        try:
+            value = ssm.get_parameter(Name=f"{prefix}/{app}/release")["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            return None
+        return dict(json.loads(value))
+
+    def releases(self, app: str) -> list[dict[str, Any]]:
+        assert self.template is not None
+        from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415
+
+        des = TypeDeserializer()
+        ddb = self.moto.client("dynamodb")
+        items = ddb.query(TableName=self.template.physical["ReleasesTable"],
+                          KeyConditionExpression="app = :a",
+                          ExpressionAttributeValues={":a": {"S": app}})["Items"]
+        return [{k: _plain(des.deserialize(v)) for k, v in item.items()} for item in items]
+
+    def host_outcomes(self, app: str, release: int) -> list[dict[str, Any]]:
+        assert self.template is not None
+        from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415
+
+        des = TypeDeserializer()
+        ddb = self.moto.client("dynamodb")
+        items = ddb.query(TableName=self.template.physical["HostOutcomesTable"],
+                          KeyConditionExpression="release_key = :k",
+                          ExpressionAttributeValues={":k": {"S": f"{app}#{release}"}})["Items"]
+        return [{k: _plain(des.deserialize(v)) for k, v in item.items()} for item in items]
+
+    def group_version(self, app: str) -> tuple[str, str]:
+        """(launch template version the group is on, that version's user data)."""
+        import base64  # noqa: PLC0415
+
+        asg = self.moto.client("autoscaling")
+        g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{app}-asg"])["AutoScalingGroups"][0]
+        lt = g["LaunchTemplate"]
+        ec2 = self.moto.client("ec2")
+        name_or_id = ({"LaunchTemplateId": lt["LaunchTemplateId"]} if lt.get("LaunchTemplateId")
+                      else {"LaunchTemplateName": lt["LaunchTemplateName"]})
+        versions = ec2.describe_launch_template_versions(**name_or_id, Versions=[str(lt["Version"])])
+        data = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        ud = base64.b64decode(data.get("UserData", "")).decode() if data.get("UserData") else ""
+        return str(lt["Version"]), ud
+
+    def host_releases(self, app: str) -> dict[str, int | None]:
+        assert self.fleet is not None
+        out: dict[str, int | None] = {}
+        for h in self.fleet.live(f"{app}-asg"):
+            state = h.sandbox.state(app) or {}
+            rel = state.get("release")
+            out[h.instance_id] = int(rel) if rel is not None else None
+        return out
+
+    def consistency(self, app: str) -> dict[str, Any]:
+        """The invariant: pointer = group's launch-template version's release = every host's."""
+        pointer = self.pointer(app) or {}
+        version, user_data = self.group_version(app)
+        rel = pointer.get("release")
+        digest = str(pointer.get("digest") or "")
+        lt_has = bool(digest) and digest in user_data
+        hosts = self.host_releases(app)
+        ok = rel is not None and lt_has and bool(hosts) and all(r == rel for r in hosts.values())
+        return {"pointer_release": rel, "lt_version": version, "lt_matches": lt_has, "hosts": hosts,
+                "consistent": ok}
+
+    def commands(self) -> dict[str, CommandRun]:
+        assert self.ssm is not None
+        return dict(self.ssm.runs)
+
+    # -- timeline hooks ------------------------------------------------------------------
+    def _on_delivery(self, d: Delivery) -> None:
+        last = d.attempts[-1] if d.attempts else None
+        detail = d.event.get("detail-type", "direct") if isinstance(d.event, dict) else "direct"
+        if last is None:
+            return
+        if last.error:
+            self.log(f"{d.function} ← {detail}: ERROR {last.error.get('errorType')}: "
+                     f"{last.error.get('errorMessage')} (attempt {len(d.attempts)})")
+        else:
+            self.log(f"{d.function} ← {detail}: {_short(last.result)}")
+
+    def _on_command(self, run: CommandRun) -> None:
+        hosts = ", ".join(f"{h.instance_id}={h.status}" for h in run.hosts)
+        rel = run.parameters.get("release", "?")
+        self.log(f"SSM command {run.command_id[:8]} (release {rel}) {run.status}: {hosts or 'no targets'}")
+
+
+def _plain(v: Any) -> Any:
+    from decimal import Decimal  # noqa: PLC0415
+
+    if isinstance(v, Decimal):
+        return int(v) if v == int(v) else float(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | set):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
