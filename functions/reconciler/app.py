@@ -1,0 +1,16 @@
+"""reconciler: on a schedule, deploy missed pushes and repair drift, never during a deploy."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from deployer.lifecycle import wired
+from deployer.lifecycle_handlers import handle_reconcile
+from deployer.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle_reconcile(wired(), event)

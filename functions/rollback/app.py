@@ -1,0 +1,15 @@
+"""rollback: operator actions invoked directly (rollback, promote, pause, resume, status)."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from deployer.lifecycle import wired
+from deployer.lifecycle_handlers import handle_operation
+from deployer.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle_operation(wired(), event)

@@ -1,0 +1,233 @@
+"""New instances: bring a launching instance onto the app's current pointer, then let it in.
+
+No invocation waits for minutes (docs/lifecycle.md, "New instances"):
+
+1. the lifecycle event arrives while the instance boots (Pending:Wait);
+2. not yet online in SSM: heartbeat the action and check again later through a delay queue
+   (`recheck` message, DelaySeconds), up to a deadline, after which the launch is ABANDONED;
+3. online: send the swap for the **current pointer** to that one instance and track the command
+   (the lifecycle token travels in the tracked-command record);
+4. on-command-status, at that invocation's terminal status, completes the action: CONTINUE when
+   the host serves the release, ABANDON when it does not. If the pointer moved meanwhile, the
+   instance gets one more swap for the new pointer before it is let in.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from deployer.adapters.lifecycle_hooks import LifecycleResult
+from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
+from deployer.builders import swap_parameters
+from deployer.errors import AppNotFound, DeployerError
+from deployer.metrics_names import LifecycleMetric
+from deployer.models.lifecycle_events import InstanceLaunchEvent, LifecycleActionDetail
+from deployer.models.records import utcnow
+from deployer.observability import count, logger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from deployer.lifecycle import LifecycleDeps
+    from deployer.models.config import AppConfig
+
+# How long a launch may wait for the instance to register with SSM, and how often to look.
+ONLINE_DEADLINE = timedelta(minutes=15)
+RECHECK_DELAY_SECONDS = 20
+# Swaps of the same instance when the pointer keeps moving while it launches.
+MAX_SWAPS = 3
+
+
+class Recheck(BaseModel):
+    """A delayed re-check of a launching instance (body of a delay-queue message)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = "launch-recheck"
+    event: dict[str, Any]
+    first_seen: datetime
+    attempt: int = 1
+
+
+def _app_for(ld: LifecycleDeps, detail: LifecycleActionDetail) -> AppConfig | None:
+    """The app whose group launched the instance: the hook's metadata, else the apps table."""
+    named = detail.metadata_app()
+    if named is not None:
+        try:
+            config = ld.core.apps.get(named)
+        except AppNotFound:
+            config = None
+        if config is not None and config.auto_scaling_group == detail.auto_scaling_group_name:
+            return config
+    for config in ld.core.apps.list():
+        if config.auto_scaling_group == detail.auto_scaling_group_name:
+            return config
+    return None
+
+
+def on_launch(
+    ld: LifecycleDeps,
+    event: InstanceLaunchEvent,
+    schedule_recheck: Callable[[Recheck, int], None],
+    first_seen: datetime | None = None,
+    attempt: int = 1,
+) -> dict[str, Any]:
+    """Handle the launch lifecycle event (or its delayed re-check)."""
+    detail = event.detail
+    first_seen = first_seen or utcnow()
+    base = {"instance_id": detail.instance_id, "group": detail.auto_scaling_group_name}
+    config = _app_for(ld, detail)
+    if config is None:
+        # Not a group we deploy to: never block its launches.
+        logger.warning("launch in a group no app uses; letting it in", extra=base)
+        _complete(ld, detail, LifecycleResult.CONTINUE)
+        return {**base, "action": "continue", "reason": "no app uses this group"}
+    pointer = ld.core.pointer.get(config.app)
+    if pointer is None:
+        logger.info(
+            "launch before the app's first release; the baked user data applies", app=config.app, extra=base
+        )
+        _complete(ld, detail, LifecycleResult.CONTINUE)
+        return {**base, "action": "continue", "reason": "no release yet"}
+    if not ld.instances.online(detail.instance_id):
+        if utcnow() - first_seen >= ONLINE_DEADLINE:
+            logger.error(
+                "instance never came online in SSM; abandoning the launch", app=config.app, extra=base
+            )
+            count(LifecycleMetric.LAUNCH_ABANDONED)
+            _complete(ld, detail, LifecycleResult.ABANDON)
+            return {**base, "action": "abandon", "reason": "not online in SSM before the deadline"}
+        _heartbeat(ld, detail)
+        schedule_recheck(
+            Recheck(
+                event=event.model_dump(mode="json", by_alias=True), first_seen=first_seen, attempt=attempt
+            ),
+            RECHECK_DELAY_SECONDS,
+        )
+        return {**base, "action": "wait", "attempt": attempt}
+    command_id = send_launch_swap(ld, config, detail, pointer.release, swap=1)
+    return {**base, "action": "swap", "release": pointer.release, "command_id": command_id}
+
+
+def send_launch_swap(
+    ld: LifecycleDeps,
+    config: AppConfig,
+    detail: LifecycleActionDetail | TrackedCommand,
+    release_number: int,
+    swap: int,
+) -> str:
+    """Swap one launching instance onto a release and track the command with the lifecycle token."""
+    release = ld.core.releases.get(config.app, release_number)
+    command_id = ld.core.fleet.send_swap_to_instances(
+        config,
+        [_instance(detail)],
+        swap_parameters(config, release),
+        f"deployer launch {config.app} release {release.release}",
+    )
+    ld.tracked.put(
+        TrackedCommand(
+            command_id=command_id,
+            instance_id=_instance(detail),
+            purpose=CommandPurpose.LAUNCH,
+            app=config.app,
+            release=release.release,
+            group=_group(detail),
+            hook=_hook(detail),
+            token=_token(detail),
+            attempt=swap,
+        )
+    )
+    logger.info(
+        "launch swap sent",
+        app=config.app,
+        release=release.release,
+        instance_id=_instance(detail),
+        command_id=command_id,
+    )
+    return command_id
+
+
+def on_swap_finished(ld: LifecycleDeps, tracked: TrackedCommand, ok: bool) -> dict[str, Any]:
+    """The launch swap ended: let the instance in (CONTINUE) or throw it away (ABANDON)."""
+    base = {"instance_id": tracked.instance_id, "release": tracked.release, "purpose": "launch"}
+    if ok:
+        pointer = ld.core.pointer.get(tracked.app)
+        if pointer is not None and pointer.release != tracked.release and tracked.attempt < MAX_SWAPS:
+            # The pointer moved while this instance launched: follow it before letting it in.
+            config = ld.core.apps.get(tracked.app)
+            command_id = send_launch_swap(ld, config, tracked, pointer.release, swap=tracked.attempt + 1)
+            heartbeat(ld, tracked)
+            return {**base, "action": "swap", "next_release": pointer.release, "command_id": command_id}
+    result = LifecycleResult.CONTINUE if ok else LifecycleResult.ABANDON
+    if not ld.tracked.mark_completed(tracked, result.value):
+        return {**base, "action": "duplicate"}
+    assert tracked.group
+    assert tracked.hook
+    assert tracked.token
+    ld.hooks.complete(
+        group=tracked.group,
+        hook=tracked.hook,
+        token=tracked.token,
+        instance_id=tracked.instance_id,
+        result=result,
+    )
+    if not ok:
+        count(LifecycleMetric.LAUNCH_ABANDONED)
+    logger.info("launch completed", app=tracked.app, result=result.value, extra=base)
+    return {**base, "action": result.value.lower()}
+
+
+def heartbeat(ld: LifecycleDeps, tracked: TrackedCommand) -> None:
+    if tracked.group and tracked.hook and tracked.token:
+        ld.hooks.heartbeat(
+            group=tracked.group, hook=tracked.hook, token=tracked.token, instance_id=tracked.instance_id
+        )
+
+
+def _heartbeat(ld: LifecycleDeps, detail: LifecycleActionDetail) -> None:
+    ld.hooks.heartbeat(
+        group=detail.auto_scaling_group_name,
+        hook=detail.lifecycle_hook_name,
+        token=detail.lifecycle_action_token,
+        instance_id=detail.instance_id,
+    )
+
+
+def _complete(ld: LifecycleDeps, detail: LifecycleActionDetail, result: LifecycleResult) -> None:
+    try:
+        ld.hooks.complete(
+            group=detail.auto_scaling_group_name,
+            hook=detail.lifecycle_hook_name,
+            token=detail.lifecycle_action_token,
+            instance_id=detail.instance_id,
+            result=result,
+        )
+    except DeployerError as exc:
+        logger.error(
+            "could not complete the lifecycle action", instance_id=detail.instance_id, error=str(exc)
+        )
+        raise
+
+
+def _instance(d: LifecycleActionDetail | TrackedCommand) -> str:
+    return d.instance_id
+
+
+def _group(d: LifecycleActionDetail | TrackedCommand) -> str | None:
+    return d.auto_scaling_group_name if isinstance(d, LifecycleActionDetail) else d.group
+
+
+def _hook(d: LifecycleActionDetail | TrackedCommand) -> str | None:
+    return d.lifecycle_hook_name if isinstance(d, LifecycleActionDetail) else d.hook
+
+
+def _token(d: LifecycleActionDetail | TrackedCommand) -> str | None:
+    return d.lifecycle_action_token if isinstance(d, LifecycleActionDetail) else d.token
+
+
+def parse_recheck(body: str) -> Recheck:
+    return Recheck.model_validate(json.loads(body))

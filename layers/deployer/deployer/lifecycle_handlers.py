@@ -1,0 +1,110 @@
+"""Use cases behind the lifecycle functions: parse the event, call the core, answer in JSON.
+
+Bad input is one log line, a metric and no state change. Operator requests that cannot be
+served raise the domain error (the direct invocation then fails with its message).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from deployer import launch, lifecycle, operations, reconcile
+from deployer.errors import DeployerError, InvalidEvent
+from deployer.metrics_names import LifecycleMetric
+from deployer.models import describe_errors
+from deployer.models.lifecycle_events import (
+    CommandInvocationStatusEvent,
+    CommandStatusEvent,
+    InstanceLaunchEvent,
+    parse_operation,
+)
+from deployer.observability import Metric, count, logger
+
+RECHECK_QUEUE_ENV = "LAUNCH_RECHECK_QUEUE_URL"
+
+
+class _CommandEvents(BaseModel):
+    event: Annotated[CommandStatusEvent | CommandInvocationStatusEvent, Field(discriminator="detail_type")]
+
+
+def _rejected(what: str, exc: Exception) -> dict[str, Any]:
+    message = describe_errors(exc) if isinstance(exc, ValidationError) else str(exc)
+    logger.warning(f"{what} rejected", error=message)
+    count(Metric.BAD_INPUT)
+    return {"status": "rejected", "error": f"invalid {what}: {message}"}
+
+
+def handle_command_status(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+    try:
+        parsed = _CommandEvents.model_validate({"event": event}).event
+    except ValidationError as exc:
+        return _rejected("SSM status event", exc)
+    if isinstance(parsed, CommandStatusEvent):
+        return {"status": "ok", **lifecycle.on_command(ld, parsed)}
+    return {"status": "ok", **lifecycle.on_invocation(ld, parsed)}
+
+
+def handle_operation(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+    try:
+        request = parse_operation(event)
+    except ValidationError as exc:
+        count(Metric.BAD_INPUT)
+        message = f"invalid request: {describe_errors(exc)}"
+        logger.warning("operator request rejected", error=message)
+        raise InvalidEvent(message) from exc
+    try:
+        result = operations.run(ld, request)
+    except DeployerError as exc:
+        logger.warning(
+            "operator request refused",
+            action=request.action,
+            app=request.app,
+            error=str(exc),
+            error_type=type(exc).__name__,
+        )
+        count(LifecycleMetric.OPERATION_REFUSED)
+        raise
+    return {"status": "ok", **result}
+
+
+def handle_instance_launch(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+    """An `EC2 Instance-launch Lifecycle Action` event, or a batch of delayed re-checks (SQS)."""
+    if isinstance(event, dict) and isinstance(event.get("Records"), list):
+        results = []
+        for record in event["Records"]:
+            try:
+                recheck = launch.parse_recheck(record.get("body", ""))
+                parsed = InstanceLaunchEvent.model_validate(recheck.event)
+            except (ValidationError, ValueError) as exc:
+                results.append(_rejected("launch re-check", exc))
+                continue
+            results.append(
+                launch.on_launch(ld, parsed, _scheduler(ld), recheck.first_seen, recheck.attempt + 1)
+            )
+        return {"status": "ok", "results": results}
+    try:
+        parsed = InstanceLaunchEvent.model_validate(event)
+    except ValidationError as exc:
+        return _rejected("launch lifecycle event", exc)
+    return {"status": "ok", **launch.on_launch(ld, parsed, _scheduler(ld))}
+
+
+def _scheduler(ld: lifecycle.LifecycleDeps) -> Any:
+    queue_url = os.environ.get(RECHECK_QUEUE_ENV, "")
+
+    def schedule(recheck: launch.Recheck, delay: int) -> None:
+        if not queue_url:
+            raise DeployerError(f"{RECHECK_QUEUE_ENV} is not set: cannot wait for the instance")
+        ld.core.clients.client("sqs").send_message(
+            QueueUrl=queue_url, MessageBody=json.dumps(recheck.model_dump(mode="json")), DelaySeconds=delay
+        )
+
+    return schedule
+
+
+def handle_reconcile(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+    return {"status": "ok", "apps": reconcile.reconcile_all(ld)}

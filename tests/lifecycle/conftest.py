@@ -1,0 +1,406 @@
+"""A moto world for the lifecycle: tables from template.yaml, an ECR repository with images,
+an Auto Scaling group of instances on a launch template, an SNS topic, and a simulated fleet
+whose SSM results the tests decide (through `moto_shim`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from deployer.adapters.apps import AppsStore
+from deployer.lifecycle import LifecycleDeps
+from deployer.lifecycle_handlers import handle_command_status
+from deployer.models.config import AppConfig
+from deployer.models.events import parse_push_event
+from deployer.models.records import Release
+from deployer.rollout import Deps, accept_push
+from deployer.settings import Settings
+from moto import mock_aws
+
+from tests.lifecycle import moto_shim
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+REPOSITORY = "web"
+GROUP = "web-asg"
+DOCUMENT = "deployer-Swap"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A sample event from events/ (the one loader every test uses)."""
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _any_tag(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    return loader.construct_mapping(node)  # type: ignore[arg-type]
+
+
+_CfnLoader.add_multi_constructor("!", _any_tag)
+
+
+def template() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
+    return data
+
+
+def create_tables() -> dict[str, str]:
+    """Every DynamoDB table of the template, with the template's keys and indexes."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    names = {}
+    for logical, resource in template()["Resources"].items():
+        if resource["Type"] != "AWS::DynamoDB::Table":
+            continue
+        props = resource["Properties"]
+        kwargs: dict[str, Any] = {
+            "TableName": logical,
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if props.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        dynamodb.create_table(**kwargs)
+        names[logical] = logical
+    return names
+
+
+def digest_of(n: int) -> str:
+    return "sha256:" + f"{n:x}".rjust(64, "0")
+
+
+def summary_line(instance_id: str, release: Release, failure_class: str = "none", message: str = "") -> str:
+    exit_codes = {
+        "none": 0,
+        "input": 2,
+        "lock": 3,
+        "pull": 4,
+        "start": 5,
+        "health": 6,
+        "switch": 7,
+        "cleanup": 8,
+    }
+    ok = failure_class in ("none", "cleanup")
+    return json.dumps(
+        {
+            "agent": "deployer",
+            "version": 1,
+            "host": instance_id,
+            "app": release.app,
+            "release": release.release,
+            "digest": release.digest,
+            "outcome": "live" if ok else "failed",
+            "failure_class": failure_class,
+            "exit_code": exit_codes[failure_class],
+            "message": message or ("live" if ok else f"{failure_class} failed"),
+            "previous_release": None,
+            "timings": {"total": 1.5},
+            "pull_attempts": 1,
+            "container_exit": None,
+            "log_tail": ["GET /health 500"] if not ok else [],
+        }
+    )
+
+
+@dataclass
+class World:
+    core: Deps
+    ld: LifecycleDeps
+    shim: moto_shim.SsmShim
+    config: AppConfig
+    topic_arn: str
+    queue_url: str
+    instances: list[str]
+    # what each simulated host runs: instance id -> digest
+    running: dict[str, str] = field(default_factory=dict)
+    pushes: int = 0
+    event_seq: int = 0
+
+    # -- ECR ------------------------------------------------------------------------------
+    def image(self, n: int, tag: str | None = None) -> str:
+        digest = digest_of(n)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "layers": [],
+                "config": {"digest": digest, "size": n},
+            }
+        )
+        kwargs: dict[str, Any] = {
+            "repositoryName": REPOSITORY,
+            "imageManifest": manifest,
+            "imageDigest": digest,
+        }
+        if tag:
+            kwargs["imageTag"] = tag
+        boto3.client("ecr", region_name=REGION).put_image(**kwargs)
+        return digest
+
+    def push_event(self, digest: str, tag: str | None) -> dict[str, Any]:
+        self.pushes += 1
+        detail: dict[str, Any] = {
+            "result": "SUCCESS",
+            "repository-name": REPOSITORY,
+            "image-digest": digest,
+            "action-type": "PUSH",
+        }
+        if tag:
+            detail["image-tag"] = tag
+        return {
+            "version": "0",
+            "id": f"00000000-0000-4000-8000-{self.pushes:012d}",
+            "detail-type": "ECR Image Action",
+            "source": "aws.ecr",
+            "account": ACCOUNT,
+            "time": datetime.now(UTC).isoformat(),
+            "region": REGION,
+            "resources": [],
+            "detail": detail,
+        }
+
+    def push(self, n: int, tag: str | None = None) -> Release:
+        """Push image n to ECR and deliver its push event; returns the release it recorded."""
+        digest = self.image(n, tag)
+        outcome = accept_push(self.core, parse_push_event(self.push_event(digest, tag)))
+        number = outcome.results[0].release
+        assert number is not None, outcome
+        return self.release(number)
+
+    def release(self, number: int) -> Release:
+        return self.core.releases.get(self.config.app, number)
+
+    # -- SSM events -----------------------------------------------------------------------
+    def _envelope(self, detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
+        self.event_seq += 1
+        return {
+            "version": "0",
+            "id": f"10000000-0000-4000-8000-{self.event_seq:012d}",
+            "detail-type": detail_type,
+            "source": "aws.ssm",
+            "account": ACCOUNT,
+            "time": datetime.now(UTC).isoformat(),
+            "region": REGION,
+            "resources": [],
+            "detail": detail,
+        }
+
+    def invocation_event(self, command_id: str, instance_id: str, status: str) -> dict[str, Any]:
+        return self._envelope(
+            "EC2 Command Invocation Status-change Notification",
+            {
+                "command-id": command_id,
+                "document-name": DOCUMENT,
+                "instance-id": instance_id,
+                "requested-date-time": datetime.now(UTC).isoformat(),
+                "status": status,
+            },
+        )
+
+    def command_event(self, command_id: str, status: str) -> dict[str, Any]:
+        return self._envelope(
+            "EC2 Command Status-change Notification",
+            {
+                "command-id": command_id,
+                "document-name": DOCUMENT,
+                "status": status,
+                "requested-date-time": datetime.now(UTC).isoformat(),
+                "parameters": {},
+            },
+        )
+
+    def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
+        return handle_command_status(self.ld, event)
+
+    def run_command(
+        self, release: Release, failures: dict[str, str] | None = None, unreached: tuple[str, ...] = ()
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Let the simulated hosts run `release`'s command: record every invocation's result in
+        moto and return (invocation events, command event) without delivering them."""
+        failures = failures or {}
+        command_id = release.command_id
+        assert command_id, f"release {release.release} has no command"
+        invocation_events = []
+        errors = 0
+        for iid in self.shim.targets(command_id):
+            if iid in unreached:
+                self.shim.invocation(command_id, iid, "Delivery Timed Out", "", -1)
+                invocation_events.append(self.invocation_event(command_id, iid, "Delivery Timed Out"))
+                continue
+            cls = failures.get(iid, "none")
+            line = summary_line(
+                iid, release, cls, "GET /health answered 500 for 60s" if cls == "health" else ""
+            )
+            ok = cls in ("none", "cleanup")
+            if ok:
+                self.running[iid] = release.digest
+            else:
+                errors += 1
+            self.shim.invocation(
+                command_id,
+                iid,
+                "Success" if cls == "none" else "Failed",
+                line + "\n",
+                0 if cls == "none" else 6,
+            )
+            invocation_events.append(
+                self.invocation_event(command_id, iid, "Success" if cls == "none" else "Failed")
+            )
+        targets = len(self.shim.targets(command_id))
+        if errors:
+            status = "Failed"
+        elif unreached:
+            status = "Incomplete"
+        else:
+            status = "Success"
+        self.shim.command(
+            command_id,
+            "Failed" if errors else "Success",
+            completed=targets,
+            errors=errors,
+            delivery_timed_out=len(unreached),
+            details=status,
+        )
+        return invocation_events, [self.command_event(command_id, status)]
+
+    def complete(self, release: Release, failures: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run the release's command and deliver its events in order; the command event's answer."""
+        invocations, commands = self.run_command(release, failures)
+        for event in invocations:
+            self.deliver(event)
+        return self.deliver(commands[0])
+
+    # -- invariant ------------------------------------------------------------------------
+    def assert_agree(self) -> Release:
+        """pointer = group's launch-template version's release = every serving host's release."""
+        pointer = self.core.pointer.get(self.config.app)
+        assert pointer is not None
+        release = self.release(pointer.release)
+        group = self.core.launch_templates.current(self.config)
+        assert group.version == release.launch_template_version, (group.version, release)
+        user_data = self.core.launch_templates.user_data(group.template_id, group.version) or ""
+        assert f"--release {release.release}" in user_data or str(release.release) in user_data
+        assert set(self.running.values()) == {pointer.digest}, (self.running, pointer)
+        return release
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: bool = True) -> World:
+    shim = moto_shim.install(monkeypatch)
+    tables = create_tables()
+    boto3.client("ecr", region_name=REGION).create_repository(repositoryName=REPOSITORY)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.create_launch_template(
+        LaunchTemplateName="web-lt",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
+    )
+    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=GROUP,
+        LaunchTemplate={"LaunchTemplateName": "web-lt", "Version": "1"},
+        MinSize=0,
+        MaxSize=max(hosts, 1) * 2,
+        DesiredCapacity=hosts,
+        AvailabilityZones=[f"{REGION}a"],
+    )
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
+    instances = sorted(i["InstanceId"] for i in group["Instances"])
+    topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="deployer-notifications")[
+        "TopicArn"
+    ]
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName="notifications")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    boto3.client("sns", region_name=REGION).subscribe(
+        TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    settings = Settings(
+        apps_table=tables["AppsTable"],
+        app_state_table=tables["AppStateTable"],
+        releases_table=tables["ReleasesTable"],
+        host_outcomes_table=tables["HostOutcomesTable"],
+        idempotency_table=tables["IdempotencyTable"],
+        swap_document_name=DOCUMENT,
+        command_log_group="/deployer/commands",
+        notification_topic_arn=topic_arn,
+        region=REGION,
+        lock_lease_seconds=3600,
+    )
+    core = Deps.from_settings(settings)
+    core.agent_source = lambda: "print('agent')\n"
+    config = AppConfig.parse(
+        {
+            "app": "web",
+            "repository": REPOSITORY,
+            "auto_scaling_group": GROUP,
+            "launch_template": "web-lt",
+            "container": {"port": 8080, "health_path": "/health"},
+            "auto_rollback": auto_rollback,
+        }
+    )
+    AppsStore(core.clients.client("dynamodb"), settings.apps_table).put(config)
+    ld = LifecycleDeps.from_core(core)
+    return World(
+        core=core,
+        ld=ld,
+        shim=shim,
+        config=config,
+        topic_arn=topic_arn,
+        queue_url=queue_url,
+        instances=instances,
+    )
+
+
+@pytest.fixture
+def world(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with mock_aws():
+        yield build_world(monkeypatch)
+
+
+@pytest.fixture
+def world_no_rollback(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with mock_aws():
+        yield build_world(monkeypatch, auto_rollback=False)
+
+
+def notifications(world: World) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs", region_name=REGION)
+    out = []
+    while True:
+        r = sqs.receive_message(QueueUrl=world.queue_url, MaxNumberOfMessages=10)
+        msgs = r.get("Messages", [])
+        if not msgs:
+            return out
+        for m in msgs:
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=world.queue_url, ReceiptHandle=m["ReceiptHandle"])
