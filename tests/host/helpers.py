@@ -1,0 +1,34 @@
+"""Helpers shared by the host agent tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from localcloud.images import AppImage, release_body
+from localcloud.sandbox import HostSandbox
+
+APP = "web"
+
+
+def body(release: int) -> str:
+    """What release ``release`` of the test app answers at ``/``."""
+    return release_body(APP, release)
+
+
+def swap(sandbox: HostSandbox, image: AppImage, mode: str = "swap",
+         **flags: Any) -> tuple[int, dict[str, Any], str]:
+    """Run the agent to bring ``sandbox`` to ``image``."""
+    return sandbox.run_agent(mode, sandbox.swap_args(APP, image.reference, image.release, **flags))
+
+
+def image_present(ref: str) -> bool:
+    proc = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, check=False)
+    return proc.returncode == 0
+
+
+def container_id(name: str) -> str:
+    out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=False).stdout
+    data = json.loads(out or "[]")
+    return str(data[0]["Id"]) if data else ""
