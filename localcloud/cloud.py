@@ -34,6 +34,7 @@ from localcloud.images import build_app_image, push_image, remove_images
 from localcloud.lambdas import LambdaService
 from localcloud.motoserver import MotoServer
 from localcloud.registry import Registry
+from localcloud.sqs_source import SqsSource
 from localcloud.ssm_agent import CommandRun, SsmAgents
 from localcloud.template import ACCOUNT, Template
 
@@ -98,6 +99,7 @@ class LocalCloud:
         self.fleet: Fleet | None = None
         self.ssm: SsmAgents | None = None
         self.pushed: list[Pushed] = []
+        self.sqs_sources: list[SqsSource] = []
         self._built: list[str] = []
         self._started = False
 
@@ -120,12 +122,19 @@ class LocalCloud:
                              logs_client=self.moto.client("logs"))
         self.ssm.listeners.append(self._on_command)
         self.ssm.start()
+        sqs = self.moto.client("sqs")
+        for fn, queue, batch in tpl.sqs_sources():
+            src = SqsSource(sqs, tpl.physical[queue], tpl.attributes[queue]["Arn"], fn, self.lambdas, batch,
+                            self.moto.region)
+            self.sqs_sources.append(src.start())
         self.lambdas.warm(*tpl.functions())
         self._started = True
         return self
 
     def stop(self) -> None:
         """Remove everything this cloud started: hosts, containers, nginx, registry, moto."""
+        for src in self.sqs_sources:
+            src.stop()
         if self.ssm:
             self.ssm.stop()
         if self.bus:
@@ -188,8 +197,13 @@ class LocalCloud:
             tpl.set_physical(lid, arn, TopicArn=arn)
             self.notifications_queue(arn)
         sqs = self.moto.client("sqs")
-        for lid in tpl.of_type("AWS::SQS::Queue"):
-            url = sqs.create_queue(QueueName=tpl.attributes[lid]["QueueName"])["QueueUrl"]
+        queues = tpl.of_type("AWS::SQS::Queue")
+        # dead-letter targets first, so a redrive policy can name them
+        for lid in sorted(queues, key=lambda q: "RedrivePolicy" in (queues[q].get("Properties") or {})):
+            props = tpl.properties(lid)
+            attrs = {k: (json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in props.items()
+                     if k in {"VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "RedrivePolicy"}}
+            url = sqs.create_queue(QueueName=tpl.attributes[lid]["QueueName"], Attributes=attrs)["QueueUrl"]
             tpl.set_physical(lid, url, QueueUrl=url)
         for lid in tpl.of_type("AWS::SSM::Parameter"):
             p = tpl.properties(lid)
@@ -260,15 +274,16 @@ class LocalCloud:
         asg.create_auto_scaling_group(
             AutoScalingGroupName=group, LaunchTemplate={"LaunchTemplateName": lt, "Version": "1"},
             MinSize=0, MaxSize=20, DesiredCapacity=0, AvailabilityZones=[f"{self.moto.region}a"])
+        hook_name = str(self.template.parameters.get("LaunchHookName") or f"{self.stack}-launch")
         if lifecycle_hook is None:  # only when the stack handles the launch event
             assert self.bus is not None
             probe = envelope("EC2 Instance-launch Lifecycle Action", "aws.autoscaling", {
                 "AutoScalingGroupName": group, "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
-                "EC2InstanceId": "i-0123456789abcdef0", "LifecycleHookName": f"{self.stack}-launch",
+                "EC2InstanceId": "i-0123456789abcdef0", "LifecycleHookName": hook_name,
                 "LifecycleActionToken": "00000000-0000-0000-0000-000000000000"}, region=self.moto.region)
             lifecycle_hook = bool(self.bus.matching_rules(probe))
         if lifecycle_hook:
-            asg.put_lifecycle_hook(LifecycleHookName=f"{self.stack}-launch", AutoScalingGroupName=group,
+            asg.put_lifecycle_hook(LifecycleHookName=hook_name, AutoScalingGroupName=group,
                                    LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
                                    HeartbeatTimeout=300, DefaultResult="ABANDON",
                                    NotificationMetadata=json.dumps({"app": app}))
@@ -361,7 +376,8 @@ class LocalCloud:
         deadline = time.monotonic() + timeout
         calm_since: float | None = None
         while True:
-            busy = self.bus.busy() or self.ssm.busy() or any(t.is_alive() for t in self.fleet._threads)
+            busy = (self.bus.busy() or self.ssm.busy() or any(t.is_alive() for t in self.fleet._threads)
+                    or any(src.busy for src in self.sqs_sources))
             now = time.monotonic()
             if busy:
                 calm_since = None

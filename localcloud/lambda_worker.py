@@ -40,6 +40,10 @@ class LambdaContext:
 
 
 def main(argv: list[str]) -> int:
+    # Run as a file: drop this tooling directory from the path, so the function sees only what
+    # Lambda would give it (its task root, the layer's packages).
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     task_root, spec, req_fd, resp_fd = argv[0], argv[1], int(argv[2]), int(argv[3])
     sys.path.insert(0, task_root)
     module_name, func_name = spec.rsplit(".", 1)

@@ -54,7 +54,7 @@ class _Worker:
         module_handler = fn.handler
         self.log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "localcloud.lambda_worker", task_root, module_handler,
+            [sys.executable, str(Path(__file__).with_name("lambda_worker.py")), task_root, module_handler,
              str(req_r), str(resp_w)],
             env=env,
             cwd=task_root,
@@ -165,7 +165,13 @@ class LambdaService:
 
     def warm(self, *lids: str) -> None:
         """Start workers ahead of time so the first event does not pay the import."""
-        threads = [threading.Thread(target=self._worker, args=(lid,)) for lid in lids]
+        def start(lid: str) -> None:
+            try:
+                self._worker(lid)
+            except LambdaError:
+                pass  # the invocation that needs it will report the error
+
+        threads = [threading.Thread(target=start, args=(lid,)) for lid in lids]
         for t in threads:
             t.start()
         for t in threads:

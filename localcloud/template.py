@@ -383,6 +383,25 @@ class Template:
                               props.get("State", "ENABLED") == "ENABLED"))
         return rules
 
+    def sqs_sources(self) -> list[tuple[str, str, int]]:
+        """(function logical id, queue logical id, batch size) of each SQS event source."""
+        out = []
+        for lid, res in self.of_type("AWS::Serverless::Function").items():
+            for ev in ((res.get("Properties") or {}).get("Events") or {}).values():
+                if ev.get("Type") != "SQS":
+                    continue
+                props = ev.get("Properties") or {}
+                queue = props.get("Queue")
+                if isinstance(queue, dict) and "Fn::GetAtt" in queue:
+                    target = queue["Fn::GetAtt"]
+                    qlid = target[0] if isinstance(target, list) else str(target).split(".")[0]
+                else:
+                    qlid = next((q for q, a in self.attributes.items() if a.get("Arn") == self.resolve(queue)), "")
+                if qlid not in self.resources:
+                    raise TemplateError(f"{lid}: SQS event source queue {queue!r} is not a resource of the stack")
+                out.append((lid, qlid, int(self.resolve(props.get("BatchSize", 10)))))
+        return out
+
     def tables(self) -> dict[str, dict[str, Any]]:
         """create_table arguments per table logical id."""
         out = {}

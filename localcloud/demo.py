@@ -1,0 +1,244 @@
+"""`make demo`: the whole story on this machine, with a readable timeline.
+
+1. a 3-instance fleet boots on v1 from user data;
+2. push v2 → rolling deploy while a load generator hits every host's proxy;
+3. push v3, which fails its health check → release fails, automatic rollback to v2, and why;
+4. scale out to 4 during a deploy (v4) → the new host ends on the newest release;
+5. invoke rollback → back to v1 in seconds, from the images the hosts retained;
+6. a closing table per host.
+The last line is `DEMO {json}`. Everything started is removed on exit and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from localcloud.cloud import LocalCloud, Timeline
+from localcloud.load import LoadGenerator, LoadResult
+
+APP = "web"
+
+
+@dataclass
+class Loads:
+    """One keep-alive load generator per host proxy, started as hosts join."""
+
+    rate: float
+    gens: dict[str, LoadGenerator] = field(default_factory=dict)
+    results: dict[str, LoadResult] = field(default_factory=dict)
+
+    def ensure(self, cloud: LocalCloud) -> None:
+        assert cloud.fleet is not None
+        for host in cloud.fleet.live(f"{APP}-asg"):
+            if host.instance_id not in self.gens and host.state == "running":
+                gen = LoadGenerator("127.0.0.1", host.sandbox.listen_port, rate=self.rate, connections=4,
+                                    max_seconds=600)
+                self.gens[host.instance_id] = gen.start()
+
+    def stop(self) -> None:
+        for iid, gen in self.gens.items():
+            if iid not in self.results:
+                self.results[iid] = gen.stop()
+
+    def current(self, iid: str) -> LoadResult | None:
+        return self.results.get(iid) or (self.gens[iid].result if iid in self.gens else None)
+
+
+def _release_of(cloud: LocalCloud, tag: str) -> dict[str, Any] | None:
+    rels = [r for r in cloud.releases(APP) if r.get("tag") == tag and r.get("source", "push") == "push"]
+    return rels[-1] if rels else None
+
+
+def _wait_release(cloud: LocalCloud, tag: str, statuses: set[str], timeout: float) -> dict[str, Any]:
+    cloud.wait_for(lambda: (_release_of(cloud, tag) or {}).get("status") in statuses, timeout,
+                   f"release {tag} to reach {'/'.join(sorted(statuses))}")
+    rel = _release_of(cloud, tag)
+    assert rel is not None
+    return rel
+
+
+def _hosts_on(cloud: LocalCloud, digest: str) -> bool:
+    """Every host of the group serves the image `digest` (a rollback is a new release number)."""
+    assert cloud.fleet is not None
+    hosts = cloud.fleet.live(f"{APP}-asg")
+    return bool(hosts) and all((h.sandbox.state(APP) or {}).get("digest") == digest for h in hosts)
+
+
+def _pulled(cloud: LocalCloud, command_id: str | None) -> list[str]:
+    """Hosts whose agent pulled an image during one command (the summary's pull timing)."""
+    if not command_id or cloud.ssm is None or command_id not in cloud.ssm.runs:
+        return []
+    out = []
+    for h in cloud.ssm.runs[command_id].hosts:
+        lines = [ln for ln in h.stdout.splitlines() if ln.startswith("{")]
+        try:
+            summary = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            summary = {}
+        if (summary.get("timings") or {}).get("pull", 0) > 0 and summary.get("outcome") == "live":
+            out.append(h.instance_id)
+    return out
+
+
+def run(rate: float, echo: bool = True) -> dict[str, Any]:
+    tl = Timeline(echo=echo)
+    cloud = LocalCloud(timeline=tl)
+    loads = Loads(rate)
+    result: dict[str, Any] = {"hosts": 0, "requests": 0, "failed_requests": 0, "auto_rollback": False,
+                              "manual_rollback": False, "rollback_seconds": None, "hosts_consistent": False}
+    durations: dict[str, float] = {}
+    cleaned = False
+
+    def cleanup() -> None:
+        nonlocal cleaned
+        if cleaned:
+            return
+        cleaned = True
+        loads.stop()
+        cloud.stop()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        print(f"\ninterrupted (signal {signum}); cleaning up", file=sys.stderr, flush=True)
+        cleanup()
+        sys.exit(130)
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    def step(n: int, title: str) -> float:
+        print(f"\n== {n}. {title}", flush=True)
+        return time.monotonic()
+
+    try:
+        t = step(0, "local cloud: moto server, registry, the stack of template.yaml")
+        cloud.start()
+        # two hosts at a time: a rolling deploy that still rolls 4 hosts back in seconds
+        cloud.create_app(APP, max_concurrency="2", max_errors="0", retain=3)
+        durations["setup"] = time.monotonic() - t
+
+        t = step(1, "a 3-instance fleet boots on v1 from user data")
+        cloud.push(APP, "v1", 1)
+        _wait_release(cloud, "v1", {"SUCCEEDED"}, 120)
+        cloud.scale(APP, 3)
+        cloud.fleet.wait_settled(240)  # type: ignore[union-attr]
+        cloud.settle(120)
+        v1 = _release_of(cloud, "v1")
+        assert v1 is not None
+        tl(f"hosts: {cloud.host_releases(APP)} (release {v1['release']} = v1)")
+        durations["boot_v1"] = time.monotonic() - t
+
+        t = step(2, "push v2: rolling deploy under load on every host's proxy")
+        loads.ensure(cloud)
+        time.sleep(1.0)
+        cloud.push(APP, "v2", 2)
+        v2 = _wait_release(cloud, "v2", {"SUCCEEDED", "FAILED", "ROLLED_BACK"}, 180)
+        cloud.settle(120)
+        failed_now = sum(g.result.failed for g in loads.gens.values())
+        tl(f"release {v2['release']} (v2) {v2['status']}; failed requests so far: {failed_now}")
+        durations["deploy_v2"] = time.monotonic() - t
+
+        t = step(3, "push v3, which fails its health check")
+        cloud.push(APP, "v3", 3, kind="broken")
+        v3 = _wait_release(cloud, "v3", {"FAILED", "ROLLED_BACK", "SUCCEEDED"}, 180)
+        cloud.settle(120)
+        v3 = _release_of(cloud, "v3") or v3
+        pointer = cloud.pointer(APP) or {}
+        result["auto_rollback"] = (v3.get("status") in {"FAILED", "ROLLED_BACK"}
+                                   and pointer.get("digest") == v2["digest"]
+                                   and _hosts_on(cloud, str(v2["digest"])))
+        tl(f"release {v3['release']} (v3) {v3.get('status')}: {v3.get('reason') or v3.get('failure_reason')}")
+        for o in cloud.host_outcomes(APP, int(v3["release"])):
+            summary = o.get("summary") or {}
+            tail = (summary.get("log_tail") or o.get("log_tail") or [""])[-1:]
+            tl(f"  {o.get('instance_id')}: {o.get('failure_class') or summary.get('failure_class')} — "
+               f"{o.get('message') or summary.get('message')} | app log: {tail[0] if tail else ''}")
+        tl(f"pointer back on release {pointer.get('release')} ({pointer.get('tag')}); "
+           f"hosts: {cloud.host_releases(APP)}")
+        durations["failed_v3_and_auto_rollback"] = time.monotonic() - t
+
+        t = step(4, "scale out to 4 during the v4 deploy")
+        cloud.push(APP, "v4", 4)
+        time.sleep(0.5)
+        new_hosts = cloud.scale(APP, 4)
+        v4 = _wait_release(cloud, "v4", {"SUCCEEDED", "FAILED", "ROLLED_BACK"}, 180)
+        cloud.fleet.wait_settled(240)  # type: ignore[union-attr]
+        cloud.settle(120)
+        loads.ensure(cloud)
+        for h in new_hosts:
+            tl(f"new host {h.instance_id}: release {(h.sandbox.state(APP) or {}).get('release')} "
+               f"(v4 = release {v4['release']}, {v4['status']})")
+        durations["deploy_v4_scale_out"] = time.monotonic() - t
+
+        t = step(5, "invoke rollback to v1")
+        time.sleep(1.0)
+        started = time.monotonic()
+        answer = cloud.invoke("RollbackFunction", {"app": APP, "to": "v1", "reason": "demo: back to v1"})
+        tl(f"rollback answered: {json.dumps(answer, default=str)[:200]}")
+        cloud.wait_for(lambda: (cloud.pointer(APP) or {}).get("digest") == v1["digest"]
+                       and _hosts_on(cloud, str(v1["digest"])), 120, "every host on v1")
+        result["rollback_seconds"] = round(time.monotonic() - started, 2)
+        cloud.settle(60)
+        command = (answer or {}).get("command_id") if isinstance(answer, dict) else None
+        pulled = _pulled(cloud, command)
+        result["manual_rollback"] = _hosts_on(cloud, str(v1["digest"]))
+        tl(f"every host on v1 after {result['rollback_seconds']} s; hosts that pulled: {pulled or 'none'}")
+        durations["rollback_v1"] = time.monotonic() - t
+        time.sleep(1.0)
+    except Exception as exc:  # the story stops; the summary still says what held
+        print(f"\ndemo step failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        if cloud.bus is not None:
+            for d in cloud.bus.dead_letters[-3:]:
+                err = d.attempts[-1].error or {}
+                print(f"  dead letter {d.function}: {err.get('errorType')}: {err.get('errorMessage')}",
+                      file=sys.stderr)
+    finally:
+        loads.stop()
+        if cloud.fleet is not None and cloud.template is not None:
+            try:
+                cons = cloud.consistency(APP)
+                result["hosts_consistent"] = bool(cons["consistent"])
+            except Exception as exc:
+                print(f"consistency check failed: {exc}", file=sys.stderr)
+            _table(cloud, loads, durations)
+        result["hosts"] = len(cloud.fleet.live(f"{APP}-asg")) if cloud.fleet else 0
+        result["requests"] = sum(r.sent for r in loads.results.values())
+        result["failed_requests"] = sum(r.failed for r in loads.results.values())
+        cleanup()
+    return result
+
+
+def _table(cloud: LocalCloud, loads: Loads, durations: dict[str, float]) -> None:
+    print("\n== 6. summary", flush=True)
+    assert cloud.fleet is not None
+    print(f"  {'host':<22}{'proxy':<8}{'release':>8}{'requests':>10}{'failed':>8}  {'errors'}")
+    for host in cloud.fleet.live(f"{APP}-asg"):
+        state = host.sandbox.state(APP) or {}
+        r = loads.current(host.instance_id)
+        errs = dict(r.errors) if r else {}
+        print(f"  {host.instance_id:<22}{host.sandbox.listen_port:<8}{state.get('release', '-')!s:>8}"
+              f"{(r.sent if r else 0):>10}{(r.failed if r else 0):>8}  {errs or ''}")
+    print("  durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in durations.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s per host proxy (default 100)")
+    parser.add_argument("--quiet", action="store_true", help="no timeline, only the DEMO line")
+    args = parser.parse_args(argv)
+    result = run(args.rate, echo=not args.quiet)
+    print("DEMO " + json.dumps(result), flush=True)
+    ok = (result["failed_requests"] == 0 and result["auto_rollback"] and result["manual_rollback"]
+          and result["hosts_consistent"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
