@@ -5,6 +5,7 @@ B ?=
 .PHONY: demo test pytest lint build bench deploy template services
 
 demo:
+	PY=$(PY) tools/demo-prereqs.sh
 	$(PY) -m localcloud.demo
 
 # Everything CI checks: linters, then every test (unit, integration, e2e).
