@@ -3,13 +3,17 @@
 - `swap_parameters(config, release)`: the swap document's parameters;
 - `agent_arguments(parameters)`: the agent's command-line flags for the same values;
 - `user_data(config, release, agent_source, pointer_parameter, region)`: the boot script of a
-  launch-template version (the agent embedded gzip+base64, then `agent.py boot ...`).
+  launch-template version (the agent embedded compressed, then `agent.py boot ...`).
+
+The agent is compressed with xz and encoded with base85 rather than gzip+base64: EC2 caps user
+data at 16 KB and the agent (~43 KB of Python) does not fit with gzip+base64 (~16 KB alone).
+python3, which the agent needs anyway, decodes it, so the host needs no extra tool.
 """
 
 from __future__ import annotations
 
 import base64
-import gzip
+import lzma
 import re
 import shlex
 
@@ -21,6 +25,19 @@ from deployer.models.records import Release
 # EC2 limit on raw user data (before base64).
 USER_DATA_LIMIT = 16 * 1024
 AGENT_DIR = "/opt/deployer"
+
+
+# Reads the encoded agent on stdin and writes its source on stdout.
+_DECODE = (
+    "import base64,lzma,sys;"
+    "sys.stdout.buffer.write(lzma.decompress(base64.b85decode(sys.stdin.read().strip())))"
+)
+
+
+def encode_agent(agent_source: str) -> str:
+    """The agent source as xz + base85 text (no quote, backslash or newline in the alphabet)."""
+    packed = lzma.compress(agent_source.encode(), preset=9 | lzma.PRESET_EXTREME)
+    return base64.b85encode(packed).decode("ascii")
 
 
 def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]:
@@ -50,11 +67,10 @@ def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]
 
 
 def agent_arguments(parameters: dict[str, list[str]]) -> list[str]:
-    """The agent flags for a set of swap parameters (executionTimeout is SSM's, not the agent's)."""
-    args: list[str] = []
-    for name, flag in AGENT_FLAGS.items():
-        args += [flag, parameters[name][0]]
-    return args
+    """The agent flags for a set of swap parameters (executionTimeout is SSM's, not the agent's).
+
+    Always `--flag=value`: a value may itself start with `--` (docker options)."""
+    return [f"{flag}={parameters[name][0]}" for name, flag in AGENT_FLAGS.items()]
 
 
 def user_data(
@@ -72,14 +88,12 @@ def user_data(
         raise InvalidAppConfig(f"pointer parameter name {pointer_parameter!r} is not valid")
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
         raise InvalidAppConfig(f"region {region!r} is not valid")
-    payload = base64.b64encode(gzip.compress(agent_source.encode(), mtime=0)).decode("ascii")
+    payload = encode_agent(agent_source)
     args = [
         "boot",
         *agent_arguments(swap_parameters(config, release)),
-        "--pointer-parameter",
-        pointer_parameter,
-        "--region",
-        region,
+        f"--pointer-parameter={pointer_parameter}",
+        f"--region={region}",
     ]
     command = " ".join(shlex.quote(a) for a in ["python3", f"{AGENT_DIR}/agent.py", *args])
     script = "\n".join(
@@ -88,7 +102,9 @@ def user_data(
             f"# deployer: {config.app} release {release.release} {release.digest}",
             "set -eu",
             f"mkdir -p {AGENT_DIR}",
-            f"echo '{payload}' | base64 -d | gunzip > {AGENT_DIR}/agent.py.new",
+            f"python3 -c {shlex.quote(_DECODE)} > {AGENT_DIR}/agent.py.new <<'AGENT'",
+            payload,
+            "AGENT",
             f"mv {AGENT_DIR}/agent.py.new {AGENT_DIR}/agent.py",
             f"{command} >>/var/log/deployer-boot.log 2>&1",
             "",

@@ -33,7 +33,8 @@ class ReleasesStore:
             self._db.put_item(
                 TableName=self._table,
                 Item=to_attributes(release.to_item()),
-                ConditionExpression="attribute_not_exists(release)",
+                ConditionExpression="attribute_not_exists(#r)",
+                ExpressionAttributeNames={"#r": "release"},
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
@@ -188,7 +189,8 @@ class ReleasesStore:
             )
             if part
         )
-        condition = "attribute_exists(release)"
+        names["#release_key"] = "release"
+        condition = "attribute_exists(#release_key)"
         if expected_status is not None:
             names["#status_now"] = "status"
             values[":status_now"] = {"S": expected_status.value}

@@ -1,0 +1,270 @@
+"""Shared fixtures: events from `events/`, the SAM template, moto-backed AWS built FROM the
+template (tables, swap document), a fleet (launch template + Auto Scaling group), settings and
+the core's adapters, and a recorder of every AWS operation (for the IAM coverage test).
+
+Table schemas and the swap document are read from template.yaml, never restated here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.handlers
+import pytest
+import yaml
+from deployer import runtime
+from deployer.models.config import AppConfig
+from deployer.rollout import Deps
+from deployer.settings import ENV_NAMES, Settings
+from moto import mock_aws
+
+from tests import moto_shim
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+TABLES = ("AppsTable", "AppStateTable", "ReleasesTable", "HostOutcomesTable", "IdempotencyTable")
+DOCUMENT_NAME = "SwapDocument"
+COMMAND_LOG_GROUP = "/deployer/test/swap"
+GROUP = "web-asg"
+
+
+# ------------------------------------------------------------------ template and events
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that keeps CloudFormation short-form tags as their long form."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def read_template() -> dict[str, Any]:
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    """template.yaml, parsed (intrinsics as {"Ref": ...} / {"Fn::Sub": ...})."""
+    return read_template()
+
+
+def read_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def load_event() -> Callable[[str], dict[str, Any]]:
+    """The one loader of `events/*.json` (real AWS shapes)."""
+    return read_event
+
+
+# ------------------------------------------------------------------ moto-backed AWS
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto for every AWS call, with the shim's gap-fillers; fake credentials, one region."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        # moto's AMI catalogue takes seconds to load per test and no test needs it
+        "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        moto_shim.install(monkeypatch)
+        yield
+
+
+def create_tables(template: dict[str, Any], region: str = REGION) -> dict[str, str]:
+    """Create every DynamoDB table the template defines, named after its logical id."""
+    client = boto3.client("dynamodb", region_name=region)
+    names: dict[str, str] = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::DynamoDB::Table":
+            continue
+        props = resource["Properties"]
+        kwargs: dict[str, Any] = {
+            "TableName": logical_id,
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if "GlobalSecondaryIndexes" in props:
+            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        client.create_table(**kwargs)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            client.update_time_to_live(TableName=logical_id, TimeToLiveSpecification=ttl)
+        names[logical_id] = logical_id
+    return names
+
+
+def create_swap_document(template: dict[str, Any], region: str = REGION) -> str:
+    content = template["Resources"]["SwapDocument"]["Properties"]["Content"]
+    boto3.client("ssm", region_name=region).create_document(
+        Name=DOCUMENT_NAME, Content=json.dumps(content), DocumentType="Command", DocumentFormat="JSON"
+    )
+    return DOCUMENT_NAME
+
+
+@dataclass
+class Fleet:
+    group: str
+    template_id: str
+    initial_version: int
+    instance_ids: list[str] = field(default_factory=list)
+
+
+def create_fleet(size: int = 2, group: str = GROUP, region: str = REGION) -> Fleet:
+    """A launch template (no user data yet) and an Auto Scaling group on its version 1."""
+    ec2 = boto3.client("ec2", region_name=region)
+    image = "ami-0123456789abcdef0"  # moto does not validate AMI ids; listing its catalogue is slow
+    template_id = ec2.create_launch_template(
+        LaunchTemplateName=f"{group}-lt",
+        LaunchTemplateData={
+            "ImageId": image,
+            "InstanceType": "t3.micro",
+            "IamInstanceProfile": {"Name": "deployer-host"},
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "team", "Value": "web"}]}],
+        },
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    autoscaling = boto3.client("autoscaling", region_name=region)
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=group,
+        LaunchTemplate={"LaunchTemplateId": template_id, "Version": "1"},
+        MinSize=size,
+        MaxSize=size + 4,
+        DesiredCapacity=size,
+        AvailabilityZones=[f"{region}a"],
+    )
+    described = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+    instances = described["AutoScalingGroups"][0]["Instances"]
+    return Fleet(group, template_id, 1, sorted(i["InstanceId"] for i in instances))
+
+
+@pytest.fixture
+def settings(aws: None, template: dict[str, Any]) -> Any:
+    """Settings for tables and a document created from the template in moto."""
+    create_tables(template)
+    create_swap_document(template)
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=COMMAND_LOG_GROUP)
+    return Settings(
+        apps_table="AppsTable",
+        app_state_table="AppStateTable",
+        releases_table="ReleasesTable",
+        host_outcomes_table="HostOutcomesTable",
+        idempotency_table="IdempotencyTable",
+        parameter_prefix="/deployer",
+        swap_document_name=DOCUMENT_NAME,
+        command_log_group=COMMAND_LOG_GROUP,
+        region=REGION,
+    )
+
+
+@pytest.fixture
+def lambda_env(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The environment the template gives every function, for handler tests."""
+    for field_name, env_name in ENV_NAMES.items():
+        value = getattr(settings, field_name)
+        monkeypatch.setenv(env_name, "" if value is None else str(value))
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Deployer")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    runtime.reset()
+    yield settings
+    runtime.reset()
+
+
+@pytest.fixture
+def fleet(aws: None) -> Fleet:
+    return create_fleet()
+
+
+@pytest.fixture
+def deps(settings: Any) -> Any:
+    return Deps.from_settings(settings)
+
+
+WEB_CONFIG: dict[str, Any] = {
+    "app": "web",
+    "repository": "team/web",
+    "auto_scaling_group": GROUP,
+    "launch_template": "",  # filled with the fleet's template id
+    "container": {
+        "port": 8080,
+        "health_path": "/health",
+        "health_timeout": 30,
+        "docker_options": ["--memory=256m", "--pids-limit=200"],
+        "log_driver": "json-file",
+        "log_options": {"max-size": "10m", "max-file": "3"},
+    },
+    "rollout": {"max_concurrency": "50%", "max_errors": "1", "command_timeout": 300},
+    "auto_rollback": True,
+    "retain": 3,
+}
+
+
+@pytest.fixture
+def web_config(fleet: Fleet) -> dict[str, Any]:
+    """A valid app config document for the `team/web` repository and the test fleet."""
+    return {**json.loads(json.dumps(WEB_CONFIG)), "launch_template": fleet.template_id}
+
+
+@pytest.fixture
+def registered_app(deps: Any, web_config: dict[str, Any]) -> Any:
+    config = AppConfig.parse(web_config)
+    deps.apps.put(config)
+    return config
+
+
+# ------------------------------------------------------------------ AWS operation recorder
+@dataclass(frozen=True)
+class AwsCall:
+    service: str  # botocore signing name (IAM prefix), e.g. dynamodb, ssm, ec2, autoscaling
+    operation: str  # API operation name = IAM action name, e.g. PutItem
+    params: dict[str, Any]
+
+
+class CallRecorder:
+    """Records every AWS operation made by any botocore client while active (event hook)."""
+
+    def __init__(self) -> None:
+        self.calls: list[AwsCall] = []
+
+    def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        service = model.service_model.signing_name or model.service_model.endpoint_prefix
+        self.calls.append(AwsCall(service, model.name, dict(params)))
+
+    def operations(self) -> set[tuple[str, str]]:
+        return {(c.service, c.operation) for c in self.calls}
+
+
+@pytest.fixture
+def aws_calls(monkeypatch: pytest.MonkeyPatch) -> CallRecorder:
+    """Record AWS operations of every client created from now on (botocore `before-parameter-build`)."""
+    recorder = CallRecorder()
+    monkeypatch.setattr(
+        botocore.handlers,
+        "BUILTIN_HANDLERS",
+        [*botocore.handlers.BUILTIN_HANDLERS, ("before-parameter-build.*.*", recorder)],
+    )
+    return recorder
