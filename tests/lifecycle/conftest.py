@@ -4,6 +4,7 @@ whose SSM results the tests decide (through `moto_shim`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,21 @@ GROUP = "web-asg"
 DOCUMENT = "deployer-Swap"
 
 
+_SESSION: list[boto3.session.Session] = []
+
+
+def session() -> boto3.session.Session:
+    """One boto3 session for every test of the process: botocore loads each service model once
+    (moto resets boto3's default session on every mock start, which reloads them)."""
+    if not _SESSION:
+        _SESSION.append(boto3.session.Session(region_name=REGION))
+    return _SESSION[0]
+
+
+def client(service: str) -> Any:
+    return session().client(service, region_name=REGION)  # type: ignore[call-overload]
+
+
 def load_event(name: str) -> dict[str, Any]:
     """A sample event from events/ (the one loader every test uses)."""
     data: dict[str, Any] = json.loads((EVENTS / name).read_text())
@@ -55,6 +71,7 @@ def _any_tag(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
 _CfnLoader.add_multi_constructor("!", _any_tag)
 
 
+@functools.cache
 def template() -> dict[str, Any]:
     data: dict[str, Any] = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
     return data
@@ -62,7 +79,7 @@ def template() -> dict[str, Any]:
 
 def create_tables() -> dict[str, str]:
     """Every DynamoDB table of the template, with the template's keys and indexes."""
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb = client("dynamodb")
     names = {}
     for logical, resource in template()["Resources"].items():
         if resource["Type"] != "AWS::DynamoDB::Table":
@@ -150,7 +167,7 @@ class World:
         }
         if tag:
             kwargs["imageTag"] = tag
-        boto3.client("ecr", region_name=REGION).put_image(**kwargs)
+        client("ecr").put_image(**kwargs)
         return digest
 
     def push_event(self, digest: str, tag: str | None) -> dict[str, Any]:
@@ -311,18 +328,20 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # moto loads thousands of public AMIs into every new EC2 backend; these tests need none.
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
 
 def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: bool = True) -> World:
     shim = moto_shim.install(monkeypatch)
     tables = create_tables()
-    boto3.client("ecr", region_name=REGION).create_repository(repositoryName=REPOSITORY)
-    ec2 = boto3.client("ec2", region_name=REGION)
+    client("ecr").create_repository(repositoryName=REPOSITORY)
+    ec2 = client("ec2")
     ec2.create_launch_template(
         LaunchTemplateName="web-lt",
         LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
     )
-    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    autoscaling = client("autoscaling")
     autoscaling.create_auto_scaling_group(
         AutoScalingGroupName=GROUP,
         LaunchTemplate={"LaunchTemplateName": "web-lt", "Version": "1"},
@@ -333,15 +352,13 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
     )
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
     instances = sorted(i["InstanceId"] for i in group["Instances"])
-    topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="deployer-notifications")[
-        "TopicArn"
-    ]
-    sqs = boto3.client("sqs", region_name=REGION)
+    topic_arn = client("sns").create_topic(Name="deployer-notifications")["TopicArn"]
+    sqs = client("sqs")
     queue_url = sqs.create_queue(QueueName="notifications")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    boto3.client("sns", region_name=REGION).subscribe(
+    client("sns").subscribe(
         TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
     )
     settings = Settings(
@@ -356,7 +373,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         region=REGION,
         lock_lease_seconds=3600,
     )
-    core = Deps.from_settings(settings)
+    core = Deps.from_settings(settings, session=session())
     core.agent_source = lambda: "print('agent')\n"
     config = AppConfig.parse(
         {
@@ -394,7 +411,7 @@ def world_no_rollback(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def notifications(world: World) -> list[dict[str, Any]]:
-    sqs = boto3.client("sqs", region_name=REGION)
+    sqs = client("sqs")
     out = []
     while True:
         r = sqs.receive_message(QueueUrl=world.queue_url, MaxNumberOfMessages=10)
@@ -404,3 +421,22 @@ def notifications(world: World) -> list[dict[str, Any]]:
         for m in msgs:
             out.append(json.loads(m["Body"]))
             sqs.delete_message(QueueUrl=world.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def snapshot(world: World) -> dict[str, Any]:
+    """Everything an operator action could change, to assert that a refused one changed nothing."""
+    core = world.core
+    pointer = core.pointer.get(world.config.app)
+    state = core.state.get(world.config.app)
+    group = core.launch_templates.current(world.config)
+    versions = client("ec2").describe_launch_template_versions(LaunchTemplateId=group.template_id)[
+        "LaunchTemplateVersions"
+    ]
+    return {
+        "releases": [(r.release, r.status.value, r.digest) for r in core.releases.list_recent("web", 100)],
+        "pointer": pointer.model_dump(mode="json") if pointer else None,
+        "lock": (state.lock_owner, state.last_release, state.paused, sorted(state.refused_digests)),
+        "group_version": group.version,
+        "template_versions": len(versions),
+        "commands": len(world.shim.commands()),
+    }

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.responses import AutoScalingResponse
-from moto.core.exceptions import RESTError
 from moto.core.responses import ActionResult, EmptyResult
 from moto.core.types import Base64EncodedString
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
@@ -152,7 +152,7 @@ def install(monkeypatch: pytest.MonkeyPatch) -> SsmShim:
             "InstanceId",
         )
         if any(c["LifecycleActionToken"] == call["LifecycleActionToken"] for c in shim.completed):
-            raise RESTError("ValidationError", "No active Lifecycle Action found with token")
+            raise ValidationError("No active Lifecycle Action found with token")
         shim.completed.append(call)
         return EmptyResult()
 

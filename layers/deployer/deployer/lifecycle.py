@@ -228,7 +228,7 @@ def _record_outcome(
             release=release,
             instance_id=instance_id,
             failure_class=outcome.failure_class,
-            message=outcome.message,
+            detail=outcome.message,
         )
     return outcome
 
