@@ -1,0 +1,203 @@
+"""IAM coverage: every AWS operation a function performs in its scenarios is allowed by that
+function's policies in template.yaml, on the resource it touched.
+
+Operations are recorded with a botocore event hook (`aws_calls` fixture), mapped to the IAM
+action and resource ARN, and checked against the function's statements (its `Policies`:
+in-stack managed policies by Ref, or inline statements). Conditions are not evaluated.
+
+To cover a new function, add a row to SCENARIOS: logical id -> a callable that drives the
+function through its paths (it receives the `World` fixture below).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from deployer.models.config import AppConfig
+
+from functions.on_image_push.app import handler as on_image_push
+from tests.conftest import ACCOUNT, REGION, CallRecorder
+
+pytestmark = pytest.mark.unit
+
+PARTITION = "aws"
+STACK = "deployer"
+
+
+@dataclass
+class World:
+    deps: Any
+    config: AppConfig
+    load_event: Callable[[str], dict[str, Any]]
+    template: dict[str, Any]
+
+
+class _Context:
+    function_name = "fn"
+    memory_limit_in_mb = 512
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:fn"
+    aws_request_id = "req"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+def drive_on_image_push(world: World) -> None:
+    """Started deploy, duplicate delivery, pending push, unknown repository, bad input."""
+    event = world.load_event("ecr_image_push")
+    on_image_push(event, _Context())
+    on_image_push(event, _Context())
+    second = copy.deepcopy(event)
+    second["detail"]["image-digest"] = "sha256:" + "2" * 64
+    on_image_push(second, _Context())
+    other = copy.deepcopy(event)
+    other["detail"]["repository-name"] = "team/other"
+    on_image_push(other, _Context())
+    on_image_push({"detail-type": "nope"}, _Context())
+
+
+SCENARIOS: dict[str, Callable[[World], None]] = {
+    "OnImagePushFunction": drive_on_image_push,
+}
+
+
+# ------------------------------------------------------------------ template → statements
+def _substitutions(template: dict[str, Any]) -> dict[str, str]:
+    subs = {
+        "AWS::Partition": PARTITION,
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT,
+        "AWS::StackName": STACK,
+    }
+    for name, parameter in template.get("Parameters", {}).items():
+        subs[name] = str(parameter.get("Default", name))
+    for name, resource in template["Resources"].items():
+        subs[name] = name  # tests name every physical resource after its logical id
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            subs[f"{name}.Arn"] = f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+    return subs
+
+
+def _resolve(value: Any, subs: dict[str, str]) -> str:
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return subs[value["Ref"]]
+    if "Fn::GetAtt" in value:
+        return subs[".".join(value["Fn::GetAtt"])]
+    if "Fn::Sub" in value:
+        text = value["Fn::Sub"]
+        return re.sub(r"\$\{([^}]+)\}", lambda m: subs[m.group(1)], text)
+    raise AssertionError(f"cannot resolve {value!r}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def function_statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    resources = template["Resources"]
+    subs = _substitutions(template)
+    statements: list[dict[str, Any]] = []
+    for policy in resources[function]["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "Ref" in policy:
+            document = resources[policy["Ref"]]["Properties"]["PolicyDocument"]
+        elif isinstance(policy, dict) and "Statement" in policy:
+            document = policy
+        else:
+            raise AssertionError(f"{function}: policy {policy!r} is not a statement list or in-stack policy")
+        for statement in document["Statement"]:
+            actions = _as_list(statement["Action"])
+            raw = _as_list(statement["Resource"])
+            statements.append(
+                {
+                    "Effect": statement["Effect"],
+                    "Action": actions,
+                    "Resource": [_resolve(r, subs) for r in raw],
+                }
+            )
+    return statements
+
+
+# ------------------------------------------------------------------ operation → action, ARNs
+def _arn(service: str, resource: str, region: str = REGION, account: str = ACCOUNT) -> str:
+    return f"arn:{PARTITION}:{service}:{region}:{account}:{resource}"
+
+
+def required(service: str, operation: str, params: dict[str, Any]) -> tuple[str, list[str]]:
+    """The IAM action and resource ARNs one recorded operation needs."""
+    action = f"{service}:{operation}"
+    if operation.startswith(("Describe", "List")) and service in {"ec2", "autoscaling", "ssm"}:
+        return action, ["*"]
+    if service == "dynamodb":
+        table = _arn("dynamodb", f"table/{params['TableName']}")
+        return action, [f"{table}/index/{params['IndexName']}" if "IndexName" in params else table]
+    if service == "ssm" and operation in {"GetParameter", "PutParameter", "GetParameterHistory"}:
+        return action, [_arn("ssm", f"parameter/{params['Name'].lstrip('/')}")]
+    if service == "ssm" and operation == "SendCommand":
+        instances = [_arn("ec2", f"instance/{i}") for i in params.get("InstanceIds", [])] or [
+            _arn("ec2", "instance/*")
+        ]
+        return action, [_arn("ssm", f"document/{params['DocumentName']}"), *instances]
+    if service == "ec2" and operation == "CreateLaunchTemplateVersion":
+        return action, [_arn("ec2", f"launch-template/{params['LaunchTemplateId']}")]
+    if service == "autoscaling" and operation == "UpdateAutoScalingGroup":
+        name = params["AutoScalingGroupName"]
+        uuid = "00000000-0000-0000-0000-000000000000"
+        return action, [_arn("autoscaling", f"autoScalingGroup:{uuid}:autoScalingGroupName/{name}")]
+    raise AssertionError(f"no resource mapping for {action}: add one to tests/iam/test_iam_coverage.py")
+
+
+def allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+    return any(
+        s["Effect"] == "Allow"
+        and any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in s["Action"])
+        and any(r == "*" or fnmatch.fnmatchcase(resource, r) for r in s["Resource"])
+        for s in statements
+    )
+
+
+# ------------------------------------------------------------------ the test
+@pytest.mark.parametrize("function", sorted(SCENARIOS))
+def test_every_aws_operation_of_the_function_is_allowed_by_its_policy(
+    function: str,
+    template: dict[str, Any],
+    lambda_env: Any,
+    deps: Any,
+    registered_app: Any,
+    load_event: Any,
+    aws_calls: CallRecorder,
+) -> None:
+    # Given the function's statements in template.yaml
+    statements = function_statements(template, function)
+
+    # When its scenarios run, with every AWS operation recorded
+    SCENARIOS[function](World(deps, registered_app, load_event, template))
+
+    # Then operations were made, and each is allowed on the resource it touched
+    assert {"SendCommand", "CreateLaunchTemplateVersion", "PutItem"} <= {c.operation for c in aws_calls.calls}
+    denied = []
+    for call in aws_calls.calls:
+        action, resources = required(call.service, call.operation, call.params)
+        denied += [f"{action} on {r}" for r in resources if not allowed(statements, action, r)]
+    assert denied == [], f"{function} would get AccessDenied for: {sorted(set(denied))}"
+
+
+def test_the_checker_reports_an_operation_the_policy_does_not_allow(template: dict[str, Any]) -> None:
+    # Given the push function's statements
+    statements = function_statements(template, "OnImagePushFunction")
+
+    # Then deleting a table, or writing a parameter outside the prefix, is not allowed
+    action, resources = required("dynamodb", "DeleteTable", {"TableName": "ReleasesTable"})
+    assert not allowed(statements, action, resources[0])
+    action, resources = required("ssm", "PutParameter", {"Name": "/other/web/release"})
+    assert not allowed(statements, action, resources[0])
+    action, resources = required("ssm", "SendCommand", {"DocumentName": "AWS-RunShellScript"})
+    assert not allowed(statements, action, resources[0])

@@ -1,0 +1,229 @@
+"""Contracts that tie the control plane to the template, the agent and the docs."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import lzma
+import random
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deployer import builders
+from deployer.agent_contract import (
+    AGENT_FLAGS,
+    DOCKER_OPTION_NAMES,
+    EXIT_CODE_BY_CLASS,
+    PARAMETER_PATTERNS,
+    FailureClass,
+    parse_summary,
+)
+from deployer.assets import agent_source
+from deployer.errors import InvalidSettings, UserDataTooLarge
+from deployer.models.config import AppConfig
+from deployer.models.records import Release
+from deployer.settings import ENV_NAMES, Settings
+
+from tests.conftest import WEB_CONFIG
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@{DIGEST}"
+
+
+def config(**changes: Any) -> AppConfig:
+    return AppConfig.parse({**WEB_CONFIG, "launch_template": "lt-0123456789abcdef0", **changes})
+
+
+def release(number: int = 7) -> Release:
+    return Release(
+        app="web",
+        release=number,
+        repository="team/web",
+        image=IMAGE,
+        digest=DIGEST,
+        tag="v1",
+        pushed_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def agent_module() -> ast.Module:
+    return ast.parse((ROOT / "host" / "agent.py").read_text())
+
+
+def agent_constant(name: str) -> Any:
+    for node in agent_module().body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"host/agent.py defines no {name}")
+
+
+def test_the_packaged_agent_is_a_copy_of_host_agent() -> None:
+    # Given the agent's single source and the copy shipped in the layer
+    # When they are compared
+    # Then they are identical (refresh: cp host/agent.py layers/deployer/deployer/assets/agent.py.txt)
+    assert agent_source() == (ROOT / "host" / "agent.py").read_text()
+
+
+def test_exit_codes_match_the_agent_and_the_docs() -> None:
+    # Given the exit-code table of docs/architecture.md and the agent's EXIT_CODES
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    documented = {m[1]: int(m[0]) for m in re.findall(r"^\| (\d) \| (\w+) \|", doc, flags=re.M)}
+
+    # When compared with the control plane's contract
+    ours = {cls.value: int(code) for cls, code in EXIT_CODE_BY_CLASS.items()}
+
+    # Then all three agree
+    assert ours == documented
+    assert ours == agent_constant("EXIT_CODES")
+
+
+def test_docker_option_allow_list_matches_the_agent() -> None:
+    assert list(DOCKER_OPTION_NAMES) == list(agent_constant("DOCKER_OPTION_NAMES"))
+
+
+def test_swap_document_parameters_and_patterns_come_from_the_contract(template: dict[str, Any]) -> None:
+    # Given the swap document of template.yaml
+    content = template["Resources"]["SwapDocument"]["Properties"]["Content"]
+    params = content["parameters"]
+
+    # Then it declares exactly the contract's parameters, each with the contract's pattern
+    assert {name: p["allowedPattern"] for name, p in params.items()} == PARAMETER_PATTERNS
+    assert all(p["type"] == "String" for p in params.values())
+    # and its script has the markers the agent is rendered between, and passes every flag
+    script = content["mainSteps"][0]["inputs"]["runCommand"]
+    assert "# BEGIN AGENT" in script
+    assert "# END AGENT" in script
+    swap_line = " ".join(script)
+    for name, flag in AGENT_FLAGS.items():
+        assert f"{flag}='{{{{ {name} }}}}'" in swap_line
+
+
+def test_no_parameter_pattern_admits_a_shell_metacharacter() -> None:
+    for name, pattern in PARAMETER_PATTERNS.items():
+        for bad in ["'", '"', "$", "`", ";", "&", "|", "<", ">", "\n", "\\"]:
+            assert not re.fullmatch(pattern, f"a{bad}b"), (name, bad)
+
+
+def test_swap_parameters_are_exact() -> None:
+    # Given the web app config and release 7
+    # When the swap parameters are built
+    params = builders.swap_parameters(config(), release())
+
+    # Then they are exactly these, each matching its pattern
+    assert params == {
+        "app": ["web"],
+        "image": [IMAGE],
+        "release": ["7"],
+        "containerPort": ["8080"],
+        "healthPath": ["/health"],
+        "healthTimeout": ["30"],
+        "envFile": [""],
+        "dockerOptions": ["--memory=256m --pids-limit=200"],
+        "logDriver": ["json-file"],
+        "logOptions": ["max-file=3,max-size=10m"],
+        "retain": ["3"],
+        "registryLogin": ["ecr"],
+        "executionTimeout": ["300"],
+    }
+    assert all(re.fullmatch(PARAMETER_PATTERNS[k], v[0]) for k, v in params.items())
+
+
+def test_user_data_embeds_the_agent_and_boots_the_release_within_16_kb() -> None:
+    # Given the real agent
+    # When user data is built for release 7
+    script = builders.user_data(config(), release(), agent_source(), "/deployer/web/release", "us-east-1")
+
+    # Then it stays under EC2's 16 KB, names the digest, and decodes back to the agent
+    assert len(script.encode()) < 16 * 1024
+    assert DIGEST in script
+    lines = script.splitlines()
+    payload = lines[lines.index(next(x for x in lines if x.endswith("<<'AGENT'"))) + 1]
+    assert lzma.decompress(base64.b85decode(payload)).decode() == agent_source()
+    assert lines[-1].startswith("python3 /opt/deployer/agent.py boot --app=web --image=")
+    assert "--pointer-parameter=/deployer/web/release --region=us-east-1" in lines[-1]
+
+
+def test_user_data_that_would_exceed_16_kb_is_refused() -> None:
+    # Given an agent source that does not compress (random text)
+    noise = base64.b85encode(random.Random(1).randbytes(20_000)).decode()
+    # When user data is built, then it is refused instead of being cut by EC2
+    with pytest.raises(UserDataTooLarge):
+        builders.user_data(config(), release(), noise, "/deployer/web/release", "us-east-1")
+
+
+def test_an_agent_summary_is_parsed_and_garbage_yields_none() -> None:
+    line = (
+        '{"agent":"deployer","version":1,"host":"h","app":"web","release":7,"digest":"' + DIGEST + '",'
+        '"outcome":"failed","failure_class":"health","exit_code":6,"message":"health gate failed",'
+        '"previous_release":6,"timings":{"total":1.5},"pull_attempts":1,"container_exit":null,"log_tail":["x"]}'
+    )
+    summary = parse_summary("some log\n" + line + "\n")
+    assert summary is not None
+    assert (summary.failure_class, summary.exit_code, summary.serving) == (FailureClass.HEALTH, 6, False)
+    assert parse_summary(line[:-40]) is None
+    assert parse_summary("") is None
+    assert parse_summary('{"agent":"other"}') is None
+
+
+def test_the_template_gives_functions_exactly_the_settings_variables(template: dict[str, Any]) -> None:
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    ours = {name for name in ENV_NAMES.values() if name != "AWS_REGION"}
+    assert ours <= set(variables)
+    assert {v for v in variables if not v.startswith("POWERTOOLS_")} == ours
+
+
+def test_settings_name_every_bad_variable() -> None:
+    env = {
+        "APPS_TABLE": "a",
+        "APP_STATE_TABLE": "AppStateTable",
+        "RELEASES_TABLE": "ReleasesTable",
+        "HOST_OUTCOMES_TABLE": "HostOutcomesTable",
+        "IDEMPOTENCY_TABLE": "IdempotencyTable",
+        "SWAP_DOCUMENT_NAME": "SwapDocument",
+        "COMMAND_LOG_GROUP": "/deployer/swap",
+        "LOCK_LEASE_SECONDS": "5",
+    }
+    with pytest.raises(InvalidSettings) as err:
+        Settings.from_env(env)
+    assert "APPS_TABLE" in str(err.value)
+    assert "LOCK_LEASE_SECONDS" in str(err.value)
+    ok = Settings.from_env({**env, "APPS_TABLE": "AppsTable", "LOCK_LEASE_SECONDS": "600"})
+    assert ok.pointer_parameter("web") == "/deployer/web/release"
+
+
+def test_the_template_keeps_release_history_recoverable_and_idempotency_records_expiring(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    releases = resources["ReleasesTable"]["Properties"]
+    assert releases["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    idempotency = resources["IdempotencyTable"]["Properties"]
+    assert idempotency["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+
+
+def test_the_push_rule_matches_successful_pushes_with_retries_and_a_dead_letter_queue(
+    template: dict[str, Any],
+) -> None:
+    rule = template["Resources"]["OnImagePushFunction"]["Properties"]["Events"]["ImagePushed"]["Properties"]
+    assert rule["Pattern"] == {
+        "source": ["aws.ecr"],
+        "detail-type": ["ECR Image Action"],
+        "detail": {"action-type": ["PUSH"], "result": ["SUCCESS"]},
+    }
+    assert rule["RetryPolicy"]["MaximumEventAgeInSeconds"] == 86400
+    assert rule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["OnImagePushDeadLetterQueue", "Arn"]}}
+
+
+def test_every_function_has_a_log_group_with_retention(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
+    assert functions
+    for name, function in functions.items():
+        group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name

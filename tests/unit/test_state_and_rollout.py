@@ -1,0 +1,148 @@
+"""The deploy lock, release numbering and statuses, and the pending queue."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import boto3
+import pytest
+from deployer.adapters.app_state import AppState
+from deployer.errors import InvalidTransition, LockLost, RolloutFailed
+from deployer.models.events import parse_push_event
+from deployer.models.records import ReleaseStatus
+from deployer.rollout import PushAction, accept_push, lock_owner
+
+from tests import moto_shim
+from tests.conftest import GROUP, REGION
+
+pytestmark = pytest.mark.unit
+
+
+def push(load_event: Any, digest_byte: str, tag: str) -> Any:
+    event = copy.deepcopy(load_event("ecr_image_push"))
+    event["detail"]["image-digest"] = "sha256:" + digest_byte * 64
+    event["detail"]["image-tag"] = tag
+    return parse_push_event(event)
+
+
+def test_release_numbers_increase_per_app(deps: Any) -> None:
+    assert [deps.state.next_release("web") for _ in range(3)] == [1, 2, 3]
+    assert deps.state.next_release("api") == 1
+
+
+def test_the_lock_has_one_holder_until_released(deps: Any) -> None:
+    # Given the lock held by one owner
+    assert deps.state.acquire("web", "web#1", 600)
+
+    # When another owner tries, then it is refused; after release it succeeds
+    assert not deps.state.acquire("web", "web#2", 600)
+    deps.state.release("web", "web#1")
+    assert deps.state.acquire("web", "web#2", 600)
+    # and the former owner can neither renew nor release it
+    with pytest.raises(LockLost):
+        deps.state.renew("web", "web#1", 600)
+    with pytest.raises(LockLost):
+        deps.state.release("web", "web#1")
+
+
+def test_an_expired_lease_can_be_taken_over(deps: Any, settings: Any) -> None:
+    # Given a lock taken by an invocation that then crashed, at t=1000 with a 60 s lease
+    now = [1000.0]
+    state = AppState(deps.clients.client("dynamodb"), settings.app_state_table, clock=lambda: now[0])
+    assert state.acquire("web", "crashed", 60)
+    assert not state.acquire("web", "next", 60)
+
+    # When the lease has run out
+    now[0] = 1061.0
+
+    # Then another owner takes it over, and the crashed one has lost it
+    assert state.acquire("web", "next", 60)
+    with pytest.raises(LockLost):
+        state.release("web", "crashed")
+
+
+def test_status_changes_follow_the_lifecycle(deps: Any, registered_app: Any, load_event: Any) -> None:
+    # Given a release started by a push
+    outcome = accept_push(deps, push(load_event, "1", "v1"))
+    number = outcome.results[0].release
+
+    # When it is marked SUCCEEDED twice, then the second is a no-op
+    deps.releases.update_status("web", number, ReleaseStatus.SUCCEEDED, reason="fleet ok")
+    again = deps.releases.update_status("web", number, ReleaseStatus.SUCCEEDED)
+    assert again.status == ReleaseStatus.SUCCEEDED
+    assert again.finished_at is not None
+    # and a move back to DEPLOYING is refused
+    with pytest.raises(InvalidTransition):
+        deps.releases.update_status("web", number, ReleaseStatus.DEPLOYING)
+    assert deps.releases.latest_succeeded("web").release == number
+    assert deps.releases.by_command_id(again.command_id).release == number
+
+
+def test_pushes_during_a_deploy_wait_and_only_the_newest_stays_pending(
+    deps: Any, registered_app: Any, load_event: Any
+) -> None:
+    # Given a deploy in progress (release 1)
+    first = accept_push(deps, push(load_event, "1", "v1"))
+    assert first.results[0].action == PushAction.STARTED
+
+    # When three more pushes arrive
+    for byte, tag in (("2", "v2"), ("3", "v3"), ("4", "v4")):
+        result = accept_push(deps, push(load_event, byte, tag))
+        assert result.results[0].action == PushAction.PENDING
+
+    # Then only release 4 is pending, 2 and 3 are superseded, and one command was sent
+    statuses = {r.release: r.status for r in deps.releases.list_recent("web")}
+    assert statuses == {
+        1: ReleaseStatus.DEPLOYING,
+        2: ReleaseStatus.SUPERSEDED,
+        3: ReleaseStatus.SUPERSEDED,
+        4: ReleaseStatus.PENDING,
+    }
+    assert [r.release for r in deps.releases.pending("web")] == [4]
+    assert len(moto_shim.ssm_commands()) == 1
+    assert deps.state.get("web").lock_owner == "web#1"
+
+
+def test_a_paused_app_records_pushes_as_pending(deps: Any, registered_app: Any, load_event: Any) -> None:
+    deps.state.set_paused("web", True, reason="incident")
+    result = accept_push(deps, push(load_event, "1", "v1"))
+    assert result.results[0].action == PushAction.PENDING
+    assert len(moto_shim.ssm_commands()) == 0
+    assert deps.pointer.get("web") is None
+
+
+def test_a_refused_digest_is_not_deployed_again(deps: Any, registered_app: Any, load_event: Any) -> None:
+    # Given a digest that failed and was refused
+    event = push(load_event, "9", "v9")
+    deps.state.refuse_digest("web", event.detail.image_digest)
+
+    # When it is pushed again
+    result = accept_push(deps, event)
+
+    # Then it is refused and nothing is recorded
+    assert result.results[0].action == PushAction.REFUSED
+    assert deps.releases.list_recent("web") == []
+
+
+def test_a_deploy_that_cannot_start_is_failed_put_back_and_unlocked(
+    deps: Any, registered_app: Any, load_event: Any
+) -> None:
+    # Given release 1 live, and then the group deleted behind the deployer's back
+    accept_push(deps, push(load_event, "1", "v1"))
+    deps.releases.update_status("web", 1, ReleaseStatus.SUCCEEDED)
+    deps.state.release("web", "web#1")
+    boto3.client("autoscaling", region_name=REGION).delete_auto_scaling_group(
+        AutoScalingGroupName=GROUP, ForceDelete=True
+    )
+
+    # When release 2 is pushed
+    with pytest.raises(RolloutFailed) as err:
+        accept_push(deps, push(load_event, "2", "v2"))
+
+    # Then the error names the group, the release is FAILED, the pointer is back on 1, no lock
+    assert GROUP in str(err.value)
+    assert deps.releases.get("web", 2).status == ReleaseStatus.FAILED
+    assert deps.pointer.get("web").release == 1
+    assert deps.state.get("web").lock_owner is None
+    assert lock_owner(deps.releases.get("web", 2)) == "web#2"
