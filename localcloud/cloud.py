@@ -90,7 +90,9 @@ class LocalCloud:
         self.template_path = Path(template)
         self.stack = stack
         self.log = timeline or Timeline()
-        self.sandbox_settings = sandbox_settings or {}
+        # The boot reads the pointer with the aws CLI, which takes seconds on a loaded 2-core
+        # machine; a real host answers faster. Give it room so boots do not fall back needlessly.
+        self.sandbox_settings = {"pointer_timeout": 30, **(sandbox_settings or {})}
         self.moto = MotoServer()
         self.registry: Registry | None = None
         self.template: Template | None = None
@@ -102,10 +104,12 @@ class LocalCloud:
         self.sqs_sources: list[SqsSource] = []
         self._built: list[str] = []
         self._started = False
+        self._gaps = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> LocalCloud:
         moto_gaps.install()
+        self._gaps = True
         self.moto.start()
         self.log(f"moto server on {self.moto.endpoint}")
         self.template = tpl = Template(self.template_path, stack=self.stack, region=self.moto.region)
@@ -148,6 +152,9 @@ class LocalCloud:
         remove_images(self._built)
         self._remove_pulled_images()
         self.moto.stop()
+        if self._gaps:
+            moto_gaps.uninstall()
+            self._gaps = False
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
         self._started = False

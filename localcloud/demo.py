@@ -82,7 +82,7 @@ def _pulled(cloud: LocalCloud, command_id: str | None) -> list[str]:
             summary = json.loads(lines[-1]) if lines else {}
         except ValueError:
             summary = {}
-        if (summary.get("timings") or {}).get("pull", 0) > 0 and summary.get("outcome") == "live":
+        if int(summary.get("pull_attempts") or 0) > 0:
             out.append(h.instance_id)
     return out
 

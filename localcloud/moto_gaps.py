@@ -30,7 +30,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_installed = False
 _lock = threading.Lock()
 
 # instance id -> extra describe_instance_information fields; registered by the fleet stand-in
@@ -43,16 +42,45 @@ STDOUT_CAP_GET = 24000  # GetCommandInvocation: first 24,000 characters
 STDOUT_CAP_LIST = 2500  # ListCommandInvocations plugin Output: 2,500 characters
 
 
+_MISSING = object()
+_originals: list[tuple[Any, str, Any]] = []
+_users = 0
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    _originals.append((obj, name, obj.__dict__.get(name, _MISSING)))
+    setattr(obj, name, value)
+
+
 def install() -> None:
-    """Apply every patch once per process."""
-    global _installed
+    """Apply every patch (once per process while any local cloud runs)."""
+    global _users
     with _lock:
-        if _installed:
+        _users += 1
+        if _users > 1:
             return
         _patch_launch_template_user_data()
         _patch_ssm()
         _patch_autoscaling()
-        _installed = True
+
+
+def uninstall() -> None:
+    """Undo the patches when the last local cloud stops, so moto is itself again (for other
+    tests in the same process)."""
+    global _users
+    with _lock:
+        if _users == 0:
+            return
+        _users -= 1
+        if _users:
+            return
+        while _originals:
+            obj, name, original = _originals.pop()
+            if original is _MISSING:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, original)
+        ONLINE.clear()
 
 
 def _patch_launch_template_user_data() -> None:
@@ -65,7 +93,7 @@ def _patch_launch_template_user_data() -> None:
             return Base64EncodedString(value)
         return value
 
-    LaunchTemplateVersion.user_data = property(user_data)  # type: ignore[assignment,method-assign]
+    _set(LaunchTemplateVersion, "user_data", property(user_data))
 
 
 def _now() -> str:
@@ -95,8 +123,8 @@ def _patch_ssm() -> None:
                        ExecutionStartDateTime="", ExecutionEndDateTime="", ExecutionElapsedTime="",
                        StandardOutputContent="", StandardErrorContent="")
 
-    ssm_models.Command._get_instance_ids_from_targets = targets_only_when_given  # type: ignore[method-assign]
-    ssm_models.Command.__init__ = pending_init  # type: ignore[method-assign]
+    _set(ssm_models.Command, "_get_instance_ids_from_targets", targets_only_when_given)
+    _set(ssm_models.Command, "__init__", pending_init)
 
     original_send = R.send_command
 
@@ -144,9 +172,9 @@ def _patch_ssm() -> None:
                           "AgentVersion": "3.3.0.0", "IsLatestVersion": True, **extra})
         return ActionResult({"InstanceInformationList": infos})
 
-    R.send_command = send_command  # type: ignore[method-assign]
-    R.list_command_invocations = list_command_invocations  # type: ignore[attr-defined]
-    R.describe_instance_information = describe_instance_information  # type: ignore[attr-defined]
+    _set(R, "send_command", send_command)
+    _set(R, "list_command_invocations", list_command_invocations)
+    _set(R, "describe_instance_information", describe_instance_information)
 
 
 def document_parameters(content: dict[str, Any], given: dict[str, list[str]]) -> dict[str, str]:
@@ -284,5 +312,5 @@ def _patch_autoscaling() -> None:
             heartbeat_callback(call)
         return EmptyResult()
 
-    R.complete_lifecycle_action = complete_lifecycle_action  # type: ignore[attr-defined]
-    R.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat  # type: ignore[attr-defined]
+    _set(R, "complete_lifecycle_action", complete_lifecycle_action)
+    _set(R, "record_lifecycle_action_heartbeat", record_lifecycle_action_heartbeat)
