@@ -13,10 +13,15 @@ Every patch is applied with pytest's monkeypatch, so nothing leaks into other te
    ValidationError as Auto Scaling does.
 4. Launch-template versions whose UserData is given crash later Auto Scaling launches: the
    stored string is wrapped in moto's own type.
+5. moto evaluates a DynamoDB condition and then writes, with nothing in between held: two
+   threads can both pass the same condition. DynamoDB applies each conditional write
+   atomically, so the writes are serialized here (what the lock-race tests rely on).
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +30,7 @@ from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 from moto.core.types import Base64EncodedString
+from moto.dynamodb.models import DynamoDBBackend
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
 from moto.ssm import models as ssm_models
 from moto.ssm.models import ssm_backends
@@ -177,4 +183,15 @@ def install(monkeypatch: pytest.MonkeyPatch) -> SsmShim:
         return Base64EncodedString(value) if isinstance(value, str) else value
 
     monkeypatch.setattr(LaunchTemplateVersion, "user_data", property(user_data), raising=False)
+
+    writes = threading.Lock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        @functools.wraps(original)
+        def atomic(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with writes:
+                return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, atomic)
     return shim

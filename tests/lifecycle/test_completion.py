@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 from deployer.adapters.command_results import CommandCounts
 from deployer.lifecycle import Verdict, command_verdict, host_outcome, serving
+from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import ReleaseSource, ReleaseStatus
+from deployer.rollout import accept_push
+
 from tests.lifecycle.conftest import World, notifications
 
 pytestmark = pytest.mark.unit
@@ -107,9 +109,6 @@ def test_a_repush_of_a_failed_digest_is_refused_until_promoted(world: World) -> 
     world.complete(second, failures={world.instances[0]: "start"})
     releases_before = len(world.core.releases.list_recent("web", 100))
     # When the same digest is pushed again
-    from deployer.models.events import parse_push_event
-    from deployer.rollout import accept_push
-
     outcome = accept_push(world.core, parse_push_event(world.push_event(second.digest, "v2-again")))
     # Then it is refused and no release is recorded
     assert outcome.results[0].action.value == "refused"

@@ -53,7 +53,7 @@ def handle_operation(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
         request = parse_operation(event)
     except ValidationError as exc:
         count(Metric.BAD_INPUT)
-        message = f"invalid request: {describe_errors(exc)}"
+        message = f"invalid request: {_request_errors(exc)}"
         logger.warning("operator request rejected", error=message)
         raise InvalidEvent(message) from exc
     try:
@@ -69,6 +69,17 @@ def handle_operation(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
         count(LifecycleMetric.OPERATION_REFUSED)
         raise
     return {"status": "ok", **result}
+
+
+def _request_errors(exc: ValidationError) -> str:
+    """Each bad field by its own name (not the model's internal path), and what is wrong."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if loc[:1] == ["request"]:
+            loc = loc[2:] if len(loc) > 1 and err["type"] != "union_tag_invalid" else ["action"]
+        parts.append(f"{'.'.join(loc) or 'request'}: {err['msg']}")
+    return "; ".join(parts)
 
 
 def handle_instance_launch(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:

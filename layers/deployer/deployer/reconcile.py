@@ -153,7 +153,7 @@ def _heal_lost_terminal(ld: LifecycleDeps, config: AppConfig) -> dict[str, Any] 
         status=status.value,
     )
     result = finish_release(ld, stuck, status)
-    return {"action": "healed", **result}
+    return {**result, "action": "healed"}
 
 
 def _deploy_missed(
