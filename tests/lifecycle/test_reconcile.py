@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from deployer.lifecycle_handlers import handle_reconcile
 from deployer.models.records import ReleaseSource, ReleaseStatus
 from deployer.reconcile import reconcile_app
+
 from tests.lifecycle.conftest import World, snapshot, summary_line
 
 pytestmark = pytest.mark.unit

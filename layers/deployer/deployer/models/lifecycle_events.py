@@ -193,9 +193,9 @@ class RollbackRequest(_Request):
 
     _r = field_validator("reason")(_reason)
 
-    @field_validator("to")
+    @field_validator("to", mode="before")
     @classmethod
-    def _target(cls, value: int | str | None) -> int | str | None:
+    def _target(cls, value: Any) -> int | str | None:
         return _ref(value)
 
 
@@ -208,11 +208,12 @@ class PromoteRequest(_Request):
 
     _r = field_validator("reason")(_reason)
 
-    @field_validator("to")
+    @field_validator("to", mode="before")
     @classmethod
-    def _target(cls, value: int | str) -> int | str:
+    def _target(cls, value: Any) -> int | str:
         checked = _ref(value)
-        assert checked is not None
+        if checked is None:
+            raise ValueError("names what to deploy: a release number, a tag or a sha256 digest")
         return checked
 
 
@@ -232,11 +233,11 @@ class StatusRequest(_Request):
     limit: int = Field(default=10, ge=1, le=100)
 
 
-def _ref(value: int | str | None) -> int | str | None:
+def _ref(value: Any) -> int | str | None:
     """A release reference: a release number, a digest or a tag; anything else is refused."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("must be a release number, a tag or a sha256 digest")  # noqa: TRY004 - pydantic reports ValueError
     if isinstance(value, int):
         if value < 1:
