@@ -125,6 +125,7 @@ HOST_DEFAULTS: dict[str, Any] = {
     "docker_command": ["docker"],
     "nft_command": ["nft"],
     "aws_command": ["aws"],
+    "conntrack_command": ["conntrack"],
     "lock_timeout": 600,
     "drain_seconds": 2.0,
     "stop_timeout": 30,
@@ -214,7 +215,7 @@ def load_host_config() -> dict[str, Any]:
     if unknown:
         raise Failure("input", "host config " + path + " has unknown keys: " + ", ".join(unknown))
     config.update(data)
-    for key in ("nginx_command", "docker_command", "nft_command", "aws_command"):
+    for key in ("nginx_command", "docker_command", "nft_command", "aws_command", "conntrack_command"):
         value = config[key]
         if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
             raise Failure("input", "host config " + key + " must be a non-empty list of strings")
@@ -379,6 +380,23 @@ class Host:
             return None
         match = re.search(r"dnat (?:ip )?to 127\.0\.0\.1:([0-9]+)", proc.stdout)
         return int(match.group(1)) if match else None
+
+    def forget_flows(self, old_port: int, state: str | None = None) -> None:
+        """Delete conntrack entries that still map the stable port to ``old_port``.
+
+        A new connection whose source port matches a tracked flow in CLOSE state (a reset or
+        refused connection, kept 10 s) is not re-translated: it reuses the old DNAT mapping and
+        reaches the old colour. Deleting those entries makes every new connection follow the rule.
+        """
+        cmd = [*self.c["conntrack_command"], "-D", "-p", "tcp", "--orig-dst", "127.0.0.1",
+               "--orig-port-dst", str(self.c["stable_port"]), "--reply-port-src", str(old_port)]
+        if state:
+            cmd += ["--state", state]
+        proc = run(cmd, timeout=30)
+        if proc.returncode == 127:
+            log(f"conntrack tool missing; stale flows to port {old_port} expire on their own")
+        elif proc.returncode not in (0, 1):  # 1: nothing matched
+            log("conntrack flush failed: " + last_line(proc.stderr))
 
     def set_dnat(self, port: int, comment: str) -> subprocess.CompletedProcess[str]:
         """Point the stable port at ``port`` in one atomic nft transaction."""
@@ -772,6 +790,9 @@ class Agent:
             verified = proc.returncode == 0 and self.verify_stable()
             if verified:
                 log(f"traffic switched to {new} (port {self.colour_port(new)})")
+                if old is not None:
+                    # Closed flows could still carry new connections to the old colour.
+                    self.host.forget_flows(self.colour_port(old), "CLOSE")
                 return
             reason = last_line(proc.stderr) if proc.returncode else "the stable port did not answer healthy"
             if old is not None:
@@ -807,6 +828,8 @@ class Agent:
             problems.append("stopping " + name + " failed: " + last_line(stop.stderr))
         elif not self.host.remove_container(name):
             problems.append("removing " + name + " failed")
+        # The old colour is gone: no flow to it may be reused by a new connection.
+        self.host.forget_flows(self.colour_port(old))
         self.timed("cleanup", started)
         return problems
 

@@ -3,14 +3,15 @@
 Public API (stable):
 
 - ``LoadGenerator(host, port, *, rate=1000.0, connections=20, path="/", max_seconds=120.0,
-  timeout=5.0)``: ``connections`` persistent HTTP/1.1 clients sharing a fixed total ``rate``
+  timeout=10.0)``: ``connections`` persistent HTTP/1.1 clients sharing a fixed total ``rate``
   (requests/s), run on a background thread. Bounded: it stops by itself after ``max_seconds``.
   Use it as a context manager, or ``start()`` then ``stop() -> LoadResult``.
 - ``mark() -> float``: the current time on the generator's clock, for slicing results.
 - ``LoadResult``: ``sent``, ``ok``, ``failed``, ``rate_rps`` (achieved), ``bodies``
   (body -> count), ``errors`` (kind -> count), ``samples`` (``(send_time, body_or_None)`` per
-  request, in send order) and ``bodies_since(t)`` (the set of bodies of requests sent at or
-  after ``t``).
+  request, in send order), ``failures`` (``(send_time, kind)``), ``latency(q)`` (seconds at
+  quantile ``q`` of successful requests), ``bodies_since(t)`` (the set of bodies of requests
+  sent at or after ``t``) and ``bodies_between(start, end)``.
 
 A request fails when the connection breaks, is closed or times out before a full response
 (nothing is resent: a proxy that closes a keep-alive connection under a request is an outage),
@@ -40,10 +41,19 @@ class LoadResult:
     bodies: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[tuple[float, str | None]] = field(default_factory=list)
+    failures: list[tuple[float, str]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
 
     @property
     def rate_rps(self) -> float:
         return self.sent / self.duration if self.duration else 0.0
+
+    def latency(self, quantile: float) -> float:
+        """Latency (seconds) of successful requests at ``quantile`` (0..1), 0.0 when none."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
     def bodies_since(self, t: float) -> set[str | None]:
         return {body for sent_at, body in self.samples if sent_at >= t}
@@ -56,7 +66,7 @@ class LoadGenerator:
     """Fixed-rate keep-alive load on one HTTP endpoint; see the module docstring."""
 
     def __init__(self, host: str, port: int, *, rate: float = 1000.0, connections: int = 20,
-                 path: str = "/", max_seconds: float = 120.0, timeout: float = 5.0) -> None:
+                 path: str = "/", max_seconds: float = 120.0, timeout: float = 10.0) -> None:
         self.host, self.port, self.path = host, port, path
         self.rate, self.connections = rate, connections
         self.max_seconds, self.timeout = max_seconds, timeout
@@ -125,7 +135,7 @@ class LoadGenerator:
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 await self._close(conn)
                 conn = None
-                self._fail(type(exc).__name__)
+                self._fail(type(exc).__name__, sent_at)
             else:
                 if not keep:
                     await self._close(conn)
@@ -133,15 +143,17 @@ class LoadGenerator:
                 if 200 <= status < 300:
                     body = text
                     self.result.ok += 1
+                    self.result.latencies.append(time.monotonic() - sent_at)
                     self.result.bodies[text] += 1
                 else:
-                    self._fail(f"http_{status}")
+                    self._fail(f"http_{status}", sent_at)
             self.result.samples.append((sent_at, body))
         await self._close(conn)
 
-    def _fail(self, kind: str) -> None:
+    def _fail(self, kind: str, sent_at: float) -> None:
         self.result.failed += 1
         self.result.errors[kind] += 1
+        self.result.failures.append((sent_at, kind))
 
     async def _exchange(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> tuple[int, str, bool]:
