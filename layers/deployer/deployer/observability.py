@@ -16,7 +16,9 @@ SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "deployer")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Deployer")
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+# Only AWS SDK calls are traced: patching every library X-Ray knows (the default) imports each
+# one that happens to be installed, at cold start.
+tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
