@@ -23,6 +23,7 @@ from deployer.models.config import AppConfig
 
 from functions.on_image_push.app import handler as on_image_push
 from tests.conftest import ACCOUNT, REGION, CallRecorder
+from tests.lifecycle.iam_scenarios import EXPECTED_OPERATIONS, LIFECYCLE_SCENARIOS
 
 pytestmark = pytest.mark.unit
 
@@ -65,6 +66,7 @@ def drive_on_image_push(world: World) -> None:
 
 SCENARIOS: dict[str, Callable[[World], None]] = {
     "OnImagePushFunction": drive_on_image_push,
+    **LIFECYCLE_SCENARIOS,
 }
 
 
@@ -82,6 +84,10 @@ def _substitutions(template: dict[str, Any]) -> dict[str, str]:
         subs[name] = name  # tests name every physical resource after its logical id
         if resource["Type"] == "AWS::DynamoDB::Table":
             subs[f"{name}.Arn"] = f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+        if resource["Type"] == "AWS::SQS::Queue":
+            subs[f"{name}.Arn"] = f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{name}"
+        if resource["Type"] == "AWS::SNS::Topic":
+            subs[name] = f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}"
     return subs
 
 
@@ -148,7 +154,17 @@ def required(service: str, operation: str, params: dict[str, Any]) -> tuple[str,
         return action, [_arn("ssm", f"document/{params['DocumentName']}"), *instances]
     if service == "ec2" and operation == "CreateLaunchTemplateVersion":
         return action, [_arn("ec2", f"launch-template/{params['LaunchTemplateId']}")]
-    if service == "autoscaling" and operation == "UpdateAutoScalingGroup":
+    if service == "ssm" and operation == "GetCommandInvocation":
+        return action, ["*"]
+    if service == "ecr" and operation == "DescribeImages":
+        return action, [_arn("ecr", f"repository/{params['repositoryName']}")]
+    if service == "sns" and operation == "Publish":
+        return action, [params["TopicArn"]]
+    if service == "sqs" and operation == "SendMessage":
+        return action, [_arn("sqs", params["QueueUrl"].rsplit("/", 1)[-1])]
+    if service == "autoscaling" and operation in {
+        "UpdateAutoScalingGroup", "CompleteLifecycleAction", "RecordLifecycleActionHeartbeat"
+    }:
         name = params["AutoScalingGroupName"]
         uuid = "00000000-0000-0000-0000-000000000000"
         return action, [_arn("autoscaling", f"autoScalingGroup:{uuid}:autoScalingGroupName/{name}")]
@@ -182,7 +198,8 @@ def test_every_aws_operation_of_the_function_is_allowed_by_its_policy(
     SCENARIOS[function](World(deps, registered_app, load_event, template))
 
     # Then operations were made, and each is allowed on the resource it touched
-    assert {"SendCommand", "CreateLaunchTemplateVersion", "PutItem"} <= {c.operation for c in aws_calls.calls}
+    expected = EXPECTED_OPERATIONS.get(function, {"SendCommand", "CreateLaunchTemplateVersion", "PutItem"})
+    assert expected <= {c.operation for c in aws_calls.calls}
     denied = []
     for call in aws_calls.calls:
         action, resources = required(call.service, call.operation, call.params)

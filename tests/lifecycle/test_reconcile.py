@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from deployer.lifecycle_handlers import handle_reconcile
 from deployer.models.records import ReleaseSource, ReleaseStatus
@@ -15,6 +17,7 @@ pytestmark = pytest.mark.unit
 def test_a_push_whose_event_never_arrived_is_deployed(world: World) -> None:
     # Given release 1 live, and v2 pushed to ECR without an event reaching us
     world.complete(world.push(1, "v1"))
+    time.sleep(1.1)  # moto records push times in whole seconds; v2 must be the newer one
     digest = world.image(2, "v2")
     # When the reconciler runs
     answer = handle_reconcile(world.ld, {"source": "aws.events", "detail-type": "Scheduled Event"})

@@ -1,0 +1,278 @@
+"""IAM coverage scenarios of the lifecycle functions (rows of tests/iam/test_iam_coverage.py).
+
+Each scenario drives one function's handler through its paths. Everything the scenario itself
+sets up goes through clients that the operation recorder does not see: the `World`'s adapters
+(created before recording starts) and `SETUP`, a session created at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from deployer import runtime
+from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand, TrackedCommands
+from deployer.builders import swap_parameters
+from deployer.models.events import parse_push_event
+from deployer.models.records import Release, ReleaseStatus
+from deployer.rollout import accept_push, lock_owner
+
+from functions.on_command_status.app import handler as on_command_status
+from functions.on_instance_launch.app import handler as on_instance_launch
+from functions.reconciler.app import handler as reconciler
+from functions.rollback.app import handler as rollback
+from tests.lifecycle import moto_shim
+from tests.lifecycle.conftest import summary_line
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+# Created before any recorder is installed: setup calls made with it are not the function's.
+SETUP = boto3.session.Session(region_name=REGION)
+
+# Operations each scenario must have made (proof that it reached the paths that matter).
+EXPECTED_OPERATIONS: dict[str, set[str]] = {
+    "OnCommandStatusFunction": {
+        "GetCommandInvocation",
+        "ListCommands",
+        "CompleteLifecycleAction",
+        "Publish",
+        "SendCommand",
+        "CreateLaunchTemplateVersion",
+        "PutItem",
+    },
+    "RollbackFunction": {
+        "DescribeImages",
+        "SendCommand",
+        "CreateLaunchTemplateVersion",
+        "Publish",
+        "PutItem",
+    },
+    "OnInstanceLaunchFunction": {
+        "DescribeInstanceInformation",
+        "SendCommand",
+        "PutItem",
+        "SendMessage",
+        "RecordLifecycleActionHeartbeat",
+        "CompleteLifecycleAction",
+        "Scan",
+    },
+    "ReconcilerFunction": {"DescribeImages", "SendCommand", "CreateLaunchTemplateVersion", "PutItem"},
+}
+
+
+class _Context:
+    function_name = "fn"
+    memory_limit_in_mb = 512
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:fn"
+    aws_request_id = "req"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+@contextlib.contextmanager
+def _lifecycle(world: Any, env: dict[str, str] | None = None) -> Iterator[moto_shim.SsmShim]:
+    """The lifecycle's moto shim, a notification topic, and handler wiring rebuilt from env."""
+    patcher = pytest.MonkeyPatch()
+    try:
+        shim = moto_shim.install(patcher)
+        SETUP.client("ecr").create_repository(repositoryName=world.config.repository)
+        topic = SETUP.client("sns").create_topic(Name="DeployNotificationsTopic")["TopicArn"]
+        patcher.setenv("NOTIFICATION_TOPIC_ARN", topic)
+        for name, value in (env or {}).items():
+            patcher.setenv(name, value)
+        runtime.reset()
+        yield shim
+    finally:
+        patcher.undo()
+        runtime.reset()
+
+
+def _push(world: Any, n: int, tag: str) -> Release:
+    """Image n in ECR and its push accepted through the World's (unrecorded) adapters."""
+    digest = "sha256:" + f"{n:x}".rjust(64, "0")
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "layers": [],
+            "config": {"digest": digest, "size": n},
+        }
+    )
+    SETUP.client("ecr").put_image(
+        repositoryName=world.config.repository, imageManifest=manifest, imageDigest=digest, imageTag=tag
+    )
+    event = copy.deepcopy(world.load_event("ecr_image_push"))
+    event["id"] = f"00000000-0000-4000-8000-{n:012d}"
+    event["detail"]["image-digest"] = digest
+    event["detail"]["image-tag"] = tag
+    outcome = accept_push(world.deps, parse_push_event(event))
+    number = outcome.results[0].release
+    assert number is not None
+    release: Release = world.deps.releases.get(world.config.app, number)
+    return release
+
+
+def _succeed(world: Any, release: Release) -> None:
+    """Mark a deploy done directly (setup for scenarios that start from a deployed app)."""
+    world.deps.releases.update_status(release.app, release.release, ReleaseStatus.SUCCEEDED, reason="setup")
+    world.deps.state.release(release.app, lock_owner(release))
+
+
+def _envelope(detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": "10000000-0000-4000-8000-000000000001",
+        "detail-type": detail_type,
+        "source": "aws.ssm",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).isoformat(),
+        "region": REGION,
+        "resources": [],
+        "detail": {"document-name": "SwapDocument", **detail},
+    }
+
+
+def _run(shim: moto_shim.SsmShim, release: Release, failing: str | None = None) -> None:
+    """Hosts run the release's command; every status event goes to on-command-status."""
+    command_id = release.command_id or ""
+    targets = shim.targets(command_id)
+    for iid in targets:
+        cls = "health" if iid == failing else "none"
+        status = "Failed" if failing == iid else "Success"
+        shim.invocation(command_id, iid, status, summary_line(iid, release, cls))
+        on_command_status(
+            _envelope(
+                "EC2 Command Invocation Status-change Notification",
+                {"command-id": command_id, "instance-id": iid, "status": status},
+            ),
+            _Context(),
+        )
+    failed = failing is not None
+    shim.command(command_id, "Failed" if failed else "Success", completed=len(targets), errors=int(failed))
+    on_command_status(
+        _envelope(
+            "EC2 Command Status-change Notification",
+            {"command-id": command_id, "status": "Failed" if failed else "Success"},
+        ),
+        _Context(),
+    )
+
+
+def drive_on_command_status(world: Any) -> None:
+    """Success, a failure with auto-rollback, progress, and a launch swap completing its action."""
+    with _lifecycle(world) as shim:
+        first = _push(world, 1, "v1")
+        _run(shim, first)
+        second = _push(world, 2, "v2")
+        on_command_status(
+            _envelope(
+                "EC2 Command Invocation Status-change Notification",
+                {
+                    "command-id": second.command_id,
+                    "instance-id": shim.targets(second.command_id or "")[0],
+                    "status": "InProgress",
+                },
+            ),
+            _Context(),
+        )
+        _run(shim, second, failing=shim.targets(second.command_id or "")[0])
+        # a new instance's swap, tracked with its lifecycle token
+        iid = shim.targets(second.command_id or "")[0]
+        release = world.deps.releases.get(world.config.app, 1)
+        command_id = world.deps.fleet.send_swap_to_instances(
+            world.config, [iid], swap_parameters(world.config, release), "launch"
+        )
+        TrackedCommands(world.deps.clients.client("dynamodb"), world.deps.settings.host_outcomes_table).put(
+            TrackedCommand(
+                command_id=command_id,
+                instance_id=iid,
+                purpose=CommandPurpose.LAUNCH,
+                app=world.config.app,
+                release=3,
+                group=world.config.auto_scaling_group,
+                hook="deployer-launch",
+                token="87654321-4321-4321-4321-210987654321",
+            )
+        )
+        shim.invocation(command_id, iid, "Success", summary_line(iid, release))
+        on_command_status(
+            _envelope(
+                "EC2 Command Invocation Status-change Notification",
+                {"command-id": command_id, "instance-id": iid, "status": "Success"},
+            ),
+            _Context(),
+        )
+        on_command_status({"detail-type": "nope"}, _Context())
+
+
+def drive_rollback(world: Any) -> None:
+    """Rollback (default and refused), promote, pause, resume, status."""
+    with _lifecycle(world):
+        _succeed(world, _push(world, 1, "v1"))
+        _succeed(world, _push(world, 2, "v2"))
+        rollback({"app": world.config.app, "reason": "bad"}, _Context())
+        world.deps.state.release(world.config.app, f"{world.config.app}#3")
+        with contextlib.suppress(Exception):
+            rollback({"app": world.config.app, "to": "v9"}, _Context())
+        rollback({"action": "promote", "app": world.config.app, "to": "v2"}, _Context())
+        world.deps.state.release(world.config.app, f"{world.config.app}#4")
+        rollback({"action": "pause", "app": world.config.app}, _Context())
+        rollback({"action": "resume", "app": world.config.app}, _Context())
+        rollback({"action": "status", "app": world.config.app}, _Context())
+
+
+def drive_on_instance_launch(world: Any) -> None:
+    """Not online yet (heartbeat, re-check queued), online (swap sent), unknown group (CONTINUE)."""
+    queue = SETUP.client("sqs").create_queue(QueueName="LaunchRecheckQueue")["QueueUrl"]
+    with _lifecycle(world, {"LAUNCH_RECHECK_QUEUE_URL": queue}) as shim:
+        first = _push(world, 1, "v1")
+        _succeed(world, first)
+        event = copy.deepcopy(world.load_event("asg_instance_launch"))
+        event["detail"]["AutoScalingGroupName"] = world.config.auto_scaling_group
+        event["detail"]["EC2InstanceId"] = shim.targets(first.command_id or "")[0]
+        on_instance_launch(event, _Context())
+        shim.online.add(event["detail"]["EC2InstanceId"])
+        on_instance_launch(event, _Context())
+        other = copy.deepcopy(event)
+        other["detail"]["AutoScalingGroupName"] = "another-asg"
+        other["detail"]["NotificationMetadata"] = ""
+        other["detail"]["LifecycleActionToken"] = "12345678-4321-4321-4321-210987654321"
+        on_instance_launch(other, _Context())
+
+
+def drive_reconciler(world: Any) -> None:
+    """A missed push deployed, then host drift repaired."""
+    with _lifecycle(world):
+        _succeed(world, _push(world, 1, "v1"))
+        time.sleep(1.1)  # moto records push times in whole seconds; v2 must be the newer one
+        digest = "sha256:" + "2".rjust(64, "0")
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "layers": [],
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            }
+        )
+        SETUP.client("ecr").put_image(
+            repositoryName=world.config.repository, imageManifest=manifest, imageDigest=digest, imageTag="v2"
+        )
+        reconciler({"source": "aws.events"}, _Context())
+        _succeed(world, world.deps.releases.get(world.config.app, 2))
+        reconciler({"source": "aws.events"}, _Context())
+
+
+LIFECYCLE_SCENARIOS = {
+    "OnCommandStatusFunction": drive_on_command_status,
+    "RollbackFunction": drive_rollback,
+    "OnInstanceLaunchFunction": drive_on_instance_launch,
+    "ReconcilerFunction": drive_reconciler,
+}
