@@ -162,7 +162,8 @@ server {
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_connect_timeout 2s;
+        # Loopback connects are immediate unless the app's accept queue is full: fail over fast.
+        proxy_connect_timeout 1s;
         proxy_next_upstream error timeout;
         proxy_next_upstream_tries 3;
     }

@@ -3,7 +3,7 @@
 Public API (stable):
 
 - ``LoadGenerator(host, port, *, rate=1000.0, connections=20, path="/", max_seconds=120.0,
-  timeout=10.0)``: ``connections`` persistent HTTP/1.1 clients sharing a fixed total ``rate``
+  timeout=30.0)``: ``connections`` persistent HTTP/1.1 clients sharing a fixed total ``rate``
   (requests/s), run on a background thread. Bounded: it stops by itself after ``max_seconds``.
   Use it as a context manager, or ``start()`` then ``stop() -> LoadResult``.
 - ``mark() -> float``: the current time on the generator's clock, for slicing results.
@@ -66,13 +66,14 @@ class LoadGenerator:
     """Fixed-rate keep-alive load on one HTTP endpoint; see the module docstring."""
 
     def __init__(self, host: str, port: int, *, rate: float = 1000.0, connections: int = 20,
-                 path: str = "/", max_seconds: float = 120.0, timeout: float = 10.0) -> None:
+                 path: str = "/", max_seconds: float = 120.0, timeout: float = 30.0) -> None:
         self.host, self.port, self.path = host, port, path
         self.rate, self.connections = rate, connections
         self.max_seconds, self.timeout = max_seconds, timeout
         self.result = LoadResult()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = 0.0
         self._request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                          "User-Agent: deployer-load\r\n\r\n").encode()
 
@@ -85,6 +86,8 @@ class LoadGenerator:
         return self
 
     def stop(self) -> LoadResult:
+        if not self._stop.is_set() and self._started:
+            self.result.duration = time.monotonic() - self._started
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 10)
@@ -100,9 +103,10 @@ class LoadGenerator:
     # --- internals -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        started = time.monotonic()
-        asyncio.run(self._main(started))
-        self.result.duration = time.monotonic() - started
+        self._started = time.monotonic()
+        asyncio.run(self._main(self._started))
+        if not self._stop.is_set():  # ended by max_seconds
+            self.result.duration = time.monotonic() - self._started
 
     async def _main(self, started: float) -> None:
         deadline = started + self.max_seconds
