@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -205,6 +206,7 @@ def main() -> None:
             sandbox.teardown(remove_images=True)
         registry.stop()
         remove_images([image.image_id for image in images])
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -162,8 +162,8 @@ server {
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
-        # Loopback connects are immediate unless the app's accept queue is full: fail over fast.
-        proxy_connect_timeout 1s;
+        # A full accept queue drops the SYN (retried after 1 s): allow one retransmission.
+        proxy_connect_timeout 2s;
         proxy_next_upstream error timeout;
         proxy_next_upstream_tries 3;
     }
