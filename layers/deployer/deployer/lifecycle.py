@@ -264,7 +264,6 @@ def on_command(ld: LifecycleDeps, event: CommandStatusEvent) -> dict[str, Any]:
 def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> dict[str, Any]:
     """Apply a terminal command status to its release; safe to call again for the same command."""
     core = ld.core
-    config = core.apps.get(release.app)
     counts = ld.results.counts(release.command_id) if release.command_id else None
     verdict, reason = command_verdict(status, counts)
     decided = False
@@ -289,8 +288,11 @@ def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> di
         "release_status": release.status.value,
         "reason": release.status_reason,
     }
-    notice = _report(ld, config, release, counts) if decided else None
-    if release.status is ReleaseStatus.FAILED:
+    # The app's config only matters for a failure (auto-rollback) or a pending release to start.
+    config = core.apps.get(release.app) if release.status is ReleaseStatus.FAILED else None
+    auto = config is not None and config.auto_rollback
+    notice = _report(ld, release, counts, announce=not auto) if decided else None
+    if config is not None:
         # A digest that failed is never deployed automatically again (until an operator does).
         core.state.refuse_digest(release.app, release.digest)
         if config.auto_rollback:
@@ -298,7 +300,7 @@ def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> di
             if rolled is not None:
                 result["rollback_release"] = rolled.release
                 return result
-    started = advance(ld, config, owner=lock_owner(release))
+    started = advance(ld, release.app, owner=lock_owner(release), config=config)
     if started is not None:
         result["next_release"] = started.release
     return result
@@ -312,7 +314,7 @@ def _host_counts(counts: CommandCounts | None) -> tuple[int | None, int | None]:
 
 
 def _report(
-    ld: LifecycleDeps, config: AppConfig, release: Release, counts: CommandCounts | None
+    ld: LifecycleDeps, release: Release, counts: CommandCounts | None, *, announce: bool
 ) -> DeployNotice:
     """Metrics, one log line and one notification for a release that just reached its fate.
 
@@ -355,7 +357,7 @@ def _report(
         failure_classes=classes,
         top_failure=top or (None if succeeded else release.status_reason),
     )
-    if succeeded or not config.auto_rollback:
+    if announce:
         _publish(ld, notice)
     return notice
 
@@ -456,14 +458,17 @@ def auto_rollback(
     return started
 
 
-def advance(ld: LifecycleDeps, config: AppConfig, owner: str) -> Release | None:
+def advance(ld: LifecycleDeps, app: str, owner: str, config: AppConfig | None = None) -> Release | None:
     """Hand the lock held by `owner` to the newest PENDING release and start it, or unlock.
 
     While the app is paused, pending releases wait and the lock is released."""
     core = ld.core
-    app = config.app
-    pending = [] if core.state.get(app).paused else core.releases.pending(app)
-    while pending:
+    pending = core.releases.pending(app)
+    if pending and core.state.get(app).paused:
+        pending = []
+    if pending and config is None:
+        config = core.apps.get(app)
+    while pending and config is not None:
         newest = pending.pop()
         try:
             core.state.transfer(app, owner, lock_owner(newest), core.settings.lock_lease_seconds)

@@ -226,7 +226,7 @@ def resume(ld: LifecycleDeps, request: ResumeRequest) -> dict[str, Any]:
     result: dict[str, Any] = {"action": "resume", "app": config.app, "paused": False}
     claim = f"operator:{uuid.uuid4()}"
     if core.state.acquire(config.app, claim, core.settings.lock_lease_seconds):
-        started = advance(ld, config, owner=claim)
+        started = advance(ld, config.app, owner=claim, config=config)
         if started is not None:
             result["release"] = started.release
             result["command_id"] = started.command_id

@@ -1,0 +1,159 @@
+"""AWS API calls of one deploy and one rollback under moto, per fleet size.
+
+A deploy is the push handled by on-image-push (idempotency, release, pointer, launch-template
+version, group, swap command) plus the command's terminal status handled by on-command-status
+(release fate, counts, notification, unlock). A rollback is the rollback function's invocation
+plus its command's terminal status. Per-host invocation events are each their own invocation
+with a constant cost; that cost is printed too, but is not part of the deploy's count.
+
+Calls are counted with a botocore `before-call` hook on every client. The fleet is an Auto
+Scaling group of N moto instances. Prints one line per fleet size, then `BENCH {json}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from typing import Any
+
+import botocore.handlers
+import pytest
+from deployer.lifecycle_handlers import handle_operation
+from deployer.push import handle_push_event
+from moto import mock_aws
+
+from tests.lifecycle import conftest
+
+FLEET_SIZES = [int(s) for s in os.environ.get("BENCH_FLEET_SIZES", "1,10,100,1000").split(",")]
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        self.counts[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    def take(self) -> tuple[int, dict[str, int]]:
+        total, detail = sum(self.counts.values()), dict(sorted(self.counts.items()))
+        self.counts.clear()
+        return total, detail
+
+
+def measure(size: int) -> dict[str, Any]:
+    calls = Calls()
+    patcher = pytest.MonkeyPatch()
+    # Every client created from here on reports each API call to `calls`.
+    patcher.setattr(
+        botocore.handlers, "BUILTIN_HANDLERS", [*botocore.handlers.BUILTIN_HANDLERS, ("before-call", calls)]
+    )
+    conftest._SESSION.clear()
+    for name, value in {
+        "AWS_DEFAULT_REGION": conftest.REGION,
+        "AWS_REGION": conftest.REGION,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+        "POWERTOOLS_METRICS_NAMESPACE": "Deployer",
+    }.items():
+        patcher.setenv(name, value)
+    try:
+        with mock_aws():
+            started = time.perf_counter()
+            world = conftest.build_world(patcher, hosts=size)
+            setup_s = time.perf_counter() - started
+
+            def finish(release_number: int) -> tuple[int, dict[str, int]]:
+                release = world.release(release_number)
+                command_id = release.command_id or ""
+                targets = world.shim.targets(command_id)
+                world.shim.command(command_id, "Success", completed=len(targets))
+                event = world.command_event(command_id, "Success")
+                calls.take()
+                world.deliver(event)
+                return calls.take()
+
+            # release 1 live, so the measured deploy is an ordinary next release
+            first = handle_push_event(world.core, world.push_event(world.image(1, "v1"), "v1"))
+            finish(first["results"][0]["release"])
+            event = world.push_event(world.image(2, "v2"), "v2")
+            calls.take()
+            pushed = handle_push_event(world.core, event)
+            push_calls, push_detail = calls.take()
+            release = world.release(pushed["results"][0]["release"])
+            command_id = release.command_id or ""
+            targets = world.shim.targets(command_id)
+            world.shim.invocation(
+                command_id, targets[0], "Success", conftest.summary_line(targets[0], release)
+            )
+            status_event = world.invocation_event(command_id, targets[0], "Success")
+            calls.take()
+            world.deliver(status_event)
+            per_host, per_host_detail = calls.take()
+            terminal, terminal_detail = finish(release.release)
+
+            calls.take()
+            answer = handle_operation(world.ld, {"app": "web", "reason": "bench"})
+            rollback_calls, rollback_detail = calls.take()
+            rollback_terminal, _ = finish(answer["release"])
+            return {
+                "size": size,
+                "targets": len(targets),
+                "deploy": push_calls + terminal,
+                "rollback": rollback_calls + rollback_terminal,
+                "per_host_event": per_host,
+                "push": push_detail,
+                "terminal": terminal_detail,
+                "rollback_detail": rollback_detail,
+                "per_host_detail": per_host_detail,
+                "setup_s": round(setup_s, 1),
+            }
+    finally:
+        patcher.undo()
+        conftest._SESSION.clear()
+
+
+def main() -> None:
+    # Idempotency warns that no Lambda context gives it the remaining time; irrelevant here.
+    warnings.filterwarnings("ignore", category=UserWarning, module="aws_lambda_powertools")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    deploy: list[int] = []
+    rollback: list[int] = []
+    per_host: list[int] = []
+    for size in FLEET_SIZES:
+        result = measure(size)
+        deploy.append(result["deploy"])
+        rollback.append(result["rollback"])
+        per_host.append(result["per_host_event"])
+        print(
+            f"fleet {size:>5} ({result['targets']} targeted, setup {result['setup_s']}s): deploy "
+            f"{result['deploy']} calls, rollback {result['rollback']} calls, each host's status event "
+            f"{result['per_host_event']} calls",
+            file=sys.stderr,
+            flush=True,
+        )
+        if size == FLEET_SIZES[0]:
+            print(f"  push path: {json.dumps(result['push'])}", file=sys.stderr)
+            print(f"  command's terminal event: {json.dumps(result['terminal'])}", file=sys.stderr)
+            print(f"  rollback function: {json.dumps(result['rollback_detail'])}", file=sys.stderr)
+            print(f"  one host's status event: {json.dumps(result['per_host_detail'])}", file=sys.stderr)
+    print(
+        "BENCH "
+        + json.dumps(
+            {
+                "fleet_sizes": FLEET_SIZES,
+                "deploy_calls": deploy,
+                "rollback_calls": rollback,
+                "per_host_event_calls": per_host,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
