@@ -145,7 +145,9 @@ def required(service: str, operation: str, params: dict[str, Any]) -> tuple[str,
     if service == "dynamodb":
         table = _arn("dynamodb", f"table/{params['TableName']}")
         return action, [f"{table}/index/{params['IndexName']}" if "IndexName" in params else table]
-    if service == "ssm" and operation in {"GetParameter", "PutParameter", "GetParameterHistory"}:
+    if service == "ssm" and operation in {
+        "GetParameter", "PutParameter", "DeleteParameter", "GetParameterHistory"
+    }:
         return action, [_arn("ssm", f"parameter/{params['Name'].lstrip('/')}")]
     if service == "ssm" and operation == "SendCommand":
         instances = [_arn("ec2", f"instance/{i}") for i in params.get("InstanceIds", [])] or [

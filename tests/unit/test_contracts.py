@@ -63,11 +63,15 @@ def agent_constant(name: str) -> Any:
     raise AssertionError(f"host/agent.py defines no {name}")
 
 
-def test_the_packaged_agent_is_a_copy_of_host_agent() -> None:
-    # Given the agent's single source and the copy shipped in the layer
+def test_the_packaged_agent_is_host_agent() -> None:
+    # Given the agent's single source and what the package embeds into user data
     # When they are compared
-    # Then they are identical (refresh: cp host/agent.py layers/deployer/deployer/assets/agent.py.txt)
+    # Then they are identical
     assert agent_source() == (ROOT / "host" / "agent.py").read_text()
+    # and the packaged file is the link to host/agent.py, not a copy that could go stale
+    packaged = ROOT / "layers" / "deployer" / "deployer" / "assets" / "agent.py.txt"
+    assert packaged.is_symlink()
+    assert packaged.resolve() == (ROOT / "host" / "agent.py").resolve()
 
 
 def test_exit_codes_match_the_agent_and_the_docs() -> None:

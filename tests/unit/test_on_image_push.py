@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from deployer.models.config import AppConfig
+from deployer.observability import logger
 
 from functions.on_image_push.app import handler
 from tests import moto_shim
@@ -247,3 +248,16 @@ def test_an_invalid_stored_app_config_is_reported_and_changes_nothing(
     assert result["status"] == "rejected"
     assert "container" in result["error"]
     assert snapshot(fleet) == before
+
+
+def test_log_lines_carry_the_eventbridge_event_id_as_correlation_id(
+    lambda_env: Any, registered_app: Any, load_event: Any
+) -> None:
+    # Given a push event
+    event = load_event("ecr_image_push")
+
+    # When the handler runs
+    invoke(event)
+
+    # Then the logger's correlation id is the event id
+    assert logger.get_correlation_id() == event["id"]

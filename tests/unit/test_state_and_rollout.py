@@ -146,3 +146,21 @@ def test_a_deploy_that_cannot_start_is_failed_put_back_and_unlocked(
     assert deps.pointer.get("web").release == 1
     assert deps.state.get("web").lock_owner is None
     assert lock_owner(deps.releases.get("web", 2)) == "web#2"
+
+
+def test_a_first_deploy_that_cannot_start_leaves_no_pointer(
+    deps: Any, registered_app: Any, load_event: Any
+) -> None:
+    # Given an app whose group was deleted before its first push
+    boto3.client("autoscaling", region_name=REGION).delete_auto_scaling_group(
+        AutoScalingGroupName=GROUP, ForceDelete=True
+    )
+
+    # When the push arrives
+    with pytest.raises(RolloutFailed):
+        accept_push(deps, push(load_event, "1", "v1"))
+
+    # Then no pointer names the failed release, which is FAILED, and the lock is free
+    assert deps.pointer.get("web") is None
+    assert deps.releases.get("web", 1).status == ReleaseStatus.FAILED
+    assert deps.state.get("web").lock_owner is None

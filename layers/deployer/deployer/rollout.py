@@ -296,7 +296,7 @@ def start_rollout(
             config.app, release.release, command_id=command_id, launch_template_version=version
         )
     except DeployerError as exc:
-        _undo(deps, config, previous_pointer if pointer_moved else None, group if group_moved else None)
+        _undo(deps, config, pointer_moved, previous_pointer, group if group_moved else None)
         deps.releases.update_status(config.app, release.release, ReleaseStatus.FAILED, reason=str(exc))
         logger.error("deploy could not start", app=config.app, release=release.release, error=str(exc))
         count(Metric.DEPLOY_START_FAILED)
@@ -316,11 +316,19 @@ def start_rollout(
     return release
 
 
-def _undo(deps: Deps, config: AppConfig, pointer: Pointer | None, group: GroupTemplate | None) -> None:
+def _undo(
+    deps: Deps,
+    config: AppConfig,
+    pointer_moved: bool,
+    previous: Pointer | None,
+    group: GroupTemplate | None,
+) -> None:
     """Put back what a failed start changed, so pointer and group keep agreeing."""
     try:
-        if pointer is not None:
-            deps.pointer.put(pointer)
+        if pointer_moved and previous is not None:
+            deps.pointer.put(previous)
+        elif pointer_moved:
+            deps.pointer.delete(config.app)
         if group is not None:
             deps.launch_templates.point_group(group, group.version)
     except DeployerError as exc:

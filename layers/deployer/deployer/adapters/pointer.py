@@ -40,6 +40,14 @@ class PointerStore:
         except ValidationError as exc:
             raise InvalidEvent(f"pointer {self.name(app)} does not hold a valid pointer") from exc
 
+    def delete(self, app: str) -> None:
+        """Remove the pointer (only to undo an app's first, failed, deploy)."""
+        try:
+            self._ssm.delete_parameter(Name=self.name(app))
+        except ClientError as exc:
+            if error_code(exc) != "ParameterNotFound":
+                raise AwsCallFailed(f"deleting the pointer of {app} failed: {exc}") from exc
+
     def put(self, pointer: Pointer) -> int:
         """Move the pointer; returns the parameter version."""
         with aws_errors(f"moving the pointer of {pointer.app}"):

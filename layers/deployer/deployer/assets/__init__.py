@@ -1,8 +1,9 @@
 """Files shipped inside the package (and so inside the Lambda layer).
 
-`agent.py.txt` is a byte-for-byte copy of `host/agent.py`, the single source of the host
-agent; it is stored under a non-`.py` name so it is data, not a module of this package. A unit
-test fails when the two differ (refresh with `cp host/agent.py layers/deployer/deployer/assets/agent.py.txt`).
+`agent.py.txt` is a symbolic link to `host/agent.py`, the single source of the host agent;
+`sam build` copies the link's target into the layer, so the layer always carries the agent of
+the commit it was built from. It has a non-`.py` name so it is data, not a module of this
+package. A unit test checks that what the package reads is `host/agent.py`.
 """
 
 from __future__ import annotations
