@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
+from deployer import cli
 from deployer.errors import AppNotFound, DeployInProgress, ImageNotFound, InvalidEvent, ReleaseNotFound
 from deployer.lifecycle_handlers import handle_operation
 from deployer.models.lifecycle_events import parse_operation
@@ -162,3 +166,21 @@ def test_status_lists_the_history_pointer_and_flags(world: World) -> None:
     assert [r["release"] for r in answer["releases"]] == [2, 1]
     assert answer["paused"] is False
     assert answer["deploying"] is None
+
+
+def test_the_cli_runs_the_same_actions_and_reports_errors_plainly(world: World) -> None:
+    # Given two good releases
+    _two_good_releases(world)
+    out, err = io.StringIO(), io.StringIO()
+    # When an operator rolls back from the command line
+    code = cli.main(["rollback", "web", "--reason", "cli"], deps=world.core, out=out, err=err)
+    # Then release 3 deploys release 1's image
+    assert code == 0
+    assert json.loads(out.getvalue())["target"] == 1
+    # And a refused request is one error line and exit status 1
+    code = cli.main(["rollback", "web", "--to", "v404"], deps=world.core, out=out, err=err)
+    assert code == 1
+    assert err.getvalue() == "error: web has no release with tag v404 in its history\n"
+    status = io.StringIO()
+    assert cli.main(["status", "web", "--limit", "2"], deps=world.core, out=status, err=err) == 0
+    assert [r["release"] for r in json.loads(status.getvalue())["releases"]] == [3, 2]

@@ -4,6 +4,7 @@
     deployer app get NAME
     deployer app list
     deployer releases NAME [--limit N]
+    deployer rollback|promote|pause|resume|status NAME ...   (see deployer.operations_cli)
 
 Reads the stack's settings from the same environment variables as the functions (APPS_TABLE,
 RELEASES_TABLE, ...; see `deployer.settings`). Commands live in `COMMANDS`, a dict of
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from deployer.errors import DeployerError
+from deployer.operations_cli import OPERATION_COMMANDS
 
 if TYPE_CHECKING:
     from deployer.rollout import Deps
@@ -97,6 +99,7 @@ def _register_releases(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
     "app": _register_app,
     "releases": _register_releases,
+    **OPERATION_COMMANDS,  # rollback, promote, pause, resume, status
 }
 
 
