@@ -344,7 +344,7 @@ class LocalCloud:
         pushed = Pushed(repository, tag, digest, f"{self.registry.address}/{repository}@{digest}",
                         image_id, kind, event)
         self.pushed.append(pushed)
-        self.log(f"pushed {repository}:{tag} ({kind}) {digest[:19]}…" + ("" if emit else " — event lost"))
+        self.log(f"pushed {repository}:{tag} ({kind}) {digest[:19]}…" + ("" if emit else " (no event sent)"))
         if emit:
             self.bus.put_event(event)
         return pushed
@@ -460,16 +460,21 @@ class LocalCloud:
             out[h.instance_id] = int(rel) if rel is not None else None
         return out
 
+    def host_digests(self, app: str) -> dict[str, str | None]:
+        assert self.fleet is not None
+        return {h.instance_id: (h.sandbox.state(app) or {}).get("digest") for h in self.fleet.live(f"{app}-asg")}
+
     def consistency(self, app: str) -> dict[str, Any]:
-        """The invariant: pointer = group's launch-template version's release = every host's."""
+        """The invariant: pointer = group's launch-template version = every host, compared by
+        image digest (a rollback is a new release number for an image a host may already run)."""
         pointer = self.pointer(app) or {}
         version, user_data = self.group_version(app)
-        rel = pointer.get("release")
         digest = str(pointer.get("digest") or "")
         lt_has = bool(digest) and digest in user_data
-        hosts = self.host_releases(app)
-        ok = rel is not None and lt_has and bool(hosts) and all(r == rel for r in hosts.values())
-        return {"pointer_release": rel, "lt_version": version, "lt_matches": lt_has, "hosts": hosts,
+        hosts = self.host_digests(app)
+        ok = lt_has and bool(hosts) and all(d == digest for d in hosts.values())
+        return {"pointer_release": pointer.get("release"), "pointer_digest": digest, "lt_version": version,
+                "lt_matches": lt_has, "host_releases": self.host_releases(app), "host_digests": hosts,
                 "consistent": ok}
 
     def commands(self) -> dict[str, CommandRun]:

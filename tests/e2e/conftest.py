@@ -35,9 +35,17 @@ def release_by_tag(cloud: LocalCloud, app: str, tag: str, source: str = "push") 
     return rels[-1] if rels else None
 
 
+def recent(cloud: LocalCloud, n: int = 30) -> str:
+    return "\n".join(f"[{t:6.1f}s] {line[:300]}" for t, line in cloud.log.lines[-n:])
+
+
 def wait_release(cloud: LocalCloud, app: str, tag: str, statuses: set[str], timeout: float = 120) -> dict[str, Any]:
-    cloud.wait_for(lambda: (release_by_tag(cloud, app, tag) or {}).get("status") in statuses, timeout,
-                   f"{app} {tag} to reach {sorted(statuses)}")
+    try:
+        cloud.wait_for(lambda: (release_by_tag(cloud, app, tag) or {}).get("status") in statuses, timeout,
+                       f"{app} {tag} to reach {sorted(statuses)}")
+    except TimeoutError as exc:
+        rels = [(r["release"], r.get("tag"), r.get("status")) for r in cloud.releases(app)]
+        raise AssertionError(f"{exc}; releases {rels}\n{recent(cloud)}") from exc
     rel = release_by_tag(cloud, app, tag)
     assert rel is not None
     return rel

@@ -1,0 +1,80 @@
+"""deploy_latency: push → fleet converged, for 1, 5 and 10 hosts, beside the old flow.
+
+The local cloud runs the real stack (handlers, agent, document, user data): one group grows
+from 1 to 5 to 10 hosts (new hosts boot through user data and the launch hook), and at each
+size a new image is pushed; the clock runs from the ECR push event to the moment the release
+is SUCCEEDED and every host serves the new image. The app rolls with MaxConcurrency 100%.
+The baseline, in the same run on the same machine, is the old flow on as many plain hosts:
+one host after another, pull, restart, nginx reload (`localcloud.oldflow`).
+Prints progress on stderr and `BENCH {"hosts": [...], "seconds": [...], "sequential_seconds": [...]}`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from localcloud.cloud import LocalCloud, Timeline
+from localcloud.images import publish_app_image
+from localcloud.oldflow import OldHost, sequential_deploy
+
+SIZES = [1, 5, 10]
+APP = "bench"
+
+
+def _log(text: str) -> None:
+    print(f"deploy_latency: {text}", file=sys.stderr, flush=True)
+
+
+def _converged(cloud: LocalCloud, digest: str, tag: str) -> bool:
+    rel = [r for r in cloud.releases(APP) if r.get("tag") == tag]
+    if not rel or rel[-1].get("status") != "SUCCEEDED":
+        return False
+    digests = cloud.host_digests(APP)
+    return bool(digests) and set(digests.values()) == {digest}
+
+
+def measure(sizes: list[int]) -> dict[str, list]:
+    seconds: list[float] = []
+    sequential: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp, \
+            LocalCloud(timeline=Timeline(echo=False)) as cloud:
+        assert cloud.registry is not None and cloud.bus is not None and cloud.fleet is not None
+        cloud.create_app(APP, max_concurrency="100%", max_errors="0", retain=3)
+        cloud.push(APP, "v0", 1, app=APP)
+        cloud.wait_for(lambda: any(r.get("status") == "SUCCEEDED" for r in cloud.releases(APP)), 120, "v0")
+        old_hosts = [OldHost.create(f"old{n}", Path(tmp)) for n in range(max(sizes))]
+        try:
+            first = publish_app_image(cloud.registry.push_address, cloud.registry.address, "oldflow", 1, app=APP)
+            sequential_deploy(old_hosts, first.reference)  # the old flow's hosts start on a release too
+            for step, size in enumerate(sizes, start=1):
+                cloud.scale(APP, size)
+                cloud.fleet.wait_settled(600)
+                cloud.settle(300)
+                tag = f"v{step}"
+                pushed = cloud.push(APP, tag, step + 1, app=APP, emit=False)
+                started = time.monotonic()
+                cloud.bus.put_event(pushed.event)
+                cloud.wait_for(lambda: _converged(cloud, pushed.digest, tag), 600, f"{size} hosts on {tag}")
+                seconds.append(round(time.monotonic() - started, 2))
+                cloud.settle(300)
+                image = publish_app_image(cloud.registry.push_address, cloud.registry.address, "oldflow",
+                                          step + 1, app=APP)
+                sequential.append(round(sequential_deploy(old_hosts[:size], image.reference), 2))
+                _log(f"{size} host(s): push→converged {seconds[-1]} s; sequential old flow {sequential[-1]} s")
+        finally:
+            for host in old_hosts:
+                host.teardown()
+    return {"hosts": sizes, "seconds": seconds, "sequential_seconds": sequential}
+
+
+def main() -> None:
+    result = measure(SIZES)
+    print("BENCH " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
