@@ -45,7 +45,7 @@ MAX_SWAPS = 3
 class Recheck(BaseModel):
     """A delayed re-check of a launching instance (body of a delay-queue message)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: str = "launch-recheck"
     event: dict[str, Any]

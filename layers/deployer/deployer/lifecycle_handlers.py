@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployer import launch, lifecycle, operations, reconcile
+from deployer import lifecycle
 from deployer.errors import DeployerError, InvalidEvent
 from deployer.metrics_names import LifecycleMetric
 from deployer.models import describe_errors
@@ -24,10 +24,15 @@ from deployer.models.lifecycle_events import (
 )
 from deployer.observability import Metric, count, logger
 
+if TYPE_CHECKING:
+    from deployer import launch
+
 RECHECK_QUEUE_ENV = "LAUNCH_RECHECK_QUEUE_URL"
 
 
 class _CommandEvents(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     event: Annotated[CommandStatusEvent | CommandInvocationStatusEvent, Field(discriminator="detail_type")]
 
 
@@ -56,6 +61,8 @@ def handle_operation(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
         message = f"invalid request: {_request_errors(exc)}"
         logger.warning("operator request rejected", error=message)
         raise InvalidEvent(message) from exc
+    from deployer import operations  # noqa: PLC0415 - each function imports only its own path
+
     try:
         result = operations.run(ld, request)
     except DeployerError as exc:
@@ -84,6 +91,8 @@ def _request_errors(exc: ValidationError) -> str:
 
 def handle_instance_launch(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
     """An `EC2 Instance-launch Lifecycle Action` event, or a batch of delayed re-checks (SQS)."""
+    from deployer import launch  # noqa: PLC0415 - each function imports only its own path
+
     if isinstance(event, dict) and isinstance(event.get("Records"), list):
         results = []
         for record in event["Records"]:
@@ -118,4 +127,6 @@ def _scheduler(ld: lifecycle.LifecycleDeps) -> Any:
 
 
 def handle_reconcile(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+    from deployer import reconcile  # noqa: PLC0415 - each function imports only its own path
+
     return {"status": "ok", "apps": reconcile.reconcile_all(ld)}

@@ -44,7 +44,7 @@ class NoticeKind(StrEnum):
 class HostResult(BaseModel):
     """What one host reported, reduced to what a notification needs."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     instance_id: str
     ok: bool
@@ -53,7 +53,7 @@ class HostResult(BaseModel):
 
 
 class DeployNotice(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: NoticeKind
     app: str

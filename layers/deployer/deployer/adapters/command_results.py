@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class InvocationResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     command_id: str
     instance_id: str
@@ -25,7 +25,7 @@ class InvocationResult(BaseModel):
 
 
 class CommandCounts(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     command_id: str
     status: str

@@ -18,7 +18,7 @@ _MISSING = frozenset({"ImageNotFoundException", "RepositoryNotFoundException"})
 
 
 class Image(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     repository: str
     registry_id: str | None = None

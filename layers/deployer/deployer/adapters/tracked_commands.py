@@ -30,7 +30,7 @@ class CommandPurpose(StrEnum):
 
 
 class TrackedCommand(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     command_id: str
     instance_id: str

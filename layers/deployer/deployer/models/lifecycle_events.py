@@ -1,5 +1,8 @@
 """Events the deploy lifecycle accepts, in AWS's real shapes, and the direct-invocation payloads.
 
+Schemas are built on first use (`defer_build`): each function validates one or two of these
+shapes, and building all of them at import would lengthen every cold start.
+
 EventBridge envelopes keep AWS's hyphenated keys through aliases. Detail fields the lifecycle
 does not use are kept optional so a new field from AWS never breaks parsing, while every field
 the lifecycle decides on is validated strictly (ids, statuses, transitions).
@@ -31,7 +34,7 @@ AppName = Annotated[str, Field(pattern=APP_PATTERN)]
 class _Envelope(BaseModel):
     """The EventBridge envelope common to every AWS service event."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     version: str = "0"
     id: str = Field(min_length=1, max_length=128)
@@ -95,7 +98,7 @@ def _status(value: Any) -> Any:
 
 
 class CommandStatusDetail(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     command_id: CommandId = Field(alias="command-id")
     document_name: str = Field(alias="document-name", min_length=1)
@@ -116,7 +119,7 @@ class CommandStatusEvent(_Envelope):
 
 
 class CommandInvocationDetail(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     command_id: CommandId = Field(alias="command-id")
     document_name: str = Field(alias="document-name", min_length=1)
@@ -136,7 +139,7 @@ class CommandInvocationStatusEvent(_Envelope):
 
 
 class LifecycleActionDetail(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
     lifecycle_action_token: str = Field(alias="LifecycleActionToken", min_length=36, max_length=36)
     auto_scaling_group_name: str = Field(alias="AutoScalingGroupName", min_length=1, max_length=255)
@@ -171,7 +174,7 @@ class InstanceLaunchEvent(_Envelope):
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, defer_build=True)
 
     app: AppName
 
@@ -258,7 +261,7 @@ OperationRequest = RollbackRequest | PromoteRequest | PauseRequest | ResumeReque
 
 
 class _OperationEnvelope(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     request: Annotated[OperationRequest, Field(discriminator="action")]
 
