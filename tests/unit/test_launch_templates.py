@@ -64,3 +64,26 @@ def test_a_config_naming_another_template_is_refused_with_both_names(deps: Any, 
     # Then the error names the group's template and the configured one
     assert fleet.template_id in str(err.value)
     assert "lt-0000000000000000f" in str(err.value)
+
+
+def test_a_swap_to_explicit_instances_targets_only_them(aws_calls: Any, deps: Any, fleet: Any) -> None:
+    # Given the web app and one of the group's instances
+    config = AppConfig.parse({**WEB_CONFIG, "launch_template": fleet.template_id})
+    parameters = {"app": ["web"]}
+
+    # When the swap is sent to that instance
+    target = [fleet.instance_ids[0]]
+    command_id = deps.fleet.send_swap_to_instances(config, target, parameters, "new instance")
+
+    # Then the command targets it alone, through our document, with CloudWatch output
+    # (moto does not keep CloudWatchOutputConfig: read it from the recorded request)
+    ssm = boto3.client("ssm", region_name=REGION)
+    command = ssm.list_commands(CommandId=command_id)["Commands"][0]
+    assert command["InstanceIds"] == [fleet.instance_ids[0]]
+    assert command["DocumentName"] == "SwapDocument"
+    assert command["MaxConcurrency"] == "1"
+    sent = next(c.params for c in aws_calls.calls if c.operation == "SendCommand")
+    assert sent["CloudWatchOutputConfig"] == {
+        "CloudWatchLogGroupName": "/deployer/test/swap",
+        "CloudWatchOutputEnabled": True,
+    }

@@ -56,7 +56,7 @@ def snapshot(fleet: Any) -> dict[str, Any]:
 
 
 def test_a_push_yields_one_release_the_pointer_one_template_version_and_one_command(
-    lambda_env: Any, registered_app: Any, fleet: Any, load_event: Any
+    lambda_env: Any, registered_app: Any, fleet: Any, load_event: Any, aws_calls: Any
 ) -> None:
     # Given an app registered for team/web and its group on launch-template version 1
     event = load_event("ecr_image_push")
@@ -107,6 +107,14 @@ def test_a_push_yields_one_release_the_pointer_one_template_version_and_one_comm
     assert command.parameters["release"] == ["1"]
     assert sorted(command.instance_ids) == fleet.instance_ids
     assert release["command_id"]["S"] == command.command_id
+    # (moto does not keep the timeout and output settings: read them from the recorded request)
+    sent = [c.params for c in aws_calls.calls if c.operation == "SendCommand"]
+    assert len(sent) == 1
+    assert sent[0]["TimeoutSeconds"] == 600
+    assert sent[0]["CloudWatchOutputConfig"] == {
+        "CloudWatchLogGroupName": "/deployer/test/swap",
+        "CloudWatchOutputEnabled": True,
+    }
 
 
 def test_delivering_the_same_push_twice_changes_nothing(

@@ -271,11 +271,12 @@ def start_rollout(
         reason=f"{source.value} deploy started",
         deploy_started_at=utcnow(),
     )
-    previous_pointer = deps.pointer.get(config.app)
+    previous_pointer: Pointer | None = None
     group: GroupTemplate | None = None
     group_moved = False
     pointer_moved = False
     try:
+        previous_pointer = deps.pointer.get(config.app)
         deps.pointer.put(Pointer.for_release(release, source))
         pointer_moved = True
         group = deps.launch_templates.current(config)
