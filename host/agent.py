@@ -136,6 +136,7 @@ HOST_DEFAULTS: dict[str, Any] = {
     "health_successes": 3,
     "health_interval": 0.5,
     "pointer_timeout": 5,
+    "upstream_read_timeout": 60,
 }
 COLOURS = ("blue", "green")
 LOG_TAIL_LINES = 15
@@ -164,6 +165,7 @@ server {
         proxy_set_header X-Forwarded-Proto $scheme;
         # A full accept queue drops the SYN (retried after 1 s): allow one retransmission.
         proxy_connect_timeout 2s;
+        proxy_read_timeout @READ_TIMEOUT@s;
         proxy_next_upstream error timeout;
         proxy_next_upstream_tries 3;
     }
@@ -382,17 +384,16 @@ class Host:
         match = re.search(r"dnat (?:ip )?to 127\.0\.0\.1:([0-9]+)", proc.stdout)
         return int(match.group(1)) if match else None
 
-    def forget_flows(self, old_port: int, state: str | None = None) -> None:
-        """Delete conntrack entries that still map the stable port to ``old_port``.
+    def forget_flows(self, old_port: int) -> None:
+        """Delete conntrack entries that still map the stable port to ``old_port`` (now closed).
 
         A new connection whose source port matches a tracked flow in CLOSE state (a reset or
-        refused connection, kept 10 s) is not re-translated: it reuses the old DNAT mapping and
-        reaches the old colour. Deleting those entries makes every new connection follow the rule.
+        refused connection, kept 10 s) is not re-translated: it reuses the old DNAT mapping.
+        Only called once nothing listens on ``old_port``: a live connection can sit on an entry
+        conntrack still marks CLOSE, and deleting it would strand that connection's replies.
         """
         cmd = [*self.c["conntrack_command"], "-D", "-p", "tcp", "--orig-dst", "127.0.0.1",
                "--orig-port-dst", str(self.c["stable_port"]), "--reply-port-src", str(old_port)]
-        if state:
-            cmd += ["--state", state]
         proc = run(cmd, timeout=30)
         if proc.returncode == 127:
             log(f"conntrack tool missing; stale flows to port {old_port} expire on their own")
@@ -562,7 +563,8 @@ class Agent:
             path = site_dir / ("deployer-" + self.app + ".conf")
             listen = str(self.c["listen_address"]) + ":" + str(self.c["listen_port"])
             wanted = (SITE_TEMPLATE.replace("@APP@", self.app)
-                      .replace("@STABLE@", str(self.c["stable_port"])).replace("@LISTEN@", listen))
+                      .replace("@STABLE@", str(self.c["stable_port"])).replace("@LISTEN@", listen)
+                      .replace("@READ_TIMEOUT@", str(int(self.c["upstream_read_timeout"]))))
             try:
                 current: str | None = path.read_text(encoding="utf-8")
             except OSError:
@@ -791,9 +793,6 @@ class Agent:
             verified = proc.returncode == 0 and self.verify_stable()
             if verified:
                 log(f"traffic switched to {new} (port {self.colour_port(new)})")
-                if old is not None:
-                    # Closed flows could still carry new connections to the old colour.
-                    self.host.forget_flows(self.colour_port(old), "CLOSE")
                 return
             reason = last_line(proc.stderr) if proc.returncode else "the stable port did not answer healthy"
             if old is not None:

@@ -98,6 +98,8 @@ class HostSandbox:
             "pull_backoff_max": 1.0,
             "health_successes": 3,
             "health_interval": 0.1,
+            # busybox answers in milliseconds; a request stuck this long is retried elsewhere.
+            "upstream_read_timeout": 10,
         }
         self.config.update(settings)
         self.config_path = self.root / "host.json"
