@@ -401,6 +401,13 @@ def auto_rollback(
 ) -> Release | None:
     """Roll the app back to its last SUCCEEDED release; None when there is nothing to do."""
     core = ld.core
+    if failed.source is ReleaseSource.ROLLBACK:
+        # Rolling a failed rollback back again would target the same release and loop forever
+        # while a host keeps failing; stop here and let an operator decide.
+        logger.warning("a rollback failed; not rolling back again", app=failed.app, release=failed.release)
+        if notice is not None:
+            _publish(ld, notice)
+        return None
     target = rollback_target(ld, failed)
     if target is None:
         logger.warning("no SUCCEEDED release to roll back to", app=failed.app, release=failed.release)
