@@ -40,15 +40,21 @@ def _converged(cloud: LocalCloud, digest: str, tag: str) -> bool:
 def measure(sizes: list[int]) -> dict[str, list]:
     seconds: list[float] = []
     sequential: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp, \
-            LocalCloud(timeline=Timeline(echo=False)) as cloud:
-        assert cloud.registry is not None and cloud.bus is not None and cloud.fleet is not None
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp,
+        LocalCloud(timeline=Timeline(echo=False)) as cloud,
+    ):
+        assert cloud.registry is not None
+        assert cloud.bus is not None
+        assert cloud.fleet is not None
         cloud.create_app(APP, max_concurrency="100%", max_errors="0", retain=3)
         cloud.push(APP, "v0", 1, app=APP)
         cloud.wait_for(lambda: any(r.get("status") == "SUCCEEDED" for r in cloud.releases(APP)), 120, "v0")
         old_hosts = [OldHost.create(f"old{n}", Path(tmp)) for n in range(max(sizes))]
         try:
-            first = publish_app_image(cloud.registry.push_address, cloud.registry.address, "oldflow", 1, app=APP)
+            first = publish_app_image(
+                cloud.registry.push_address, cloud.registry.address, "oldflow", 1, app=APP
+            )
             sequential_deploy(old_hosts, first.reference)  # the old flow's hosts start on a release too
             for step, size in enumerate(sizes, start=1):
                 cloud.scale(APP, size)
@@ -58,13 +64,18 @@ def measure(sizes: list[int]) -> dict[str, list]:
                 pushed = cloud.push(APP, tag, step + 1, app=APP, emit=False)
                 started = time.monotonic()
                 cloud.bus.put_event(pushed.event)
-                cloud.wait_for(lambda: _converged(cloud, pushed.digest, tag), 600, f"{size} hosts on {tag}")
+                cloud.wait_for(
+                    lambda p=pushed, t=tag: _converged(cloud, p.digest, t), 600, f"{size} hosts on {tag}"
+                )
                 seconds.append(round(time.monotonic() - started, 2))
                 cloud.settle(300)
-                image = publish_app_image(cloud.registry.push_address, cloud.registry.address, "oldflow",
-                                          step + 1, app=APP)
+                image = publish_app_image(
+                    cloud.registry.push_address, cloud.registry.address, "oldflow", step + 1, app=APP
+                )
                 sequential.append(round(sequential_deploy(old_hosts[:size], image.reference), 2))
-                _log(f"{size} host(s): push→converged {seconds[-1]} s; sequential old flow {sequential[-1]} s")
+                _log(
+                    f"{size} host(s): push→converged {seconds[-1]} s; sequential old flow {sequential[-1]} s"
+                )
         finally:
             for host in old_hosts:
                 host.teardown()

@@ -5,7 +5,8 @@ v1 and then v2. The clock runs from invoking the rollback function until every h
 again: a pointer move plus a swap to the image the hosts retained (no pull). The baseline, in
 the same run, is the old rollback on as many plain hosts: pull the old image, re-tag it
 `latest`, push it, redeploy host after host (pull, restart, nginx reload) (`localcloud.oldflow`).
-Prints `BENCH {"hosts": n, "seconds": x, "baseline_seconds": y}`; the goal is ≤ 5 s and ≥ 10×.
+Prints `BENCH {"hosts": n, "seconds": x, "baseline_seconds": y}`.
+Goal: at most 5 s and at least 10 times faster than the baseline.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ def _wait_succeeded(cloud: LocalCloud, tag: str) -> dict:
 
 
 def measure(hosts: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp, \
-            LocalCloud(timeline=Timeline(echo=False)) as cloud:
-        assert cloud.registry is not None and cloud.fleet is not None
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp,
+        LocalCloud(timeline=Timeline(echo=False)) as cloud,
+    ):
+        assert cloud.registry is not None
+        assert cloud.fleet is not None
         cloud.create_app(APP, max_concurrency="100%", max_errors="0", retain=3)
         cloud.push(APP, "v1", 1, app=APP)
         v1 = _wait_succeeded(cloud, "v1")
@@ -61,8 +65,12 @@ def measure(hosts: int) -> dict:
 
         old_hosts = [OldHost.create(f"old{n}", Path(tmp)) for n in range(hosts)]
         try:
-            one = publish_app_image(cloud.registry.push_address, cloud.registry.address, "oldflow", 1, app=APP)
-            two = publish_app_image(cloud.registry.push_address, cloud.registry.address, "oldflow", 2, app=APP)
+            one = publish_app_image(
+                cloud.registry.push_address, cloud.registry.address, "oldflow", 1, app=APP
+            )
+            two = publish_app_image(
+                cloud.registry.push_address, cloud.registry.address, "oldflow", 2, app=APP
+            )
             sequential_deploy(old_hosts, one.reference)
             sequential_deploy(old_hosts, two.reference)
             # The CI runner doing the rollback does not have the old image.
@@ -72,8 +80,11 @@ def measure(hosts: int) -> dict:
         finally:
             for host in old_hosts:
                 host.teardown()
-            subprocess.run(["docker", "rmi", "-f", f"{cloud.registry.address}/oldflow:latest"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["docker", "rmi", "-f", f"{cloud.registry.address}/oldflow:latest"],
+                capture_output=True,
+                check=False,
+            )
     return {"hosts": hosts, "seconds": seconds, "baseline_seconds": baseline}
 
 

@@ -39,12 +39,14 @@ from localcloud.ssm_agent import CommandRun, SsmAgents
 from localcloud.template import ACCOUNT, Template
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-])
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
 
 
 @dataclass
@@ -116,20 +118,41 @@ class LocalCloud:
         self._create_stack_resources(tpl)
         self.registry = Registry(self.root / "registry").start()
         self.log(f"registry on {self.registry.address}")
-        self.lambdas = LambdaService(tpl.functions(), tpl.root, self.moto.env(), self.root / "logs",
-                                     extra_env={"LOCALCLOUD_ACCOUNT": ACCOUNT})
+        self.lambdas = LambdaService(
+            tpl.functions(),
+            tpl.root,
+            self.moto.env(),
+            self.root / "logs",
+            extra_env={"LOCALCLOUD_ACCOUNT": ACCOUNT},
+        )
         self.bus = EventBus(tpl.rules(), self.lambdas)
         self.bus.listeners.append(self._on_delivery)
-        self.fleet = Fleet(self.moto, self.root / "hosts", self.bus, self.host_env, self.sandbox_settings)
+        self.fleet = Fleet(
+            self.moto, self.root / "hosts", self.bus, self.host_env, sandbox_settings=self.sandbox_settings
+        )
         docs = {d["Name"]: d["Content"] for d in tpl.documents().values()}
-        self.ssm = SsmAgents(ACCOUNT, self.moto.region, docs, self.fleet.host_for, self.host_env, self.bus,
-                             logs_client=self.moto.client("logs"))
+        self.ssm = SsmAgents(
+            ACCOUNT,
+            self.moto.region,
+            docs,
+            self.fleet.host_for,
+            host_env=self.host_env,
+            bus=self.bus,
+            logs_client=self.moto.client("logs"),
+        )
         self.ssm.listeners.append(self._on_command)
         self.ssm.start()
         sqs = self.moto.client("sqs")
         for fn, queue, batch in tpl.sqs_sources():
-            src = SqsSource(sqs, tpl.physical[queue], tpl.attributes[queue]["Arn"], fn, self.lambdas, batch,
-                            self.moto.region)
+            src = SqsSource(
+                sqs,
+                tpl.physical[queue],
+                tpl.attributes[queue]["Arn"],
+                fn,
+                self.lambdas,
+                batch_size=batch,
+                region=self.moto.region,
+            )
             self.sqs_sources.append(src.start())
         self.lambdas.warm(*tpl.functions())
         self._started = True
@@ -164,10 +187,17 @@ class LocalCloud:
 
         if self.registry is None:
             return
-        out = subprocess.run(["docker", "images", "--format", "{{.Repository}}@{{.Digest}} {{.ID}}"],
-                             capture_output=True, text=True, check=False).stdout
-        ids = [line.split()[1] for line in out.splitlines()
-               if line.startswith(self.registry.address + "/") or line.startswith(self.registry.push_address)]
+        out = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}@{{.Digest}} {{.ID}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        ids = [
+            line.split()[1]
+            for line in out.splitlines()
+            if line.startswith(self.registry.address + "/") or line.startswith(self.registry.push_address)
+        ]
         remove_images(sorted(set(ids)))
 
     def __enter__(self) -> LocalCloud:
@@ -191,8 +221,12 @@ class LocalCloud:
             self.log(f"table {args['TableName']} ({lid})")
         ssm = self.moto.client("ssm")
         for lid, doc in tpl.documents().items():
-            ssm.create_document(Name=doc["Name"], Content=json.dumps(doc["Content"]), DocumentFormat="JSON",
-                                DocumentType=doc["DocumentType"])
+            ssm.create_document(
+                Name=doc["Name"],
+                Content=json.dumps(doc["Content"]),
+                DocumentFormat="JSON",
+                DocumentType=doc["DocumentType"],
+            )
             self.log(f"SSM document {doc['Name']} ({lid})")
         logs = self.moto.client("logs")
         for lid in tpl.of_type("AWS::Logs::LogGroup"):
@@ -208,13 +242,18 @@ class LocalCloud:
         # dead-letter targets first, so a redrive policy can name them
         for lid in sorted(queues, key=lambda q: "RedrivePolicy" in (queues[q].get("Properties") or {})):
             props = tpl.properties(lid)
-            attrs = {k: (json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in props.items()
-                     if k in {"VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "RedrivePolicy"}}
+            attrs = {
+                k: (json.dumps(v) if isinstance(v, dict) else str(v))
+                for k, v in props.items()
+                if k in {"VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "RedrivePolicy"}
+            }
             url = sqs.create_queue(QueueName=tpl.attributes[lid]["QueueName"], Attributes=attrs)["QueueUrl"]
             tpl.set_physical(lid, url, QueueUrl=url)
         for lid in tpl.of_type("AWS::SSM::Parameter"):
             p = tpl.properties(lid)
-            ssm.put_parameter(Name=tpl.physical[lid], Value=str(p.get("Value", "")), Type=p.get("Type", "String"))
+            ssm.put_parameter(
+                Name=tpl.physical[lid], Value=str(p.get("Value", "")), Type=p.get("Type", "String")
+            )
 
     def notifications_queue(self, topic_arn: str) -> str:
         """Subscribe an SQS queue to a topic so tests and the demo can read the notifications."""
@@ -222,8 +261,9 @@ class LocalCloud:
         name = "localcloud-" + topic_arn.rsplit(":", 1)[1]
         url = sqs.create_queue(QueueName=name[:80])["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.moto.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn,
-                                          Attributes={"RawMessageDelivery": "true"})
+        self.moto.client("sns").subscribe(
+            TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+        )
         return url
 
     def notifications(self) -> list[dict[str, Any]]:
@@ -265,7 +305,8 @@ class LocalCloud:
     ) -> dict[str, Any]:
         """ECR repository, launch template, an empty Auto Scaling group (with the launch hook)
         and the app's config in the apps table, as an operator would set them up."""
-        assert self.registry is not None and self.template is not None
+        assert self.registry is not None
+        assert self.template is not None
         from localcloud.sandbox import free_port  # noqa: PLC0415
 
         repository = repository or app
@@ -273,27 +314,48 @@ class LocalCloud:
         lt = f"{app}-lt"
         self.moto.client("ecr").create_repository(repositoryName=repository)
         ec2 = self.moto.client("ec2")
-        ec2.create_launch_template(LaunchTemplateName=lt, LaunchTemplateData={
-            "ImageId": "ami-12c6146b", "InstanceType": "t3.micro",
-            "IamInstanceProfile": {"Name": "deployer-host"},
-        })
+        ec2.create_launch_template(
+            LaunchTemplateName=lt,
+            LaunchTemplateData={
+                "ImageId": "ami-12c6146b",
+                "InstanceType": "t3.micro",
+                "IamInstanceProfile": {"Name": "deployer-host"},
+            },
+        )
         asg = self.moto.client("autoscaling")
         asg.create_auto_scaling_group(
-            AutoScalingGroupName=group, LaunchTemplate={"LaunchTemplateName": lt, "Version": "1"},
-            MinSize=0, MaxSize=20, DesiredCapacity=0, AvailabilityZones=[f"{self.moto.region}a"])
+            AutoScalingGroupName=group,
+            LaunchTemplate={"LaunchTemplateName": lt, "Version": "1"},
+            MinSize=0,
+            MaxSize=20,
+            DesiredCapacity=0,
+            AvailabilityZones=[f"{self.moto.region}a"],
+        )
         hook_name = str(self.template.parameters.get("LaunchHookName") or f"{self.stack}-launch")
         if lifecycle_hook is None:  # only when the stack handles the launch event
             assert self.bus is not None
-            probe = envelope("EC2 Instance-launch Lifecycle Action", "aws.autoscaling", {
-                "AutoScalingGroupName": group, "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
-                "EC2InstanceId": "i-0123456789abcdef0", "LifecycleHookName": hook_name,
-                "LifecycleActionToken": "00000000-0000-0000-0000-000000000000"}, region=self.moto.region)
+            probe = envelope(
+                "EC2 Instance-launch Lifecycle Action",
+                "aws.autoscaling",
+                {
+                    "AutoScalingGroupName": group,
+                    "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                    "EC2InstanceId": "i-0123456789abcdef0",
+                    "LifecycleHookName": hook_name,
+                    "LifecycleActionToken": "00000000-0000-0000-0000-000000000000",
+                },
+                region=self.moto.region,
+            )
             lifecycle_hook = bool(self.bus.matching_rules(probe))
         if lifecycle_hook:
-            asg.put_lifecycle_hook(LifecycleHookName=hook_name, AutoScalingGroupName=group,
-                                   LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
-                                   HeartbeatTimeout=300, DefaultResult="ABANDON",
-                                   NotificationMetadata=json.dumps({"app": app}))
+            asg.put_lifecycle_hook(
+                LifecycleHookName=hook_name,
+                AutoScalingGroupName=group,
+                LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                HeartbeatTimeout=300,
+                DefaultResult="ABANDON",
+                NotificationMetadata=json.dumps({"app": app}),
+            )
         config = {
             "app": app,
             "repository": repository,
@@ -301,10 +363,16 @@ class LocalCloud:
             "registry_login": "none",
             "auto_scaling_group": group,
             "launch_template": lt,
-            "container": {"port": port or free_port(), "health_path": "/health",
-                          "health_timeout": health_timeout},
-            "rollout": {"max_concurrency": max_concurrency, "max_errors": max_errors,
-                        "command_timeout": command_timeout},
+            "container": {
+                "port": port or free_port(),
+                "health_path": "/health",
+                "health_timeout": health_timeout,
+            },
+            "rollout": {
+                "max_concurrency": max_concurrency,
+                "max_errors": max_errors,
+                "command_timeout": command_timeout,
+            },
             "auto_rollback": auto_rollback,
             "retain": retain,
         }
@@ -322,27 +390,51 @@ class LocalCloud:
         AppsStore(self.moto.client("dynamodb"), table).put(AppConfig.parse(config))
 
     # -- ECR -----------------------------------------------------------------------------
-    def push(self, repository: str, tag: str, release: int, *, kind: str = "good", app: str = "web",
-             emit: bool = True, slow_seconds: float = 3.0) -> Pushed:
+    def push(
+        self,
+        repository: str,
+        tag: str,
+        release: int,
+        *,
+        kind: str = "good",
+        app: str = "web",
+        emit: bool = True,
+        slow_seconds: float = 3.0,
+    ) -> Pushed:
         """Build a test image, push it to the registry, mirror it into moto's ECR, and (unless
         `emit` is False, a lost event) emit the ECR push event."""
-        assert self.registry is not None and self.bus is not None
+        assert self.registry is not None
+        assert self.bus is not None
         local = f"localcloud/{repository}:{tag}-{release}-{kind}"
         image_id = build_app_image(local, release, kind=kind, app=app, slow_seconds=slow_seconds)
         self._built.append(image_id)
         digest = push_image(local, self.registry.push_address, repository)
         manifest, media_type = self._manifest(repository, digest)
         ecr = self.moto.client("ecr")
-        ecr.put_image(repositoryName=repository, imageManifest=manifest, imageManifestMediaType=media_type,
-                      imageTag=tag, imageDigest=digest)
+        ecr.put_image(
+            repositoryName=repository,
+            imageManifest=manifest,
+            imageManifestMediaType=media_type,
+            imageTag=tag,
+            imageDigest=digest,
+        )
         # Hosts must pull it: drop the local copy (the cloud removes pulled images at the end).
         remove_images([image_id])
-        event = envelope("ECR Image Action", "aws.ecr", {
-            "result": "SUCCESS", "repository-name": repository, "image-digest": digest,
-            "action-type": "PUSH", "image-tag": tag,
-        }, region=self.moto.region)
-        pushed = Pushed(repository, tag, digest, f"{self.registry.address}/{repository}@{digest}",
-                        image_id, kind, event)
+        event = envelope(
+            "ECR Image Action",
+            "aws.ecr",
+            {
+                "result": "SUCCESS",
+                "repository-name": repository,
+                "image-digest": digest,
+                "action-type": "PUSH",
+                "image-tag": tag,
+            },
+            region=self.moto.region,
+        )
+        pushed = Pushed(
+            repository, tag, digest, f"{self.registry.address}/{repository}@{digest}", image_id, kind, event
+        )
         self.pushed.append(pushed)
         self.log(f"pushed {repository}:{tag} ({kind}) {digest[:19]}…" + ("" if emit else " (no event sent)"))
         if emit:
@@ -351,11 +443,15 @@ class LocalCloud:
 
     def _manifest(self, repository: str, digest: str) -> tuple[str, str]:
         assert self.registry is not None
-        req = urllib.request.Request(f"http://{self.registry.push_address}/v2/{repository}/manifests/{digest}",
-                                     headers={"Accept": MANIFEST_TYPES})
+        req = urllib.request.Request(
+            f"http://{self.registry.push_address}/v2/{repository}/manifests/{digest}",
+            headers={"Accept": MANIFEST_TYPES},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             body = resp.read().decode()
-            return body, resp.headers.get("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+            return body, resp.headers.get(
+                "Content-Type", "application/vnd.docker.distribution.manifest.v2+json"
+            )
 
     # -- operating -----------------------------------------------------------------------
     def invoke(self, function: str, payload: Any) -> Any:
@@ -379,12 +475,18 @@ class LocalCloud:
 
     def settle(self, timeout: float = 180.0, quiet: float = 0.3) -> None:
         """Wait until no event, command or launch is in flight (and it stays so for `quiet`)."""
-        assert self.bus is not None and self.ssm is not None and self.fleet is not None
+        assert self.bus is not None
+        assert self.ssm is not None
+        assert self.fleet is not None
         deadline = time.monotonic() + timeout
         calm_since: float | None = None
         while True:
-            busy = (self.bus.busy() or self.ssm.busy() or any(t.is_alive() for t in self.fleet._threads)
-                    or any(src.busy for src in self.sqs_sources))
+            busy = (
+                self.bus.busy()
+                or self.ssm.busy()
+                or any(t.is_alive() for t in self.fleet._threads)
+                or any(src.busy for src in self.sqs_sources)
+            )
             now = time.monotonic()
             if busy:
                 calm_since = None
@@ -396,7 +498,9 @@ class LocalCloud:
                 raise TimeoutError(f"local cloud still busy after {timeout}s")
             time.sleep(0.05)
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
+    def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 120.0, what: str = "condition"
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -420,9 +524,11 @@ class LocalCloud:
 
         des = TypeDeserializer()
         ddb = self.moto.client("dynamodb")
-        items = ddb.query(TableName=self.template.physical["ReleasesTable"],
-                          KeyConditionExpression="app = :a",
-                          ExpressionAttributeValues={":a": {"S": app}})["Items"]
+        items = ddb.query(
+            TableName=self.template.physical["ReleasesTable"],
+            KeyConditionExpression="app = :a",
+            ExpressionAttributeValues={":a": {"S": app}},
+        )["Items"]
         return [{k: _plain(des.deserialize(v)) for k, v in item.items()} for item in items]
 
     def host_outcomes(self, app: str, release: int) -> list[dict[str, Any]]:
@@ -431,9 +537,11 @@ class LocalCloud:
 
         des = TypeDeserializer()
         ddb = self.moto.client("dynamodb")
-        items = ddb.query(TableName=self.template.physical["HostOutcomesTable"],
-                          KeyConditionExpression="release_key = :k",
-                          ExpressionAttributeValues={":k": {"S": f"{app}#{release}"}})["Items"]
+        items = ddb.query(
+            TableName=self.template.physical["HostOutcomesTable"],
+            KeyConditionExpression="release_key = :k",
+            ExpressionAttributeValues={":k": {"S": f"{app}#{release}"}},
+        )["Items"]
         return [{k: _plain(des.deserialize(v)) for k, v in item.items()} for item in items]
 
     def group_version(self, app: str) -> tuple[str, str]:
@@ -444,8 +552,11 @@ class LocalCloud:
         g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{app}-asg"])["AutoScalingGroups"][0]
         lt = g["LaunchTemplate"]
         ec2 = self.moto.client("ec2")
-        name_or_id = ({"LaunchTemplateId": lt["LaunchTemplateId"]} if lt.get("LaunchTemplateId")
-                      else {"LaunchTemplateName": lt["LaunchTemplateName"]})
+        name_or_id = (
+            {"LaunchTemplateId": lt["LaunchTemplateId"]}
+            if lt.get("LaunchTemplateId")
+            else {"LaunchTemplateName": lt["LaunchTemplateName"]}
+        )
         versions = ec2.describe_launch_template_versions(**name_or_id, Versions=[str(lt["Version"])])
         data = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]
         ud = base64.b64decode(data.get("UserData", "")).decode() if data.get("UserData") else ""
@@ -462,7 +573,9 @@ class LocalCloud:
 
     def host_digests(self, app: str) -> dict[str, str | None]:
         assert self.fleet is not None
-        return {h.instance_id: (h.sandbox.state(app) or {}).get("digest") for h in self.fleet.live(f"{app}-asg")}
+        return {
+            h.instance_id: (h.sandbox.state(app) or {}).get("digest") for h in self.fleet.live(f"{app}-asg")
+        }
 
     def consistency(self, app: str) -> dict[str, Any]:
         """The invariant: pointer = group's launch-template version = every host, compared by
@@ -473,9 +586,15 @@ class LocalCloud:
         lt_has = bool(digest) and digest in user_data
         hosts = self.host_digests(app)
         ok = lt_has and bool(hosts) and all(d == digest for d in hosts.values())
-        return {"pointer_release": pointer.get("release"), "pointer_digest": digest, "lt_version": version,
-                "lt_matches": lt_has, "host_releases": self.host_releases(app), "host_digests": hosts,
-                "consistent": ok}
+        return {
+            "pointer_release": pointer.get("release"),
+            "pointer_digest": digest,
+            "lt_version": version,
+            "lt_matches": lt_has,
+            "host_releases": self.host_releases(app),
+            "host_digests": hosts,
+            "consistent": ok,
+        }
 
     def commands(self) -> dict[str, CommandRun]:
         assert self.ssm is not None
@@ -488,8 +607,10 @@ class LocalCloud:
         if last is None:
             return
         if last.error:
-            self.log(f"{d.function} ← {detail}: ERROR {last.error.get('errorType')}: "
-                     f"{last.error.get('errorMessage')} (attempt {len(d.attempts)})")
+            self.log(
+                f"{d.function} ← {detail}: ERROR {last.error.get('errorType')}: "
+                f"{last.error.get('errorMessage')} (attempt {len(d.attempts)})"
+            )
         else:
             self.log(f"{d.function} ← {detail}: {_short(last.result)}")
 

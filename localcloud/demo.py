@@ -38,8 +38,9 @@ class Loads:
         assert cloud.fleet is not None
         for host in cloud.fleet.live(f"{APP}-asg"):
             if host.instance_id not in self.gens and host.state == "running":
-                gen = LoadGenerator("127.0.0.1", host.sandbox.listen_port, rate=self.rate, connections=4,
-                                    max_seconds=600)
+                gen = LoadGenerator(
+                    "127.0.0.1", host.sandbox.listen_port, rate=self.rate, connections=4, max_seconds=600
+                )
                 self.gens[host.instance_id] = gen.start()
 
     def stop(self) -> None:
@@ -57,8 +58,11 @@ def _release_of(cloud: LocalCloud, tag: str) -> dict[str, Any] | None:
 
 
 def _wait_release(cloud: LocalCloud, tag: str, statuses: set[str], timeout: float) -> dict[str, Any]:
-    cloud.wait_for(lambda: (_release_of(cloud, tag) or {}).get("status") in statuses, timeout,
-                   f"release {tag} to reach {'/'.join(sorted(statuses))}")
+    cloud.wait_for(
+        lambda: (_release_of(cloud, tag) or {}).get("status") in statuses,
+        timeout,
+        f"release {tag} to reach {'/'.join(sorted(statuses))}",
+    )
     rel = _release_of(cloud, tag)
     assert rel is not None
     return rel
@@ -91,8 +95,15 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
     tl = Timeline(echo=echo)
     cloud = LocalCloud(timeline=tl)
     loads = Loads(rate)
-    result: dict[str, Any] = {"hosts": 0, "requests": 0, "failed_requests": 0, "auto_rollback": False,
-                              "manual_rollback": False, "rollback_seconds": None, "hosts_consistent": False}
+    result: dict[str, Any] = {
+        "hosts": 0,
+        "requests": 0,
+        "failed_requests": 0,
+        "auto_rollback": False,
+        "manual_rollback": False,
+        "rollback_seconds": None,
+        "hosts_consistent": False,
+    }
     durations: dict[str, float] = {}
     cleaned = False
 
@@ -151,17 +162,23 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         cloud.settle(120)
         v3 = _release_of(cloud, "v3") or v3
         pointer = cloud.pointer(APP) or {}
-        result["auto_rollback"] = (v3.get("status") in {"FAILED", "ROLLED_BACK"}
-                                   and pointer.get("digest") == v2["digest"]
-                                   and _hosts_on(cloud, str(v2["digest"])))
+        result["auto_rollback"] = (
+            v3.get("status") in {"FAILED", "ROLLED_BACK"}
+            and pointer.get("digest") == v2["digest"]
+            and _hosts_on(cloud, str(v2["digest"]))
+        )
         tl(f"release {v3['release']} (v3) {v3.get('status')}: {v3.get('reason') or v3.get('failure_reason')}")
         for o in cloud.host_outcomes(APP, int(v3["release"])):
             summary = o.get("summary") or {}
             tail = (summary.get("log_tail") or o.get("log_tail") or [""])[-1:]
-            tl(f"  {o.get('instance_id')}: {o.get('failure_class') or summary.get('failure_class')} — "
-               f"{o.get('message') or summary.get('message')} | app log: {tail[0] if tail else ''}")
-        tl(f"pointer back on release {pointer.get('release')} ({pointer.get('tag')}); "
-           f"hosts: {cloud.host_releases(APP)}")
+            tl(
+                f"  {o.get('instance_id')}: {o.get('failure_class') or summary.get('failure_class')} — "
+                f"{o.get('message') or summary.get('message')} | app log: {tail[0] if tail else ''}"
+            )
+        tl(
+            f"pointer back on release {pointer.get('release')} ({pointer.get('tag')}); "
+            f"hosts: {cloud.host_releases(APP)}"
+        )
         durations["failed_v3_and_auto_rollback"] = time.monotonic() - t
 
         t = step(4, "scale out to 4 during the v4 deploy")
@@ -173,8 +190,10 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         cloud.settle(120)
         loads.ensure(cloud)
         for h in new_hosts:
-            tl(f"new host {h.instance_id}: release {(h.sandbox.state(APP) or {}).get('release')} "
-               f"(v4 = release {v4['release']}, {v4['status']})")
+            tl(
+                f"new host {h.instance_id}: release {(h.sandbox.state(APP) or {}).get('release')} "
+                f"(v4 = release {v4['release']}, {v4['status']})"
+            )
         durations["deploy_v4_scale_out"] = time.monotonic() - t
 
         t = step(5, "invoke rollback to v1")
@@ -182,8 +201,14 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         started = time.monotonic()
         answer = cloud.invoke("RollbackFunction", {"app": APP, "to": "v1", "reason": "demo: back to v1"})
         tl(f"rollback answered: {json.dumps(answer, default=str)[:200]}")
-        cloud.wait_for(lambda: (cloud.pointer(APP) or {}).get("digest") == v1["digest"]
-                       and _hosts_on(cloud, str(v1["digest"])), 120, "every host on v1")
+        cloud.wait_for(
+            lambda: (
+                (cloud.pointer(APP) or {}).get("digest") == v1["digest"]
+                and _hosts_on(cloud, str(v1["digest"]))
+            ),
+            120,
+            "every host on v1",
+        )
         result["rollback_seconds"] = round(time.monotonic() - started, 2)
         cloud.settle(60)
         command = (answer or {}).get("command_id") if isinstance(answer, dict) else None
@@ -197,8 +222,10 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         if cloud.bus is not None:
             for d in cloud.bus.dead_letters[-3:]:
                 err = d.attempts[-1].error or {}
-                print(f"  dead letter {d.function}: {err.get('errorType')}: {err.get('errorMessage')}",
-                      file=sys.stderr)
+                print(
+                    f"  dead letter {d.function}: {err.get('errorType')}: {err.get('errorMessage')}",
+                    file=sys.stderr,
+                )
     finally:
         loads.stop()
         if cloud.fleet is not None and cloud.template is not None:
@@ -223,20 +250,28 @@ def _table(cloud: LocalCloud, loads: Loads, durations: dict[str, float]) -> None
         state = host.sandbox.state(APP) or {}
         r = loads.current(host.instance_id)
         errs = dict(r.errors) if r else {}
-        print(f"  {host.instance_id:<22}{host.sandbox.listen_port:<8}{state.get('release', '-')!s:>8}"
-              f"{(r.sent if r else 0):>10}{(r.failed if r else 0):>8}  {errs or ''}")
+        print(
+            f"  {host.instance_id:<22}{host.sandbox.listen_port:<8}{state.get('release', '-')!s:>8}"
+            f"{(r.sent if r else 0):>10}{(r.failed if r else 0):>8}  {errs or ''}"
+        )
     print("  durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in durations.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s per host proxy (default 100)")
     parser.add_argument("--quiet", action="store_true", help="no timeline, only the DEMO line")
     args = parser.parse_args(argv)
     result = run(args.rate, echo=not args.quiet)
     print("DEMO " + json.dumps(result), flush=True)
-    ok = (result["failed_requests"] == 0 and result["auto_rollback"] and result["manual_rollback"]
-          and result["hosts_consistent"])
+    ok = (
+        result["failed_requests"] == 0
+        and result["auto_rollback"]
+        and result["manual_rollback"]
+        and result["hosts_consistent"]
+    )
     return 0 if ok else 1
 
 

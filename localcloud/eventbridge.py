@@ -35,8 +35,15 @@ class Delivery:
         return bool(self.attempts) and self.attempts[-1].error is None
 
 
-def envelope(detail_type: str, source: str, detail: dict[str, Any], resources: list[str] | None = None,
-             *, region: str = "us-east-1", account: str = "123456789012") -> dict[str, Any]:
+def envelope(
+    detail_type: str,
+    source: str,
+    detail: dict[str, Any],
+    resources: list[str] | None = None,
+    *,
+    region: str = "us-east-1",
+    account: str = "123456789012",
+) -> dict[str, Any]:
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -51,8 +58,14 @@ def envelope(detail_type: str, source: str, detail: dict[str, Any], resources: l
 
 
 class EventBus:
-    def __init__(self, rules: list[Rule], lambdas: LambdaService, retries: int = 2,
-                 retry_delay: float = 0.5, workers: int = 6) -> None:
+    def __init__(
+        self,
+        rules: list[Rule],
+        lambdas: LambdaService,
+        retries: int = 2,
+        retry_delay: float = 0.5,
+        workers: int = 6,
+    ) -> None:
         self.rules = rules
         self.lambdas = lambdas
         self.retries = retries
@@ -91,8 +104,12 @@ class EventBus:
                 continue
             if function and function not in rule.targets:
                 continue
-            event = envelope("Scheduled Event", "aws.events", {},
-                             [f"arn:aws:events:us-east-1:123456789012:rule/{rule.logical_id}"])
+            event = envelope(
+                "Scheduled Event",
+                "aws.events",
+                {},
+                [f"arn:aws:events:us-east-1:123456789012:rule/{rule.logical_id}"],
+            )
             payload = rule.input if rule.input is not None else event
             for fn in rule.targets:
                 started.append(self._deliver(rule.logical_id, fn, payload))

@@ -85,6 +85,7 @@ class Fleet:
         root: Path,
         bus: EventBus,
         host_env: Callable[[Any], dict[str, str]],
+        *,
         sandbox_settings: dict[str, Any] | None = None,
         boot_timeout: float = 300.0,
     ) -> None:
@@ -112,8 +113,9 @@ class Fleet:
         return host.sandbox
 
     def live(self, group: str | None = None) -> list[Host]:
-        return [h for h in self.hosts.values()
-                if h.state != "terminated" and (group is None or h.group == group)]
+        return [
+            h for h in self.hosts.values() if h.state != "terminated" and (group is None or h.group == group)
+        ]
 
     def group_instances(self, group: str) -> list[dict[str, Any]]:
         groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
@@ -138,8 +140,9 @@ class Fleet:
                 new.append(host)
         hooks = self._launch_hooks(group)
         for host in new:
-            t = threading.Thread(target=self._launch, args=(host, hooks), name=f"boot-{host.instance_id}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=self._launch, args=(host, hooks), name=f"boot-{host.instance_id}", daemon=True
+            )
             self._threads.append(t)
             t.start()
         return new
@@ -160,22 +163,27 @@ class Fleet:
     def _launch(self, host: Host, hooks: list[dict[str, Any]]) -> None:
         for hook in hooks:
             host.token = str(uuid.uuid4())
-            self.bus.put_event(envelope(
-                "EC2 Instance-launch Lifecycle Action", "aws.autoscaling",
-                {
-                    "LifecycleActionToken": host.token,
-                    "AutoScalingGroupName": host.group,
-                    "LifecycleHookName": hook["LifecycleHookName"],
-                    "EC2InstanceId": host.instance_id,
-                    "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
-                    "NotificationMetadata": hook.get("NotificationMetadata", ""),
-                    "Origin": "EC2",
-                    "Destination": "AutoScalingGroup",
-                },
-                [f"arn:aws:autoscaling:{self.moto.region}:123456789012:autoScalingGroup:local:"
-                 f"autoScalingGroupName/{host.group}"],
-                region=self.moto.region,
-            ))
+            self.bus.put_event(
+                envelope(
+                    "EC2 Instance-launch Lifecycle Action",
+                    "aws.autoscaling",
+                    {
+                        "LifecycleActionToken": host.token,
+                        "AutoScalingGroupName": host.group,
+                        "LifecycleHookName": hook["LifecycleHookName"],
+                        "EC2InstanceId": host.instance_id,
+                        "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                        "NotificationMetadata": hook.get("NotificationMetadata", ""),
+                        "Origin": "EC2",
+                        "Destination": "AutoScalingGroup",
+                    },
+                    [
+                        f"arn:aws:autoscaling:{self.moto.region}:123456789012:autoScalingGroup:local:"
+                        f"autoScalingGroupName/{host.group}"
+                    ],
+                    region=self.moto.region,
+                )
+            )
         self._boot(host)
         if hooks:
             timeout = float(hooks[0].get("HeartbeatTimeout") or 3600)
@@ -192,8 +200,14 @@ class Fleet:
 
     def _boot(self, host: Host) -> None:
         if host.user_data:
-            host.boot = run_script(host.root, host.user_data, self.host_env(host.sandbox),
-                                   self.boot_timeout, name="user-data", shell=interpreter(host.user_data))
+            host.boot = run_script(
+                host.root,
+                host.user_data,
+                self.host_env(host.sandbox),
+                self.boot_timeout,
+                name="user-data",
+                shell=interpreter(host.user_data),
+            )
         host.booted.set()
 
     def _on_complete(self, call: dict[str, Any]) -> None:
@@ -230,7 +244,8 @@ class Fleet:
         moto_gaps.ONLINE.pop(instance_id, None)
         try:
             self.asg.terminate_instance_in_auto_scaling_group(
-                InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement)
+                InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement
+            )
         except Exception:
             self.ec2.terminate_instances(InstanceIds=[instance_id])
         host.sandbox.teardown()

@@ -11,6 +11,7 @@ real host are the moto endpoint and fake keys here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ def run_script(
     script: str,
     env: dict[str, str],
     timeout: float,
+    *,
     name: str = "script.sh",
     shell: str = "bash",
 ) -> ScriptResult:
@@ -58,25 +60,34 @@ def run_script(
     full_env = {
         **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}},
         **env,
-        "LC_OPT": str(opt), "LC_LOG": str(log), "LC_CWD": str(work),
-        "LC_SHELL": shell, "LC_SCRIPT": str(path),
+        "LC_OPT": str(opt),
+        "LC_LOG": str(log),
+        "LC_CWD": str(work),
+        "LC_SHELL": shell,
+        "LC_SCRIPT": str(path),
     }
     if namespaces_available():
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _WRAPPER]
     else:  # without a mount namespace the script still runs; its /opt writes go to the machine
         argv = [shell, str(path)]
     start = time.monotonic()
-    proc = subprocess.Popen(argv, env=full_env, cwd=work, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        env=full_env,
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     timed_out = False
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         out, err = proc.communicate()
-    return ScriptResult(proc.returncode if not timed_out else -1, out, err,
-                        time.monotonic() - start, timed_out)
+    return ScriptResult(
+        proc.returncode if not timed_out else -1, out, err, time.monotonic() - start, timed_out
+    )

@@ -54,8 +54,14 @@ class _Worker:
         module_handler = fn.handler
         self.log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("lambda_worker.py")), task_root, module_handler,
-             str(req_r), str(resp_w)],
+            [
+                sys.executable,
+                str(Path(__file__).with_name("lambda_worker.py")),
+                task_root,
+                module_handler,
+                str(req_r),
+                str(resp_w),
+            ],
             env=env,
             cwd=task_root,
             stdin=subprocess.DEVNULL,
@@ -87,8 +93,12 @@ class _Worker:
         out = self._read(timeout=self.fn.timeout + 1)
         if out is None:
             self.close()
-            return {"error": {"errorType": "Sandbox.Timedout",
-                              "errorMessage": f"Task timed out after {self.fn.timeout}.00 seconds"}}
+            return {
+                "error": {
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": f"Task timed out after {self.fn.timeout}.00 seconds",
+                }
+            }
         return out
 
     def alive(self) -> bool:
@@ -156,20 +166,26 @@ class LambdaService:
             w = self._workers.get(lid)
             if w is None or not w.alive():
                 if lid not in self.functions:
-                    raise LambdaError(lid, {"errorType": "ResourceNotFoundException",
-                                            "errorMessage": f"no function {lid} in template.yaml"})
-                w = _Worker(self.functions[lid], self.root, self.environment(lid),
-                            self.log_dir / f"{lid}.log")
+                    raise LambdaError(
+                        lid,
+                        {
+                            "errorType": "ResourceNotFoundException",
+                            "errorMessage": f"no function {lid} in template.yaml",
+                        },
+                    )
+                w = _Worker(
+                    self.functions[lid], self.root, self.environment(lid), self.log_dir / f"{lid}.log"
+                )
                 self._workers[lid] = w
             return w
 
     def warm(self, *lids: str) -> None:
         """Start workers ahead of time so the first event does not pay the import."""
+
         def start(lid: str) -> None:
-            try:
+            # a failed start is reported by the invocation that needs the function
+            with contextlib.suppress(LambdaError):
                 self._worker(lid)
-            except LambdaError:
-                pass  # the invocation that needs it will report the error
 
         threads = [threading.Thread(target=start, args=(lid,)) for lid in lids]
         for t in threads:

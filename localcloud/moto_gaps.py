@@ -54,7 +54,7 @@ def _set(obj: Any, name: str, value: Any) -> None:
 
 def install() -> None:
     """Apply every patch (once per process while any local cloud runs)."""
-    global _users
+    global _users  # noqa: PLW0603 - one process-wide count of running clouds
     with _lock:
         _users += 1
         if _users > 1:
@@ -67,7 +67,7 @@ def install() -> None:
 def uninstall() -> None:
     """Undo the patches when the last local cloud stops, so moto is itself again (for other
     tests in the same process)."""
-    global _users
+    global _users  # noqa: PLW0603 - one process-wide count of running clouds
     with _lock:
         if _users == 0:
             return
@@ -119,9 +119,16 @@ def _patch_ssm() -> None:
         self.target_count = len(self.instance_ids)
         self.cloudwatch_output = None
         for inv in self.invocations:
-            inv.update(Status="Pending", StatusDetails="Pending", ResponseCode=-1,
-                       ExecutionStartDateTime="", ExecutionEndDateTime="", ExecutionElapsedTime="",
-                       StandardOutputContent="", StandardErrorContent="")
+            inv.update(
+                Status="Pending",
+                StatusDetails="Pending",
+                ResponseCode=-1,
+                ExecutionStartDateTime="",
+                ExecutionEndDateTime="",
+                ExecutionElapsedTime="",
+                StandardOutputContent="",
+                StandardErrorContent="",
+            )
 
     _set(ssm_models.Command, "_get_instance_ids_from_targets", targets_only_when_given)
     _set(ssm_models.Command, "__init__", pending_init)
@@ -129,8 +136,9 @@ def _patch_ssm() -> None:
     original_send = R.send_command
 
     def send_command(self: Any) -> Any:
-        _validate_parameters(self.ssm_backend, self._get_param("DocumentName"),
-                             self._get_param("Parameters", {}) or {})
+        _validate_parameters(
+            self.ssm_backend, self._get_param("DocumentName"), self._get_param("Parameters", {}) or {}
+        )
         result = original_send(self)
         cw = self._get_param("CloudWatchOutputConfig")
         command_id = result.result["Command"]["CommandId"] if hasattr(result, "result") else None
@@ -167,9 +175,18 @@ def _patch_ssm() -> None:
         for iid, extra in sorted(ONLINE.items()):
             if wanted is not None and iid not in wanted:
                 continue
-            infos.append({"InstanceId": iid, "PingStatus": "Online", "PlatformType": "Linux",
-                          "PlatformName": "Amazon Linux", "ResourceType": "EC2Instance",
-                          "AgentVersion": "3.3.0.0", "IsLatestVersion": True, **extra})
+            infos.append(
+                {
+                    "InstanceId": iid,
+                    "PingStatus": "Online",
+                    "PlatformType": "Linux",
+                    "PlatformName": "Amazon Linux",
+                    "ResourceType": "EC2Instance",
+                    "AgentVersion": "3.3.0.0",
+                    "IsLatestVersion": True,
+                    **extra,
+                }
+            )
         return ActionResult({"InstanceInformationList": infos})
 
     _set(R, "send_command", send_command)
@@ -242,13 +259,15 @@ def _invocation_entry(command: Any, inv: dict[str, Any], details: bool) -> dict[
         "CommandPlugins": [],
     }
     if details:
-        entry["CommandPlugins"] = [{
-            "Name": inv.get("PluginName", "aws:runShellScript"),
-            "Status": inv["Status"],
-            "StatusDetails": inv["StatusDetails"],
-            "ResponseCode": inv.get("ResponseCode", -1),
-            "Output": (inv.get("StandardOutputContent") or "")[:STDOUT_CAP_LIST],
-        }]
+        entry["CommandPlugins"] = [
+            {
+                "Name": inv.get("PluginName", "aws:runShellScript"),
+                "Status": inv["Status"],
+                "StatusDetails": inv["StatusDetails"],
+                "ResponseCode": inv.get("ResponseCode", -1),
+                "Output": (inv.get("StandardOutputContent") or "")[:STDOUT_CAP_LIST],
+            }
+        ]
     return entry
 
 
@@ -263,17 +282,31 @@ def new_commands(account: str, region: str, seen: set[str]) -> list[Any]:
     return [c for c in list(_backend(account, region)._commands) if c.command_id not in seen]
 
 
-def record_invocation(command: Any, instance_id: str, *, status: str, response_code: int = -1,
-                      stdout: str = "", stderr: str = "", started: str = "", ended: str = "",
-                      elapsed: str = "") -> None:
+def record_invocation(
+    command: Any,
+    instance_id: str,
+    *,
+    status: str,
+    response_code: int = -1,
+    stdout: str = "",
+    stderr: str = "",
+    started: str = "",
+    ended: str = "",
+    elapsed: str = "",
+) -> None:
     """Write one invocation's real status and output where moto's API reads it."""
     for inv in command.invocations:
         if inv["InstanceId"] == instance_id:
-            inv.update(Status=status, StatusDetails=status, ResponseCode=response_code,
-                       StandardOutputContent=stdout[:STDOUT_CAP_GET],
-                       StandardErrorContent=stderr[:STDOUT_CAP_GET],
-                       ExecutionStartDateTime=started or inv.get("ExecutionStartDateTime", ""),
-                       ExecutionEndDateTime=ended, ExecutionElapsedTime=elapsed)
+            inv.update(
+                Status=status,
+                StatusDetails=status,
+                ResponseCode=response_code,
+                StandardOutputContent=stdout[:STDOUT_CAP_GET],
+                StandardErrorContent=stderr[:STDOUT_CAP_GET],
+                ExecutionStartDateTime=started or inv.get("ExecutionStartDateTime", ""),
+                ExecutionEndDateTime=ended,
+                ExecutionElapsedTime=elapsed,
+            )
             return
     raise KeyError(f"command {command.command_id} has no invocation for {instance_id}")
 

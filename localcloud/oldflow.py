@@ -43,16 +43,37 @@ class OldHost:
         return Path(self.sandbox.config["nginx_conf_dir"]) / "app.conf"
 
     def nginx(self, *args: str) -> None:
-        _run("nginx", "-p", str(self.sandbox.nginx_prefix), "-c", self.sandbox.config["nginx_conf"],
-             "-e", self.sandbox.config["nginx_error_log"], *args)
+        _run(
+            "nginx",
+            "-p",
+            str(self.sandbox.nginx_prefix),
+            "-c",
+            self.sandbox.config["nginx_conf"],
+            "-e",
+            self.sandbox.config["nginx_error_log"],
+            *args,
+        )
 
     def deploy(self, image: str, health_path: str = "/health", timeout: float = 30.0) -> float:
         """Pull, restart, wait healthy, rewrite the upstream, test and reload nginx."""
         started = time.monotonic()
         _run("docker", "pull", "-q", image)
         subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
-        _run("docker", "run", "-d", "--name", self.container, "--network", "host", "--init",
-             "-e", f"PORT={self.app_port}", "--label", f"deployer.host={self.sandbox.host_id}", image)
+        _run(
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            self.container,
+            "--network",
+            "host",
+            "--init",
+            "-e",
+            f"PORT={self.app_port}",
+            "--label",
+            f"deployer.host={self.sandbox.host_id}",
+            image,
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -68,7 +89,8 @@ class OldHost:
             "server {\n"
             f"    listen 127.0.0.1:{self.sandbox.listen_port};\n"
             f"    location / {{ proxy_pass http://127.0.0.1:{self.app_port}; }}\n"
-            "}\n")
+            "}\n"
+        )
         self.nginx("-t", "-q")
         self.nginx("-s", "reload")
         return time.monotonic() - started

@@ -130,7 +130,7 @@ def _need_str(op: str, arg: Any) -> None:
 
 def _string_op(arg: Any, value: Any, test: Any) -> bool:
     if isinstance(arg, dict):
-        (sub, text), = arg.items()
+        ((sub, text),) = arg.items()
         if sub != "equals-ignore-case":
             raise PatternError(f"unsupported prefix/suffix modifier {sub!r}")
         return isinstance(value, str) and bool(test(value.casefold(), str(text).casefold()))
@@ -141,7 +141,7 @@ def _string_op(arg: Any, value: Any, test: Any) -> bool:
 def _anything_but_hits(arg: Any, value: Any) -> bool:
     """True when `value` is one of the things anything-but excludes."""
     if isinstance(arg, dict):
-        (sub, text), = arg.items()
+        ((sub, text),) = arg.items()
         if sub == "prefix":
             return isinstance(value, str) and value.startswith(text)
         if sub == "suffix":

@@ -15,8 +15,17 @@ from localcloud.lambdas import LambdaService
 
 
 class SqsSource:
-    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, function: str, lambdas: LambdaService,
-                 batch_size: int = 10, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        function: str,
+        lambdas: LambdaService,
+        *,
+        batch_size: int = 10,
+        region: str = "us-east-1",
+    ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.queue_arn = queue_arn
@@ -43,9 +52,13 @@ class SqsSource:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                msgs = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=self.batch_size,
-                                                WaitTimeSeconds=0, AttributeNames=["All"],
-                                                MessageAttributeNames=["All"]).get("Messages", [])
+                msgs = self.sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=self.batch_size,
+                    WaitTimeSeconds=0,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
             except Exception:
                 if self._stop.is_set():
                     return
@@ -59,8 +72,11 @@ class SqsSource:
                 inv = self.lambdas.invoke(self.function, event)
                 self.invocations += 1
                 if inv.error is None:
-                    failed = {f.get("itemIdentifier") for f in (inv.result or {}).get("batchItemFailures", [])} \
-                        if isinstance(inv.result, dict) else set()
+                    failed = (
+                        {f.get("itemIdentifier") for f in (inv.result or {}).get("batchItemFailures", [])}
+                        if isinstance(inv.result, dict)
+                        else set()
+                    )
                     for m in msgs:
                         if m["MessageId"] not in failed:
                             self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])

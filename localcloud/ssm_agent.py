@@ -15,6 +15,7 @@ Targets that are not running hosts are `Undeliverable` (they do not count agains
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import threading
@@ -88,6 +89,7 @@ class SsmAgents:
         region: str,
         documents: dict[str, dict[str, Any]],
         host_for: Callable[[str], Any],
+        *,
         host_env: Callable[[Any], dict[str, str]],
         bus: EventBus,
         logs_client: Any = None,
@@ -133,8 +135,12 @@ class SsmAgents:
                 run = CommandRun(command.command_id, command.document_name, {})
                 with self._lock:
                     self.runs[command.command_id] = run
-                t = threading.Thread(target=self._execute, args=(command, run),
-                                     name=f"ssm-{command.command_id[:8]}", daemon=True)
+                t = threading.Thread(
+                    target=self._execute,
+                    args=(command, run),
+                    name=f"ssm-{command.command_id[:8]}",
+                    daemon=True,
+                )
                 self._workers.append(t)
                 t.start()
             self._stop.wait(self.poll)
@@ -179,8 +185,9 @@ class SsmAgents:
         def run_one(iid: str) -> str:
             host = self.host_for(iid)
             if host is None:
-                self._finish_host(command, run, iid, ScriptResult(-1, "", "instance is not running", 0.0),
-                                  "Undeliverable")
+                self._finish_host(
+                    command, run, iid, ScriptResult(-1, "", "instance is not running", 0.0), "Undeliverable"
+                )
                 return "Undeliverable"
             moto_gaps.record_invocation(command, iid, status="InProgress", started=_iso())
             outs, errs, total, code, timed_out = [], [], 0.0, 0, False
@@ -193,8 +200,9 @@ class SsmAgents:
                 if timed_out or code != 0:
                     break
             status = "TimedOut" if timed_out else ("Success" if code == 0 else "Failed")
-            self._finish_host(command, run, iid,
-                              ScriptResult(code, "".join(outs), "".join(errs), total, timed_out), status)
+            self._finish_host(
+                command, run, iid, ScriptResult(code, "".join(outs), "".join(errs), total, timed_out), status
+            )
             return status
 
         run_rate_controlled(targets, run_one, command.max_concurrency, command.max_errors)
@@ -202,26 +210,38 @@ class SsmAgents:
 
     def _finish_host(self, command: Any, run: CommandRun, iid: str, res: ScriptResult, status: str) -> None:
         now = _iso()
-        moto_gaps.record_invocation(command, iid, status=status, response_code=res.exit_code,
-                                    stdout=res.stdout, stderr=res.stderr, ended=now,
-                                    elapsed=_elapsed(res.seconds))
+        moto_gaps.record_invocation(
+            command,
+            iid,
+            status=status,
+            response_code=res.exit_code,
+            stdout=res.stdout,
+            stderr=res.stderr,
+            ended=now,
+            elapsed=_elapsed(res.seconds),
+        )
         with self._lock:
-            run.hosts.append(HostRun(command.command_id, iid, status, res.exit_code, res.stdout,
-                                     res.stderr, res.seconds))
+            run.hosts.append(
+                HostRun(command.command_id, iid, status, res.exit_code, res.stdout, res.stderr, res.seconds)
+            )
         if status != "Cancelled":
             self._cloudwatch(command, iid, res)
-        self.bus.put_event(envelope(
-            "EC2 Command Invocation Status-change Notification", "aws.ssm",
-            {
-                "command-id": command.command_id,
-                "document-name": command.document_name,
-                "instance-id": iid,
-                "requested-date-time": _iso(command.requested_date_time),
-                "status": status,
-            },
-            [f"arn:aws:ec2:{self.region}:{self.account}:instance/{iid}"],
-            region=self.region, account=self.account,
-        ))
+        self.bus.put_event(
+            envelope(
+                "EC2 Command Invocation Status-change Notification",
+                "aws.ssm",
+                {
+                    "command-id": command.command_id,
+                    "document-name": command.document_name,
+                    "instance-id": iid,
+                    "requested-date-time": _iso(command.requested_date_time),
+                    "status": status,
+                },
+                [f"arn:aws:ec2:{self.region}:{self.account}:instance/{iid}"],
+                region=self.region,
+                account=self.account,
+            )
+        )
 
     def _finish_command(self, command: Any, run: CommandRun, total: int) -> None:
         ran = {h.instance_id for h in run.hosts}
@@ -234,19 +254,23 @@ class SsmAgents:
         errors = sum(1 for s in statuses if s in {"Failed", "TimedOut"})
         moto_gaps.record_command(command, status, completed=len(statuses), errors=errors)
         run.status = status
-        self.bus.put_event(envelope(
-            "EC2 Command Status-change Notification", "aws.ssm",
-            {
-                "command-id": command.command_id,
-                "document-name": command.document_name,
-                "expire-after": _iso(command.expires_after),
-                "parameters": command.parameters or {},
-                "requested-date-time": _iso(command.requested_date_time),
-                "status": status,
-            },
-            [f"arn:aws:ec2:{self.region}:{self.account}:instance/{i}" for i in command.instance_ids],
-            region=self.region, account=self.account,
-        ))
+        self.bus.put_event(
+            envelope(
+                "EC2 Command Status-change Notification",
+                "aws.ssm",
+                {
+                    "command-id": command.command_id,
+                    "document-name": command.document_name,
+                    "expire-after": _iso(command.expires_after),
+                    "parameters": command.parameters or {},
+                    "requested-date-time": _iso(command.requested_date_time),
+                    "status": status,
+                },
+                [f"arn:aws:ec2:{self.region}:{self.account}:instance/{i}" for i in command.instance_ids],
+                region=self.region,
+                account=self.account,
+            )
+        )
 
     def _cloudwatch(self, command: Any, iid: str, res: ScriptResult) -> None:
         cw = getattr(command, "cloudwatch_output", None) or {}
@@ -254,10 +278,8 @@ class SsmAgents:
             return
         group = cw.get("CloudWatchLogGroupName") or f"/aws/ssm/{command.document_name}"
         if group not in self._log_groups:
-            try:
+            with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
                 self.logs.create_log_group(logGroupName=group)
-            except self.logs.exceptions.ResourceAlreadyExistsException:
-                pass
             self._log_groups.add(group)
         now = int(time.time() * 1000)
         for kind, text in (("stdout", res.stdout), ("stderr", res.stderr)):
@@ -265,5 +287,6 @@ class SsmAgents:
                 continue
             stream = f"{command.command_id}/{iid}/aws-runShellScript/{kind}"
             self.logs.create_log_stream(logGroupName=group, logStreamName=stream)
-            self.logs.put_log_events(logGroupName=group, logStreamName=stream,
-                                     logEvents=[{"timestamp": now, "message": text}])
+            self.logs.put_log_events(
+                logGroupName=group, logStreamName=stream, logEvents=[{"timestamp": now, "message": text}]
+            )

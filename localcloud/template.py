@@ -103,7 +103,7 @@ class Template:
         self.physical: dict[str, str] = {}
         self.attributes: dict[str, dict[str, str]] = {}
         self.conditions: dict[str, bool] = {}
-        for name in (self.data.get("Conditions") or {}):
+        for name in self.data.get("Conditions") or {}:
             self._condition(name)
         for lid, res in self.resources.items():
             self._default_names(lid, res)
@@ -122,7 +122,9 @@ class Template:
                 values[name] = spec["Default"]
             else:
                 raise TemplateError(f"stack parameter {name} has no default; pass a value")
-            is_list = str(spec.get("Type", "")).startswith("List<") or spec.get("Type") == "CommaDelimitedList"
+            is_list = (
+                str(spec.get("Type", "")).startswith("List<") or spec.get("Type") == "CommaDelimitedList"
+            )
             if is_list and isinstance(values[name], str):
                 values[name] = [v for v in values[name].split(",") if v]
         return values
@@ -243,7 +245,7 @@ class Template:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 if arg == "AWS::NoValue":
                     return _NO_VALUE
@@ -316,8 +318,7 @@ class Template:
     # -- views the stand-ins use ---------------------------------------------------------
     def of_type(self, *types: str) -> dict[str, dict[str, Any]]:
         return {
-            lid: res for lid, res in self.resources.items()
-            if res.get("Type") in types and self.active(lid)
+            lid: res for lid, res in self.resources.items() if res.get("Type") in types and self.active(lid)
         }
 
     def properties(self, lid: str) -> dict[str, Any]:
@@ -348,7 +349,8 @@ class Template:
     def function_for_arn(self, arn: str) -> str | None:
         for lid, attrs in self.attributes.items():
             if attrs.get("Arn") == arn and self.resources[lid].get("Type") in {
-                "AWS::Serverless::Function", "AWS::Lambda::Function"
+                "AWS::Serverless::Function",
+                "AWS::Lambda::Function",
             }:
                 return lid
         return None
@@ -363,12 +365,20 @@ class Template:
                 props = self.resolve(ev.get("Properties") or {})
                 enabled = _enabled(props)
                 if etype in {"EventBridgeRule", "CloudWatchEvent"}:
-                    rules.append(Rule(f"{lid}.{ename}", props.get("Pattern"), None, [lid], enabled,
-                                      props.get("Input")))
+                    rules.append(
+                        Rule(f"{lid}.{ename}", props.get("Pattern"), None, [lid], enabled, props.get("Input"))
+                    )
                 elif etype in {"Schedule", "ScheduleV2"}:
-                    rules.append(Rule(f"{lid}.{ename}", None, props.get("Schedule") or
-                                      props.get("ScheduleExpression"), [lid], enabled,
-                                      props.get("Input")))
+                    rules.append(
+                        Rule(
+                            f"{lid}.{ename}",
+                            None,
+                            props.get("Schedule") or props.get("ScheduleExpression"),
+                            [lid],
+                            enabled,
+                            props.get("Input"),
+                        )
+                    )
         for lid in self.of_type("AWS::Events::Rule"):
             props = self.properties(lid)
             targets = []
@@ -379,8 +389,15 @@ class Template:
             pattern = props.get("EventPattern")
             if isinstance(pattern, str):
                 pattern = json.loads(pattern)
-            rules.append(Rule(lid, pattern, props.get("ScheduleExpression"), targets,
-                              props.get("State", "ENABLED") == "ENABLED"))
+            rules.append(
+                Rule(
+                    lid,
+                    pattern,
+                    props.get("ScheduleExpression"),
+                    targets,
+                    props.get("State", "ENABLED") == "ENABLED",
+                )
+            )
         return rules
 
     def sqs_sources(self) -> list[tuple[str, str, int]]:
@@ -396,9 +413,13 @@ class Template:
                     target = queue["Fn::GetAtt"]
                     qlid = target[0] if isinstance(target, list) else str(target).split(".")[0]
                 else:
-                    qlid = next((q for q, a in self.attributes.items() if a.get("Arn") == self.resolve(queue)), "")
+                    qlid = next(
+                        (q for q, a in self.attributes.items() if a.get("Arn") == self.resolve(queue)), ""
+                    )
                 if qlid not in self.resources:
-                    raise TemplateError(f"{lid}: SQS event source queue {queue!r} is not a resource of the stack")
+                    raise TemplateError(
+                        f"{lid}: SQS event source queue {queue!r} is not a resource of the stack"
+                    )
                 out.append((lid, qlid, int(self.resolve(props.get("BatchSize", 10)))))
         return out
 
@@ -415,7 +436,8 @@ class Template:
             }
             if args["BillingMode"] != "PAY_PER_REQUEST":
                 args["ProvisionedThroughput"] = p.get(
-                    "ProvisionedThroughput", {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
+                    "ProvisionedThroughput", {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
+                )
             for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes", "StreamSpecification"):
                 if key in p:
                     args[key] = p[key]

@@ -39,10 +39,15 @@ def recent(cloud: LocalCloud, n: int = 30) -> str:
     return "\n".join(f"[{t:6.1f}s] {line[:300]}" for t, line in cloud.log.lines[-n:])
 
 
-def wait_release(cloud: LocalCloud, app: str, tag: str, statuses: set[str], timeout: float = 120) -> dict[str, Any]:
+def wait_release(
+    cloud: LocalCloud, app: str, tag: str, statuses: set[str], timeout: float = 120
+) -> dict[str, Any]:
     try:
-        cloud.wait_for(lambda: (release_by_tag(cloud, app, tag) or {}).get("status") in statuses, timeout,
-                       f"{app} {tag} to reach {sorted(statuses)}")
+        cloud.wait_for(
+            lambda: (release_by_tag(cloud, app, tag) or {}).get("status") in statuses,
+            timeout,
+            f"{app} {tag} to reach {sorted(statuses)}",
+        )
     except TimeoutError as exc:
         rels = [(r["release"], r.get("tag"), r.get("status")) for r in cloud.releases(app)]
         raise AssertionError(f"{exc}; releases {rels}\n{recent(cloud)}") from exc

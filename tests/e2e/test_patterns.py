@@ -11,8 +11,13 @@ pytestmark = pytest.mark.unit
 ECR_PUSH = {
     "detail-type": "ECR Image Action",
     "source": "aws.ecr",
-    "detail": {"action-type": "PUSH", "result": "SUCCESS", "repository-name": "web",
-               "image-tag": "v2", "image-digest": "sha256:" + "a" * 64},
+    "detail": {
+        "action-type": "PUSH",
+        "result": "SUCCESS",
+        "repository-name": "web",
+        "image-tag": "v2",
+        "image-digest": "sha256:" + "a" * 64,
+    },
     "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-1"],
 }
 

@@ -10,7 +10,14 @@ import socket
 import pytest
 
 from localcloud.cloud import LocalCloud
-from tests.e2e.conftest import boot_fleet, host_digests, release_by_tag, served_bodies, summaries, wait_release
+from tests.e2e.conftest import (
+    boot_fleet,
+    host_digests,
+    release_by_tag,
+    served_bodies,
+    summaries,
+    wait_release,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +55,11 @@ def test_a_burst_of_pushes_ends_on_the_newest_and_supersedes_the_rest(cloud: Loc
     burst = [cloud.push(APP, f"burst-{n}", 10 + n, app=APP, emit=False) for n in range(5)]
     for pushed in burst:
         cloud.bus.put_event(pushed.event)
-    cloud.wait_for(lambda: all((release_by_tag(cloud, APP, p.tag) or {}).get("status") in TERMINAL
-                               for p in burst), 180, "every burst release to end")
+    cloud.wait_for(
+        lambda: all((release_by_tag(cloud, APP, p.tag) or {}).get("status") in TERMINAL for p in burst),
+        180,
+        "every burst release to end",
+    )
     cloud.settle()
     # Then nothing is lost: the newest release (EventBridge does not keep push order) is live
     # everywhere, and releases that were still pending when a newer one arrived were superseded
@@ -63,7 +73,9 @@ def test_a_burst_of_pushes_ends_on_the_newest_and_supersedes_the_rest(cloud: Loc
     assert cloud.consistency(APP)["pointer_release"] == newest["release"]
 
 
-def test_a_registry_down_during_a_deploy_fails_the_release_and_hosts_keep_serving(cloud: LocalCloud, fleet: dict) -> None:
+def test_a_registry_down_during_a_deploy_fails_the_release_and_hosts_keep_serving(
+    cloud: LocalCloud, fleet: dict
+) -> None:
     # Given the fleet on one release, and a new image in the registry
     before = (cloud.pointer(APP) or {})["digest"]
     bodies_before = served_bodies(cloud, APP)
@@ -95,6 +107,8 @@ def test_a_host_that_fails_is_reported_and_the_release_rolled_back(cloud: LocalC
     blockers = []
     for key in ("blue_port", "green_port"):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # the old colour's port may still have TIME_WAIT connections; a listener is what blocks
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", int(sick.sandbox.config[key])))
             s.listen(1)

@@ -35,7 +35,9 @@ def test_a_fleet_of_three_boots_on_v1_from_user_data(cloud: LocalCloud) -> None:
     assert all(h.boot is not None and h.boot.exit_code == 0 for h in hosts)
     # (the launch hook's swap races the boot for the host lock; whichever runs second no-ops)
     boots = [h.boot_summary() or {} for h in hosts]
-    assert all(b.get("outcome") in {"live", "already_live"} and b.get("digest") == v1["digest"] for b in boots)
+    assert all(
+        b.get("outcome") in {"live", "already_live"} and b.get("digest") == v1["digest"] for b in boots
+    )
     assert all(v1["digest"] in h.user_data for h in hosts)
     assert set(served_bodies(cloud, APP).values()) == {"web release 1\n"}
     assert cloud.consistency(APP)["consistent"]
@@ -44,8 +46,10 @@ def test_a_fleet_of_three_boots_on_v1_from_user_data(cloud: LocalCloud) -> None:
 def test_pushing_v2_rolls_every_host_with_no_failed_request(cloud: LocalCloud) -> None:
     # Given keep-alive load on every host's proxy
     assert cloud.fleet is not None
-    gens = [LoadGenerator("127.0.0.1", h.sandbox.listen_port, rate=100, connections=4, max_seconds=120).start()
-            for h in cloud.fleet.live(f"{APP}-asg")]
+    gens = [
+        LoadGenerator("127.0.0.1", h.sandbox.listen_port, rate=100, connections=4, max_seconds=120).start()
+        for h in cloud.fleet.live(f"{APP}-asg")
+    ]
     time.sleep(0.5)
     # When v2 is pushed
     cloud.push(APP, "v2", 2)
@@ -94,8 +98,11 @@ def test_an_instance_launched_during_a_deploy_ends_on_the_newest_release(cloud: 
     state["v4"] = v4
     # Then the launch hook was completed with CONTINUE and the new host serves v4 like the rest
     assert v4["status"] == "SUCCEEDED"
-    assert [c["LifecycleActionResult"] for c in cloud.fleet.lifecycle_calls if c["InstanceId"] == new[0].instance_id] \
-        == ["CONTINUE"]
+    assert [
+        c["LifecycleActionResult"]
+        for c in cloud.fleet.lifecycle_calls
+        if c["InstanceId"] == new[0].instance_id
+    ] == ["CONTINUE"]
     assert len(new) == 1
     assert host_digests(cloud, APP)[new[0].instance_id] == v4["digest"]
     assert set(served_bodies(cloud, APP).values()) == {"web release 4\n"}
@@ -109,8 +116,9 @@ def test_rollback_to_v1_needs_no_registry(cloud: LocalCloud) -> None:
     try:
         # When the operator invokes the rollback function with a tag
         answer = cloud.invoke("RollbackFunction", {"app": APP, "to": "v1", "reason": "e2e"})
-        cloud.wait_for(lambda: set(host_digests(cloud, APP).values()) == {state["v1"]["digest"]}, 120,
-                       "every host on v1")
+        cloud.wait_for(
+            lambda: set(host_digests(cloud, APP).values()) == {state["v1"]["digest"]}, 120, "every host on v1"
+        )
         cloud.settle()
     finally:
         cloud.registry.heal()
