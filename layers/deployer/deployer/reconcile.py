@@ -132,13 +132,9 @@ def _heal_lost_terminal(ld: LifecycleDeps, config: AppConfig) -> dict[str, Any] 
     counts = ld.results.counts(stuck.command_id)
     if counts is None:
         return None
-    try:
-        status = (
-            SsmStatus(counts.status_details)
-            if counts.status_details in SsmStatus.__members__.values()
-            else SsmStatus(counts.status)
-        )
-    except ValueError:
+    # StatusDetails is the finer one (Incomplete, Delivery Timed Out); Status the fallback.
+    status = SsmStatus.parse(counts.status_details) or SsmStatus.parse(counts.status)
+    if status is None:
         return None
     if not status.terminal:
         logger.warning("deploy still running after its lease expired", app=config.app, release=stuck.release)
@@ -198,9 +194,4 @@ def _deploy_missed(
 
 
 def _in_service(ld: LifecycleDeps, group: str) -> list[str]:
-    autoscaling = ld.core.clients.client("autoscaling")
-    response = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
-    groups = response.get("AutoScalingGroups", [])
-    if not groups:
-        return []
-    return [i["InstanceId"] for i in groups[0].get("Instances", []) if i.get("LifecycleState") == "InService"]
+    return ld.hooks.in_service(group)

@@ -61,6 +61,19 @@ class LifecycleHooks:
             raise AwsCallFailed(f"record_lifecycle_action_heartbeat for {instance_id} failed") from exc
         return True
 
+    def in_service(self, group: str) -> list[str]:
+        """Ids of the group's instances that are InService (launching ones are the hook's)."""
+        try:
+            response = self._asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+        except ClientError as exc:
+            raise AwsCallFailed(f"describe_auto_scaling_groups {group} failed") from exc
+        groups = response.get("AutoScalingGroups", [])
+        if not groups:
+            return []
+        return [
+            i["InstanceId"] for i in groups[0].get("Instances", []) if i.get("LifecycleState") == "InService"
+        ]
+
 
 class ManagedInstances:
     """Whether SSM can run commands on an instance yet."""

@@ -74,6 +74,12 @@ class SsmStatus(StrEnum):
     def terminal(self) -> bool:
         return self not in _NON_TERMINAL
 
+    @classmethod
+    def parse(cls, value: str | None) -> SsmStatus | None:
+        """The status whatever SSM's spelling (`InProgress`, `In Progress`...), None if unknown."""
+        normalised = _status(value)
+        return cls(normalised) if normalised in cls._value2member_map_ else None
+
 
 _NON_TERMINAL = frozenset(
     {
