@@ -510,6 +510,7 @@ class Agent:
         self.previous_release: int | None = None
         self.messages: list[str] = []
         self.phase = "lock"  # the failure class an unexpected error is reported under
+        self.pointer_read = False
 
     def colour_port(self, colour: str) -> int:
         return int(self.c[colour + "_port"])
@@ -552,6 +553,7 @@ class Agent:
         if int(release) != self.release:
             log(f"boot: release pointer says release {release} (baked {self.release})")
         self.release, self.image, self.digest = int(release), image, image.rsplit("@", 1)[1]
+        self.pointer_read = True
 
     # nginx site
 
@@ -873,9 +875,29 @@ class Agent:
             lock.release()
             self.timed("total", started)
 
+    def prefer_live_release(self, state: dict[str, Any]) -> None:
+        """Boot without a readable pointer keeps what already runs rather than the baked release.
+
+        A re-run of the boot command (e.g. after a reboot) must never downgrade the host to the
+        release baked into its launch template when a newer one is live.
+        """
+        if self.args.mode != "boot" or self.pointer_read:
+            return
+        release, image = state.get("release"), str(state.get("image") or "")
+        if not isinstance(release, int) or release == self.release or not re.match(PATTERNS["image"], image):
+            return
+        colour = self.live_colour(state)
+        info = self.host.inspect(self.container_name(colour)) if colour else None
+        if not info or not info.get("State", {}).get("Running"):
+            return
+        log(f"boot: release {release} is live here; keeping it instead of the baked release {self.release}")
+        self.messages.append(f"live release {release} kept over baked release {self.release}")
+        self.release, self.image, self.digest = release, image, image.rsplit("@", 1)[1]
+
     def execute_locked(self) -> str:
         state = self.state.load()
         self.previous_release = state.get("release")
+        self.prefer_live_release(state)
         self.phase = "switch"
         self.ensure_site()
         old = self.live_colour(state)

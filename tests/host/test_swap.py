@@ -319,3 +319,19 @@ def test_status_prints_the_host_state_as_one_json_line(host: HostSandbox, publis
     assert code == 0
     assert status["apps"][APP]["release"] == 1
     assert status["dnat_port"] == host.config["blue_port"]
+
+
+def test_rerunning_boot_without_a_readable_pointer_never_downgrades_the_live_release(
+        host: HostSandbox, publish: Publish) -> None:
+    # Given a host that booted release 1 and was then deployed release 2
+    first, second = publish(1), publish(2)
+    assert swap(host, first, mode="boot")[0] == 0
+    assert swap(host, second)[0] == 0
+    # When the boot command baked with release 1 runs again (as after a reboot), with no pointer
+    code, summary, _ = swap(host, first, mode="boot")
+    # Then release 2 stays live
+    assert code == 0, summary
+    assert summary["outcome"] == "already_live"
+    assert summary["release"] == 2
+    assert "kept over baked release 1" in summary["message"]
+    assert host.get("/") == (200, body(2))
