@@ -236,3 +236,21 @@ def test_an_invocation_without_a_summary_is_classified_from_its_ssm_status() -> 
     assert not serving(outcome)
     unreached = host_outcome("web", 3, "i-0123456789abcdef0", SsmStatus.UNDELIVERABLE, None)
     assert unreached.failure_class == "unreached"
+
+
+def test_a_failed_rollback_is_not_rolled_back_again_nor_its_image_refused(world: World) -> None:
+    # Given release 2 failed and its automatic rollback (release 3, release 1's image) running
+    first = world.push(1, "v1")
+    world.complete(first)
+    answer = world.complete(world.push(2, "v2"), failures={world.instances[0]: "health"})
+    rollback = world.release(answer["rollback_release"])
+    notifications(world)
+    # When the rollback fails too
+    result = world.complete(rollback, failures={world.instances[1]: "pull"})
+    # Then it stays FAILED, nothing older is deployed, the lock is free, and release 1's image is not refused
+    assert "rollback_release" not in result
+    assert world.release(rollback.release).status is ReleaseStatus.FAILED
+    assert len(world.core.releases.list_recent("web", 100)) == 3
+    assert world.core.state.get("web").lock_owner is None
+    assert first.digest not in world.core.state.get("web").refused_digests
+    assert [m["event"] for m in notifications(world)] == ["deploy_failed"]

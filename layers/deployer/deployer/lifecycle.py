@@ -290,9 +290,12 @@ def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> di
     }
     # The app's config only matters for a failure (auto-rollback) or a pending release to start.
     config = core.apps.get(release.app) if release.status is ReleaseStatus.FAILED else None
-    auto = config is not None and config.auto_rollback
+    # A rollback that fails is not rolled back again (that would walk back through the history)
+    # and does not blame its image, which succeeded before: hosts or infrastructure are suspect.
+    blamed = config is not None and release.source is not ReleaseSource.ROLLBACK
+    auto = blamed and config is not None and config.auto_rollback
     notice = _report(ld, release, counts, announce=not auto) if decided else None
-    if config is not None:
+    if blamed and config is not None:
         # A digest that failed is never deployed automatically again (until an operator does).
         core.state.refuse_digest(release.app, release.digest)
         if config.auto_rollback:
