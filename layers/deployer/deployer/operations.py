@@ -96,6 +96,9 @@ def rollback(ld: LifecycleDeps, request: RollbackRequest) -> dict[str, Any]:
         source=ReleaseSource.ROLLBACK,
         reason=reason,
     )
+    if target.status is not ReleaseStatus.SUCCEEDED:
+        # An operator chose a release that did not succeed: that is an explicit deploy of it.
+        core.state.allow_digest(config.app, target.digest)
     if pointer is not None:
         _mark_rolled_back(
             ld, config.app, pointer.release, target=target.release, new=started.release, reason=reason
