@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from deployer.adapters.command_results import CommandCounts
-from deployer.lifecycle import Verdict, command_verdict, host_outcome, serving
+from deployer.builders import swap_parameters
+from deployer.lifecycle import CommandNotRecordedYet, Verdict, command_verdict, host_outcome, serving
 from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import ReleaseSource, ReleaseStatus
@@ -254,3 +255,21 @@ def test_a_failed_rollback_is_not_rolled_back_again_nor_its_image_refused(world:
     assert world.core.state.get("web").lock_owner is None
     assert first.digest not in world.core.state.get("web").refused_digests
     assert [m["event"] for m in notifications(world)] == ["deploy_failed"]
+
+
+def test_a_terminal_event_that_outruns_the_command_record_is_retried(world: World) -> None:
+    # Given a swap command of ours that SSM reports on before its id is stored on the release
+    release = world.push(1, "v1")
+    early = world.core.fleet.send_swap(
+        world.config, swap_parameters(world.config, release), f"deployer web release {release.release}"
+    )
+    # When its terminal events arrive
+    # Then they fail (so Lambda retries them) instead of being dropped
+    with pytest.raises(CommandNotRecordedYet):
+        world.deliver(world.command_event(early, "Success"))
+    with pytest.raises(CommandNotRecordedYet):
+        world.deliver(world.invocation_event(early, world.instances[0], "Success"))
+    # And progress events are simply ignored
+    assert (
+        world.deliver(world.invocation_event(early, world.instances[0], "InProgress"))["action"] == "ignored"
+    )

@@ -11,6 +11,7 @@ deploy lock (owner `<app>#<release>`), so a second delivery of the same event do
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -181,6 +182,28 @@ def _host_result(outcome: HostOutcome) -> HostResult:
 
 # --- invocation events ---------------------------------------------------------------------
 
+# Comments the control plane gives its swap commands: `deployer <app> release <n>` for a
+# release's fleet command, `deployer launch|drift <app> release <n>` for single instances.
+COMMENT_PREFIX = "deployer "
+RELEASE_COMMENT = re.compile(r"^deployer [a-z][a-z0-9-]* release [0-9]+$")
+
+
+class CommandNotRecordedYet(DeployerError):
+    """A terminal event for one of our commands whose record is not readable yet; retry."""
+
+
+def _unknown_command(ld: LifecycleDeps, command_id: str, status: SsmStatus) -> dict[str, Any]:
+    """An event whose command has no release or tracked record.
+
+    SSM can report before the command id is stored (it is written right after SendCommand
+    returns) or before the command index catches up. A terminal event for a command that our
+    comment marks as ours is raised, so Lambda retries it (then the dead-letter queue alarms);
+    anything else is ignored."""
+    if status.terminal and ld.results.comment(command_id).startswith(COMMENT_PREFIX):
+        raise CommandNotRecordedYet(f"command {command_id} is ours but not recorded yet; retrying")
+    logger.info("event for a command that is not ours", command_id=command_id, status=status.value)
+    return {"action": "ignored", "reason": "unknown command"}
+
 
 def on_invocation(ld: LifecycleDeps, event: CommandInvocationStatusEvent) -> dict[str, Any]:
     """Record one host's outcome (terminal statuses) or keep the deploy's lease alive."""
@@ -190,8 +213,7 @@ def on_invocation(ld: LifecycleDeps, event: CommandInvocationStatusEvent) -> dic
     if release is None:
         tracked = ld.tracked.get(detail.command_id, detail.instance_id)
         if tracked is None:
-            logger.info("invocation event for a command that is not ours", command_id=detail.command_id)
-            return {"action": "ignored", "reason": "unknown command"}
+            return _unknown_command(ld, detail.command_id, detail.status)
         return _on_tracked_invocation(ld, tracked, detail.status)
     _renew_lease(ld, release)
     if not detail.status.terminal:
@@ -253,6 +275,9 @@ def on_command(ld: LifecycleDeps, event: CommandStatusEvent) -> dict[str, Any]:
     detail = event.detail
     release = ld.core.releases.by_command_id(detail.command_id)
     if release is None:
+        if RELEASE_COMMENT.match(ld.results.comment(detail.command_id)):
+            return _unknown_command(ld, detail.command_id, detail.status)
+        # Launch and drift commands end with their invocations; others are not ours.
         logger.info("command event for a command that is not a release's", command_id=detail.command_id)
         return {"action": "ignored", "reason": "not a release command"}
     if not detail.status.terminal:

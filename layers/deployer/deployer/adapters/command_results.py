@@ -30,6 +30,7 @@ class CommandCounts(BaseModel):
     command_id: str
     status: str
     status_details: str = ""
+    comment: str = ""
     target_count: int = 0
     completed_count: int = 0
     error_count: int = 0
@@ -76,8 +77,14 @@ class CommandResults:
             command_id=command_id,
             status=c.get("Status", ""),
             status_details=c.get("StatusDetails", ""),
+            comment=c.get("Comment", ""),
             target_count=c.get("TargetCount", 0),
             completed_count=c.get("CompletedCount", 0),
             error_count=c.get("ErrorCount", 0),
             delivery_timed_out_count=c.get("DeliveryTimedOutCount", 0),
         )
+
+    def comment(self, command_id: str) -> str:
+        """The comment the command was sent with ("" for an unknown command)."""
+        counts = self.counts(command_id)
+        return counts.comment if counts else ""
