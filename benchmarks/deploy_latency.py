@@ -3,7 +3,8 @@
 The local cloud runs the real stack (handlers, agent, document, user data): one group grows
 from 1 to 5 to 10 hosts (new hosts boot through user data and the launch hook), and at each
 size a new image is pushed; the clock runs from the ECR push event to the moment the release
-is SUCCEEDED and every host serves the new image. The app rolls with MaxConcurrency 100%.
+is SUCCEEDED and every host serves the new image. The app rolls with MaxConcurrency 100%. Both flows use the busybox test app plus a random layer
+of BENCH_IMAGE_MB megabytes (default 100; 0 for the bare 1 MB app).
 The baseline, in the same run on the same machine, is the old flow on as many plain hosts:
 one host after another, pull, restart, nginx reload (`localcloud.oldflow`).
 Prints progress on stderr and `BENCH {"hosts": [...], "seconds": [...], "sequential_seconds": [...]}`.
@@ -12,17 +13,19 @@ Prints progress on stderr and `BENCH {"hosts": [...], "seconds": [...], "sequent
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from localcloud.cloud import LocalCloud, Timeline
-from localcloud.images import publish_app_image
-from localcloud.oldflow import OldHost, sequential_deploy
+from localcloud.oldflow import OldHost, publish, sequential_deploy
 
 SIZES = [1, 5, 10]
 APP = "bench"
+# App images are rarely 1 MB: both flows use images with a random layer of this size.
+IMAGE_MB = int(os.environ.get("BENCH_IMAGE_MB", "100"))
 
 
 def _log(text: str) -> None:
@@ -52,16 +55,15 @@ def measure(sizes: list[int]) -> dict[str, list]:
         cloud.wait_for(lambda: any(r.get("status") == "SUCCEEDED" for r in cloud.releases(APP)), 120, "v0")
         old_hosts = [OldHost.create(f"old{n}", Path(tmp)) for n in range(max(sizes))]
         try:
-            first = publish_app_image(
-                cloud.registry.push_address, cloud.registry.address, "oldflow", 1, app=APP
-            )
-            sequential_deploy(old_hosts, first.reference)  # the old flow's hosts start on a release too
+            reg = cloud.registry
+            first = publish(reg.push_address, reg.address, "oldflow", 1, app=APP, pad_mb=IMAGE_MB)
+            sequential_deploy(old_hosts, first)  # the old flow's hosts start on a release too
             for step, size in enumerate(sizes, start=1):
                 cloud.scale(APP, size)
                 cloud.fleet.wait_settled(600)
                 cloud.settle(300)
                 tag = f"v{step}"
-                pushed = cloud.push(APP, tag, step + 1, app=APP, emit=False)
+                pushed = cloud.push(APP, tag, step + 1, app=APP, emit=False, pad_mb=IMAGE_MB)
                 started = time.monotonic()
                 cloud.bus.put_event(pushed.event)
                 cloud.wait_for(
@@ -69,10 +71,8 @@ def measure(sizes: list[int]) -> dict[str, list]:
                 )
                 seconds.append(round(time.monotonic() - started, 2))
                 cloud.settle(300)
-                image = publish_app_image(
-                    cloud.registry.push_address, cloud.registry.address, "oldflow", step + 1, app=APP
-                )
-                sequential.append(round(sequential_deploy(old_hosts[:size], image.reference), 2))
+                image = publish(reg.push_address, reg.address, "oldflow", step + 1, app=APP, pad_mb=IMAGE_MB)
+                sequential.append(round(sequential_deploy(old_hosts[:size], image), 2))
                 _log(
                     f"{size} host(s): push→converged {seconds[-1]} s; sequential old flow {sequential[-1]} s"
                 )

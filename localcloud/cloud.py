@@ -49,6 +49,25 @@ MANIFEST_TYPES = ", ".join(
 )
 
 
+def pad_image(tag: str, megabytes: int) -> str:
+    """Rebuild `tag` with an extra layer of `megabytes` of random data (a realistically sized
+    app image for benchmarks); returns the new image id, tagged `tag`."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="localcloud-pad-") as tmp:
+        with open(Path(tmp) / "pad.bin", "wb") as f:
+            for _ in range(megabytes):
+                f.write(os.urandom(1024 * 1024))
+        (Path(tmp) / "Dockerfile").write_text(f"FROM {tag}\nCOPY pad.bin /pad.bin\n")
+        env = dict(os.environ, DOCKER_BUILDKIT="0")
+        subprocess.run(["docker", "build", "-q", "-t", tag, tmp], check=True, capture_output=True, env=env)
+    out = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
 @dataclass
 class Pushed:
     repository: str
@@ -400,6 +419,7 @@ class LocalCloud:
         app: str = "web",
         emit: bool = True,
         slow_seconds: float = 3.0,
+        pad_mb: int = 0,
     ) -> Pushed:
         """Build a test image, push it to the registry, mirror it into moto's ECR, and (unless
         `emit` is False, a lost event) emit the ECR push event."""
@@ -408,6 +428,9 @@ class LocalCloud:
         local = f"localcloud/{repository}:{tag}-{release}-{kind}"
         image_id = build_app_image(local, release, kind=kind, app=app, slow_seconds=slow_seconds)
         self._built.append(image_id)
+        if pad_mb:
+            image_id = pad_image(local, pad_mb)
+            self._built.append(image_id)
         digest = push_image(local, self.registry.push_address, repository)
         manifest, media_type = self._manifest(repository, digest)
         ecr = self.moto.client("ecr")

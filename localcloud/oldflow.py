@@ -99,6 +99,23 @@ class OldHost:
         self.sandbox.teardown()
 
 
+def publish(
+    push_registry: str, pull_registry: str, repository: str, release: int, *, app: str, pad_mb: int = 0
+) -> str:
+    """Build a test app image (padded to a realistic size), push it, drop the local copy;
+    returns its by-digest reference through `pull_registry`."""
+    from localcloud.cloud import pad_image  # noqa: PLC0415
+    from localcloud.images import build_app_image, push_image, remove_images  # noqa: PLC0415
+
+    tag = f"localcloud-oldflow/{repository}:{release}"
+    ids = [build_app_image(tag, release, app=app)]
+    if pad_mb:
+        ids.append(pad_image(tag, pad_mb))
+    digest = push_image(tag, push_registry, repository)
+    remove_images(ids)
+    return f"{pull_registry}/{repository}@{digest}"
+
+
 def sequential_deploy(hosts: list[OldHost], image: str) -> float:
     """Seconds for the old flow to bring every host to `image`, one after another."""
     started = time.monotonic()
