@@ -3,8 +3,9 @@
 The local cloud runs the real stack (handlers, agent, document, user data): one group grows
 from 1 to 5 to 10 hosts (new hosts boot through user data and the launch hook), and at each
 size a new image is pushed; the clock runs from the ECR push event to the moment the release
-is SUCCEEDED and every host serves the new image. The app rolls with MaxConcurrency 100%. Both flows use the busybox test app plus a random layer
-of BENCH_IMAGE_MB megabytes (default 100; 0 for the bare 1 MB app).
+is SUCCEEDED and every host serves the new image. The app rolls with MaxConcurrency 100%.
+Both flows use the busybox test app plus a random layer of BENCH_IMAGE_MB megabytes
+(default 100; 0 for the bare 1 MB app).
 The baseline, in the same run on the same machine, is the old flow on as many plain hosts:
 one host after another, pull, restart, nginx reload (`localcloud.oldflow`).
 Prints progress on stderr and `BENCH {"hosts": [...], "seconds": [...], "sequential_seconds": [...]}`.
