@@ -137,6 +137,8 @@ HOST_DEFAULTS: dict[str, Any] = {
     "health_interval": 0.5,
     "pointer_timeout": 5,
     "upstream_read_timeout": 60,
+    "systemd_unit_dir": "/etc/systemd/system",
+    "systemctl_command": ["systemctl"],
 }
 COLOURS = ("blue", "green")
 LOG_TAIL_LINES = 15
@@ -218,7 +220,8 @@ def load_host_config() -> dict[str, Any]:
     if unknown:
         raise Failure("input", "host config " + path + " has unknown keys: " + ", ".join(unknown))
     config.update(data)
-    for key in ("nginx_command", "docker_command", "nft_command", "aws_command", "conntrack_command"):
+    for key in ("nginx_command", "docker_command", "nft_command", "aws_command", "conntrack_command",
+                "systemctl_command"):
         value = config[key]
         if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
             raise Failure("input", "host config " + key + " must be a non-empty list of strings")
@@ -870,10 +873,62 @@ class Agent:
         started = time.monotonic()
         self.timings["lock"] = round(lock.acquire(), 3)
         try:
-            return self.execute_locked()
+            outcome = self.execute_locked()
+            if self.args.mode == "boot":
+                self.install_boot_unit()
+            return outcome
         finally:
             lock.release()
             self.timed("total", started)
+
+    def install_boot_unit(self) -> None:
+        """A systemd unit that re-runs this boot command at every boot.
+
+        nftables rules do not survive a reboot and user data runs once; re-running boot restores
+        the rule (the pointer, else the live release, wins over the baked one). Best effort: a
+        host without systemd only loses the reboot restore, so failures are logged, not raised.
+        """
+        unit_dir = self.c["systemd_unit_dir"]
+        agent_path = os.path.abspath(__file__)
+        config_path = os.environ.get("DEPLOYER_HOST_CONFIG", "")
+        safe_path = re.compile(r"^/[A-Za-z0-9._/-]+$")
+        if not unit_dir or not safe_path.match(agent_path):
+            return
+        if config_path and not safe_path.match(config_path):
+            return
+        flags = ["app", "image", "release", "port", "health_path", "health_timeout", "env_file",
+                 "docker_options", "log_driver", "log_options", "retain", "registry_login",
+                 "pointer_parameter", "region"]
+        # Every value matched its pattern: no quote, backslash, $ or %, so double quotes suffice.
+        args = ['"--' + f.replace("_", "-") + "=" + str(getattr(self.args, f)) + '"' for f in flags]
+        environment = "Environment=DEPLOYER_HOST_CONFIG=" + config_path + "\n" if config_path else ""
+        unit = (
+            "[Unit]\n"
+            "Description=deployer: restore " + self.app + " after a reboot\n"
+            "Wants=network-online.target docker.service nginx.service\n"
+            "After=network-online.target docker.service nginx.service\n\n"
+            "[Service]\n"
+            "Type=oneshot\n" + environment +
+            "ExecStart=/usr/bin/env python3 " + agent_path + " boot " + " ".join(args) + "\n\n"
+            "[Install]\n"
+            "WantedBy=multi-user.target\n"
+        )
+        name = "deployer-" + self.app + "-boot.service"
+        path = Path(unit_dir) / name
+        try:
+            if path.exists() and path.read_text(encoding="utf-8") == unit:
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(unit, encoding="utf-8")
+        except OSError as exc:
+            log(f"boot unit not installed: {exc}")
+            return
+        for step in (["daemon-reload"], ["enable", name]):
+            proc = run([*self.c["systemctl_command"], *step], timeout=60)
+            if proc.returncode != 0:
+                log("systemctl " + " ".join(step) + " failed: " + last_line(proc.stderr))
+                return
+        log(f"installed {path}: boot re-runs after a reboot")
 
     def prefer_live_release(self, state: dict[str, Any]) -> None:
         """Boot without a readable pointer keeps what already runs rather than the baked release.

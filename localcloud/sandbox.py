@@ -100,6 +100,7 @@ class HostSandbox:
             "health_interval": 0.1,
             # busybox answers in milliseconds; a request stuck this long is retried elsewhere.
             "upstream_read_timeout": 10,
+            "systemd_unit_dir": None,  # a sandbox is no systemd host
         }
         self.config.update(settings)
         self.config_path = self.root / "host.json"

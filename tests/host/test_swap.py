@@ -335,3 +335,26 @@ def test_rerunning_boot_without_a_readable_pointer_never_downgrades_the_live_rel
     assert summary["release"] == 2
     assert "kept over baked release 1" in summary["message"]
     assert host.get("/") == (200, body(2))
+
+
+def test_boot_installs_a_systemd_unit_that_reruns_the_same_boot_after_a_reboot(
+        make_host: Callable[..., HostSandbox], publish: Publish, tmp_path: Path) -> None:
+    # Given a host with a unit directory and a systemctl that records its calls
+    record = tmp_path / "systemctl.log"
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >> {record}\n')
+    systemctl.chmod(0o755)
+    units = tmp_path / "units"
+    host = make_host(systemd_unit_dir=str(units), systemctl_command=[str(systemctl)])
+    image = publish(1)
+    # When it boots
+    code, summary, _ = swap(host, image, mode="boot", docker_options="--memory=64m --cpus=0.5")
+    # Then a oneshot unit re-runs this very boot command, and it was enabled
+    assert code == 0, summary
+    unit = (units / f"deployer-{APP}-boot.service").read_text()
+    assert "Type=oneshot" in unit
+    assert f"Environment=DEPLOYER_HOST_CONFIG={host.config_path}" in unit
+    assert " boot " in unit
+    assert f'"--image={image.reference}"' in unit
+    assert '"--docker-options=--memory=64m --cpus=0.5"' in unit
+    assert record.read_text().splitlines() == ["daemon-reload", f"enable deployer-{APP}-boot.service"]
