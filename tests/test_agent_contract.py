@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,10 @@ def _agent_constant_patterns() -> dict[str, str]:
     exec(compile(AGENT.read_text(), str(AGENT), "exec"), namespace)
     patterns: dict[str, str] = namespace["PATTERNS"]
     return patterns
+
+
+def test_the_swap_document_stays_under_ssms_64_kb_content_limit() -> None:
+    # Given the swap document with the agent inlined
+    size = len(json.dumps(_swap_document()))
+    # Then SSM accepts its size (a larger agent needs a compressed heredoc instead)
+    assert size < 64 * 1024, f"swap document content is {size} bytes"
