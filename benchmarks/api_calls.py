@@ -23,6 +23,7 @@ from typing import Any
 import botocore.handlers
 import pytest
 from deployer.lifecycle_handlers import handle_operation
+from deployer.observability import logger
 from deployer.push import handle_push_event
 from moto import mock_aws
 
@@ -120,7 +121,7 @@ def measure(size: int) -> dict[str, Any]:
 def main() -> None:
     # Idempotency warns that no Lambda context gives it the remaining time; irrelevant here.
     warnings.filterwarnings("ignore", category=UserWarning, module="aws_lambda_powertools")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    logger.setLevel("ERROR")  # the figures, not the deploys' log lines
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     deploy: list[int] = []
     rollback: list[int] = []
