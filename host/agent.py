@@ -148,7 +148,8 @@ SUMMARY_MAX_CHARS = 2400
 SITE_TEMPLATE = """# Managed by the deployer host agent; rewritten on boot.
 upstream deployer_@APP@ {
     # Nothing listens on the stable port: an nftables DNAT rule sends it to the live colour.
-    # Listed twice so a connection refused right after a switch is retried on a new connection.
+    # Listed three times so a connection refused around a switch is retried on new connections.
+    server 127.0.0.1:@STABLE@ max_fails=0;
     server 127.0.0.1:@STABLE@ max_fails=0;
     server 127.0.0.1:@STABLE@ max_fails=0;
     keepalive 32;
@@ -403,16 +404,30 @@ class Host:
         elif proc.returncode not in (0, 1):  # 1: nothing matched
             log("conntrack flush failed: " + last_line(proc.stderr))
 
-    def set_dnat(self, port: int, comment: str) -> subprocess.CompletedProcess[str]:
-        """Point the stable port at ``port`` in one atomic nft transaction."""
+    def set_dnat(self, port: int, comment: str,
+                 closed_port: int | None = None) -> subprocess.CompletedProcess[str]:
+        """Point the stable port at ``port`` in one atomic nft transaction.
+
+        With ``closed_port`` (the colour being drained), a connection attempt that still reaches
+        it through the stable port is reset: such a SYN rides a stale conntrack flow that was not
+        re-translated. nginx retries it on a fresh connection, which goes to ``port``; flows
+        already established with the old colour finish normally.
+        """
         table = self.c["nft_table"]
+        stable = str(self.c["stable_port"])
         script = (
             "add table ip " + table + "\n"
             "add chain ip " + table + " output { type nat hook output priority -100 ; policy accept ; }\n"
+            "add chain ip " + table + " guard { type filter hook output priority 0 ; policy accept ; }\n"
             "flush chain ip " + table + " output\n"
-            "add rule ip " + table + " output ip daddr 127.0.0.1 tcp dport " + str(self.c["stable_port"])
+            "flush chain ip " + table + " guard\n"
+            "add rule ip " + table + " output ip daddr 127.0.0.1 tcp dport " + stable
             + " counter dnat to 127.0.0.1:" + str(port) + ' comment "' + comment + '"\n'
         )
+        if closed_port is not None and closed_port != port:
+            script += ("add rule ip " + table + " guard ip daddr 127.0.0.1 tcp dport " + str(closed_port)
+                       + " ct original proto-dst " + stable
+                       + " tcp flags & (syn | ack) == syn counter reject with tcp reset\n")
         return self.nft(script)
 
 
@@ -794,7 +809,8 @@ class Agent:
         started = time.monotonic()
         try:
             comment = f"app {self.app} release {self.release}"
-            proc = self.host.set_dnat(self.colour_port(new), comment)
+            proc = self.host.set_dnat(self.colour_port(new), comment,
+                                      self.colour_port(old) if old is not None else None)
             verified = proc.returncode == 0 and self.verify_stable()
             if verified:
                 log(f"traffic switched to {new} (port {self.colour_port(new)})")
