@@ -148,14 +148,14 @@ def test_user_data_embeds_the_agent_and_boots_the_release_within_16_kb() -> None
     assert DIGEST in script
     lines = script.splitlines()
     payload = lines[lines.index(next(x for x in lines if x.endswith("<<'AGENT'"))) + 1]
-    assert lzma.decompress(base64.b85decode(payload)).decode() == agent_source()
+    assert lzma.decompress(base64.b85decode(payload)).decode() == builders.compact_source(agent_source())
     assert lines[-1].startswith("python3 /opt/deployer/agent.py boot --app=web --image=")
     assert "--pointer-parameter=/deployer/web/release --region=us-east-1" in lines[-1]
 
 
 def test_user_data_that_would_exceed_16_kb_is_refused() -> None:
-    # Given an agent source that does not compress (random text)
-    noise = base64.b85encode(random.Random(1).randbytes(20_000)).decode()
+    # Given an agent source that does not compress (a program holding random text)
+    noise = "NOISE = " + repr(base64.b85encode(random.Random(1).randbytes(20_000)).decode()) + "\n"
     # When user data is built, then it is refused instead of being cut by EC2
     with pytest.raises(UserDataTooLarge):
         builders.user_data(config(), release(), noise, "/deployer/web/release", "us-east-1")

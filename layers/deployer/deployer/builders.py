@@ -5,17 +5,21 @@
 - `user_data(config, release, agent_source, pointer_parameter, region)`: the boot script of a
   launch-template version (the agent embedded compressed, then `agent.py boot ...`).
 
-The agent is compressed with xz and encoded with base85 rather than gzip+base64: EC2 caps user
-data at 16 KB and the agent (~43 KB of Python) does not fit with gzip+base64 (~16 KB alone).
-python3, which the agent needs anyway, decodes it, so the host needs no extra tool.
+EC2 caps user data at 16 KB and the agent (~50 KB of Python) does not fit with gzip+base64.
+So the embedded copy drops comments, blank lines and function/class docstrings (the module
+docstring stays: it is the usage text), is compressed with xz and encoded with base85. python3,
+which the agent needs anyway, decodes it, so the host needs no extra tool.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
+import io
 import lzma
 import re
 import shlex
+import tokenize
 
 from deployer.agent_contract import AGENT_FLAGS, PARAMETER_PATTERNS
 from deployer.errors import InvalidAppConfig, UserDataTooLarge
@@ -34,9 +38,52 @@ _DECODE = (
 )
 
 
+def _docstring(node: ast.AST) -> ast.Expr | None:
+    body = getattr(node, "body", None)
+    if not body or not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return None
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        return first if isinstance(first.value.value, str) else None
+    return None
+
+
+def compact_source(source: str) -> str:
+    """`source` without comments, blank lines and function/class docstrings; same code otherwise.
+
+    Works on lines, not by unparsing, so the result runs on the host's older python3 too."""
+    drop: set[int] = set()
+    stub: dict[int, str] = {}
+    for node in ast.walk(ast.parse(source)):
+        doc = _docstring(node)
+        if doc is None or doc.lineno == getattr(node, "lineno", doc.lineno):
+            continue  # none, or on the def line itself: keep it
+        drop.update(range(doc.lineno, (doc.end_lineno or doc.lineno) + 1))
+        if len(getattr(node, "body", ())) == 1:
+            stub[doc.lineno] = " " * doc.col_offset + "pass"
+    inside_string: set[int] = set()
+    comment_at: dict[int, int] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+            inside_string.update(range(tok.start[0] + 1, tok.end[0] + 1))
+        elif tok.type == tokenize.COMMENT and tok.start[0] > 1:  # keep the shebang
+            comment_at[tok.start[0]] = tok.start[1]
+    kept: list[str] = []
+    for number, line in enumerate(source.splitlines(), start=1):
+        if number in stub:
+            kept.append(stub[number])
+            continue
+        if number in drop:
+            continue
+        text = line[: comment_at[number]].rstrip() if number in comment_at else line
+        if text.strip() or number in inside_string:
+            kept.append(text)
+    return "\n".join(kept) + "\n"
+
+
 def encode_agent(agent_source: str) -> str:
-    """The agent source as xz + base85 text (no quote, backslash or newline in the alphabet)."""
-    packed = lzma.compress(agent_source.encode(), preset=9 | lzma.PRESET_EXTREME)
+    """The compacted agent as xz + base85 text (no quote, backslash or newline in the alphabet)."""
+    packed = lzma.compress(compact_source(agent_source).encode(), preset=9 | lzma.PRESET_EXTREME)
     return base64.b85encode(packed).decode("ascii")
 
 
