@@ -189,8 +189,8 @@ def main() -> None:
             "requests": method["requests"],
             "failed": method["failed"],
             "rate_rps": method["rate_rps"],
-            "method": "nftables DNAT of a stable port (atomic nft -f), conntrack flush, "
-                      "doubled upstream with proxy_next_upstream, drain then stop",
+            "method": "nftables DNAT of a stable port (one atomic nft -f with a SYN guard on the old "
+                      "colour), tripled upstream with proxy_next_upstream, drain, stop, conntrack flush",
             "baseline_reload_failed": baseline["failed"],
             "baseline_requests": baseline["requests"],
             "baseline_rate_rps": baseline["rate_rps"],
