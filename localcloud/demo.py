@@ -167,10 +167,13 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
             and pointer.get("digest") == v2["digest"]
             and _hosts_on(cloud, str(v2["digest"]))
         )
-        tl(f"release {v3['release']} (v3) {v3.get('status')}: {v3.get('reason') or v3.get('failure_reason')}")
+        why = v3.get("status_reason") or v3.get("reason")
+        tl(f"release {v3['release']} (v3) {v3.get('status')}: {why}")
         for o in cloud.host_outcomes(APP, int(v3["release"])):
             summary = o.get("summary") or {}
             tail = (summary.get("log_tail") or o.get("log_tail") or [""])[-1:]
+            if (o.get("failure_class") or summary.get("failure_class")) == "cancelled":
+                continue  # never sent: the error threshold was reached first
             tl(
                 f"  {o.get('instance_id')}: {o.get('failure_class') or summary.get('failure_class')} — "
                 f"{o.get('message') or summary.get('message')} | app log: {tail[0] if tail else ''}"
