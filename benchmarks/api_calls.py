@@ -1,10 +1,17 @@
 """AWS API calls of one deploy and one rollback under moto, per fleet size.
 
-A deploy is the push handled by on-image-push (idempotency, release, pointer, launch-template
-version, group, swap command) plus the command's terminal status handled by on-command-status
-(release fate, counts, notification, unlock). A rollback is the rollback function's invocation
-plus its command's terminal status. Per-host invocation events are each their own invocation
-with a constant cost; that cost is printed too, but is not part of the deploy's count.
+Each figure is one Lambda invocation's calls, counted separately:
+
+- `deploy_calls`: on-image-push handling one push, until the swap command is sent (idempotency,
+  app lookup, release number, lock, release record, pointer, launch-template version, group,
+  SendCommand, command id on the release, superseding older pending releases);
+- `completion_calls`: on-command-status handling that deploy's terminal command event (release
+  lookup, SSM's counts, the release's fate, the next pending release or unlock, notification);
+- `rollback_calls`: the rollback function's invocation (checks, then the same rollout as a
+  deploy, plus the started notification and marking the release it moves away from);
+- `rollback_completion_calls`: on-command-status handling the rollback's terminal event;
+- `per_host_event_calls`: on-command-status handling one host's terminal invocation event
+  (each host sends one; it is the only cost that scales with the fleet, one invocation each).
 
 Calls are counted with a botocore `before-call` hook on every client. The fleet is an Auto
 Scaling group of N moto instances. Prints one line per fleet size, then `BENCH {json}`.
@@ -104,8 +111,10 @@ def measure(size: int) -> dict[str, Any]:
             return {
                 "size": size,
                 "targets": len(targets),
-                "deploy": push_calls + terminal,
-                "rollback": rollback_calls + rollback_terminal,
+                "deploy": push_calls,
+                "completion": terminal,
+                "rollback": rollback_calls,
+                "rollback_completion": rollback_terminal,
                 "per_host_event": per_host,
                 "push": push_detail,
                 "terminal": terminal_detail,
@@ -123,18 +132,17 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="aws_lambda_powertools")
     logger.setLevel("ERROR")  # the figures, not the deploys' log lines
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    deploy: list[int] = []
-    rollback: list[int] = []
-    per_host: list[int] = []
+    keys = ["deploy", "completion", "rollback", "rollback_completion", "per_host_event"]
+    figures: dict[str, list[int]] = {key: [] for key in keys}
     for size in FLEET_SIZES:
         result = measure(size)
-        deploy.append(result["deploy"])
-        rollback.append(result["rollback"])
-        per_host.append(result["per_host_event"])
+        for key in keys:
+            figures[key].append(result[key])
         print(
             f"fleet {size:>5} ({result['targets']} targeted, setup {result['setup_s']}s): deploy "
-            f"{result['deploy']} calls, rollback {result['rollback']} calls, each host's status event "
-            f"{result['per_host_event']} calls",
+            f"{result['deploy']} calls + completion {result['completion']}, rollback "
+            f"{result['rollback']} + completion {result['rollback_completion']}, each host's status "
+            f"event {result['per_host_event']}",
             file=sys.stderr,
             flush=True,
         )
@@ -144,15 +152,7 @@ def main() -> None:
             print(f"  rollback function: {json.dumps(result['rollback_detail'])}", file=sys.stderr)
             print(f"  one host's status event: {json.dumps(result['per_host_detail'])}", file=sys.stderr)
     print(
-        "BENCH "
-        + json.dumps(
-            {
-                "fleet_sizes": FLEET_SIZES,
-                "deploy_calls": deploy,
-                "rollback_calls": rollback,
-                "per_host_event_calls": per_host,
-            }
-        )
+        "BENCH " + json.dumps({"fleet_sizes": FLEET_SIZES, **{f"{k}_calls": v for k, v in figures.items()}})
     )
 
 

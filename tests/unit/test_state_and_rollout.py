@@ -8,10 +8,11 @@ from typing import Any
 import boto3
 import pytest
 from deployer.adapters.app_state import AppState
-from deployer.errors import InvalidTransition, LockLost, RolloutFailed
+from deployer.errors import DeployInProgress, InvalidTransition, LockLost, ReleaseNotFound, RolloutFailed
 from deployer.models.events import parse_push_event
 from deployer.models.records import ReleaseStatus
 from deployer.rollout import PushAction, accept_push, lock_owner
+from pydantic import ValidationError
 
 from tests import moto_shim
 from tests.conftest import GROUP, REGION
@@ -164,3 +165,116 @@ def test_a_first_deploy_that_cannot_start_leaves_no_pointer(
     assert deps.pointer.get("web") is None
     assert deps.releases.get("web", 1).status == ReleaseStatus.FAILED
     assert deps.state.get("web").lock_owner is None
+
+
+def test_a_status_change_reports_whether_it_made_the_change(
+    deps: Any, registered_app: Any, load_event: Any
+) -> None:
+    # Given a deploying release
+    number = accept_push(deps, push(load_event, "1", "v1")).results[0].release
+
+    # When it is decided twice (a duplicate event)
+    first, first_changed = deps.releases.transition("web", number, ReleaseStatus.SUCCEEDED, reason="fleet ok")
+    second, second_changed = deps.releases.transition("web", number, ReleaseStatus.SUCCEEDED, reason="again")
+
+    # Then only the first made the change, and the second returns the release as stored
+    assert (first_changed, second_changed) == (True, False)
+    assert second.status_reason == "fleet ok"
+    assert second.updated_at == first.updated_at
+
+
+def test_a_refused_transition_carries_the_release_as_found(
+    deps: Any, registered_app: Any, load_event: Any
+) -> None:
+    # Given a release that succeeded
+    number = accept_push(deps, push(load_event, "1", "v1")).results[0].release
+    deps.releases.update_status("web", number, ReleaseStatus.SUCCEEDED)
+
+    # When it is asked to fail
+    with pytest.raises(InvalidTransition) as err:
+        deps.releases.update_status("web", number, ReleaseStatus.FAILED, reason="late event")
+
+    # Then the error names both statuses, carries the stored release, and nothing changed
+    assert "SUCCEEDED" in str(err.value)
+    assert "FAILED" in str(err.value)
+    assert err.value.current.status == ReleaseStatus.SUCCEEDED
+    assert deps.releases.get("web", number).status == ReleaseStatus.SUCCEEDED
+
+
+def test_a_status_change_of_an_unknown_release_is_release_not_found(deps: Any) -> None:
+    with pytest.raises(ReleaseNotFound):
+        deps.releases.update_status("web", 42, ReleaseStatus.FAILED, reason="nothing there")
+    with pytest.raises(ReleaseNotFound):
+        deps.releases.set_fields("web", 42, hosts_ok=1)
+    assert deps.releases.list_recent("web") == []
+
+
+def test_a_field_of_the_wrong_type_is_refused_before_anything_is_written(
+    deps: Any, registered_app: Any, load_event: Any
+) -> None:
+    # Given a deploying release
+    number = accept_push(deps, push(load_event, "1", "v1")).results[0].release
+    before = deps.releases.get("web", number)
+
+    # When a field is set to a value its type does not admit
+    with pytest.raises(ValidationError):
+        deps.releases.set_fields("web", number, hosts_ok="many")
+
+    # Then the release is unchanged
+    assert deps.releases.get("web", number) == before
+
+
+def test_the_command_index_answers_the_whole_release(deps: Any, registered_app: Any, load_event: Any) -> None:
+    # Given a started release
+    number = accept_push(deps, push(load_event, "1", "v1")).results[0].release
+    stored = deps.releases.get("web", number)
+
+    # When it is looked up by its command id
+    found = deps.releases.by_command_id(stored.command_id)
+
+    # Then the index's answer is the stored release itself
+    assert found == stored
+
+
+def test_a_refused_push_uses_no_release_number(deps: Any, registered_app: Any, load_event: Any) -> None:
+    # Given a refused digest
+    refused = push(load_event, "9", "v9")
+    deps.state.refuse_digest("web", refused.detail.image_digest)
+
+    # When it is pushed, then another image is
+    accept_push(deps, refused)
+    result = accept_push(deps, push(load_event, "1", "v1"))
+
+    # Then the accepted image is release 1, recorded DEPLOYING under its own lock
+    assert result.results[0].release == 1
+    assert deps.releases.get("web", 1).status == ReleaseStatus.DEPLOYING
+    assert deps.state.get("web").lock_owner == "web#1"
+
+
+def test_reserving_takes_the_lock_and_the_next_number_whatever_the_hint(deps: Any) -> None:
+    # Given an app with three releases numbered
+    for _ in range(3):
+        deps.state.next_release("web")
+
+    # When the lock and a number are reserved with a stale hint
+    number = deps.state.reserve("web", lambda n: f"web#{n}", 60, last_release_hint=1)
+
+    # Then the number is the next one and the lock is held in its name
+    assert number == 4
+    state = deps.state.get("web")
+    assert (state.last_release, state.lock_owner) == (4, "web#4")
+
+
+def test_reserving_while_a_deploy_holds_the_lock_changes_nothing(deps: Any) -> None:
+    # Given a deploy holding the lock
+    deps.state.next_release("web")
+    assert deps.state.acquire("web", "web#1", 60)
+
+    # When an operator reserves
+    with pytest.raises(DeployInProgress) as err:
+        deps.state.reserve("web", lambda n: f"web#{n}", 60, last_release_hint=1)
+
+    # Then the error names the holder, and neither the counter nor the lock moved
+    assert "web#1" in str(err.value)
+    state = deps.state.get("web")
+    assert (state.last_release, state.lock_owner) == (1, "web#1")

@@ -296,7 +296,9 @@ def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> di
         target = ReleaseStatus.SUCCEEDED if verdict is Verdict.SUCCEEDED else ReleaseStatus.FAILED
         hosts_ok, hosts_failed = _host_counts(counts)
         try:
-            release = core.releases.update_status(
+            # `decided` only for the delivery that made the change: the release read through
+            # the command index may be behind a duplicate delivery's decision.
+            release, decided = core.releases.transition(
                 release.app,
                 release.release,
                 target,
@@ -304,9 +306,8 @@ def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> di
                 hosts_ok=hosts_ok,
                 hosts_failed=hosts_failed,
             )
-            decided = True
-        except InvalidTransition:
-            release = core.releases.get(release.app, release.release)
+        except InvalidTransition as exc:
+            release = exc.current or core.releases.get(release.app, release.release)
     result: dict[str, Any] = {
         "action": "finished",
         "release": release.release,

@@ -12,7 +12,7 @@ import contextlib
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from deployer.errors import DeployerError, DeployInProgress, InvalidTransition, LockLost, ReleaseNotFound
+from deployer.errors import DeployerError, InvalidTransition, LockLost, ReleaseNotFound
 from deployer.lifecycle import LifecycleDeps, advance, notify_started
 from deployer.models.lifecycle_events import (
     OperationRequest,
@@ -24,7 +24,7 @@ from deployer.models.lifecycle_events import (
 )
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
 from deployer.observability import logger
-from deployer.rollout import image_reference, lock_owner, new_release, start_rollout
+from deployer.rollout import image_reference, new_release, owner_of, start_rollout
 
 if TYPE_CHECKING:
     from deployer.adapters.images import Image
@@ -95,6 +95,7 @@ def rollback(ld: LifecycleDeps, request: RollbackRequest) -> dict[str, Any]:
         tag=target.tag,
         source=ReleaseSource.ROLLBACK,
         reason=reason,
+        last_release_hint=pointer.release if pointer is not None else target.release,
     )
     if target.status is not ReleaseStatus.SUCCEEDED:
         # An operator chose a release that did not succeed: that is an explicit deploy of it.
@@ -169,23 +170,36 @@ def _deploy(
     tag: str | None,
     source: ReleaseSource,
     reason: str,
+    last_release_hint: int = 0,
 ) -> Release:
-    """Record and start a release under the app's lock; DeployInProgress leaves nothing behind."""
+    """Record and start a release under the app's lock; DeployInProgress leaves nothing behind.
+
+    `last_release_hint`: the app's newest release number as the caller knows it, so taking the
+    lock and the release number is usually one write."""
     core = ld.core
-    claim = f"operator:{uuid.uuid4()}"
-    if not core.state.acquire(config.app, claim, core.settings.lock_lease_seconds):
-        holder = core.state.get(config.app).lock_owner
-        raise DeployInProgress(
-            f"{config.app} is deploying ({holder}); wait until it ends, then run this again"
-        )
+    number = core.state.reserve(
+        config.app,
+        lambda n: owner_of(config.app, n),
+        core.settings.lock_lease_seconds,
+        last_release_hint=last_release_hint,
+    )
+    owner = owner_of(config.app, number)
     try:
-        release = new_release(core, config, image=image, digest=digest, tag=tag, source=source, reason=reason)
-        core.state.transfer(config.app, claim, lock_owner(release), core.settings.lock_lease_seconds)
-        claim = lock_owner(release)
+        release = new_release(
+            core,
+            config,
+            image=image,
+            digest=digest,
+            tag=tag,
+            source=source,
+            reason=reason,
+            number=number,
+            deploying=True,
+        )
         started = start_rollout(core, config, release, source)
     except DeployerError:
         with contextlib.suppress(LockLost):
-            core.state.release(config.app, claim)
+            core.state.release(config.app, owner)
         raise
     notify_started(ld, started)
     logger.info(

@@ -13,6 +13,8 @@ lock (owner `lock_owner(release)`); it moves the release PENDING → DEPLOYING, 
 3. sends the swap command to the group's instances at the app's rate,
 4. stores the command id and launch-template version on the release.
 
+A release recorded DEPLOYING by its caller (`new_release(..., deploying=True)`) skips the move.
+
 If a step fails, what was changed is put back (pointer, group version), the release is marked
 FAILED with the reason, and RolloutFailed is raised; the caller releases the lock.
 """
@@ -133,7 +135,12 @@ class PushOutcome:
 
 def lock_owner(release: Release) -> str:
     """The deploy-lock owner while `release` deploys (the lifecycle releases it by this name)."""
-    return f"{release.app}#{release.release}"
+    return owner_of(release.app, release.release)
+
+
+def owner_of(app: str, release: int) -> str:
+    """`lock_owner` of release number `release` of `app`, before the release is recorded."""
+    return f"{app}#{release}"
 
 
 def image_reference(config: AppConfig, registry: str, digest: str) -> str:
@@ -165,8 +172,9 @@ def _accept_for_app(deps: Deps, config: AppConfig, event: EcrImageAction) -> App
         return AppPushResult(
             config.app, PushAction.IGNORED, f"tag {detail.image_tag} does not pass the filter"
         )
-    state = deps.state.get(config.app)
-    if detail.image_digest in state.refused_digests:
+    # One write: the release number, unless the digest is refused, and the pause flag.
+    state = deps.state.admit(config.app, detail.image_digest)
+    if state is None:
         logger.warning(
             "push refused: this digest failed before; deploy it explicitly to retry",
             app=config.app,
@@ -174,25 +182,35 @@ def _accept_for_app(deps: Deps, config: AppConfig, event: EcrImageAction) -> App
         )
         count(Metric.PUSH_REFUSED)
         return AppPushResult(config.app, PushAction.REFUSED, "digest failed before and is refused")
-    release = new_release(
-        deps,
-        config,
-        image=image_reference(config, event.registry, detail.image_digest),
-        digest=detail.image_digest,
-        tag=detail.image_tag,
-        source=ReleaseSource.PUSH,
-        reason=f"push of {detail.image_tag or detail.image_digest}",
-        pushed_at=event.time,
-        event_id=event.id,
-    )
-    if state.paused:
-        return _leave_pending(deps, release, "app is paused")
-    if not deps.state.acquire(config.app, lock_owner(release), deps.settings.lock_lease_seconds):
-        return _leave_pending(deps, release, "another deploy is in progress")
+    number = state.last_release
+    owner = owner_of(config.app, number)
+    deploying = not state.paused and deps.state.acquire(config.app, owner, deps.settings.lock_lease_seconds)
+    try:
+        release = new_release(
+            deps,
+            config,
+            image=image_reference(config, event.registry, detail.image_digest),
+            digest=detail.image_digest,
+            tag=detail.image_tag,
+            source=ReleaseSource.PUSH,
+            reason=f"push of {detail.image_tag or detail.image_digest}",
+            pushed_at=event.time,
+            event_id=event.id,
+            number=number,
+            deploying=deploying,
+        )
+    except DeployerError:
+        if deploying:
+            deps.state.release(config.app, owner)
+        raise
+    if not deploying:
+        return _leave_pending(
+            deps, release, "app is paused" if state.paused else "another deploy is in progress"
+        )
     try:
         started = start_rollout(deps, config, release)
     except DeployerError:
-        deps.state.release(config.app, lock_owner(release))
+        deps.state.release(config.app, owner)
         raise
     supersede_pending(deps, config.app, newer_than=release.release)
     return AppPushResult(
@@ -211,9 +229,23 @@ def new_release(
     reason: str,
     pushed_at: datetime | None = None,
     event_id: str | None = None,
+    number: int | None = None,
+    deploying: bool = False,
 ) -> Release:
-    """Record a PENDING release with the app's next release number."""
-    number = deps.state.next_release(config.app)
+    """Record a release, PENDING, with `number` or else the app's next release number.
+
+    `deploying`: the caller holds the lock as `lock_owner` of this release and starts it now;
+    the release is recorded DEPLOYING, which saves start_rollout a write and leaves no moment
+    in which a newer push could supersede it."""
+    if number is None:
+        number = deps.state.next_release(config.app)
+    started: dict[str, Any] = {}
+    if deploying:
+        started = {
+            "status": ReleaseStatus.DEPLOYING,
+            "status_reason": f"{source.value} deploy started",
+            "deploy_started_at": utcnow(),
+        }
     release = Release(
         app=config.app,
         release=number,
@@ -225,6 +257,7 @@ def new_release(
         source=source,
         reason=reason,
         event_id=event_id,
+        **started,
     )
     deps.releases.create(release)
     logger.info(
@@ -264,21 +297,19 @@ def start_rollout(
 ) -> Release:
     """Deploy a PENDING release to the app's fleet and group; the caller holds the app's lock."""
     source = source or release.source
-    release = deps.releases.update_status(
-        config.app,
-        release.release,
-        ReleaseStatus.DEPLOYING,
-        reason=f"{source.value} deploy started",
-        deploy_started_at=utcnow(),
-    )
-    previous_pointer: Pointer | None = None
+    if release.status is not ReleaseStatus.DEPLOYING:
+        release = deps.releases.update_status(
+            config.app,
+            release.release,
+            ReleaseStatus.DEPLOYING,
+            reason=f"{source.value} deploy started",
+            deploy_started_at=utcnow(),
+        )
     group: GroupTemplate | None = None
     group_moved = False
-    pointer_moved = False
+    pointer_version: int | None = None
     try:
-        previous_pointer = deps.pointer.get(config.app)
-        deps.pointer.put(Pointer.for_release(release, source))
-        pointer_moved = True
+        pointer_version = deps.pointer.put(Pointer.for_release(release, source))
         group = deps.launch_templates.current(config)
         script = builders.user_data(
             config, release, deps.agent_source(), deps.pointer.name(config.app), deps.region
@@ -297,7 +328,7 @@ def start_rollout(
             config.app, release.release, command_id=command_id, launch_template_version=version
         )
     except DeployerError as exc:
-        _undo(deps, config, pointer_moved, previous_pointer, group if group_moved else None)
+        _undo(deps, config, pointer_version, group if group_moved else None)
         deps.releases.update_status(config.app, release.release, ReleaseStatus.FAILED, reason=str(exc))
         logger.error("deploy could not start", app=config.app, release=release.release, error=str(exc))
         count(Metric.DEPLOY_START_FAILED)
@@ -317,19 +348,22 @@ def start_rollout(
     return release
 
 
-def _undo(
-    deps: Deps,
-    config: AppConfig,
-    pointer_moved: bool,
-    previous: Pointer | None,
-    group: GroupTemplate | None,
-) -> None:
-    """Put back what a failed start changed, so pointer and group keep agreeing."""
+def _undo(deps: Deps, config: AppConfig, pointer_version: int | None, group: GroupTemplate | None) -> None:
+    """Put back what a failed start changed, so pointer and group keep agreeing.
+
+    The pointer goes back to the parameter version before ours (SSM keeps the history; the
+    lock kept anyone else from moving it), or is removed when ours was the first."""
     try:
-        if pointer_moved and previous is not None:
-            deps.pointer.put(previous)
-        elif pointer_moved:
+        if pointer_version == 1:
             deps.pointer.delete(config.app)
+        elif pointer_version is not None:
+            previous = deps.pointer.version(config.app, pointer_version - 1)
+            if previous is not None:
+                deps.pointer.put(previous)
+            else:
+                logger.error(
+                    "the previous pointer version is gone", app=config.app, version=pointer_version - 1
+                )
         if group is not None:
             deps.launch_templates.point_group(group, group.version)
     except DeployerError as exc:

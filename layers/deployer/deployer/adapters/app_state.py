@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from deployer.adapters import aws_errors, error_code, from_attributes
-from deployer.errors import AwsCallFailed, LockLost
+from deployer.errors import AwsCallFailed, DeployInProgress, LockLost
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+
+
+# Writers that can move the counter between a guess and the write: pushes, one per event.
+_RESERVE_ATTEMPTS = 8
 
 
 class AppStateRecord(BaseModel):
@@ -62,6 +66,72 @@ class AppState:
                 ReturnValues="UPDATED_NEW",
             )
         return int(response["Attributes"]["last_release"]["N"])
+
+    def admit(self, app: str, digest: str) -> AppStateRecord | None:
+        """Allocate the next release number for a push of `digest`, in one write that also
+        answers the pause flag and lock; None (and no number used) when the digest is refused."""
+        try:
+            response = self._db.update_item(
+                TableName=self._table,
+                Key=self._key(app),
+                UpdateExpression="ADD last_release :one",
+                ConditionExpression="NOT contains(refused_digests, :d)",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":d": {"S": digest}},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise AwsCallFailed(f"allocating a release number for {app} failed: {exc}") from exc
+        return AppStateRecord.model_validate(from_attributes(response["Attributes"]))
+
+    def reserve(
+        self, app: str, owner_of: Callable[[int], str], lease_seconds: int, last_release_hint: int = 0
+    ) -> int:
+        """Take the free deploy lock and the next release number N in one write; the lock's
+        owner is `owner_of(N)`. DeployInProgress (nothing written) while another owner holds it.
+
+        The write is conditional on the counter's value, guessed from `last_release_hint`; a
+        wrong guess costs one more write (the refused write returns the actual value)."""
+        expected = last_release_hint
+        for _ in range(_RESERVE_ATTEMPTS):
+            now = int(self._clock())
+            number = expected + 1
+            counter = "last_release = :prev" if expected else "attribute_not_exists(last_release)"
+            values: dict[str, Any] = {
+                ":n": {"N": str(number)},
+                ":o": {"S": owner_of(number)},
+                ":e": {"N": str(now + lease_seconds)},
+                ":t": {"N": str(now)},
+            }
+            if expected:
+                values[":prev"] = {"N": str(expected)}
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=self._key(app),
+                    UpdateExpression=(
+                        "SET last_release = :n, lock_owner = :o, lock_expires_at = :e, lock_acquired_at = :t"
+                    ),
+                    ConditionExpression=(
+                        f"(attribute_not_exists(lock_owner) OR lock_expires_at <= :t) AND {counter}"
+                    ),
+                    ExpressionAttributeValues=values,
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise AwsCallFailed(f"acquiring the deploy lock of {app} failed: {exc}") from exc
+                old = cast("dict[str, Any] | None", exc.response.get("Item"))
+                found = AppStateRecord.model_validate(from_attributes(old) if old else {"app": app})
+                if found.locked(now):
+                    raise DeployInProgress(
+                        f"{app} is deploying ({found.lock_owner}); wait until it ends, then run this again"
+                    ) from exc
+                expected = found.last_release
+                continue
+            return number
+        raise AwsCallFailed(f"could not allocate a release number for {app}: too much contention")
 
     def acquire(self, app: str, owner: str, lease_seconds: int) -> bool:
         """Take the app's deploy lock; False while another owner holds an unexpired lease.

@@ -40,6 +40,19 @@ class PointerStore:
         except ValidationError as exc:
             raise InvalidEvent(f"pointer {self.name(app)} does not hold a valid pointer") from exc
 
+    def version(self, app: str, version: int) -> Pointer | None:
+        """The pointer as it was at parameter `version` (SSM keeps the history), or None."""
+        try:
+            response = self._ssm.get_parameter(Name=f"{self.name(app)}:{version}")
+        except ClientError as exc:
+            if error_code(exc) in ("ParameterNotFound", "ParameterVersionNotFound"):
+                return None
+            raise AwsCallFailed(f"reading version {version} of the pointer of {app} failed: {exc}") from exc
+        try:
+            return Pointer.model_validate_json(response["Parameter"]["Value"])
+        except ValidationError as exc:
+            raise InvalidEvent(f"pointer {self.name(app)}:{version} does not hold a valid pointer") from exc
+
     def delete(self, app: str) -> None:
         """Remove the pointer (only to undo an app's first, failed, deploy)."""
         try:

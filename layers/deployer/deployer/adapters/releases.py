@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from botocore.exceptions import ClientError
+from pydantic import TypeAdapter, ValidationError
 
 from deployer.adapters import aws_errors, error_code, from_attributes, to_attributes, to_value
 from deployer.errors import AwsCallFailed, InvalidTransition, ReleaseNotFound
@@ -54,7 +56,11 @@ class ReleasesStore:
         return Release.model_validate(from_attributes(response["Item"]))
 
     def by_command_id(self, command_id: str) -> Release | None:
-        """The release whose swap command has this id, or None (not one of ours)."""
+        """The release whose swap command has this id, or None (not one of ours).
+
+        The index projects every attribute, so the answer is the release itself. It is
+        eventually consistent: callers that change the release do so with conditional writes,
+        which see the table's current state."""
         with aws_errors(f"looking up command {command_id}"):
             response = self._db.query(
                 TableName=self._table,
@@ -65,9 +71,12 @@ class ReleasesStore:
         items = response.get("Items", [])
         if not items:
             return None
-        # The index is eventually consistent and may not project every attribute: read the item.
         found = from_attributes(items[0])
-        return self.get(str(found["app"]), int(found["release"]))
+        try:
+            return Release.model_validate(found)
+        except ValidationError:
+            # An index that projects only keys (an older stack): read the item.
+            return self.get(str(found["app"]), int(found["release"]))
 
     def update_status(
         self,
@@ -80,13 +89,21 @@ class ReleasesStore:
         """Move a release to `status` if the lifecycle allows it from the current status.
 
         Setting the status a release already has is a no-op that returns it unchanged, so
-        duplicate events are harmless. InvalidTransition otherwise; the write is conditional on
-        the status read, so two concurrent writers cannot both win."""
-        current = self.get(app, release)
-        if current.status == status:
-            return current
-        if status not in ALLOWED_TRANSITIONS[current.status]:
-            raise InvalidTransition(f"release {app}#{release} cannot go from {current.status} to {status}")
+        duplicate events are harmless. InvalidTransition otherwise (it carries the release as
+        found). One conditional write: the allowed previous statuses are its condition, so two
+        concurrent writers cannot both win."""
+        return self.transition(app, release, status, reason, **fields)[0]
+
+    def transition(
+        self,
+        app: str,
+        release: int,
+        status: ReleaseStatus,
+        reason: str = "",
+        **fields: Any,
+    ) -> tuple[Release, bool]:
+        """`update_status`, also telling whether this call made the change (False: it already
+        had `status`), so a duplicate event does not repeat what follows a decision."""
         now = utcnow()
         updates: dict[str, Any] = {
             "status": status.value,
@@ -96,17 +113,32 @@ class ReleasesStore:
         }
         if status in FINAL_STATUSES and "finished_at" not in fields:
             updates["finished_at"] = now
+        sources = sorted(s.value for s, allowed in ALLOWED_TRANSITIONS.items() if status in allowed)
+        if not sources:
+            current = self.get(app, release)
+            if current.status == status:
+                return current, False
+            raise InvalidTransition(
+                f"release {app}#{release} cannot go from {current.status} to {status}", current=current
+            )
         try:
-            return self._update(app, release, updates, expected_status=current.status)
-        except InvalidTransition:
-            latest = self.get(app, release)
-            if latest.status == status:
-                return latest
-            raise
+            return self._update(app, release, updates, allowed_statuses=sources), True
+        except _ConditionFailed as failed:
+            if failed.old is None:
+                raise ReleaseNotFound(f"{app} has no release {release}") from failed
+            if failed.old.status == status:
+                return failed.old, False
+            raise InvalidTransition(
+                f"release {app}#{release} cannot go from {failed.old.status} to {status}",
+                current=failed.old,
+            ) from failed
 
     def set_fields(self, app: str, release: int, **fields: Any) -> Release:
         """Set attributes (command id, launch-template version, host counts...) on a release."""
-        return self._update(app, release, {**fields, "updated_at": utcnow()}, expected_status=None)
+        try:
+            return self._update(app, release, {**fields, "updated_at": utcnow()}, allowed_statuses=None)
+        except _ConditionFailed as failed:
+            raise ReleaseNotFound(f"{app} has no release {release}") from failed
 
     def list_recent(self, app: str, limit: int = 20) -> list[Release]:
         """Newest first."""
@@ -166,15 +198,15 @@ class ReleasesStore:
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def _update(
-        self, app: str, release: int, updates: dict[str, Any], expected_status: ReleaseStatus | None
+        self, app: str, release: int, updates: dict[str, Any], allowed_statuses: list[str] | None
     ) -> Release:
+        """One conditional UpdateItem (the release exists, and has one of `allowed_statuses`
+        when given) returning the new release; _ConditionFailed carries the item as it was."""
         bad = _IMMUTABLE.intersection(updates)
         if bad:
             raise ValueError(f"release fields {sorted(bad)} cannot change")
-        # Validate the new values through the model before writing anything.
-        dumped = Release.model_validate({**self.get(app, release).model_dump(), **updates}).model_dump(
-            mode="json"
-        )
+        # Validate the new values through the model's field types before writing anything.
+        dumped = {name: _field_json(name, value) for name, value in updates.items()}
         names = {f"#f{i}": name for i, name in enumerate(updates)}
         values = {
             f":v{i}": to_value(dumped[name]) for i, name in enumerate(updates) if dumped[name] is not None
@@ -191,10 +223,13 @@ class ReleasesStore:
         )
         names["#release_key"] = "release"
         condition = "attribute_exists(#release_key)"
-        if expected_status is not None:
+        if allowed_statuses is not None:
             names["#status_now"] = "status"
-            values[":status_now"] = {"S": expected_status.value}
-            condition += " AND #status_now = :status_now"
+            placeholders = []
+            for i, allowed in enumerate(allowed_statuses):
+                values[f":status_from{i}"] = {"S": allowed}
+                placeholders.append(f":status_from{i}")
+            condition += f" AND #status_now IN ({', '.join(placeholders)})"
         try:
             response = self._db.update_item(
                 TableName=self._table,
@@ -204,13 +239,33 @@ class ReleasesStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                if expected_status is None:
-                    raise ReleaseNotFound(f"{app} has no release {release}") from exc
-                raise InvalidTransition(
-                    f"release {app}#{release} changed status concurrently (expected {expected_status})"
-                ) from exc
+                old = cast("dict[str, Any] | None", exc.response.get("Item"))
+                raise _ConditionFailed(Release.model_validate(from_attributes(old)) if old else None) from exc
             raise AwsCallFailed(f"updating release {app}#{release} failed: {exc}") from exc
         return Release.model_validate(from_attributes(response["Attributes"]))
+
+
+class _ConditionFailed(Exception):
+    """A conditional release write did not apply; `old` is the item then (None: no item)."""
+
+    def __init__(self, old: Release | None) -> None:
+        super().__init__("condition failed")
+        self.old = old
+
+
+@cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    field = Release.model_fields.get(name)
+    if field is None:
+        raise ValueError(f"releases have no field {name!r}")
+    return TypeAdapter(Annotated[field.annotation, field])
+
+
+def _field_json(name: str, value: Any) -> Any:
+    """`value` validated as the release field `name`, in its JSON form."""
+    adapter = _field_adapter(name)
+    return adapter.dump_python(adapter.validate_python(value), mode="json")
