@@ -278,3 +278,20 @@ def test_reserving_while_a_deploy_holds_the_lock_changes_nothing(deps: Any) -> N
     assert "web#1" in str(err.value)
     state = deps.state.get("web")
     assert (state.last_release, state.lock_owner) == (1, "web#1")
+
+
+def test_a_push_that_lost_the_lock_to_a_newer_release_is_superseded_at_once(
+    deps: Any, registered_app: Any, load_event: Any
+) -> None:
+    # Given a newer release (9) of the app holding the deploy lock
+    assert deps.state.acquire("web", "web#9", 600)
+
+    # When an older push (release 1) finds the lock taken
+    result = accept_push(deps, push(load_event, "1", "v1"))
+
+    # Then it is not left to deploy after the newer one: it is SUPERSEDED, and nothing was sent
+    assert result.results[0].action == PushAction.PENDING
+    assert "release 9" in result.results[0].reason
+    assert deps.releases.get("web", 1).status == ReleaseStatus.SUPERSEDED
+    assert deps.releases.pending("web") == []
+    assert len(moto_shim.ssm_commands()) == 0

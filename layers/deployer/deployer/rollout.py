@@ -184,7 +184,8 @@ def _accept_for_app(deps: Deps, config: AppConfig, event: EcrImageAction) -> App
         return AppPushResult(config.app, PushAction.REFUSED, "digest failed before and is refused")
     number = state.last_release
     owner = owner_of(config.app, number)
-    deploying = not state.paused and deps.state.acquire(config.app, owner, deps.settings.lock_lease_seconds)
+    holder = "" if state.paused else deps.state.take(config.app, owner, deps.settings.lock_lease_seconds)
+    deploying = holder is None
     try:
         release = new_release(
             deps,
@@ -204,6 +205,12 @@ def _accept_for_app(deps: Deps, config: AppConfig, event: EcrImageAction) -> App
             deps.state.release(config.app, owner)
         raise
     if not deploying:
+        newer = _holder_release(config.app, holder or "")
+        if newer is not None and newer > release.release:
+            # A newer push won the lock first: deploying this one after it would go back.
+            supersede_pending(deps, config.app, newer_than=newer)
+            why = f"superseded by release {newer}, which is deploying"
+            return AppPushResult(config.app, PushAction.PENDING, why, release.release)
         return _leave_pending(
             deps, release, "app is paused" if state.paused else "another deploy is in progress"
         )
@@ -216,6 +223,12 @@ def _accept_for_app(deps: Deps, config: AppConfig, event: EcrImageAction) -> App
     return AppPushResult(
         config.app, PushAction.STARTED, "deploy started", release.release, started.command_id
     )
+
+
+def _holder_release(app: str, holder: str) -> int | None:
+    """The release number a lock holder deploys, when it is a release of `app`."""
+    name, _, number = holder.rpartition("#")
+    return int(number) if name == app and number.isdigit() else None
 
 
 def new_release(

@@ -137,6 +137,10 @@ class AppState:
         """Take the app's deploy lock; False while another owner holds an unexpired lease.
 
         Re-acquiring by the same owner renews the lease."""
+        return self.take(app, owner, lease_seconds) is None
+
+    def take(self, app: str, owner: str, lease_seconds: int) -> str | None:
+        """`acquire` that answers who holds the lock when it is refused (None: taken)."""
         now = int(self._clock())
         try:
             self._db.update_item(
@@ -151,12 +155,14 @@ class AppState:
                     ":e": {"N": str(now + lease_seconds)},
                     ":n": {"N": str(now)},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                return False
+                old = cast("dict[str, Any] | None", exc.response.get("Item"))
+                return str(from_attributes(old).get("lock_owner") or "") if old else ""
             raise AwsCallFailed(f"acquiring the deploy lock of {app} failed: {exc}") from exc
-        return True
+        return None
 
     def renew(self, app: str, owner: str, lease_seconds: int) -> None:
         """Extend the lease; LockLost when `owner` no longer holds the lock."""
