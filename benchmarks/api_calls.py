@@ -103,11 +103,21 @@ def measure(size: int) -> dict[str, Any]:
             world.deliver(status_event)
             per_host, per_host_detail = calls.take()
             terminal, terminal_detail = finish(release.release)
+            _check({"deploy": world.release(release.release).status.value}, {"deploy": "SUCCEEDED"})
 
             calls.take()
             answer = handle_operation(world.ld, {"app": "web", "reason": "bench"})
             rollback_calls, rollback_detail = calls.take()
             rollback_terminal, _ = finish(answer["release"])
+            pointer = world.core.pointer.get("web")
+            _check(
+                {
+                    "rolled back from": world.release(release.release).status.value,
+                    "rollback": world.release(answer["release"]).status.value,
+                    "pointer": pointer.release if pointer else None,
+                },
+                {"rolled back from": "ROLLED_BACK", "rollback": "SUCCEEDED", "pointer": answer["release"]},
+            )
             return {
                 "size": size,
                 "targets": len(targets),
@@ -125,6 +135,12 @@ def measure(size: int) -> dict[str, Any]:
     finally:
         patcher.undo()
         conftest._SESSION.clear()
+
+
+def _check(found: dict[str, Any], expected: dict[str, Any]) -> None:
+    """The counted calls did the work; figures of a deploy that went wrong would mean nothing."""
+    if found != expected:
+        raise SystemExit(f"api_calls: the measured flow did not end as expected: {found} != {expected}")
 
 
 def main() -> None:
