@@ -17,7 +17,7 @@ pytest:
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m cfnlint template.yaml
+	cfn-lint template.yaml
 	sam validate --lint
 	shellcheck tools/*.sh .ci/run
 
