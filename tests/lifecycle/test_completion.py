@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from deployer.adapters.command_results import CommandCounts
 from deployer.builders import swap_parameters
-from deployer.lifecycle import CommandNotRecordedYet, Verdict, command_verdict, host_outcome, serving
+from deployer.lifecycle import (
+    CommandNotRecordedYet,
+    Verdict,
+    command_verdict,
+    finish_release,
+    host_outcome,
+    serving,
+)
 from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import ReleaseSource, ReleaseStatus
@@ -273,3 +280,21 @@ def test_a_terminal_event_that_outruns_the_command_record_is_retried(world: Worl
     assert (
         world.deliver(world.invocation_event(early, world.instances[0], "InProgress"))["action"] == "ignored"
     )
+
+
+def test_a_duplicate_terminal_event_read_from_a_lagging_index_announces_nothing_again(
+    world: World,
+) -> None:
+    # Given release 1 decided SUCCEEDED and announced
+    stale = world.push(1, "v1")
+    world.complete(stale)
+    notifications(world)
+    # When a duplicate terminal event is handled with the release as a lagging index still
+    # shows it (DEPLOYING)
+    assert stale.status is ReleaseStatus.DEPLOYING
+    answer = finish_release(world.ld, stale, SsmStatus.SUCCESS)
+    # Then the stored decision is reported, nothing is announced twice, and the app stays unlocked
+    assert answer["release_status"] == "SUCCEEDED"
+    assert notifications(world) == []
+    assert world.release(stale.release).status is ReleaseStatus.SUCCEEDED
+    assert world.core.state.get("web").lock_owner is None
