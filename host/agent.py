@@ -388,6 +388,20 @@ class Host:
         match = re.search(r"dnat (?:ip )?to 127\.0\.0\.1:([0-9]+)", proc.stdout)
         return int(match.group(1)) if match else None
 
+    @staticmethod
+    def connections(port: int) -> int | None:
+        """TCP connections being set up or open on local ``port`` (None: unknown, so drain fully)."""
+        count = None
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = Path(table).read_text(encoding="ascii").splitlines()[1:]
+            except OSError:
+                continue
+            # local address "ADDR:PORT" (hex), state 01 ESTABLISHED or 03 SYN_RECV
+            count = (count or 0) + sum(1 for r in rows if len(f := r.split()) > 3
+                                       and int(f[1].rsplit(":", 1)[1], 16) == port and f[3] in ("01", "03"))
+        return count
+
     def forget_flows(self, old_port: int) -> None:
         """Delete conntrack entries that still map the stable port to ``old_port`` (now closed).
 
@@ -642,7 +656,8 @@ class Agent:
         return colour if colour in COLOURS else None
 
     def already_live(self, state: dict[str, Any], colour: str | None) -> bool:
-        if colour is None or state.get("release") != self.release or state.get("digest") != self.digest:
+        # By digest, not release number: a rollback is a new number for an image a host may run.
+        if colour is None or state.get("digest") != self.digest:
             return False
         info = self.host.inspect(self.container_name(colour))
         if not info or not info.get("State", {}).get("Running"):
@@ -788,7 +803,8 @@ class Agent:
                     reason = (f"health check {self.args.health_path} got {got} "
                               f"within {self.args.health_timeout}s")
                     self.fail_new(name, "health", reason, None)
-                time.sleep(interval)
+                # Until the first 2xx, look often: readiness is seen at once; successes keep their spacing.
+                time.sleep(interval if successes else min(interval, 0.05))
         finally:
             self.timed("health", started)
 
@@ -840,7 +856,9 @@ class Agent:
             return problems
         started = time.monotonic()
         # In-flight requests on the old colour finish; new connections already reach the new one.
-        time.sleep(float(self.c["drain_seconds"]))
+        deadline = started + float(self.c["drain_seconds"])
+        while time.monotonic() < deadline and self.host.connections(self.colour_port(old)) != 0:
+            time.sleep(0.05)
         self.timed("drain", started)
         started = time.monotonic()
         stop = self.host.docker("stop", "-t", str(int(self.c["stop_timeout"])), name,
@@ -965,6 +983,19 @@ class Agent:
         self.messages.append(f"live release {release} kept over baked release {self.release}")
         self.release, self.image, self.digest = release, image, image.rsplit("@", 1)[1]
 
+    def renumber(self, state: dict[str, Any]) -> None:
+        """Record a new release number for the image already serving; no container changes."""
+        live = state.get("release")
+        self.previous_release = live if isinstance(live, int) else None
+        retained = [e for e in state.get("retained", [])
+                    if isinstance(e, dict) and e.get("digest") != self.digest]
+        retained.append({"release": self.release, "digest": self.digest, "image": self.image,
+                         "at": now_iso()})
+        self.state.save({**state, "release": self.release, "image": self.image, "updated_at": now_iso(),
+                         "retained": retained})
+        self.messages.append(f"its image already served as release {live}; release number recorded")
+        log(f"release {self.release} runs the image of live release {live}: recorded, nothing swapped")
+
     def execute_locked(self) -> str:
         state = self.state.load()
         self.previous_release = state.get("release")
@@ -980,6 +1011,8 @@ class Agent:
                     raise Failure("switch", "restoring the traffic rule failed: " + last_line(proc.stderr))
                 log("traffic rule restored for the live release")
             self.previous_release = state.get("previous_release")
+            if state.get("release") != self.release:
+                self.renumber(state)
             return "already_live"
         if old is not None and self.host.inspect(self.container_name(old)) is None:
             old = None

@@ -92,6 +92,49 @@ def test_the_same_release_again_is_a_no_op(host: HostSandbox, publish: Publish) 
     assert host.get("/") == (200, body(1))
 
 
+def test_a_new_release_number_for_the_image_already_serving_is_recorded_without_a_swap(
+        host: HostSandbox, publish: Publish, registry: Registry) -> None:
+    # Given release 1 live (the host never took a later release that failed elsewhere)
+    first = publish(1)
+    assert swap(host, first)[0] == 0
+    before = container_id(f"{host.host_id}-{APP}-blue")
+    registry.stop()
+    # When the rollback release 3, carrying release 1's image, reaches the host
+    code, summary, _ = host.run_agent("swap", host.swap_args(APP, first.reference, 3))
+    # Then nothing is pulled, started or switched; release 3 is recorded in the summary and the state
+    assert code == 0, summary
+    assert summary["outcome"] == "already_live"
+    assert summary["release"] == 3
+    assert summary["previous_release"] == 1
+    assert summary["pull_attempts"] == 0
+    assert summary["timings"]["start"] == 0.0
+    assert container_id(f"{host.host_id}-{APP}-blue") == before
+    assert host.get("/") == (200, body(1))
+    state = host.state(APP)
+    assert state is not None
+    assert (state["release"], state["digest"]) == (3, first.digest)
+    assert [e["release"] for e in state["retained"]] == [3]
+
+
+def test_a_rollback_release_after_a_renumbering_swaps_and_keeps_the_renumbered_image(
+        host: HostSandbox, publish: Publish) -> None:
+    # Given release 1 live and then recorded again as release 3 (a rollback that found it serving)
+    first, second = publish(1), publish(2)
+    assert swap(host, first)[0] == 0
+    assert host.run_agent("swap", host.swap_args(APP, first.reference, 3))[1]["outcome"] == "already_live"
+    # When release 4 (a new image) is deployed
+    code, summary, _ = host.run_agent("swap", host.swap_args(APP, second.reference, 4))
+    # Then it swaps, names release 3 as the previous one and keeps its image as the rollback target
+    assert code == 0, summary
+    assert summary["outcome"] == "live"
+    assert summary["previous_release"] == 3
+    assert host.get("/") == (200, body(2))
+    assert image_present(first.reference)
+    state = host.state(APP)
+    assert state is not None
+    assert (state["previous_release"], state["previous_digest"]) == (3, first.digest)
+
+
 def test_rollback_to_a_retained_release_works_with_the_registry_stopped(
         host: HostSandbox, publish: Publish, registry: Registry) -> None:
     # Given release 1 then release 2 deployed, and the registry gone

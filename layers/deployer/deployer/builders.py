@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import io
 import lzma
 import re
@@ -81,6 +82,8 @@ def compact_source(source: str) -> str:
     return "\n".join(kept) + "\n"
 
 
+# The agent ships with the layer, so a warm container compresses it once, not on every deploy.
+@functools.lru_cache(maxsize=2)
 def encode_agent(agent_source: str) -> str:
     """The compacted agent as xz + base85 text (no quote, backslash or newline in the alphabet)."""
     packed = lzma.compress(compact_source(agent_source).encode(), preset=9 | lzma.PRESET_EXTREME)

@@ -336,6 +336,7 @@ def start_rollout(
             config,
             builders.swap_parameters(config, release),
             f"deployer {config.app} release {release.release}",
+            rollback=source is ReleaseSource.ROLLBACK,
         )
         release = deps.releases.set_fields(
             config.app, release.release, command_id=command_id, launch_template_version=version

@@ -25,14 +25,20 @@ class Fleet:
         self._document = document_name
         self._log_group = log_group
 
-    def send_swap(self, config: AppConfig, parameters: dict[str, list[str]], comment: str) -> str:
-        """Send the swap to every instance of the app's group; returns the command id."""
+    def send_swap(
+        self, config: AppConfig, parameters: dict[str, list[str]], comment: str, *, rollback: bool = False
+    ) -> str:
+        """Send the swap to every instance of the app's group; returns the command id.
+
+        A rollback goes at ``rollout.rollback_max_concurrency`` (every host already ran the image).
+        """
+        rollout = config.rollout
         return self._send(
             config,
             parameters,
             comment,
             Targets=[{"Key": f"tag:{GROUP_TAG}", "Values": [config.auto_scaling_group]}],
-            MaxConcurrency=config.rollout.max_concurrency,
+            MaxConcurrency=rollout.rollback_max_concurrency if rollback else rollout.max_concurrency,
             MaxErrors=config.rollout.max_errors,
         )
 

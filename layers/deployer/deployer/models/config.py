@@ -65,6 +65,11 @@ class RolloutConfig(BaseModel):
     model_config = _STRICT
 
     max_concurrency: str = Field(default="25%", pattern=MAX_CONCURRENCY_PATTERN)
+    # A rollback swaps every host to an image it retained and ran before, each swap health-gated
+    # and zero-downtime: there is no unknown image to limit the blast radius of.
+    rollback_max_concurrency: str = Field(
+        default="100%", pattern=MAX_CONCURRENCY_PATTERN, description="MaxConcurrency of rollback releases"
+    )
     max_errors: str = Field(default="0", pattern=MAX_ERRORS_PATTERN)
     command_timeout: int = Field(default=600, ge=30, le=28800, description="seconds one host may take")
     delivery_timeout: int = Field(default=600, ge=30, le=2592000, description="seconds to start delivery")

@@ -1,0 +1,29 @@
+"""Rollback releases (operator or automatic) swap at the rollback concurrency, deploys at theirs."""
+
+from __future__ import annotations
+
+import pytest
+from deployer.lifecycle_handlers import handle_operation
+
+from tests.lifecycle.conftest import World, client, load_event
+
+pytestmark = pytest.mark.unit
+
+
+def _max_concurrency(command_id: str | None) -> str:
+    assert command_id, "the release sent no swap command"
+    return str(client("ssm").list_commands(CommandId=command_id)["Commands"][0]["MaxConcurrency"])
+
+
+def test_an_operator_rollback_swaps_every_host_at_once_while_deploys_keep_their_pace(world: World) -> None:
+    # Given two releases deployed at the app's own pace
+    world.complete(world.push(1, "v1"))
+    world.complete(world.push(2, "v2"))
+    deploy_pace = world.config.rollout.max_concurrency
+    assert deploy_pace != "100%"
+    # When an operator rolls back
+    answer = handle_operation(world.ld, load_event("rollback.json"))
+    # Then the rollback's command goes at the rollback concurrency (100% by default)
+    assert world.config.rollout.rollback_max_concurrency == "100%"
+    assert _max_concurrency(world.release(answer["release"]).command_id) == "100%"
+    assert _max_concurrency(world.release(2).command_id) == deploy_pace
