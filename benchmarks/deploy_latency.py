@@ -18,8 +18,10 @@ import os
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
+from localcloud import breakdown
 from localcloud.cloud import LocalCloud, Timeline
 from localcloud.oldflow import OldHost, publish, sequential_deploy
 
@@ -39,6 +41,17 @@ def _converged(cloud: LocalCloud, digest: str, tag: str) -> bool:
         return False
     digests = cloud.host_digests(APP)
     return bool(digests) and set(digests.values()) == {digest}
+
+
+def _succeeded_at(cloud: LocalCloud, tag: str, started: float) -> float | None:
+    """Seconds from ``started`` to the release's SUCCEEDED record, from its wall-clock stamp."""
+    rel = [r for r in cloud.releases(APP) if r.get("tag") == tag]
+    stamp = rel[-1].get("finished_at") if rel else None
+    try:
+        at = datetime.fromisoformat(str(stamp)).timestamp()
+    except ValueError:
+        return None
+    return round(at - (time.time() - (time.monotonic() - started)), 3)
 
 
 def measure(sizes: list[int]) -> dict[str, list]:
@@ -70,7 +83,12 @@ def measure(sizes: list[int]) -> dict[str, list]:
                 cloud.wait_for(
                     lambda p=pushed, t=tag: _converged(cloud, p.digest, t), 600, f"{size} hosts on {tag}"
                 )
-                seconds.append(round(time.monotonic() - started, 2))
+                converged = time.monotonic()
+                seconds.append(round(converged - started, 2))
+                report = breakdown.rollout(list(cloud.commands().values()), started, converged)
+                report["release_succeeded_s"] = _succeeded_at(cloud, tag, started)
+                _log(f"{size} host(s) breakdown " + json.dumps(report))
+                _log(f"{size} host(s) mean agent phases " + json.dumps(breakdown.mean_phases(report)))
                 cloud.settle(300)
                 image = publish(reg.push_address, reg.address, "oldflow", step + 1, app=APP, pad_mb=IMAGE_MB)
                 sequential.append(round(sequential_deploy(old_hosts[:size], image), 2))

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from localcloud import breakdown
 from localcloud.cloud import LocalCloud, Timeline
 from localcloud.oldflow import OldHost, old_rollback, publish, sequential_deploy
 
@@ -62,9 +63,15 @@ def measure(hosts: int) -> dict:
         _log(f"{hosts} hosts on v2 ({IMAGE_MB} MB images); rolling back to v1")
         started = time.monotonic()
         answer = cloud.invoke("RollbackFunction", {"app": APP, "reason": "benchmark"})
+        invoked = time.monotonic()
         cloud.wait_for(lambda: set(cloud.host_digests(APP).values()) == {v1["digest"]}, 300, "hosts on v1")
-        seconds = round(time.monotonic() - started, 2)
+        converged = time.monotonic()
+        seconds = round(converged - started, 2)
         cloud.settle(120)
+        report = breakdown.rollout(list(cloud.commands().values()), started, converged)
+        report["invoke_s"] = round(invoked - started, 3)
+        _log("breakdown " + json.dumps(report))
+        _log("mean agent phases " + json.dumps(breakdown.mean_phases(report)))
         _log(f"rollback answered {json.dumps(answer)[:160]}; every host on v1 after {seconds} s")
 
         old_hosts = [OldHost.create(f"old{n}", Path(tmp)) for n in range(hosts)]

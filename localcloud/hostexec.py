@@ -35,6 +35,15 @@ class ScriptResult:
     timed_out: bool = False
 
 
+def host_path(path: str) -> str:
+    """PATH with version-manager shims last, so `python3` is a plain interpreter as on a real
+    host (pyenv's shim is a bash wrapper costing ~0.1 s per run); tools only the shims provide
+    (the AWS CLI here) are still found."""
+    dirs = [d for d in path.split(os.pathsep) if d]
+    shims = [d for d in dirs if "/.pyenv/" in d + "/"]
+    return os.pathsep.join([d for d in dirs if d not in shims] + shims)
+
+
 def namespaces_available() -> bool:
     return os.geteuid() == 0 and shutil.which("unshare") is not None
 
@@ -60,6 +69,7 @@ def run_script(
     full_env = {
         **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}},
         **env,
+        "PATH": host_path(env.get("PATH", os.environ.get("PATH", ""))),
         "LC_OPT": str(opt),
         "LC_LOG": str(log),
         "LC_CWD": str(work),

@@ -39,6 +39,24 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def _log_api_calls(path: str) -> None:
+    """Append `<function> <operation> <seconds>` per AWS API call to ``path`` (latency breakdowns)."""
+    from botocore.client import BaseClient  # noqa: PLC0415 - only when asked
+
+    original = BaseClient._make_api_call
+    name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "?")
+
+    def timed(self: Any, operation: str, params: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return original(self, operation, params)
+        finally:
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(f"{time.time():.3f} {name} {operation} {time.monotonic() - started:.3f}\n")
+
+    BaseClient._make_api_call = timed  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
     # Run as a file: drop this tooling directory from the path, so the function sees only what
     # Lambda would give it (its task root, the layer's packages).
@@ -50,6 +68,8 @@ def main(argv: list[str]) -> int:
     timeout_s = int(os.environ.get("LOCALCLOUD_TIMEOUT", "60"))
     requests = os.fdopen(req_fd, "r", encoding="utf-8")
     responses = os.fdopen(resp_fd, "w", encoding="utf-8")
+    if os.environ.get("LOCALCLOUD_CALL_LOG"):
+        _log_api_calls(os.environ["LOCALCLOUD_CALL_LOG"])
     try:
         handler = getattr(importlib.import_module(module_name), func_name)
         init_error = None

@@ -142,7 +142,8 @@ class LambdaService:
     def environment(self, lid: str) -> dict[str, str]:
         """The process environment of one function: runtime variables + template variables."""
         fn = self.functions[lid]
-        base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH"}}
+        passed = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LOCALCLOUD_CALL_LOG"}
+        base = {k: v for k, v in os.environ.items() if k in passed}
         runtime = {
             "AWS_LAMBDA_FUNCTION_NAME": fn.name,
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",

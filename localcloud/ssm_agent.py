@@ -68,6 +68,7 @@ class HostRun:
     stdout: str
     stderr: str
     seconds: float
+    ended_at: float = 0.0  # time.monotonic(), for latency breakdowns
 
 
 @dataclass
@@ -78,6 +79,7 @@ class CommandRun:
     status: str = "Pending"
     hosts: list[HostRun] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
+    picked_at: float = field(default_factory=time.monotonic)  # when the watcher saw the command
 
 
 class SsmAgents:
@@ -222,7 +224,10 @@ class SsmAgents:
         )
         with self._lock:
             run.hosts.append(
-                HostRun(command.command_id, iid, status, res.exit_code, res.stdout, res.stderr, res.seconds)
+                HostRun(
+                    command.command_id, iid, status, res.exit_code, res.stdout, res.stderr, res.seconds,
+                    time.monotonic(),
+                )
             )
         if status != "Cancelled":
             self._cloudwatch(command, iid, res)
