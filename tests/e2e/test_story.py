@@ -102,7 +102,12 @@ def test_an_instance_launched_during_a_deploy_ends_on_the_newest_release(cloud: 
         c["LifecycleActionResult"]
         for c in cloud.fleet.lifecycle_calls
         if c["InstanceId"] == new[0].instance_id
-    ] == ["CONTINUE"]
+    ] == ["CONTINUE"], [
+        (h.status, h.stdout[-600:], h.stderr[-1500:])
+        for r in cloud.commands().values()
+        for h in r.hosts
+        if h.instance_id == new[0].instance_id
+    ]
     assert len(new) == 1
     assert host_digests(cloud, APP)[new[0].instance_id] == v4["digest"]
     assert set(served_bodies(cloud, APP).values()) == {"web release 4\n"}
