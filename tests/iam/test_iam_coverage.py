@@ -23,7 +23,7 @@ from deployer.models.config import AppConfig
 
 from functions.on_image_push.app import handler as on_image_push
 from tests.conftest import ACCOUNT, REGION, CallRecorder
-from tests.lifecycle.iam_scenarios import EXPECTED_OPERATIONS, LIFECYCLE_SCENARIOS
+from tests.lifecycle.iam_scenarios import EXPECTED_OPERATIONS, LIFECYCLE_SCENARIOS, FakeContext
 
 pytestmark = pytest.mark.unit
 
@@ -39,29 +39,18 @@ class World:
     template: dict[str, Any]
 
 
-class _Context:
-    function_name = "fn"
-    memory_limit_in_mb = 512
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:fn"
-    aws_request_id = "req"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
-
-
 def drive_on_image_push(world: World) -> None:
     """Started deploy, duplicate delivery, pending push, unknown repository, bad input."""
     event = world.load_event("ecr_image_push")
-    on_image_push(event, _Context())
-    on_image_push(event, _Context())
+    on_image_push(event, FakeContext())
+    on_image_push(event, FakeContext())
     second = copy.deepcopy(event)
     second["detail"]["image-digest"] = "sha256:" + "2" * 64
-    on_image_push(second, _Context())
+    on_image_push(second, FakeContext())
     other = copy.deepcopy(event)
     other["detail"]["repository-name"] = "team/other"
-    on_image_push(other, _Context())
-    on_image_push({"detail-type": "nope"}, _Context())
+    on_image_push(other, FakeContext())
+    on_image_push({"detail-type": "nope"}, FakeContext())
 
 
 SCENARIOS: dict[str, Callable[[World], None]] = {
@@ -146,7 +135,10 @@ def required(service: str, operation: str, params: dict[str, Any]) -> tuple[str,
         table = _arn("dynamodb", f"table/{params['TableName']}")
         return action, [f"{table}/index/{params['IndexName']}" if "IndexName" in params else table]
     if service == "ssm" and operation in {
-        "GetParameter", "PutParameter", "DeleteParameter", "GetParameterHistory"
+        "GetParameter",
+        "PutParameter",
+        "DeleteParameter",
+        "GetParameterHistory",
     }:
         return action, [_arn("ssm", f"parameter/{params['Name'].lstrip('/')}")]
     if service == "ssm" and operation == "SendCommand":
@@ -165,7 +157,9 @@ def required(service: str, operation: str, params: dict[str, Any]) -> tuple[str,
     if service == "sqs" and operation == "SendMessage":
         return action, [_arn("sqs", params["QueueUrl"].rsplit("/", 1)[-1])]
     if service == "autoscaling" and operation in {
-        "UpdateAutoScalingGroup", "CompleteLifecycleAction", "RecordLifecycleActionHeartbeat"
+        "UpdateAutoScalingGroup",
+        "CompleteLifecycleAction",
+        "RecordLifecycleActionHeartbeat",
     }:
         name = params["AutoScalingGroupName"]
         uuid = "00000000-0000-0000-0000-000000000000"

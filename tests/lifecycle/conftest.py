@@ -15,6 +15,7 @@ import boto3
 import pytest
 import yaml
 from deployer.adapters.apps import AppsStore
+from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
 from deployer.lifecycle import LifecycleDeps
 from deployer.lifecycle_handlers import handle_command_status
 from deployer.models.config import AppConfig
@@ -103,16 +104,6 @@ def digest_of(n: int) -> str:
 
 
 def summary_line(instance_id: str, release: Release, failure_class: str = "none", message: str = "") -> str:
-    exit_codes = {
-        "none": 0,
-        "input": 2,
-        "lock": 3,
-        "pull": 4,
-        "start": 5,
-        "health": 6,
-        "switch": 7,
-        "cleanup": 8,
-    }
     ok = failure_class in ("none", "cleanup")
     return json.dumps(
         {
@@ -124,7 +115,7 @@ def summary_line(instance_id: str, release: Release, failure_class: str = "none"
             "digest": release.digest,
             "outcome": "live" if ok else "failed",
             "failure_class": failure_class,
-            "exit_code": exit_codes[failure_class],
+            "exit_code": int(EXIT_CODE_BY_CLASS[FailureClass(failure_class)]),
             "message": message or ("live" if ok else f"{failure_class} failed"),
             "previous_release": None,
             "timings": {"total": 1.5},

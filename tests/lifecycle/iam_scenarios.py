@@ -67,7 +67,7 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
 }
 
 
-class _Context:
+class FakeContext:
     function_name = "fn"
     memory_limit_in_mb = 512
     invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:fn"
@@ -154,7 +154,7 @@ def _run(shim: moto_shim.SsmShim, release: Release, failing: str | None = None) 
                 "EC2 Command Invocation Status-change Notification",
                 {"command-id": command_id, "instance-id": iid, "status": status},
             ),
-            _Context(),
+            FakeContext(),
         )
     failed = failing is not None
     shim.command(command_id, "Failed" if failed else "Success", completed=len(targets), errors=int(failed))
@@ -163,7 +163,7 @@ def _run(shim: moto_shim.SsmShim, release: Release, failing: str | None = None) 
             "EC2 Command Status-change Notification",
             {"command-id": command_id, "status": "Failed" if failed else "Success"},
         ),
-        _Context(),
+        FakeContext(),
     )
 
 
@@ -182,7 +182,7 @@ def drive_on_command_status(world: Any) -> None:
                     "status": "InProgress",
                 },
             ),
-            _Context(),
+            FakeContext(),
         )
         _run(shim, second, failing=shim.targets(second.command_id or "")[0])
         # a new instance's swap, tracked with its lifecycle token
@@ -209,9 +209,9 @@ def drive_on_command_status(world: Any) -> None:
                 "EC2 Command Invocation Status-change Notification",
                 {"command-id": command_id, "instance-id": iid, "status": "Success"},
             ),
-            _Context(),
+            FakeContext(),
         )
-        on_command_status({"detail-type": "nope"}, _Context())
+        on_command_status({"detail-type": "nope"}, FakeContext())
 
 
 def drive_rollback(world: Any) -> None:
@@ -219,15 +219,15 @@ def drive_rollback(world: Any) -> None:
     with _lifecycle(world):
         _succeed(world, _push(world, 1, "v1"))
         _succeed(world, _push(world, 2, "v2"))
-        rollback({"app": world.config.app, "reason": "bad"}, _Context())
+        rollback({"app": world.config.app, "reason": "bad"}, FakeContext())
         world.deps.state.release(world.config.app, f"{world.config.app}#3")
         with contextlib.suppress(Exception):
-            rollback({"app": world.config.app, "to": "v9"}, _Context())
-        rollback({"action": "promote", "app": world.config.app, "to": "v2"}, _Context())
+            rollback({"app": world.config.app, "to": "v9"}, FakeContext())
+        rollback({"action": "promote", "app": world.config.app, "to": "v2"}, FakeContext())
         world.deps.state.release(world.config.app, f"{world.config.app}#4")
-        rollback({"action": "pause", "app": world.config.app}, _Context())
-        rollback({"action": "resume", "app": world.config.app}, _Context())
-        rollback({"action": "status", "app": world.config.app}, _Context())
+        rollback({"action": "pause", "app": world.config.app}, FakeContext())
+        rollback({"action": "resume", "app": world.config.app}, FakeContext())
+        rollback({"action": "status", "app": world.config.app}, FakeContext())
 
 
 def drive_on_instance_launch(world: Any) -> None:
@@ -239,14 +239,14 @@ def drive_on_instance_launch(world: Any) -> None:
         event = copy.deepcopy(world.load_event("asg_instance_launch"))
         event["detail"]["AutoScalingGroupName"] = world.config.auto_scaling_group
         event["detail"]["EC2InstanceId"] = shim.targets(first.command_id or "")[0]
-        on_instance_launch(event, _Context())
+        on_instance_launch(event, FakeContext())
         shim.online.add(event["detail"]["EC2InstanceId"])
-        on_instance_launch(event, _Context())
+        on_instance_launch(event, FakeContext())
         other = copy.deepcopy(event)
         other["detail"]["AutoScalingGroupName"] = "another-asg"
         other["detail"]["NotificationMetadata"] = ""
         other["detail"]["LifecycleActionToken"] = "12345678-4321-4321-4321-210987654321"
-        on_instance_launch(other, _Context())
+        on_instance_launch(other, FakeContext())
 
 
 def drive_reconciler(world: Any) -> None:
@@ -265,9 +265,9 @@ def drive_reconciler(world: Any) -> None:
         SETUP.client("ecr").put_image(
             repositoryName=world.config.repository, imageManifest=manifest, imageDigest=digest, imageTag="v2"
         )
-        reconciler({"source": "aws.events"}, _Context())
+        reconciler({"source": "aws.events"}, FakeContext())
         _succeed(world, world.deps.releases.get(world.config.app, 2))
-        reconciler({"source": "aws.events"}, _Context())
+        reconciler({"source": "aws.events"}, FakeContext())
 
 
 LIFECYCLE_SCENARIOS = {
