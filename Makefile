@@ -1,34 +1,65 @@
 # One entry point per job a newcomer guesses: demo, test, lint, build, bench, deploy.
-PY ?= $(shell [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)
+# demo, test and bench set the machine up first (tools/bootstrap.sh: system packages, .venv from
+# uv.lock, the Docker engine); a second run installs nothing.
+PY := .venv/bin/python
 B ?=
+# The virtualenv's tools (cfn-lint, sam) and the python3.12 sam build needs come first.
+export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/py312:$(PATH)
+# Sub-targets skip the bootstrap when a parent target has just run it.
+bootstrap = $(if $(BOOTSTRAPPED),,tools/bootstrap.sh $(1))
 
-.PHONY: demo test pytest lint build bench deploy template services
+.PHONY: demo test pytest lint build bench deploy template services stop-services lock
 
 demo:
-	PY=$(PY) tools/demo-prereqs.sh
+	$(call bootstrap,demo)
 	$(PY) -m localcloud.demo
 
-# Everything CI checks: linters, then every test (unit, integration, e2e).
-test: lint pytest
+# Everything CI checks: linters, the SAM build, then every test (unit, integration, e2e).
+test:
+	$(call bootstrap,test)
+	$(MAKE) --no-print-directory lint build pytest BOOTSTRAPPED=1
 
 pytest:
+	$(call bootstrap,test)
 	$(PY) -m pytest -q
 
 lint:
+	$(call bootstrap,test)
+	$(MAKE) --no-print-directory template BOOTSTRAPPED=1
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	cfn-lint template.yaml
-	sam validate --lint
+	cfn-lint build/template.yaml
+	sam validate --lint -t build/template.yaml
 	shellcheck tools/*.sh .ci/run
 
+# The deployable template: template.yaml (hand-written) with host/agent.py embedded in the swap
+# document. build, deploy, the local cloud and the tests use build/template.yaml.
+template:
+	$(call bootstrap,demo)
+	$(PY) tools/render_template.py
+
 build:
-	sam build
+	$(call bootstrap,test)
+	$(MAKE) --no-print-directory template BOOTSTRAPPED=1
+	sam build -t build/template.yaml
 
 bench:
+	$(call bootstrap,bench)
 	$(PY) -m benchmarks $(B)
 
-deploy:
-	sam build && sam deploy --guided
+deploy: build
+	sam deploy --guided
 
 services:
 	tools/services.sh start
+
+stop-services:
+	tools/services.sh stop
+
+# After changing a dependency in pyproject.toml: re-resolve uv.lock and derive the Lambda layer's
+# requirements from it (sam build installs those into the layer, hashes checked).
+lock:
+	tools/bootstrap.sh demo
+	.tools/uv/bin/uv lock
+	.tools/uv/bin/uv export --frozen --no-dev --no-emit-project --format requirements-txt \
+	  --no-header -o layers/deployer/requirements.txt

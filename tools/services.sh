@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Start (or check) the local services the integration and e2e tests use: the Docker engine.
-# Registries and nginx instances are started per test, on their own loopback ports.
+# Start, check or stop the local service the demo, the tests and the benchmarks use: the Docker
+# engine. Registries, nginx instances and the moto server are started per test or per demo run,
+# on their own loopback ports, and stopped by them.
 set -euo pipefail
 
 log() { printf 'services: %s\n' "$*" >&2; }
+
+PIDFILE=/run/deployer-dockerd.pid
 
 # docker_ready: true when the engine answers.
 docker_ready() {
@@ -21,6 +24,7 @@ start_docker() {
   mkdir -p /var/log
   nohup dockerd --bridge=none --iptables=false --ip6tables=false \
     >/var/log/deployer-dockerd.log 2>&1 &
+  echo $! >"$PIDFILE"
   local i
   for i in $(seq 1 60); do
     if docker_ready; then
@@ -34,8 +38,28 @@ start_docker() {
   return 1
 }
 
+# stop_docker: stop the engine this script started (an engine started otherwise is left alone).
+stop_docker() {
+  local pid i
+  if [ ! -s "$PIDFILE" ]; then
+    log "no docker engine started by this script"
+    return 0
+  fi
+  pid=$(cat "$PIDFILE")
+  if kill -0 "$pid" 2>/dev/null && grep -q dockerd "/proc/$pid/cmdline" 2>/dev/null; then
+    log "stopping dockerd ($pid)"
+    kill "$pid"
+    for i in $(seq 1 30); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 1
+    done
+  fi
+  rm -f "$PIDFILE"
+}
+
 case "${1:-start}" in
   start) start_docker ;;
   check) docker_ready ;;
-  *) log "usage: $0 start|check"; exit 2 ;;
+  stop) stop_docker ;;
+  *) log "usage: $0 start|check|stop"; exit 2 ;;
 esac
