@@ -5,8 +5,8 @@
 #
 #   tools/bootstrap.sh demo    system packages for the local cloud, .venv with the `demo` group
 #   tools/bootstrap.sh bench   as demo, plus the test runner (benchmarks reuse test harnesses)
-#   tools/bootstrap.sh test    every check: adds shellcheck, linters, type checker, SAM CLI and a
-#                              python3.12 for `sam build` (the Lambda runtime)
+#   tools/bootstrap.sh test    every check: adds shellcheck, linters, type checker, SAM CLI,
+#                              checkov (in .venv-checkov) and a python3.12 for `sam build`
 #
 # Python packages come only from uv.lock (hashes checked), through a pinned uv that is itself
 # installed by hash from tools/uv-requirements.txt. On a machine where it cannot install (not
@@ -90,6 +90,13 @@ install_python() {
     --inexact --python "$python" "${GROUPS_[@]}"
 }
 
+# install_checkov: the security scanner pins an older boto3, so it lives in a virtualenv of its
+# own, from the same lock (the `checkov` group, which uv.lock resolves apart from the others).
+install_checkov() {
+  UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$PWD/.venv-checkov" "$UV" sync --quiet --frozen \
+    --only-group checkov --python "$(command -v python3)"
+}
+
 # link_python312: `sam build` needs the Lambda runtime's python3.12 on the PATH. pyenv ships one
 # on many machines, but its shim fails for a version that is not selected: link the real binary.
 link_python312() {
@@ -98,7 +105,7 @@ link_python312() {
   for cand in "$(command -v python3.12 2>/dev/null || true)" \
     "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 /usr/bin/python3.12 \
     /usr/local/bin/python3.12; do
-    [ -n "$cand" ] && [ -x "$cand" ] || continue
+    if [ -z "$cand" ] || [ ! -x "$cand" ]; then continue; fi
     cand=$(readlink -f "$cand")
     if "$cand" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
       ln -sf "$cand" "$TOOLS/py312/python3.12"
@@ -112,6 +119,7 @@ install_system
 install_uv
 install_python
 if [ "$PROFILE" = test ]; then
+  install_checkov
   link_python312
 fi
 tools/services.sh start
