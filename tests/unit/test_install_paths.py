@@ -104,10 +104,10 @@ def _normalise(name: str) -> str:
 def test_the_layer_requirements_are_the_locks_runtime_closure() -> None:
     # Given the requirements sam build installs into the Lambda layer
     text = (ROOT / "layers" / "deployer" / "requirements.txt").read_text()
-    pins = dict(
-        (_normalise(m.group(1)), m.group(2))
+    pins = {
+        _normalise(m.group(1)): m.group(2)
         for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)", text, re.MULTILINE)
-    )
+    }
     locked = {_normalise(k): v for k, v in _lock_versions().items()}
     # Then every pin is the locked version, with hashes
     assert pins, "no pinned requirement in the layer"
@@ -124,7 +124,9 @@ def test_the_layer_requirements_are_the_locks_runtime_closure() -> None:
 def test_the_lock_matches_pyproject_and_the_layer_export() -> None:
     assert UV.exists(), "run tools/bootstrap.sh test first: it installs the pinned uv"
     # uv refuses a lock that no longer satisfies pyproject.toml.
-    check = subprocess.run([str(UV), "lock", "--check", "--offline"], cwd=ROOT, capture_output=True, text=True)
+    check = subprocess.run(
+        [str(UV), "lock", "--check", "--offline"], check=False, cwd=ROOT, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr
     exported = subprocess.run(
         [str(UV), "export", "--frozen", "--no-dev", "--no-emit-project", "--format", "requirements-txt",
