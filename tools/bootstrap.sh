@@ -87,7 +87,7 @@ install_python() {
   local python
   python=$(command -v python3)
   UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$PWD/.venv" "$UV" sync --quiet --frozen \
-    --inexact --python "$python" "${GROUPS_[@]}"
+    --inexact --python "$python" --extra cli "${GROUPS_[@]}"
 }
 
 # install_checkov: the security scanner pins an older boto3, so it lives in a virtualenv of its
