@@ -19,6 +19,23 @@ TOOLS=.tools
 UV=$TOOLS/uv/bin/uv
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# The interpreter the virtualenvs are made from: the first python3 on the PATH that is not one of
+# ours (the Makefile puts .venv/bin first; a venv made from its own python would be recreated).
+base_python() {
+  local dir
+  local IFS=:
+  for dir in $PATH; do
+    case "$dir" in "$PWD"/.venv*|"$PWD"/.tools*|"") continue ;; esac
+    if [ -x "$dir/python3" ]; then
+      # The interpreter itself, not a version manager's shim: uv recreates a venv whose
+      # interpreter path differs from the one asked for.
+      "$dir/python3" -c 'import sys; print(sys.executable)'
+      return 0
+    fi
+  done
+  return 1
+}
 die() { log "$*"; exit 1; }
 
 case "$PROFILE" in
@@ -48,7 +65,7 @@ missing_packages() {
     fi
   done
   # A python3 that can make virtualenvs (Debian splits venv/ensurepip into python3-venv).
-  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv
+  "$(base_python || echo python3)" -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv
 }
 
 install_system() {
@@ -73,7 +90,7 @@ install_uv() {
   fi
   log "installing uv $(uv_pin) into $TOOLS/uv"
   rm -rf "$TOOLS/uv"
-  python3 -m venv "$TOOLS/uv"
+  "$(base_python)" -m venv "$TOOLS/uv"
   "$TOOLS/uv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
     -r tools/uv-requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
 }
@@ -85,7 +102,7 @@ uv_pin() { sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/uv-requirements.txt; }
 # --inexact: packages of a larger profile installed earlier stay.
 install_python() {
   local python
-  python=$(command -v python3)
+  python=$(base_python)
   UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$PWD/.venv" "$UV" sync --quiet --frozen \
     --inexact --python "$python" --extra cli "${GROUPS_[@]}"
 }
@@ -94,7 +111,7 @@ install_python() {
 # own, from the same lock (the `checkov` group, which uv.lock resolves apart from the others).
 install_checkov() {
   UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$PWD/.venv-checkov" "$UV" sync --quiet --frozen \
-    --only-group checkov --python "$(command -v python3)"
+    --only-group checkov --python "$(base_python)"
 }
 
 # link_python312: `sam build` needs the Lambda runtime's python3.12 on the PATH. pyenv ships one
