@@ -7,8 +7,12 @@ v1 and then v2. The clock runs from invoking the rollback function until every h
 again: a pointer move plus a swap to the image the hosts retained (no pull). The baseline, in
 the same run, is the old rollback on as many plain hosts: pull the old image, re-tag it
 `latest`, push it, redeploy host after host (pull, restart, nginx reload) (`localcloud.oldflow`).
-Prints `BENCH {"hosts": n, "seconds": x, "baseline_seconds": y}`.
-Goal: at most 5 s and at least 10 times faster than the baseline.
+"Serving" is observed, not inferred: each host's nginx is asked for `/` every 10 ms until it
+answers with v1's body. Prints where the time went, on stderr: invoke → the rollback function
+answered → swap command picked up → each host's script and agent phases → that host serving
+v1 → every host serving.
+Prints `BENCH {"hosts": n, "seconds": x, "baseline_seconds": y, "breakdown_s": {...}}`.
+Goal: at most 1 s for 5 hosts (issue 13), and far faster than the baseline.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from localcloud import breakdown
 from localcloud.cloud import LocalCloud, Timeline
+from localcloud.images import release_body
 from localcloud.oldflow import OldHost, old_rollback, publish, sequential_deploy
+from localcloud.sandbox import HostSandbox
 
 HOSTS = 5
 APP = "bench"
@@ -35,7 +42,7 @@ def _log(text: str) -> None:
     print(f"rollback_latency: {text}", file=sys.stderr, flush=True)
 
 
-def _wait_succeeded(cloud: LocalCloud, tag: str) -> dict:
+def _wait_succeeded(cloud: LocalCloud, tag: str) -> dict[str, Any]:
     def done() -> bool:
         rel = [r for r in cloud.releases(APP) if r.get("tag") == tag]
         return bool(rel) and rel[-1].get("status") == "SUCCEEDED"
@@ -44,7 +51,50 @@ def _wait_succeeded(cloud: LocalCloud, tag: str) -> dict:
     return [r for r in cloud.releases(APP) if r.get("tag") == tag][-1]
 
 
-def measure(hosts: int) -> dict:
+def _serving_times(sandboxes: list[HostSandbox], body: str, started: float,
+                   timeout: float = 300) -> dict[str, float]:
+    """Seconds from ``started`` until each host's nginx first answered ``/`` with ``body``."""
+    serving: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(serving) < len(sandboxes):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {sorted(serving)} serve v1 after {timeout} s")
+        for sandbox in sandboxes:
+            if sandbox.host_id not in serving and sandbox.get("/", timeout=1.0) == (200, body):
+                serving[sandbox.host_id] = time.monotonic() - started
+        time.sleep(0.01)
+    return serving
+
+
+def _print_breakdown(report: dict[str, Any], serving: dict[str, float], invoked: float) -> dict[str, Any]:
+    """One line per step, seconds since the rollback was invoked; returns the summary figures."""
+    _log("where the time went (seconds since invoking the rollback function):")
+    _log(f"  {invoked:6.3f}  rollback function answered (release recorded, pointer, launch "
+         "template, group and SendCommand done)")
+    picked = [c["picked_s"] for c in report["commands"]]
+    if picked:
+        _log(f"  {picked[0]:6.3f}  swap command picked up by the SSM agents")
+    agent_means: dict[str, float] = {}
+    for command in report["commands"][:1]:
+        for host in command["hosts"]:
+            agent = host["agent"]
+            start = host["ended_s"] - host["script_s"]
+            before_agent = max(0.0, host["script_s"] - float(agent.get("total") or 0.0))
+            phases = "  ".join(f"{k} {float(v or 0):.3f}" for k, v in agent.items() if k != "total")
+            _log(f"  {start:6.3f}  host script started; agent after {before_agent:.3f} s (shell, "
+                 f"python start); agent: {phases}; script ended {host['ended_s']:.3f}")
+            for k, v in agent.items():
+                agent_means[k] = agent_means.get(k, 0.0) + float(v or 0) / len(command["hosts"])
+    for host_id, at in sorted(serving.items(), key=lambda item: item[1]):
+        _log(f"  {at:6.3f}  {host_id} serves v1")
+    every = max(serving.values())
+    _log(f"  {every:6.3f}  every host serves v1")
+    return {"invoke": round(invoked, 3), "picked_up": round(picked[0], 3) if picked else None,
+            "agent_mean": {k: round(v, 3) for k, v in agent_means.items()},
+            "first_host_serving": round(min(serving.values()), 3), "every_host_serving": round(every, 3)}
+
+
+def measure(hosts: int) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp,
         LocalCloud(timeline=Timeline(echo=False)) as cloud,
@@ -61,17 +111,20 @@ def measure(hosts: int) -> dict:
         _wait_succeeded(cloud, "v2")
         cloud.settle(300)
         _log(f"{hosts} hosts on v2 ({IMAGE_MB} MB images); rolling back to v1")
+        sandboxes = [h.sandbox for h in cloud.fleet.live(f"{APP}-asg")]
+        body = release_body(APP, 1)
         started = time.monotonic()
         answer = cloud.invoke("RollbackFunction", {"app": APP, "reason": "benchmark"})
         invoked = time.monotonic()
-        cloud.wait_for(lambda: set(cloud.host_digests(APP).values()) == {v1["digest"]}, 300, "hosts on v1")
-        converged = time.monotonic()
+        serving = _serving_times(sandboxes, body, started)
+        converged = started + max(serving.values())
         seconds = round(converged - started, 2)
+        cloud.wait_for(lambda: set(cloud.host_digests(APP).values()) == {v1["digest"]}, 300, "hosts on v1")
         cloud.settle(120)
         report = breakdown.rollout(list(cloud.commands().values()), started, converged)
         report["invoke_s"] = round(invoked - started, 3)
         _log("breakdown " + json.dumps(report))
-        _log("mean agent phases " + json.dumps(breakdown.mean_phases(report)))
+        figures = _print_breakdown(report, serving, invoked - started)
         _log(f"rollback answered {json.dumps(answer)[:160]}; every host on v1 after {seconds} s")
 
         old_hosts = [OldHost.create(f"old{n}", Path(tmp)) for n in range(hosts)]
@@ -93,7 +146,7 @@ def measure(hosts: int) -> dict:
                 capture_output=True,
                 check=False,
             )
-    return {"hosts": hosts, "seconds": seconds, "baseline_seconds": baseline}
+    return {"hosts": hosts, "seconds": seconds, "baseline_seconds": baseline, "breakdown_s": figures}
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ usage:
   agent.py boot --app APP --image REF@sha256:DIGEST --release N --port PORT [options]
                 [--pointer-parameter NAME --region REGION]
   agent.py status [--app APP]
+  agent.py diagnose --app APP [--health-path PATH]
 
 options (swap and boot):
   --health-path PATH        health endpoint, default /health
@@ -21,7 +22,9 @@ swap: lock, pull (with retries), start the new colour beside the old one, gate o
 switch traffic atomically (nftables DNAT of a stable port that nginx proxies to), drain,
 stop the old container, prune old images. boot: install the nginx site and the switching
 table if absent, optionally read the release pointer (falling back to the given release),
-then the same steps. status: print this host's state.
+then the same steps. status: print this host's state. diagnose: read-only checks of one app
+(docker engine, disk, containers, health, the proxy's live target, registry reachability) as one
+JSON line naming the failing layer: docker, app, proxy, registry or none; always exits 0.
 
 stdout: exactly one JSON line (the summary); logs go to stderr.
 
@@ -33,7 +36,9 @@ exit codes:
   5 start    the new container would not start or exited; it was removed
   6 health   the health gate failed; the new container was removed
   7 switch   switching traffic failed; the old release serves
-  8 cleanup  the new release serves, but stopping the old one or pruning failed
+A problem after the switch (stopping the old container, pruning images) exits 0: the new release
+serves, and the summary names it in "warning" ("cleanup"), so SSM reports Success and the host never
+counts toward the command's MaxErrors.
 
 Host settings come from /etc/deployer/host.json (path overridable with DEPLOYER_HOST_CONFIG).
 Python 3.9+, standard library only.
@@ -49,6 +54,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -65,8 +71,9 @@ EXIT_CODES = {
     "start": 5,
     "health": 6,
     "switch": 7,
-    "cleanup": 8,
 }
+# Problems after the new release went live: exit 0, named in the summary's "warning".
+WARNING_CLASSES = ("cleanup",)
 
 DOCKER_OPTION_NAMES = (
     "cpus",
@@ -83,9 +90,31 @@ DOCKER_OPTION_NAMES = (
     "stop-timeout",
     "cap-drop",
     "security-opt",
-    "label",
 )
-_OPTION = "--(" + "|".join(re.escape(n) for n in DOCKER_OPTION_NAMES) + ")=[A-Za-z0-9._:/=,@+-]+"
+# The values each option may take: only limits, a non-root user, a read-only root, noexec tmpfs
+# mounts, dropped capabilities and no-new-privileges. Nothing that lifts a limit (-1, unlimited,
+# memlock/rtprio ulimits), runs as root (uid or gid 0) or relaxes confinement (seccomp,
+# apparmor, label, systempaths); no label either, so the agent's deployer.* labels stay its own.
+_SIZE = "[1-9][0-9]{0,12}[bkmg]?"
+_TMPFS_OPTION = "(rw|ro|noexec|nosuid|nodev|size=" + _SIZE + "|mode=[0-7]{3,4})"
+DOCKER_OPTION_VALUES = {
+    "cpus": "[0-9]{1,3}([.][0-9]{1,3})?",
+    "cpu-shares": "[1-9][0-9]{0,5}",
+    "memory": _SIZE,
+    "memory-reservation": _SIZE,
+    "memory-swap": _SIZE,
+    "pids-limit": "[1-9][0-9]{0,6}",
+    "shm-size": _SIZE,
+    "ulimit": "(nofile|nproc|core|fsize|stack|cpu|as|data|locks|msgqueue|sigpending)"
+              "=[0-9]{1,10}(:[0-9]{1,10})?",
+    "user": "[1-9][0-9]{0,9}(:[1-9][0-9]{0,9})?",
+    "read-only": "true",
+    "tmpfs": "/[A-Za-z0-9._/-]{1,200}(:" + _TMPFS_OPTION + "(," + _TMPFS_OPTION + ")*)?",
+    "stop-timeout": "[0-9]{1,4}",
+    "cap-drop": "[A-Za-z_]{1,40}",
+    "security-opt": "no-new-privileges(:true|=true)?",
+}
+_OPTION = "--(" + "|".join(re.escape(n) + "=" + DOCKER_OPTION_VALUES[n] for n in DOCKER_OPTION_NAMES) + ")"
 _LOG_PAIR = "[a-z0-9-]+=[A-Za-z0-9._/:-]+"
 
 # Same patterns as the swap document's allowedPattern values (docs/architecture.md).
@@ -125,9 +154,9 @@ HOST_DEFAULTS: dict[str, Any] = {
     "docker_command": ["docker"],
     "nft_command": ["nft"],
     "aws_command": ["aws"],
-    "conntrack_command": ["conntrack"],
+    "conntrack_command": [],
     "lock_timeout": 600,
-    "drain_seconds": 2.0,
+    "drain_seconds": 30.0,
     "stop_timeout": 30,
     "pull_attempts": 5,
     "pull_backoff": 1.0,
@@ -137,6 +166,7 @@ HOST_DEFAULTS: dict[str, Any] = {
     "health_interval": 0.5,
     "pointer_timeout": 5,
     "upstream_read_timeout": 60,
+    "upstream_keepalive": 0,
     "systemd_unit_dir": "/etc/systemd/system",
     "systemctl_command": ["systemctl"],
 }
@@ -148,12 +178,14 @@ SUMMARY_MAX_CHARS = 2400
 SITE_TEMPLATE = """# Managed by the deployer host agent; rewritten on boot.
 upstream deployer_@APP@ {
     # Nothing listens on the stable port: an nftables DNAT rule sends it to the live colour.
-    # Listed three times so a connection refused around a switch is retried on new connections.
+    # Listed five times so a connection refused, reset or not accepted in time around a switch
+    # is retried on new connections (one try per entry).
     server 127.0.0.1:@STABLE@ max_fails=0;
     server 127.0.0.1:@STABLE@ max_fails=0;
     server 127.0.0.1:@STABLE@ max_fails=0;
-    keepalive 32;
-}
+    server 127.0.0.1:@STABLE@ max_fails=0;
+    server 127.0.0.1:@STABLE@ max_fails=0;
+@KEEPALIVE@}
 
 server {
     listen @LISTEN@ default_server;
@@ -166,11 +198,14 @@ server {
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
-        # A full accept queue drops the SYN (retried after 1 s): allow one retransmission.
-        proxy_connect_timeout 2s;
+        # A loopback connect completes in microseconds unless the app's accept queue is full,
+        # when the kernel drops the SYN and resends it only after 1 s. Giving up after 250 ms and
+        # retrying on a new connection (safe for any method: nothing was sent) bounds that wait;
+        # five tries tolerate 1.25 s of an app not accepting.
+        proxy_connect_timeout 250ms;
         proxy_read_timeout @READ_TIMEOUT@s;
         proxy_next_upstream error timeout;
-        proxy_next_upstream_tries 3;
+        proxy_next_upstream_tries 5;
     }
 }
 """
@@ -224,7 +259,8 @@ def load_host_config() -> dict[str, Any]:
     for key in ("nginx_command", "docker_command", "nft_command", "aws_command", "conntrack_command",
                 "systemctl_command"):
         value = config[key]
-        if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        if not (isinstance(value, list) and (value or key == "conntrack_command")
+                and all(isinstance(v, str) for v in value)):
             raise Failure("input", "host config " + key + " must be a non-empty list of strings")
     for key in ("listen_port", "stable_port", "blue_port", "green_port"):
         if not (isinstance(config[key], int) and 0 < config[key] < 65536):
@@ -269,11 +305,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             cmd.add_argument("--region", default="")
     status = sub.add_parser("status", add_help=False)
     status.add_argument("--app", default="")
+    diagnose_cmd = sub.add_parser("diagnose", add_help=False)
+    diagnose_cmd.add_argument("--app", required=True)
+    diagnose_cmd.add_argument("--health-path", default="/health")
     if not argv or argv[0] in ("-h", "--help", "help"):
         raise UsageError("help")
     args = parser.parse_args(argv)
     if args.mode is None:
-        raise UsageError("a mode is required: swap, boot or status")
+        raise UsageError("a mode is required: swap, boot, status or diagnose")
     return args
 
 
@@ -418,14 +457,15 @@ class Host:
         elif proc.returncode not in (0, 1):  # 1: nothing matched
             log("conntrack flush failed: " + last_line(proc.stderr))
 
-    def set_dnat(self, port: int, comment: str,
-                 closed_port: int | None = None) -> subprocess.CompletedProcess[str]:
+    def set_dnat(self, port: int, comment: str) -> subprocess.CompletedProcess[str]:
         """Point the stable port at ``port`` in one atomic nft transaction.
 
-        With ``closed_port`` (the colour being drained), a connection attempt that still reaches
-        it through the stable port is reset: such a SYN rides a stale conntrack flow that was not
-        re-translated. nginx retries it on a fresh connection, which goes to ``port``; flows
-        already established with the old colour finish normally.
+        The same transaction resets any connection attempt that reaches another port through the
+        stable port: such a SYN rides a stale conntrack flow (one in CLOSE state is not
+        re-translated) and would land on the old colour, or on a colour not live yet. nginx
+        retries it on a fresh connection, which goes to ``port``. Flows already established with
+        the old colour finish normally, and no conntrack entry is ever deleted: deleting the
+        entry of a live connection strands its replies.
         """
         table = self.c["nft_table"]
         stable = str(self.c["stable_port"])
@@ -437,12 +477,39 @@ class Host:
             "flush chain ip " + table + " guard\n"
             "add rule ip " + table + " output ip daddr 127.0.0.1 tcp dport " + stable
             + " counter dnat to 127.0.0.1:" + str(port) + ' comment "' + comment + '"\n'
+            "add rule ip " + table + " guard ip daddr 127.0.0.1 tcp dport != " + str(port)
+            + " ct original proto-dst " + stable
+            + " tcp flags & (syn | ack) == syn counter reject with tcp reset\n"
         )
-        if closed_port is not None and closed_port != port:
-            script += ("add rule ip " + table + " guard ip daddr 127.0.0.1 tcp dport " + str(closed_port)
-                       + " ct original proto-dst " + stable
-                       + " tcp flags & (syn | ack) == syn counter reject with tcp reset\n")
         return self.nft(script)
+
+
+def instance_id(config: dict[str, Any]) -> str:
+    """This host's EC2 instance id (SSM sets AWS_SSM_INSTANCE_ID for Run Command; cloud-init
+    writes it at boot), else the host id: the name `deployer logs --host` filters on."""
+    found = os.environ.get("AWS_SSM_INSTANCE_ID", "")
+    if not found:
+        try:
+            found = Path("/var/lib/cloud/data/instance-id").read_text(encoding="ascii").strip()
+        except OSError:
+            found = ""
+    return found if re.match(r"^[A-Za-z0-9-]{1,64}$", found) else str(config["host_id"])
+
+
+def awslogs_defaults(config: dict[str, Any], app: str, container: str, options: list[str]) -> list[str]:
+    """awslogs options completed with the deployer's naming (docs/runbook.md, "Where the logs
+    are"): group /deployer/<app>, stream <instance id>/<container>, so `deployer logs APP --host I`
+    reads one host's container logs by stream prefix."""
+    given = {o.split("=", 1)[0] for o in options}
+    extra = []
+    if "awslogs-group" not in given:
+        extra.append("awslogs-group=/deployer/" + app)
+    if "awslogs-stream" not in given and "tag" not in given:
+        extra.append("awslogs-stream=" + instance_id(config) + "/" + container)
+    region = os.environ.get("AWS_SSM_REGION_NAME", "")
+    if "awslogs-region" not in given and re.match(PATTERNS["region"], region):
+        extra.append("awslogs-region=" + region)
+    return options + extra
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -541,6 +608,8 @@ class Agent:
         self.pull_attempts = 0
         self.previous_release: int | None = None
         self.messages: list[str] = []
+        self.warning: str | None = None  # one of WARNING_CLASSES once the release is live
+        self.warning_message = ""
         self.phase = "lock"  # the failure class an unexpected error is reported under
         self.pointer_read = False
 
@@ -599,6 +668,18 @@ class Agent:
             wanted = (SITE_TEMPLATE.replace("@APP@", self.app)
                       .replace("@STABLE@", str(self.c["stable_port"])).replace("@LISTEN@", listen)
                       .replace("@READ_TIMEOUT@", str(int(self.c["upstream_read_timeout"]))))
+            # Default: one upstream connection per request, so each request is DNATed to the
+            # colour live when it starts, the app never closes a connection nginx may reuse, and
+            # the drain's "no connection left" means "nothing in flight". Pooled connections keep
+            # carrying requests to the old colour after the switch until its graceful stop resets
+            # those with a request the app had not read yet (a POST there is a 502: nginx does
+            # not resend it). The request still says keep-alive, so nginx closes first and the
+            # TIME_WAIT stays on its side: a port it reuses never meets the app's TIME_WAIT socket,
+            # which answers a new SYN with a bare ACK (1 s until the SYN is resent).
+            keepalive = int(self.c["upstream_keepalive"])
+            wanted = wanted.replace("@KEEPALIVE@", (
+                f"    keepalive {keepalive};\n    keepalive_time 1s;\n    keepalive_timeout 1s;\n"
+                if keepalive > 0 else ""))
             try:
                 current: str | None = path.read_text(encoding="utf-8")
             except OSError:
@@ -732,6 +813,8 @@ class Agent:
         log_options = [o for o in self.args.log_options.split(",") if o]
         if self.args.log_driver == "json-file" and not log_options:
             log_options = ["max-size=10m", "max-file=5"]
+        if self.args.log_driver == "awslogs":
+            log_options = awslogs_defaults(self.c, self.app, self.container_name(colour), log_options)
         for option in log_options:
             args += ["--log-opt", option]
         if self.args.env_file:
@@ -825,8 +908,7 @@ class Agent:
         started = time.monotonic()
         try:
             comment = f"app {self.app} release {self.release}"
-            proc = self.host.set_dnat(self.colour_port(new), comment,
-                                      self.colour_port(old) if old is not None else None)
+            proc = self.host.set_dnat(self.colour_port(new), comment)
             verified = proc.returncode == 0 and self.verify_stable()
             if verified:
                 log(f"traffic switched to {new} (port {self.colour_port(new)})")
@@ -867,8 +949,8 @@ class Agent:
             problems.append("stopping " + name + " failed: " + last_line(stop.stderr))
         elif not self.host.remove_container(name):
             problems.append("removing " + name + " failed")
-        # The old colour is gone: no flow to it may be reused by a new connection.
-        self.host.forget_flows(self.colour_port(old))
+        if self.c["conntrack_command"]:  # off by default: the guard makes it unnecessary
+            self.host.forget_flows(self.colour_port(old))
         self.timed("cleanup", started)
         return problems
 
@@ -1048,7 +1130,8 @@ class Agent:
         self.state.save(new_state)
         problems += prune_problems
         if problems:
-            raise Failure("cleanup", f"release {self.release} is live, but: " + "; ".join(problems))
+            self.warning = "cleanup"
+            self.warning_message = f"release {self.release} is live, but: " + "; ".join(problems)
         return "live"
 
 
@@ -1073,7 +1156,7 @@ def base_summary(host_id: str, app: str) -> dict[str, Any]:
     return {
         "agent": "deployer", "version": VERSION, "host": host_id, "app": app,
         "release": None, "digest": None, "outcome": "failed", "failure_class": "none",
-        "exit_code": 0, "message": "", "previous_release": None,
+        "warning": None, "exit_code": 0, "message": "", "previous_release": None,
         "timings": {}, "pull_attempts": 0, "container_exit": None, "log_tail": [],
     }
 
@@ -1089,6 +1172,132 @@ def status(config: dict[str, Any], app: str) -> dict[str, Any]:
             "dnat_port": Host(config).dnat_target(), "apps": apps}
 
 
+# --- diagnose (read-only) ---------------------------------------------------------------------
+
+# Layers in the order a failure in one explains failures in the next: a stopped Docker engine
+# fails every container check; an unhealthy app fails the check through the proxy.
+DIAGNOSE_LAYERS = ("docker", "app", "proxy", "registry")
+DISK_MIN_FREE_BYTES = 1 << 30
+DISK_MIN_FREE_RATIO = 0.05
+
+
+def failing_layer(checks: list[dict[str, Any]]) -> str:
+    """The first layer (DIAGNOSE_LAYERS order) with a failed check, or "none"."""
+    for layer in DIAGNOSE_LAYERS:
+        if any(not c.get("ok") for c in checks if c.get("layer") == layer):
+            return layer
+    return "none"
+
+
+def registry_reachable(image: str, timeout: float = 5.0) -> tuple[bool, str]:
+    """Whether the image's registry answers its API root (/v2/): 200 or 401 both mean it is up."""
+    host = image.split("/", 1)[0]
+    name, _, port_text = host.partition(":")
+    port = int(port_text) if port_text.isdigit() else 443
+    errors = []
+    schemes = ("https", "http") if port != 443 else ("https",)
+    for scheme in schemes:
+        conn_class = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        conn = conn_class(name, port, timeout=timeout)
+        try:
+            conn.request("GET", "/v2/", headers={"User-Agent": "deployer-agent"})
+            answer = conn.getresponse()
+            answer.read()
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(scheme + ": " + str(exc)[:120])
+            continue
+        finally:
+            conn.close()
+        if answer.status in (200, 401):
+            return True, f"{host} answers {answer.status} on /v2/ ({scheme})"
+        errors.append(f"{scheme}: /v2/ answered {answer.status}")
+    return False, f"{host} unreachable: " + "; ".join(errors)
+
+
+def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, Any]:
+    """Read-only checks of one app on this host; names the first failing layer."""
+    host = Host(config)
+    state = State(config, app).load()
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, layer: str, ok: bool, detail: str, **extra: Any) -> None:
+        checks.append({"name": name, "layer": layer, "ok": bool(ok), "detail": detail[:300], **extra})
+
+    info = host.docker("info", "--format", "{{.ServerVersion}}", timeout=20)
+    docker_ok = info.returncode == 0
+    engine = ("server " + info.stdout.strip() if docker_ok
+              else last_line(info.stderr) or f"exit {info.returncode}")
+    check("docker engine", "docker", docker_ok, engine)
+    for path in dict.fromkeys((str(config["state_dir"]), "/var/lib/docker")):
+        probe = Path(path)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        usage = shutil.disk_usage(str(probe))
+        free_ok = usage.free >= DISK_MIN_FREE_BYTES and usage.free >= usage.total * DISK_MIN_FREE_RATIO
+        check("disk space " + path, "docker", free_ok,
+              f"{usage.free // (1 << 20)} MiB free of {usage.total // (1 << 20)} MiB")
+
+    target = host.dnat_target()
+    colour = next((c for c in COLOURS if target == int(config[c + "_port"])), None)
+    live_colour = colour or (state.get("colour") if state.get("colour") in COLOURS else None)
+    log_tail: list[str] = []
+    if not state:
+        check("release state", "app", False, "no release of " + app + " was ever deployed on this host")
+    if docker_ok and live_colour:
+        name = str(config["host_id"]) + "-" + app + "-" + live_colour
+        container = host.inspect(name)
+        running = bool(container and container.get("State", {}).get("Running"))
+        labels = (container or {}).get("Config", {}).get("Labels") or {}
+        status_text = (container or {}).get("State", {}).get("Status", "missing")
+        check("live container", "app", running,
+              f"{name}: {status_text}, release {labels.get('deployer.release', '?')}",
+              container=name, release=labels.get("deployer.release"))
+        if container is not None:
+            log_tail = host.log_tail(name)
+        port = int(config[live_colour + "_port"])
+        code = http_status(port, health_path) if running else 0
+        check("app health", "app", 200 <= code < 300,
+              f"GET {health_path} on port {port} answered {code or 'nothing'}")
+        for other in COLOURS:
+            if other == live_colour:
+                continue
+            spare = host.inspect(str(config["host_id"]) + "-" + app + "-" + other)
+            if spare is not None:
+                check("previous container", "app", True,
+                      f"{other}: {spare.get('State', {}).get('Status', '?')} (kept for rollback)")
+    check("proxy target", "proxy", target is not None and target == (
+        int(config[live_colour + "_port"]) if live_colour else -1),
+          f"stable port {config['stable_port']} -> " + (f"127.0.0.1:{target}" if target else "no DNAT rule")
+          + (f" ({colour})" if colour else ""))
+    listening = host.listening()
+    front = http_status(int(config["listen_port"]), health_path) if listening else 0
+    check("proxy answers", "proxy", 200 <= front < 300,
+          f"nginx on port {config['listen_port']}: " + (f"GET {health_path} answered {front or 'nothing'}"
+                                                         if listening else "not listening"))
+    image = str(state.get("image") or "")
+    if image:
+        ok, detail = registry_reachable(image)
+        check("registry", "registry", ok, detail)
+    layer = failing_layer(checks)
+    return {"agent": "deployer", "version": VERSION, "host": config["host_id"], "app": app,
+            "release": state.get("release"), "layer": layer, "checks": checks, "log_tail": log_tail}
+
+
+def report_line(report: dict[str, Any]) -> str:
+    """Compact JSON under SUMMARY_MAX_CHARS (SSM returns 2,500 characters of output): trims the
+    log tail first, then each check's detail."""
+    data = dict(report)
+    data["log_tail"] = [str(line)[:200] for line in data.get("log_tail", [])][-LOG_TAIL_LINES:]
+    text = json.dumps(data, separators=(",", ":"))
+    while len(text) > SUMMARY_MAX_CHARS and data["log_tail"]:
+        data["log_tail"] = data["log_tail"][1:]
+        text = json.dumps(data, separators=(",", ":"))
+    if len(text) > SUMMARY_MAX_CHARS:
+        data["checks"] = [{**c, "detail": str(c.get("detail", ""))[:60]} for c in data["checks"]]
+        text = json.dumps(data, separators=(",", ":"))
+    return text
+
+
 def checked_args(argv: list[str]) -> argparse.Namespace:
     """Parsed and validated flags; raises an input Failure naming every problem."""
     try:
@@ -1101,6 +1310,11 @@ def checked_args(argv: list[str]) -> argparse.Namespace:
     if args.mode == "status":
         if args.app and not re.match(PATTERNS["app"], args.app):
             raise Failure("input", "--app does not match " + PATTERNS["app"])
+        return args
+    if args.mode == "diagnose":
+        for name in ("app", "health_path"):
+            if not re.match(PATTERNS[name], getattr(args, name)):
+                raise Failure("input", "--" + name.replace("_", "-") + " does not match " + PATTERNS[name])
         return args
     problems = validate(args)
     if problems:
@@ -1125,11 +1339,18 @@ def main(argv: list[str]) -> int:
         if args.mode == "status":
             sys.stdout.write(json.dumps(status(config, args.app), separators=(",", ":")) + "\n")
             return 0
+        if args.mode == "diagnose":
+            report = diagnose(config, args.app, args.health_path)
+            sys.stdout.write(report_line(report) + "\n")
+            return 0
         agent = Agent(config, args)
         outcome = agent.execute()
         summary["outcome"] = outcome
         summary["message"] = (f"release {agent.release} is already live" if outcome == "already_live"
                               else f"release {agent.release} is live")
+        if agent.warning:
+            summary["warning"] = agent.warning
+            summary["message"] = agent.warning_message
         if agent.messages:
             summary["message"] += " (" + "; ".join(agent.messages) + ")"
     except Failure as exc:
@@ -1138,12 +1359,17 @@ def main(argv: list[str]) -> int:
         summary["message"] = exc.message
         summary["container_exit"] = exc.container_exit
         summary["log_tail"] = exc.log_tail
-        if exc.failure_class == "cleanup":
-            summary["outcome"] = "live"
     except Exception as exc:  # noqa: BLE001 - every invocation must end in one summary line
-        summary["outcome"] = "failed"
-        summary["failure_class"] = agent.phase if agent is not None else "input"
-        summary["message"] = f"unexpected agent error: {type(exc).__name__}: {exc}"
+        if agent is not None and agent.phase in WARNING_CLASSES:
+            # Traffic already switched: the new release serves whatever went wrong after.
+            summary["outcome"] = "live"
+            summary["warning"] = agent.phase
+            summary["message"] = (f"release {agent.release} is live, but {agent.phase} failed: "
+                                  f"{type(exc).__name__}: {exc}")
+        else:
+            summary["outcome"] = "failed"
+            summary["failure_class"] = agent.phase if agent is not None else "input"
+            summary["message"] = f"unexpected agent error: {type(exc).__name__}: {exc}"
     summary["exit_code"] = EXIT_CODES[summary["failure_class"]]
     if agent is not None:
         summary["release"] = agent.release

@@ -1,9 +1,9 @@
-"""The local cloud: the stack of template.yaml running on this machine.
+"""The local cloud: the stack of the deployable template (build/template.yaml) on this machine.
 
 `LocalCloud` wires the stand-ins together:
 - AWS APIs: an in-process moto server on 127.0.0.1 (`localcloud.motoserver`) with the gaps
   filled (`localcloud.moto_gaps`); the stack's resources created under the template's names;
-- EventBridge: `localcloud.eventbridge` with the rules read from template.yaml;
+- EventBridge: `localcloud.eventbridge` with the rules read from the template;
 - Lambda: `localcloud.lambdas`, one warm worker process per function;
 - ECR: the Debian registry (`localcloud.registry`); `push()` builds an image, pushes it, stores
   the same manifest in moto's repository and emits the ECR push event with the real digest;
@@ -37,6 +37,7 @@ from localcloud.registry import Registry
 from localcloud.sqs_source import SqsSource
 from localcloud.ssm_agent import CommandRun, SsmAgents
 from localcloud.template import ACCOUNT, Template
+from tools.render_template import ensure_built
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_TYPES = ", ".join(
@@ -101,14 +102,15 @@ class LocalCloud:
     def __init__(
         self,
         root_dir: str | Path | None = None,
-        template: str | Path = ROOT / "template.yaml",
+        template: str | Path | None = None,
         stack: str = "deployer",
         timeline: Timeline | None = None,
         sandbox_settings: dict[str, Any] | None = None,
     ) -> None:
         self._own_root = root_dir is None
         self.root = Path(root_dir) if root_dir else Path(tempfile.mkdtemp(prefix="localcloud-"))
-        self.template_path = Path(template)
+        # By default the rendered template, so the hosts run the current host/agent.py.
+        self.template_path = Path(template) if template is not None else ensure_built()
         self.stack = stack
         self.log = timeline or Timeline()
         # The boot reads the pointer with the aws CLI, which takes seconds on a loaded 2-core

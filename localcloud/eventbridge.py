@@ -1,10 +1,13 @@
-"""EventBridge stand-in: the default bus, with the rules READ FROM template.yaml.
+"""EventBridge stand-in: the default bus, with the rules the STACK CREATED (read back with the
+events API, `localcloud.stack.Rule`).
 
-`put_event` completes the envelope, matches every enabled pattern rule with
-`localcloud.patterns.matches`, and delivers the event to each target function asynchronously
-(as EventBridge → Lambda does). A failed invocation is retried twice, like Lambda's
-asynchronous invoke, then kept in `dead_letters`. Scheduled rules fire only when asked
-(`fire_schedule`), so tests decide when the reconciler runs.
+`put_event` matches every enabled pattern rule with moto's own EventBridge pattern matcher
+(`moto.events.models.EventPattern`: exact values, prefix, suffix, anything-but, numeric, exists,
+wildcard, equals-ignore-case, cidr, `$or`), and delivers the event to each target function
+asynchronously (as EventBridge → Lambda does). A failed invocation is retried as the function's
+EventInvokeConfig says (`MaximumRetryAttempts`, Lambda's default 2), then kept in
+`dead_letters`. Scheduled rules fire only when asked (`fire_schedule`), so tests decide when
+the reconciler runs.
 """
 
 from __future__ import annotations
@@ -19,8 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localcloud.lambdas import Invocation, LambdaService
-from localcloud.patterns import matches
-from localcloud.template import Rule
+from localcloud.stack import Rule
+
+
+def compile_pattern(pattern: str) -> Any:
+    """moto's EventBridge pattern (refuses a malformed one as EventBridge does)."""
+    from moto.events.models import EventPattern  # noqa: PLC0415 - moto is heavy
+
+    return EventPattern.load(pattern)
+
+
+def matches(pattern: str, event: dict[str, Any]) -> bool:
+    """True when `event` matches the EventBridge pattern text, as moto's EventBridge decides."""
+    return bool(compile_pattern(pattern).matches_event(event))
 
 
 @dataclass
@@ -62,13 +76,14 @@ class EventBus:
         self,
         rules: list[Rule],
         lambdas: LambdaService,
-        retries: int = 2,
+        retries: int | None = None,
         retry_delay: float = 0.5,
         workers: int = 6,
     ) -> None:
         self.rules = rules
+        self._patterns = {r.name: compile_pattern(r.pattern) for r in rules if r.pattern is not None}
         self.lambdas = lambdas
-        self.retries = retries
+        self.retries = retries  # None: each function's own (EventInvokeConfig)
         self.retry_delay = retry_delay
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eventbridge")
         self._cond = threading.Condition()
@@ -80,7 +95,9 @@ class EventBus:
         self.listeners: list[Callable[[Delivery], None]] = []
 
     def matching_rules(self, event: dict[str, Any]) -> list[Rule]:
-        return [r for r in self.rules if r.enabled and r.pattern is not None and matches(r.pattern, event)]
+        return [
+            r for r in self.rules if r.enabled and r.name in self._patterns and self._patterns[r.name].matches_event(event)
+        ]
 
     def put_event(self, event: dict[str, Any]) -> list[Delivery]:
         """Route one event; returns the deliveries it started (empty when no rule matches)."""
@@ -93,7 +110,7 @@ class EventBus:
         for rule in rules:
             payload = rule.input if rule.input is not None else event
             for fn in rule.targets:
-                started.append(self._deliver(rule.logical_id, fn, payload))
+                started.append(self._deliver(rule.name, fn, payload))
         return started
 
     def fire_schedule(self, function: str | None = None) -> list[Delivery]:
@@ -108,11 +125,13 @@ class EventBus:
                 "Scheduled Event",
                 "aws.events",
                 {},
-                [f"arn:aws:events:us-east-1:123456789012:rule/{rule.logical_id}"],
+                [rule.arn],
+                region=rule.arn.split(":")[3],
+                account=rule.arn.split(":")[4],
             )
             payload = rule.input if rule.input is not None else event
             for fn in rule.targets:
-                started.append(self._deliver(rule.logical_id, fn, payload))
+                started.append(self._deliver(rule.name, fn, payload))
         return started
 
     def _deliver(self, rule: str, fn: str, event: dict[str, Any]) -> Delivery:
@@ -125,7 +144,8 @@ class EventBus:
 
     def _run(self, d: Delivery) -> None:
         try:
-            for attempt in range(self.retries + 1):
+            retries = self.retries if self.retries is not None else self.lambdas.retries(d.function)
+            for attempt in range(retries + 1):
                 if attempt:
                     time.sleep(self.retry_delay * attempt)
                 inv = self.lambdas.invoke(d.function, d.event)

@@ -162,7 +162,9 @@ class Fleet:
 
     def _launch(self, host: Host, hooks: list[dict[str, Any]]) -> None:
         for hook in hooks:
-            host.token = str(uuid.uuid4())
+            # the token Auto Scaling (moto_gaps.LIFECYCLE) issued for this launch's action
+            issued = moto_gaps.LIFECYCLE.token_for(host.instance_id, hook["LifecycleHookName"])
+            host.token = issued or str(uuid.uuid4())
             self.bus.put_event(
                 envelope(
                     "EC2 Instance-launch Lifecycle Action",
@@ -186,9 +188,17 @@ class Fleet:
             )
         self._boot(host)
         if hooks:
-            timeout = float(hooks[0].get("HeartbeatTimeout") or 3600)
-            if not host.lifecycle_done.wait(min(timeout, self.boot_timeout)):
-                default = hooks[0].get("DefaultResult", "ABANDON")
+            # Wait while Auto Scaling keeps the action (heartbeats extend it), at most boot_timeout.
+            deadline = time.monotonic() + self.boot_timeout
+            while not host.lifecycle_done.wait(1.0):
+                moto_gaps.LIFECYCLE.expire_due()
+                action = moto_gaps.LIFECYCLE.actions.get(host.token)
+                if action is None or not action.active or time.monotonic() >= deadline:
+                    break
+            if not host.lifecycle_done.is_set():
+                moto_gaps.LIFECYCLE.expire(host.token)
+                action = moto_gaps.LIFECYCLE.actions.get(host.token)
+                default = action.result if action else hooks[0].get("DefaultResult", "ABANDON")
                 host.lifecycle = {"LifecycleActionResult": default, "timeout": True}
                 host.lifecycle_done.set()
             result = (host.lifecycle or {}).get("LifecycleActionResult")

@@ -10,32 +10,101 @@ Public API (stable; the local cloud and the host tests build on it):
   ``"slow"`` (sleeps ``slow_seconds`` before listening), ``"crash"`` (logs an error and exits 3).
   Every kind listens on ``127.0.0.1:$PORT`` (default 8080) with busybox httpd, so it runs with
   ``--network host``. busybox httpd closes every connection after one response (no keep-alive).
-- ``build_app_image(tag, release, kind="good", app="app", *, slow_seconds=3.0) -> str``: build and
-  tag one image, return its image id (``sha256:...``). Every build is unique (a nonce file),
-  so removing one test's images never touches another's.
+- ``SERVERS``: the app servers a ``good`` image can run: ``"busybox"`` (above) and ``"gunicorn"``
+  (Debian's python3 + gunicorn, 2 gthread workers: keeps upstream connections alive, drains
+  gracefully on SIGTERM, listen backlog 2048). Both answer the same paths: ``/`` and ``/health``
+  as above, ``POST ECHO_PATH`` echoes the request body, ``GET SLOW_PATH`` (``?sleep=S``, default
+  1 s) answers the release body after sleeping.
+- ``build_app_image(tag, release, kind="good", app="app", *, slow_seconds=3.0, server="busybox")
+  -> str``: build and tag one image, return its image id (``sha256:...``). Every build is unique
+  (a nonce file), so removing one test's images never touches another's.
+- ``debian_gunicorn_base() -> str``: the tag of the Debian (bookworm, minbase) + gunicorn base
+  image, built with ``debootstrap`` from Debian's mirror on first use and then kept in the engine
+  (tagged by the hash of its recipe, so a changed recipe builds anew).
 - ``push_image(tag, registry, repository) -> str``: tag ``tag`` as ``<registry>/<repository>:<x>``,
   push it, return the manifest digest ``sha256:...``.
 - ``publish_app_image(push_registry, pull_registry, repository, release, *, kind="good", app="app",
-  slow_seconds=3.0) -> AppImage``: build, push through ``push_registry`` and return the by-digest
-  reference as seen through ``pull_registry`` (the same registry, or its 5xx front), plus the id
-  to clean up. The local copy is removed, so whoever runs it must pull it.
+  slow_seconds=3.0, server="busybox") -> AppImage``: build, push through ``push_registry`` and
+  return the by-digest reference as seen through ``pull_registry`` (the same registry, or its
+  5xx front), plus the id to clean up. The local copy is removed, so whoever runs it must pull it.
 - ``release_body(app, release) -> str``: the exact body a good image serves at ``/``.
 - ``remove_images(image_ids)``: force-remove images by id (ignores ones already gone).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 KINDS = ("good", "broken", "slow", "crash")
+SERVERS = ("busybox", "gunicorn")
 BUSYBOX = "/bin/busybox"
+ECHO_PATH = "/cgi-bin/echo"
+SLOW_PATH = "/cgi-bin/slow"
+
+# busybox httpd runs these as CGI (it forks per request; the body arrives on stdin).
+_ECHO_CGI = """#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+exec /bin/busybox head -c "${CONTENT_LENGTH:-0}"
+"""
+_SLOW_CGI = """#!/bin/sh
+seconds=1
+case "$QUERY_STRING" in sleep=[0-9]*) seconds=${QUERY_STRING#sleep=} ;; esac
+/bin/busybox sleep "$seconds"
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+exec /bin/busybox cat /www/index.html
+"""
+
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("DEPLOYER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEBIAN_PACKAGES = ("python3-gunicorn",)
+_BASE_LOCK = Path(tempfile.gettempdir()) / "deployer-debian-base.lock"
+
+# The real app server's WSGI app; @APP@ and @RELEASE@ are filled in per build.
+WSGI_APP = """import time
+from urllib.parse import parse_qs
+
+BODY = "@APP@ release @RELEASE@\\n".encode()
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    method = environ.get("REQUEST_METHOD", "GET")
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if method == "POST" and path in ("/echo", "@ECHO@"):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        payload = environ["wsgi.input"].read(length) if length else b""
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(payload)))])
+        return [payload]
+    if path == "/health":
+        payload = b"ok\\n"
+    elif path in ("/", "@SLOW@"):
+        seconds = float(query.get("sleep", ["1" if path == "@SLOW@" else "0"])[0])
+        if seconds > 0:
+            time.sleep(min(seconds, 30.0))
+        payload = BODY
+    else:
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        return [b"not found\\n"]
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(payload)))])
+    return [payload]
+"""
+# gthread workers keep connections alive (2 s idle, gunicorn's default) and, on SIGTERM, finish
+# in-flight requests within the graceful timeout (30 s default) before exiting.
+_GUNICORN = ('exec python3 -m gunicorn --chdir /app --bind "127.0.0.1:${PORT:-8080}" --workers 2 '
+             '--worker-class gthread --threads 16 --backlog 2048 --access-logfile - app:application')
 
 _REPO_DIGESTS = "{{range .RepoDigests}}{{println .}}{{end}}"
 _SERVE = 'exec /bin/busybox httpd -f -p "127.0.0.1:${PORT:-8080}" -h /www'
@@ -55,6 +124,13 @@ class AppImage:
 def release_body(app: str, release: int) -> str:
     """What a good image answers at ``/``."""
     return f"{app} release {release}\n"
+
+
+def _add_file(tar: tarfile.TarFile, name: str, text: str, mode: int = 0o644) -> None:
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
 
 
 def _script(kind: str, slow_seconds: float) -> str:
@@ -79,8 +155,14 @@ def _docker(*args: str, stdin: bytes | None = None) -> str:
 
 
 def build_app_image(tag: str, release: int, kind: str = "good", app: str = "app", *,
-                    slow_seconds: float = 3.0) -> str:
-    """Build a busybox test app image tagged ``tag``; return its image id."""
+                    slow_seconds: float = 3.0, server: str = "busybox") -> str:
+    """Build a test app image tagged ``tag``; return its image id."""
+    if server == "gunicorn":
+        if kind != "good":
+            raise ValueError("the gunicorn app server only comes as the good kind")
+        return _build_gunicorn_image(tag, release, app)
+    if server != "busybox":
+        raise ValueError(f"unknown app server {server!r}; expected one of {', '.join(SERVERS)}")
     script = _script(kind, slow_seconds)
     # `docker import` of a rootfs tarball is FROM scratch + COPY in one step: one unique layer,
     # no cached parent image shared between builds, and several times faster than the legacy
@@ -88,14 +170,16 @@ def build_app_image(tag: str, release: int, kind: str = "good", app: str = "app"
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         tar.add(BUSYBOX, arcname="bin/busybox")
+        link = tarfile.TarInfo("bin/sh")  # the CGI scripts' interpreter
+        link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
+        tar.addfile(link)
         files = {"www/index.html": release_body(app, release), "www/build-id": uuid.uuid4().hex}
         if kind != "broken":
             files["www/health"] = "ok\n"
         for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
+            _add_file(tar, name, text)
+        _add_file(tar, "www" + ECHO_PATH, _ECHO_CGI, 0o755)
+        _add_file(tar, "www" + SLOW_PATH, _SLOW_CGI, 0o755)
     entrypoint = '["/bin/busybox", "sh", "-c", ' + json.dumps(script) + "]"
     changes = [f"ENTRYPOINT {entrypoint}", f"LABEL test.kind={kind} test.release={release}"]
     args = ["import"]
@@ -103,6 +187,65 @@ def build_app_image(tag: str, release: int, kind: str = "good", app: str = "app"
         args += ["--change", change]
     _docker(*args, "-", tag, stdin=buffer.getvalue())
     return _docker("image", "inspect", "--format", "{{.Id}}", tag)
+
+
+def _build_gunicorn_image(tag: str, release: int, app: str) -> str:
+    base = debian_gunicorn_base()
+    source = (WSGI_APP.replace("@APP@", app).replace("@RELEASE@", str(release))
+              .replace("@ECHO@", ECHO_PATH).replace("@SLOW@", SLOW_PATH))
+    with tempfile.TemporaryDirectory(prefix="gunicorn-app-") as context:
+        Path(context, "app.py").write_text(source)
+        Path(context, "build-id").write_text(uuid.uuid4().hex)
+        entrypoint = json.dumps(["/bin/sh", "-c", _GUNICORN])
+        Path(context, "Dockerfile").write_text(
+            f"FROM {base}\nCOPY app.py build-id /app/\nENTRYPOINT {entrypoint}\n"
+            f"LABEL test.kind=good test.release={release} test.server=gunicorn\n")
+        _docker("build", "-q", "-t", tag, context)
+    return _docker("image", "inspect", "--format", "{{.Id}}", tag)
+
+
+def _unmount_below(root: Path) -> None:
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def debian_gunicorn_base() -> str:
+    """Tag of the Debian + gunicorn base image; debootstrap builds it once (about a minute)."""
+    recipe = json.dumps([DEBIAN_SUITE, "minbase", sorted(DEBIAN_PACKAGES), 1]).encode()
+    tag = "deployer-test/debian-gunicorn:" + hashlib.sha256(recipe).hexdigest()[:12]
+    _BASE_LOCK.touch(exist_ok=True)
+    with _BASE_LOCK.open() as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs build it once
+        if subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
+                          check=False).returncode == 0:
+            return tag
+        debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+        with tempfile.TemporaryDirectory(prefix="debian-base-") as tmp:
+            root = Path(tmp, "root")
+            try:
+                proc = subprocess.run([debootstrap, "--variant=minbase",
+                                       "--include=" + ",".join(DEBIAN_PACKAGES), DEBIAN_SUITE,
+                                       str(root), DEBIAN_MIRROR],
+                                      capture_output=True, text=True, check=False)
+            finally:
+                _unmount_below(root)  # never delete through a /proc or /sys left mounted
+            if proc.returncode != 0:
+                raise RuntimeError(f"debootstrap failed: {proc.stderr.strip()[-800:]}")
+            for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for entry in (root / cache).glob("*"):
+                    if entry.is_file():
+                        entry.unlink()
+            tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
+                                   stdout=subprocess.PIPE)
+            imported = subprocess.run(["docker", "import", "--change", 'CMD ["/bin/sh"]', "-", tag],
+                                      stdin=tar.stdout, capture_output=True, check=False)
+            tar.wait()
+            if imported.returncode != 0:
+                raise RuntimeError("docker import of the Debian base failed: "
+                                   + imported.stderr.decode(errors="replace")[-500:])
+    return tag
 
 
 def push_image(tag: str, registry: str, repository: str) -> str:
@@ -122,13 +265,15 @@ def push_image(tag: str, registry: str, repository: str) -> str:
 
 
 def publish_app_image(push_registry: str, pull_registry: str, repository: str, release: int, *,
-                      kind: str = "good", app: str = "app", slow_seconds: float = 3.0) -> AppImage:
+                      kind: str = "good", app: str = "app", slow_seconds: float = 3.0,
+                      server: str = "busybox") -> AppImage:
     """Build one image, push it, and return its by-digest reference through ``pull_registry``.
 
     The local image is removed again, so the agent really pulls it.
     """
     tag = f"deployer-test/{repository}:{release}-{kind}-{uuid.uuid4().hex[:8]}"
-    image_id = build_app_image(tag, release, kind=kind, app=app, slow_seconds=slow_seconds)
+    image_id = build_app_image(tag, release, kind=kind, app=app, slow_seconds=slow_seconds,
+                               server=server)
     digest = push_image(tag, push_registry, repository)
     remove_images([image_id])
     return AppImage(release=release, kind=kind, reference=f"{pull_registry}/{repository}@{digest}",

@@ -1,8 +1,8 @@
 """Lambda stand-in: invokes `functions/<name>/app.py:handler` the way the Lambda service does.
 
 Each function gets its own warm worker process (`localcloud.lambda_worker`), started on first
-use with exactly the environment template.yaml gives that function, plus the variables the
-Lambda runtime itself sets and the moto endpoint. The module is imported once per worker,
+use with exactly the environment the stack gave that function (`GetFunctionConfiguration`, see
+`localcloud.stack`), plus the variables the Lambda runtime itself sets and the moto endpoint. The module is imported once per worker,
 like a warm container, so import-time reads of the environment behave as in Lambda, and
 functions never share module state. Invocations of one function run one at a time; a timed
 out invocation kills its worker (the next one starts a fresh "container").
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from localcloud.template import Function
+from localcloud.stack import Function
 
 
 class LambdaError(RuntimeError):
@@ -45,12 +45,12 @@ class Invocation:
 
 
 class _Worker:
-    def __init__(self, fn: Function, root: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, fn: Function, env: dict[str, str], log_path: Path) -> None:
         self.fn = fn
         self.lock = threading.Lock()
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        task_root = str((root / fn.code_uri).resolve())
+        task_root = str(fn.code_dir)
         module_handler = fn.handler
         self.log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
         self.proc = subprocess.Popen(
@@ -118,18 +118,16 @@ class _Worker:
 
 
 class LambdaService:
-    """Invokes the template's functions by logical id."""
+    """Invokes the stack's functions by logical id."""
 
     def __init__(
         self,
         functions: dict[str, Function],
-        root: Path,
         aws_env: dict[str, str],
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.functions = functions
-        self.root = root
         self.aws_env = aws_env
         self.log_dir = log_dir
         self.extra_env = extra_env or {}
@@ -140,7 +138,7 @@ class LambdaService:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def environment(self, lid: str) -> dict[str, str]:
-        """The process environment of one function: runtime variables + template variables."""
+        """The process environment of one function: runtime variables + the function's own."""
         fn = self.functions[lid]
         passed = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LOCALCLOUD_CALL_LOG"}
         base = {k: v for k, v in os.environ.items() if k in passed}
@@ -151,8 +149,9 @@ class LambdaService:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
             "AWS_LAMBDA_LOG_STREAM_NAME": "local",
             "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
-            "LAMBDA_TASK_ROOT": str((self.root / fn.code_uri).resolve()),
+            "LAMBDA_TASK_ROOT": str(fn.code_dir),
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
             "_HANDLER": fn.handler,
             "TZ": ":UTC",
@@ -171,14 +170,24 @@ class LambdaService:
                         lid,
                         {
                             "errorType": "ResourceNotFoundException",
-                            "errorMessage": f"no function {lid} in template.yaml",
+                            "errorMessage": f"no function {lid} in the stack",
                         },
                     )
-                w = _Worker(
-                    self.functions[lid], self.root, self.environment(lid), self.log_dir / f"{lid}.log"
-                )
+                w = _Worker(self.functions[lid], self.environment(lid), self.log_dir / f"{lid}.log")
                 self._workers[lid] = w
             return w
+
+    def retries(self, lid: str) -> int:
+        """Retries of an asynchronous invocation (the function's EventInvokeConfig)."""
+        fn = self.functions.get(lid)
+        return fn.retries if fn is not None else 2
+
+    def by_name(self, name: str) -> str | None:
+        """The logical id of the function with this name or ARN."""
+        for lid, fn in self.functions.items():
+            if name in (fn.name, fn.arn, lid) or name.startswith(fn.arn + ":"):
+                return lid
+        return None
 
     def warm(self, *lids: str) -> None:
         """Start workers ahead of time so the first event does not pay the import."""

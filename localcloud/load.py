@@ -3,31 +3,50 @@
 Public API (stable):
 
 - ``LoadGenerator(host, port, *, rate=1000.0, connections=20, path="/", max_seconds=120.0,
-  timeout=30.0)``: ``connections`` persistent HTTP/1.1 clients sharing a fixed total ``rate``
+  timeout=30.0, post_ratio=0.0, post_path="/echo", post_bytes=512, slow_path=None,
+  slow_rate=0.0)``: ``connections`` persistent HTTP/1.1 clients sharing a fixed total ``rate``
   (requests/s), run on a background thread. Bounded: it stops by itself after ``max_seconds``.
+  A ``post_ratio`` share of those requests are POSTs to ``post_path`` with a unique
+  ``post_bytes`` body that must come back verbatim (anything else fails as ``echo_mismatch``).
+  With ``slow_path``, separate keep-alive clients add ``slow_rate`` GETs/s to it (slow answers,
+  e.g. ``/cgi-bin/slow?sleep=1``), outside ``rate``.
   Use it as a context manager, or ``start()`` then ``stop() -> LoadResult``.
 - ``mark() -> float``: the current time on the generator's clock, for slicing results.
 - ``LoadResult``: ``sent``, ``ok``, ``failed``, ``rate_rps`` (achieved), ``bodies``
-  (body -> count), ``errors`` (kind -> count), ``samples`` (``(send_time, body_or_None)`` per
-  request, in send order), ``failures`` (``(send_time, kind)``), ``latency(q)`` (seconds at
-  quantile ``q`` of successful requests), ``bodies_since(t)`` (the set of bodies of requests
-  sent at or after ``t``) and ``bodies_between(start, end)``.
+  (body -> count, GETs only), ``errors`` (kind -> count), ``samples`` (``(send_time,
+  body_or_None)`` per GET, in send order), ``failures`` (``(send_time, kind)``), ``latency(q)``
+  (seconds at quantile ``q`` of successful GETs to ``path`` and POSTs), ``bodies_since(t)`` and
+  ``bodies_between(start, end)`` (the set of bodies of GETs sent in that window), ``records``
+  (one ``Record(kind, sent_at, ended_at, error)`` per request, kind ``get``, ``post`` or
+  ``slow``), ``sent_by_kind`` / ``failed_by_kind`` (kind -> count) and ``slow_latencies``.
 
 A request fails when the connection breaks, is closed or times out before a full response
 (nothing is resent: a proxy that closes a keep-alive connection under a request is an outage),
 or when the status is not 2xx. A response with ``Connection: close`` ends that connection
-cleanly: the client reconnects for its next request.
+cleanly: the client reconnects for its next request. Bodies may be sized by Content-Length,
+chunked, or delimited by the close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import NamedTuple
+
+
+class Record(NamedTuple):
+    """One request: what it was, when it was sent and ended, and why it failed (None: ok)."""
+
+    kind: str
+    sent_at: float
+    ended_at: float
+    error: str | None
 
 
 @dataclass
@@ -43,6 +62,10 @@ class LoadResult:
     samples: list[tuple[float, str | None]] = field(default_factory=list)
     failures: list[tuple[float, str]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    slow_latencies: list[float] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    sent_by_kind: Counter[str] = field(default_factory=Counter)
+    failed_by_kind: Counter[str] = field(default_factory=Counter)
 
     @property
     def rate_rps(self) -> float:
@@ -62,20 +85,35 @@ class LoadResult:
         return {body for sent_at, body in self.samples if start <= sent_at < end}
 
 
+class Response(NamedTuple):
+    status: int
+    body: bytes
+    keep_alive: bool
+
+
 class LoadGenerator:
     """Fixed-rate keep-alive load on one HTTP endpoint; see the module docstring."""
 
     def __init__(self, host: str, port: int, *, rate: float = 1000.0, connections: int = 20,
-                 path: str = "/", max_seconds: float = 120.0, timeout: float = 30.0) -> None:
+                 path: str = "/", max_seconds: float = 120.0, timeout: float = 30.0,
+                 post_ratio: float = 0.0, post_path: str = "/echo", post_bytes: int = 512,
+                 slow_path: str | None = None, slow_rate: float = 0.0) -> None:
         self.host, self.port, self.path = host, port, path
         self.rate, self.connections = rate, connections
         self.max_seconds, self.timeout = max_seconds, timeout
+        self.post_ratio, self.post_path, self.post_bytes = post_ratio, post_path, max(post_bytes, 32)
+        self.slow_path, self.slow_rate = slow_path, slow_rate
         self.result = LoadResult()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
-        self._request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                         "User-Agent: deployer-load\r\n\r\n").encode()
+        self._get = self._head("GET", path)
+        self._slow = self._head("GET", slow_path or path)
+
+    def _head(self, method: str, path: str, length: int | None = None) -> bytes:
+        extra = f"Content-Length: {length}\r\nContent-Type: application/octet-stream\r\n" if length else ""
+        return (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"User-Agent: deployer-load\r\n{extra}\r\n").encode()
 
     def mark(self) -> float:
         return time.monotonic()
@@ -111,57 +149,93 @@ class LoadGenerator:
     async def _main(self, started: float) -> None:
         deadline = started + self.max_seconds
         interval = self.connections / self.rate
-        workers = [asyncio.create_task(self._worker(started + i * interval / self.connections,
-                                                    interval, deadline))
+        workers = [asyncio.create_task(self._worker(i, started + i * interval / self.connections,
+                                                    interval, deadline, slow=False))
                    for i in range(self.connections)]
+        if self.slow_path and self.slow_rate > 0:
+            # Enough clients that each has time to finish a slow answer before its next turn.
+            count = max(1, math.ceil(self.slow_rate * 2))
+            slow_interval = count / self.slow_rate
+            workers += [asyncio.create_task(self._worker(1000 + i, started + i * slow_interval / count,
+                                                         slow_interval, deadline, slow=True))
+                        for i in range(count)]
         await asyncio.gather(*workers)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout)
 
-    async def _worker(self, first: float, interval: float, deadline: float) -> None:
+    def _next_request(self, worker: int, n: int, slow: bool) -> tuple[str, bytes, bytes | None]:
+        """(kind, bytes to send, expected echo) of request ``n`` of ``worker``."""
+        if slow:
+            return "slow", self._slow, None
+        share = self.post_ratio
+        # Spread POSTs evenly: request n is a POST when the running share crosses an integer.
+        offset = worker / max(self.connections, 1)
+        if share > 0 and math.floor((n + 1) * share + offset) > math.floor(n * share + offset):
+            tag = f"{worker}:{n}:{time.monotonic_ns()}:".encode()
+            body = tag + b"x" * (self.post_bytes - len(tag))
+            return "post", self._head("POST", self.post_path, len(body)) + body, body
+        return "get", self._get, None
+
+    async def _worker(self, worker: int, first: float, interval: float, deadline: float,
+                      *, slow: bool) -> None:
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         next_at = first
+        n = 0
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= deadline:
                 break
             if next_at > now:
                 await asyncio.sleep(next_at - now)
+                if self._stop.is_set():
+                    break
             next_at += interval
+            kind, request, echo = self._next_request(worker, n, slow)
+            n += 1
             sent_at = time.monotonic()
             self.result.sent += 1
-            body: str | None = None
+            self.result.sent_by_kind[kind] += 1
+            error: str | None = None
+            text: str | None = None
             try:
                 if conn is None:
                     conn = await self._connect()
-                status, text, keep = await asyncio.wait_for(self._exchange(*conn), self.timeout)
+                resp = await asyncio.wait_for(self._exchange(*conn, request), self.timeout)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 await self._close(conn)
                 conn = None
-                self._fail(type(exc).__name__, sent_at)
+                error = type(exc).__name__
             else:
-                if not keep:
+                if not resp.keep_alive:
                     await self._close(conn)
                     conn = None
-                if 200 <= status < 300:
-                    body = text
-                    self.result.ok += 1
-                    self.result.latencies.append(time.monotonic() - sent_at)
-                    self.result.bodies[text] += 1
+                if not 200 <= resp.status < 300:
+                    error = f"http_{resp.status}"
+                elif echo is not None and resp.body != echo:
+                    error = "echo_mismatch"
                 else:
-                    self._fail(f"http_{status}", sent_at)
-            self.result.samples.append((sent_at, body))
+                    text = resp.body.decode(errors="replace")
+            ended_at = time.monotonic()
+            self.result.records.append(Record(kind, sent_at, ended_at, error))
+            if error is None:
+                self.result.ok += 1
+                (self.result.slow_latencies if slow else self.result.latencies).append(ended_at - sent_at)
+            else:
+                self.result.failed += 1
+                self.result.errors[error] += 1
+                self.result.failed_by_kind[kind] += 1
+                self.result.failures.append((sent_at, error))
+            if kind != "post":
+                self.result.samples.append((sent_at, text))
+                if text is not None:
+                    self.result.bodies[text] += 1
         await self._close(conn)
 
-    def _fail(self, kind: str, sent_at: float) -> None:
-        self.result.failed += 1
-        self.result.errors[kind] += 1
-        self.result.failures.append((sent_at, kind))
-
-    async def _exchange(self, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> tuple[int, str, bool]:
-        writer.write(self._request)
+    @staticmethod
+    async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        request: bytes) -> Response:
+        writer.write(request)
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -171,10 +245,23 @@ class LoadGenerator:
             if ":" in line:
                 key, _, value = line.partition(":")
                 headers[key.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        payload = await reader.readexactly(length) if length else b""
         keep = headers.get("connection", "").lower() != "close"
-        return status, payload.decode(errors="replace"), keep
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            parts = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")  # no trailers are sent here
+                    break
+                parts.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+            return Response(status, b"".join(parts), keep)
+        if "content-length" in headers:
+            length = int(headers["content-length"])
+            return Response(status, await reader.readexactly(length) if length else b"", keep)
+        if keep:  # no length and the connection stays: an empty body
+            return Response(status, b"", keep)
+        return Response(status, await reader.read(), False)
 
     @staticmethod
     async def _close(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:

@@ -9,18 +9,30 @@ what the product's code does:
 2. `send_command(InstanceIds=[...])` also targets every instance in the region (moto resolves
    an empty Targets list as "no filter"): resolve Targets only when given.
 3. Every SSM command is `Success` at once: commands start `Pending`, and the SSM stand-in
-   (`localcloud.ssm_agent`) records real statuses and output through `record_invocation`
+   (`localcloud.ssm_agent`) records real results and output through `record_invocation`
    and `record_command`, which `get_command_invocation`, `list_commands` and
-   `list_command_invocations` then report.
+   `list_command_invocations` then report as SSM does: the detail (Incomplete, Undeliverable,
+   Delivery Timed Out, Terminated, ...) in `StatusDetails`, botocore's coarse enum value in
+   `Status`, and the count of Delivery Timed Out invocations in `DeliveryTimedOutCount`
+   (moto always answers 0).
 4. `list_command_invocations` and `describe_instance_information` are missing: served from
    the same records; an instance is "Online" once the fleet stand-in registers it.
-5. `complete_lifecycle_action` and `record_lifecycle_action_heartbeat` are missing: they
-   call the fleet stand-in's callback, which records the result.
+5. `complete_lifecycle_action` and `record_lifecycle_action_heartbeat` are missing, and moto
+   puts launches straight into InService: `localcloud.lifecycle_actions` (`LIFECYCLE`) keeps a
+   launch in a hooked group in Pending:Wait, refuses unknown, completed or timed-out tokens with
+   ValidationError, and applies the hook's default result on timeout; accepted calls reach the
+   fleet stand-in's callbacks.
 6. `send_command` drops `CloudWatchOutputConfig`: kept on the command, so the SSM stand-in can
    write each invocation's output to CloudWatch Logs like the real agent.
 7. `send_command` accepts any parameters: like SSM, refuse (InvalidParameters) a value that
    fails the document parameter's `allowedPattern`, an unknown parameter or a missing required
    one, and an unknown document (InvalidDocument), before any host sees the command.
+8. `create_launch_template_version` ignores `SourceVersion`: the new version inherits the
+   source's data, the given members overwrite it, and a block device's snapshot is not carried
+   over unless given again (as EC2 documents). `delete_launch_template_versions` is missing:
+   deleted versions disappear from DescribeLaunchTemplateVersions, the default version and
+   unknown versions are refused per version. (`launch_template_version_patches`, which the
+   test shims apply too.)
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from localcloud import lifecycle_actions
+
 _lock = threading.Lock()
 
 # instance id -> extra describe_instance_information fields; registered by the fleet stand-in
@@ -37,6 +51,8 @@ ONLINE: dict[str, dict[str, Any]] = {}
 # (hook name, group, instance id, token, result) -> None; set by the fleet stand-in
 lifecycle_callback: Callable[[dict[str, Any]], None] | None = None
 heartbeat_callback: Callable[[dict[str, Any]], None] | None = None
+# the launch lifecycle actions moto's groups issued (tokens, Pending:Wait, timeouts)
+LIFECYCLE = lifecycle_actions.LifecycleActions()
 
 STDOUT_CAP_GET = 24000  # GetCommandInvocation: first 24,000 characters
 STDOUT_CAP_LIST = 2500  # ListCommandInvocations plugin Output: 2,500 characters
@@ -60,6 +76,8 @@ def install() -> None:
         if _users > 1:
             return
         _patch_launch_template_user_data()
+        for owner, name, value in launch_template_version_patches():
+            _set(owner, name, value)
         _patch_ssm()
         _patch_autoscaling()
 
@@ -81,6 +99,7 @@ def uninstall() -> None:
             else:
                 setattr(obj, name, original)
         ONLINE.clear()
+        LIFECYCLE.actions.clear()
 
 
 def _patch_launch_template_user_data() -> None:
@@ -94,6 +113,88 @@ def _patch_launch_template_user_data() -> None:
         return value
 
     _set(LaunchTemplateVersion, "user_data", property(user_data))
+
+
+def launch_template_version_patches() -> list[tuple[Any, str, Any]]:
+    """(owner, attribute, value) for gap 8: SourceVersion and DeleteLaunchTemplateVersions."""
+    import copy  # noqa: PLC0415
+
+    from moto.core.responses import ActionResult  # noqa: PLC0415
+    from moto.ec2.models.launch_templates import LaunchTemplateBackend  # noqa: PLC0415
+    from moto.ec2.responses.launch_templates import LaunchTemplates as R  # noqa: PLC0415
+
+    def template_of(response: Any) -> Any:
+        template_id = response._get_param("LaunchTemplateId")
+        backend = response.ec2_backend
+        if template_id:
+            return backend.get_launch_template(template_id)
+        return backend.get_launch_template_by_name(response._get_param("LaunchTemplateName"))
+
+    def create_launch_template_version(self: Any) -> ActionResult:
+        template = template_of(self)
+        data = self._get_param("LaunchTemplateData", {})
+        source = self._get_param("SourceVersion")
+        if source:
+            inherited = copy.deepcopy(template.get_version(source).data)
+            for mapping in inherited.get("BlockDeviceMappings") or []:
+                (mapping.get("Ebs") or {}).pop("SnapshotId", None)
+            data = {**inherited, **data}
+        self.error_on_dryrun()
+        version = template.create_version(data, self._get_param("VersionDescription"))
+        return ActionResult(
+            {
+                "LaunchTemplateVersion": {
+                    "CreateTime": version.create_time,
+                    "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                    "DefaultVersion": template.is_default(version),
+                    "LaunchTemplateData": version.data,
+                    "LaunchTemplateId": template.id,
+                    "LaunchTemplateName": template.name,
+                    "VersionDescription": version.description,
+                    "VersionNumber": version.number,
+                }
+            }
+        )
+
+    def delete_launch_template_versions(self: Any) -> ActionResult:
+        template = template_of(self)
+        done: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []
+        for wanted in self._get_param("Versions", []):
+            entry = {"LaunchTemplateId": template.id, "LaunchTemplateName": template.name}
+            number = int(wanted) if str(wanted).isdigit() else 0
+            version = template.versions[number - 1] if 0 < number <= len(template.versions) else None
+            if version is None or getattr(version, "deleted", False):
+                code, message = "launchTemplateVersionDoesNotExist", "The specified version does not exist."
+            elif template.is_default(version):
+                code, message = "unexpectedError", "The default version cannot be deleted."
+            else:
+                version.deleted = True
+                done.append({**entry, "VersionNumber": number})
+                continue
+            refused.append(
+                {**entry, "VersionNumber": number, "ResponseError": {"Code": code, "Message": message}}
+            )
+        self.error_on_dryrun()
+        return ActionResult(
+            {
+                "SuccessfullyDeletedLaunchTemplateVersions": done,
+                "UnsuccessfullyDeletedLaunchTemplateVersions": refused,
+            }
+        )
+
+    original_describe = LaunchTemplateBackend.describe_launch_template_versions
+
+    def describe_launch_template_versions(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return [
+            (t, v) for t, v in original_describe(self, *args, **kwargs) if not getattr(v, "deleted", False)
+        ]
+
+    return [
+        (R, "create_launch_template_version", create_launch_template_version),
+        (R, "delete_launch_template_versions", delete_launch_template_versions),
+        (LaunchTemplateBackend, "describe_launch_template_versions", describe_launch_template_versions),
+    ]
 
 
 def _now() -> str:
@@ -130,8 +231,16 @@ def _patch_ssm() -> None:
                 StandardErrorContent="",
             )
 
+    original_response = ssm_models.Command.response_object
+
+    def response_object(self: Any) -> dict[str, Any]:
+        data = original_response(self)
+        data["DeliveryTimedOutCount"] = getattr(self, "delivery_timed_out_count", 0)
+        return data
+
     _set(ssm_models.Command, "_get_instance_ids_from_targets", targets_only_when_given)
     _set(ssm_models.Command, "__init__", pending_init)
+    _set(ssm_models.Command, "response_object", response_object)
 
     original_send = R.send_command
 
@@ -294,11 +403,14 @@ def record_invocation(
     ended: str = "",
     elapsed: str = "",
 ) -> None:
-    """Write one invocation's real status and output where moto's API reads it."""
+    """Write one invocation's result and output where moto's API reads it; `status` is the
+    StatusDetails value (Success, Failed, Execution Timed Out, Undeliverable, ...)."""
+    from localcloud.ratecontrol import invocation_status  # noqa: PLC0415
+
     for inv in command.invocations:
         if inv["InstanceId"] == instance_id:
             inv.update(
-                Status=status,
+                Status=invocation_status(status),
                 StatusDetails=status,
                 ResponseCode=response_code,
                 StandardOutputContent=stdout[:STDOUT_CAP_GET],
@@ -311,39 +423,28 @@ def record_invocation(
     raise KeyError(f"command {command.command_id} has no invocation for {instance_id}")
 
 
-def record_command(command: Any, status: str, *, completed: int, errors: int) -> None:
-    command.status = status
+def record_command(
+    command: Any, status: str, *, completed: int, errors: int, delivery_timed_out: int = 0
+) -> str:
+    """Write the command's StatusDetails `status` and counts; returns the coarse Status."""
+    from localcloud.ratecontrol import command_status_of  # noqa: PLC0415
+
+    command.status = command_status_of(status)
     command.status_details = status
     command.completed_count = completed
     command.error_count = errors
+    command.delivery_timed_out_count = delivery_timed_out
+    return str(command.status)
 
 
 def _patch_autoscaling() -> None:
-    from moto.autoscaling.responses import AutoScalingResponse as R  # noqa: PLC0415
-    from moto.core.responses import EmptyResult  # noqa: PLC0415
-
-    def complete_lifecycle_action(self: Any) -> Any:
-        call = {
-            "LifecycleHookName": self._get_param("LifecycleHookName"),
-            "AutoScalingGroupName": self._get_param("AutoScalingGroupName"),
-            "LifecycleActionToken": self._get_param("LifecycleActionToken"),
-            "LifecycleActionResult": self._get_param("LifecycleActionResult"),
-            "InstanceId": self._get_param("InstanceId"),
-        }
+    def completed(call: dict[str, Any]) -> None:
         if lifecycle_callback is not None:
             lifecycle_callback(call)
-        return EmptyResult()
 
-    def record_lifecycle_action_heartbeat(self: Any) -> Any:
-        call = {
-            "LifecycleHookName": self._get_param("LifecycleHookName"),
-            "AutoScalingGroupName": self._get_param("AutoScalingGroupName"),
-            "LifecycleActionToken": self._get_param("LifecycleActionToken"),
-            "InstanceId": self._get_param("InstanceId"),
-        }
+    def heartbeat(call: dict[str, Any]) -> None:
         if heartbeat_callback is not None:
             heartbeat_callback(call)
-        return EmptyResult()
 
-    _set(R, "complete_lifecycle_action", complete_lifecycle_action)
-    _set(R, "record_lifecycle_action_heartbeat", record_lifecycle_action_heartbeat)
+    for owner, name, value in lifecycle_actions.patches(LIFECYCLE, completed, heartbeat):
+        _set(owner, name, value)

@@ -13,7 +13,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from localcloud.template import ACCOUNT, REGION
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

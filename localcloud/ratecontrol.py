@@ -5,7 +5,15 @@ Rounding (SSM documents neither direction precisely): a MaxConcurrency percentag
 up and is at least 1, so "25%" of 3 hosts is 1; a MaxErrors percentage rounds down, so
 "25%" of 3 hosts tolerates 0 errors. SSM stops sending to further targets once the error
 count EXCEEDS MaxErrors; invocations already running finish. Targets never sent become
-`Cancelled`. `Undeliverable` and `DeliveryTimedOut` do not count against MaxErrors.
+`Terminated`. `Undeliverable` and `Delivery Timed Out` do not count against MaxErrors.
+
+Vocabulary, as SSM reports it: the decisions here are in `StatusDetails` values (SSM API
+reference, Command / CommandInvocation `StatusDetails`: Success, Failed, Execution Timed Out,
+Delivery Timed Out, Undeliverable, Terminated, Cancelled; for a command also Incomplete).
+`Status`, and the `status` of the EventBridge events, is the coarse value of botocore's
+`CommandInvocationStatus` / `CommandStatus` enum: `invocation_status` / `command_status_of`
+map a detail to it (AWS documents the enums and the details, not the pairing; the product
+decides from StatusDetails only, so the pairing is never relied on).
 """
 
 from __future__ import annotations
@@ -22,10 +30,52 @@ DEFAULT_MAX_ERRORS = "0"
 
 _RATE = re.compile(r"^(?:[1-9][0-9]*|0)%?$")
 
-# Invocation statuses that count as errors against MaxErrors.
-ERROR_STATUSES = frozenset({"Failed", "TimedOut"})
-# Invocation statuses that neither succeed nor count as errors.
-NOT_COUNTED = frozenset({"Undeliverable", "Delivery Timed Out", "Cancelled"})
+# Invocation StatusDetails that count as errors against MaxErrors ("Invocation failures count
+# against the MaxErrors limit"; so do execution timeouts).
+ERROR_STATUSES = frozenset({"Failed", "Execution Timed Out"})
+# Invocation StatusDetails that neither succeed nor count as errors.
+NOT_COUNTED = frozenset({"Undeliverable", "Delivery Timed Out", "Terminated", "Cancelled"})
+
+# StatusDetails -> Status (botocore's CommandInvocationStatus enum: Pending, InProgress, Delayed,
+# Success, Cancelled, TimedOut, Failed, Cancelling).
+_INVOCATION_STATUS = {
+    "Pending": "Pending",
+    "In Progress": "InProgress",
+    "Delayed": "Delayed",
+    "Success": "Success",
+    "Failed": "Failed",
+    "Execution Timed Out": "TimedOut",
+    "Delivery Timed Out": "TimedOut",
+    "Undeliverable": "Failed",
+    "Terminated": "Cancelled",
+    "Cancelled": "Cancelled",
+    "Cancelling": "Cancelling",
+}
+# StatusDetails -> Status (botocore's CommandStatus enum: Pending, InProgress, Success, Cancelled,
+# Failed, TimedOut, Cancelling).
+_COMMAND_STATUS = {
+    "Pending": "Pending",
+    "In Progress": "InProgress",
+    "Success": "Success",
+    "Failed": "Failed",
+    "Incomplete": "Failed",
+    "Execution Timed Out": "TimedOut",
+    "Delivery Timed Out": "TimedOut",
+    "Cancelled": "Cancelled",
+    "Cancelling": "Cancelling",
+    "Rate Exceeded": "Failed",
+    "Access Denied": "Failed",
+}
+
+
+def invocation_status(details: str) -> str:
+    """The coarse `Status` SSM reports beside an invocation's `StatusDetails`."""
+    return _INVOCATION_STATUS[details]
+
+
+def command_status_of(details: str) -> str:
+    """The coarse `Status` SSM reports beside a command's `StatusDetails` (and in its event)."""
+    return _COMMAND_STATUS[details]
 
 
 class RateError(ValueError):
@@ -63,15 +113,17 @@ def may_start_more(errors: int, allowed_errors: int) -> bool:
 
 
 def command_status(statuses: Sequence[str], allowed_errors: int) -> str:
-    """The command's terminal status from its invocations' terminal statuses."""
+    """The command's terminal StatusDetails from its invocations' terminal StatusDetails.
+
+    Failed / Execution Timed Out / Delivery Timed Out: more than MaxErrors invocations ended so;
+    Success: every invocation succeeded; Incomplete: the rest (some did not succeed, too few
+    failed for Failed)."""
     errors = [s for s in statuses if s in ERROR_STATUSES]
     if len(errors) > allowed_errors:
-        return "TimedOut" if all(s == "TimedOut" for s in errors) else "Failed"
+        return "Execution Timed Out" if all(s == "Execution Timed Out" for s in errors) else "Failed"
     if statuses and all(s == "Success" for s in statuses):
         return "Success"
-    if statuses and all(s == "Undeliverable" for s in statuses):
-        return "Undeliverable"
-    if statuses and all(s == "Delivery Timed Out" for s in statuses):
+    if sum(1 for s in statuses if s == "Delivery Timed Out") > allowed_errors:
         return "Delivery Timed Out"
     return "Incomplete" if statuses else "Success"
 
@@ -91,7 +143,9 @@ def run_rate_controlled(
 ) -> list[Outcome]:
     """Run `run_one(target) -> invocation status` over targets the way SSM paces them.
 
-    Returns one Outcome per target in target order; targets never started are `Cancelled`.
+    Returns one Outcome per target in target order; targets never started are `Terminated`
+    (SSM: "the parent command exceeded its MaxErrors limit and subsequent command invocations
+    were canceled by the system").
     """
     total = len(targets)
     width = max_concurrency(concurrency, total)
@@ -124,7 +178,7 @@ def run_rate_controlled(
                 if on_done:
                     on_done(Outcome(target, status))
     for target in queue:
-        results[target] = "Cancelled"
+        results[target] = "Terminated"
         if on_done:
-            on_done(Outcome(target, "Cancelled"))
+            on_done(Outcome(target, "Terminated"))
     return [Outcome(t, results[t]) for t in targets]

@@ -91,7 +91,9 @@ class HostSandbox:
             "network_mode": network_mode,
             "nft_table": "deployer_" + host_id.replace("-", "_"),
             "lock_timeout": 60,
-            "drain_seconds": 0.5,
+            # Ends as soon as the old colour has no connection; the ceiling lets the slow (~1 s)
+            # requests of the tests and benchmarks finish before the old colour stops.
+            "drain_seconds": 3.0,
             "stop_timeout": 10,
             "pull_attempts": 4,
             "pull_backoff": 0.2,

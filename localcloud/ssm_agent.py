@@ -11,6 +11,11 @@ backend, see `localcloud.moto_gaps`), then for each command:
   it, and emits `EC2 Command Invocation Status-change Notification` per host and
   `EC2 Command Status-change Notification` for the command, in AWS's shapes.
 Targets that are not running hosts are `Undeliverable` (they do not count against MaxErrors).
+
+Vocabulary as SSM reports it: each result is recorded as `StatusDetails` (Success, Failed,
+Execution Timed Out, Undeliverable, Terminated; for the command Incomplete, ...) with the coarse
+`Status` beside it, and the events carry the coarse `Status`, as AWS's documented samples do
+(`localcloud.ratecontrol` maps one to the other).
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ from typing import Any
 from localcloud import moto_gaps
 from localcloud.eventbridge import EventBus, envelope
 from localcloud.hostexec import ScriptResult, run_script
-from localcloud.ratecontrol import command_status, max_errors, run_rate_controlled
+from localcloud.ratecontrol import (
+    command_status,
+    command_status_of,
+    invocation_status,
+    max_errors,
+    run_rate_controlled,
+)
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
 
@@ -181,8 +192,7 @@ class SsmAgents:
             self._finish_command(command, run, len(targets))
             return
         run.parameters = values
-        moto_gaps.record_command(command, "InProgress", completed=0, errors=0)
-        command.status_details = "InProgress"
+        moto_gaps.record_command(command, "In Progress", completed=0, errors=0)
 
         def run_one(iid: str) -> str:
             host = self.host_for(iid)
@@ -191,7 +201,7 @@ class SsmAgents:
                     command, run, iid, ScriptResult(-1, "", "instance is not running", 0.0), "Undeliverable"
                 )
                 return "Undeliverable"
-            moto_gaps.record_invocation(command, iid, status="InProgress", started=_iso())
+            moto_gaps.record_invocation(command, iid, status="In Progress", started=_iso())
             outs, errs, total, code, timed_out = [], [], 0.0, 0, False
             for i, (name, script, timeout) in enumerate(plan):
                 res = run_script(host.root, script, self.host_env(host), timeout, name=f"{name}-{i}.sh")
@@ -201,7 +211,7 @@ class SsmAgents:
                 code, timed_out = res.exit_code, res.timed_out
                 if timed_out or code != 0:
                     break
-            status = "TimedOut" if timed_out else ("Success" if code == 0 else "Failed")
+            status = "Execution Timed Out" if timed_out else ("Success" if code == 0 else "Failed")
             self._finish_host(
                 command, run, iid, ScriptResult(code, "".join(outs), "".join(errs), total, timed_out), status
             )
@@ -229,7 +239,7 @@ class SsmAgents:
                     time.monotonic(),
                 )
             )
-        if status != "Cancelled":
+        if status not in {"Cancelled", "Terminated", "Undeliverable"}:
             self._cloudwatch(command, iid, res)
         self.bus.put_event(
             envelope(
@@ -240,7 +250,7 @@ class SsmAgents:
                     "document-name": command.document_name,
                     "instance-id": iid,
                     "requested-date-time": _iso(command.requested_date_time),
-                    "status": status,
+                    "status": invocation_status(status),
                 },
                 [f"arn:aws:ec2:{self.region}:{self.account}:instance/{iid}"],
                 region=self.region,
@@ -252,12 +262,18 @@ class SsmAgents:
         ran = {h.instance_id for h in run.hosts}
         for iid in command.instance_ids:
             if iid not in ran:  # never sent: error threshold reached first
-                self._finish_host(command, run, iid, ScriptResult(-1, "", "", 0.0), "Cancelled")
+                self._finish_host(command, run, iid, ScriptResult(-1, "", "", 0.0), "Terminated")
         statuses = [h.status for h in run.hosts]
         allowed = max_errors(command.max_errors, total)
         status = command_status(statuses, allowed) if statuses else "Success"
-        errors = sum(1 for s in statuses if s in {"Failed", "TimedOut"})
-        moto_gaps.record_command(command, status, completed=len(statuses), errors=errors)
+        errors = sum(1 for s in statuses if s in {"Failed", "Execution Timed Out"})
+        moto_gaps.record_command(
+            command,
+            status,
+            completed=len(statuses),
+            errors=errors,
+            delivery_timed_out=sum(1 for s in statuses if s == "Delivery Timed Out"),
+        )
         run.status = status
         self.bus.put_event(
             envelope(
@@ -269,7 +285,7 @@ class SsmAgents:
                     "expire-after": _iso(command.expires_after),
                     "parameters": command.parameters or {},
                     "requested-date-time": _iso(command.requested_date_time),
-                    "status": status,
+                    "status": command_status_of(status),
                 },
                 [f"arn:aws:ec2:{self.region}:{self.account}:instance/{i}" for i in command.instance_ids],
                 region=self.region,

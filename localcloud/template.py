@@ -421,6 +421,18 @@ class Template:
                         f"{lid}: SQS event source queue {queue!r} is not a resource of the stack"
                     )
                 out.append((lid, qlid, int(self.resolve(props.get("BatchSize", 10)))))
+        # explicit mappings (a function whose role reads only its own queue)
+        for lid, res in self.of_type("AWS::Lambda::EventSourceMapping").items():
+            props = res.get("Properties") or {}
+            function, source = props.get("FunctionName"), props.get("EventSourceArn")
+            if not (isinstance(function, dict) and "Ref" in function
+                    and isinstance(source, dict) and "Fn::GetAtt" in source):
+                raise TemplateError(f"{lid}: a mapping needs FunctionName !Ref and EventSourceArn !GetAtt")
+            target = source["Fn::GetAtt"]
+            qlid = target[0] if isinstance(target, list) else str(target).split(".")[0]
+            if self.resources.get(qlid, {}).get("Type") != "AWS::SQS::Queue":
+                continue  # not a queue (streams are not modelled)
+            out.append((function["Ref"], qlid, int(self.resolve(props.get("BatchSize", 10)))))
         return out
 
     def tables(self) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,8 @@
 template (tables, swap document), a fleet (launch template + Auto Scaling group), settings and
 the core's adapters, and a recorder of every AWS operation (for the IAM coverage test).
 
-Table schemas and the swap document are read from template.yaml, never restated here.
+Table schemas and the swap document are read from the deployable template (template.yaml
+rendered with the agent, `tools.render_template.ensure_built`), never restated here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from deployer.settings import ENV_NAMES, Settings
 from moto import mock_aws
 
 from tests import moto_shim
+from tools.render_template import ensure_built
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -57,12 +59,12 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 
 def read_template() -> dict[str, Any]:
-    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
+    return yaml.load(ensure_built().read_text(), Loader=_CfnLoader)
 
 
 @pytest.fixture(scope="session")
 def template() -> dict[str, Any]:
-    """template.yaml, parsed (intrinsics as {"Ref": ...} / {"Fn::Sub": ...})."""
+    """The deployable template, parsed (intrinsics as {"Ref": ...} / {"Fn::Sub": ...})."""
     return read_template()
 
 

@@ -1,24 +1,30 @@
-"""The agent inlined into the swap document is host/agent.py, and both sides agree on the contract."""
+"""The agent embedded in the deployable swap document is host/agent.py, the document fits SSM's
+size limit, and both sides agree on the contract."""
 
 from __future__ import annotations
 
 import ast
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from deployer import agent_contract
 
 from localcloud.template import load_yaml
-from tools.render_template import inlined_agent, render
+from tools import render_template
+from tools.render_template import PLACEHOLDER, ensure_built
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = ROOT / "host" / "agent.py"
-TEMPLATE = ROOT / "template.yaml"
+SOURCE = ROOT / "template.yaml"
+# SSM counts a document and its run-time parameters against 64 KB; 8 KB stay for the parameters.
+DOCUMENT_LIMIT = 56 * 1024
 
 
 def _agent_constant(name: str) -> Any:
@@ -29,40 +35,90 @@ def _agent_constant(name: str) -> Any:
     raise AssertionError(f"host/agent.py defines no literal {name}")
 
 
-def _swap_document() -> dict[str, Any]:
-    data = load_yaml(TEMPLATE.read_text())
+def _swap_document(path: Path | None = None) -> dict[str, Any]:
+    data = load_yaml((path or ensure_built()).read_text())
     document: dict[str, Any] = data["Resources"]["SwapDocument"]["Properties"]["Content"]
     return document
 
 
-def _run_command() -> list[str]:
-    steps = [s for s in _swap_document()["mainSteps"] if "runCommand" in s.get("inputs", {})]
+def _run_command(path: Path | None = None) -> list[str]:
+    steps = [s for s in _swap_document(path)["mainSteps"] if "runCommand" in s.get("inputs", {})]
     assert len(steps) == 1, "the swap document has exactly one runShellScript step"
     run_command: list[str] = steps[0]["inputs"]["runCommand"]
     return run_command
 
 
-def test_the_inlined_agent_in_the_swap_document_is_identical_to_host_agent_py() -> None:
-    # Given the template and the agent source
-    # When the agent copy is read back from the swap document's runCommand
-    inlined = inlined_agent(_run_command())
-    # Then it is byte for byte the agent (python tools/render_template.py refreshes it)
-    identical = inlined == AGENT.read_text()
-    assert identical, "template.yaml is stale: run python tools/render_template.py"
+def _run_until_exec(run_command: list[str], opt: Path) -> subprocess.CompletedProcess[str]:
+    """The document's script up to (not including) its final `exec` of the agent, run by sh the
+    way SSM runs it, with the host's /opt/deployer moved into ``opt``."""
+    assert run_command[-1].startswith("exec python3 /opt/deployer/agent.py swap")
+    script = "\n".join(run_command[:-1]).replace("/opt/deployer", str(opt))
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_rendering_the_template_again_changes_nothing() -> None:
-    # Given the committed template
-    text = TEMPLATE.read_text()
-    # When it is rendered again
-    # Then it is already current
-    current = render(text, AGENT.read_text()) == text
-    assert current, "template.yaml is stale: run python tools/render_template.py"
+def test_the_deployable_swap_document_writes_host_agent_py_byte_for_byte(tmp_path: Path) -> None:
+    # Given the rendered swap document's script
+    run_command = _run_command()
+    # When a shell runs everything before the agent starts
+    proc = _run_until_exec(run_command, tmp_path)
+    # Then it wrote exactly host/agent.py where the script then runs it, and nothing else
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "agent.py").read_bytes() == AGENT.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.py"]
 
 
-def test_the_agent_contains_nothing_ssm_would_interpolate() -> None:
-    # Given the agent source, When searched for SSM's parameter syntax, Then there is none
-    assert "{{" not in AGENT.read_text()
+def test_the_hand_written_template_carries_no_agent_and_fails_loudly_if_deployed(tmp_path: Path) -> None:
+    # Given template.yaml as written (not rendered)
+    run_command = _run_command(SOURCE)
+    # Then its script holds the placeholder, not the agent
+    assert run_command.count(PLACEHOLDER) == 1
+    assert "def main(" not in SOURCE.read_text()
+    # and run as a document it stops with a reason before any agent runs
+    proc = _run_until_exec(run_command, tmp_path)
+    assert proc.returncode != 0
+    assert "deploy build/template.yaml" in proc.stderr
+
+
+@pytest.mark.parametrize("serialise", ["compact json", "json", "yaml", "yaml folded", "quoted yaml"])
+def test_the_deployable_swap_document_stays_under_56_kb_in_every_format(serialise: str) -> None:
+    # Given the swap document of build/template.yaml
+    content = _swap_document()
+    # When it is serialised the way SSM may be given it
+    text = {
+        "compact json": lambda: json.dumps(content, separators=(",", ":")),
+        "json": lambda: json.dumps(content, indent=2),
+        "yaml": lambda: yaml.safe_dump(content, sort_keys=False, width=float("inf")),
+        "yaml folded": lambda: yaml.safe_dump(content, sort_keys=False),
+        "quoted yaml": lambda: yaml.safe_dump(content, sort_keys=False, default_style='"'),
+    }[serialise]()
+    size = len(text.encode())
+    print(f"swap document, {serialise}: {size:,} bytes")
+    # Then it leaves SSM's 64 KB room for the run-time parameters
+    assert size < DOCUMENT_LIMIT, f"swap document is {size:,} bytes as {serialise}"
+
+
+def test_the_deployable_document_interpolates_only_its_declared_parameters() -> None:
+    # Given the rendered document
+    content = _swap_document()
+    script = "\n".join(_run_command())
+    # Then every {{ ... }} SSM would substitute names a declared parameter
+    used = set(re.findall(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}", script))
+    assert used <= set(content["parameters"])
+    assert script.count("{{") == len(re.findall(r"\{\{\s*[A-Za-z0-9_.-]+\s*\}\}", script))
+
+
+def test_the_check_flag_reports_a_stale_rendering_and_ensure_built_refreshes_it(tmp_path: Path) -> None:
+    # Given a rendered template on disk that is out of date
+    output = tmp_path / "build" / "template.yaml"
+    output.parent.mkdir()
+    output.write_text(SOURCE.read_text())
+    # When it is checked, Then it is reported stale and left alone
+    assert render_template.main(["--check", "--output", str(output)]) == 1
+    assert output.read_text() == SOURCE.read_text()
+    # When it is ensured, Then it is rewritten and checks as current
+    ensure_built(output)
+    assert render_template.main(["--check", "--output", str(output)]) == 0
+    assert PLACEHOLDER not in _run_command(output)
 
 
 def test_the_agent_exit_codes_equal_the_control_plane_contract() -> None:
@@ -71,6 +127,14 @@ def test_the_agent_exit_codes_equal_the_control_plane_contract() -> None:
     contract = {str(cls.value): int(code) for cls, code in agent_contract.EXIT_CODE_BY_CLASS.items()}
     # Then they are the same mapping
     assert agent_codes == contract
+
+
+def test_the_agent_warning_classes_equal_the_control_plane_contract() -> None:
+    # Given the agent's warning classes (problems after the new release went live) and the contract's
+    agent_warnings = _agent_constant("WARNING_CLASSES")
+    # Then they are the same, and none of them has an exit code of its own: the agent exits 0
+    assert tuple(agent_warnings) == tuple(w.value for w in agent_contract.WarningClass)
+    assert not set(agent_warnings) & set(_agent_constant("EXIT_CODES"))
 
 
 def test_the_agent_usage_text_documents_every_exit_code() -> None:
@@ -102,10 +166,3 @@ def _agent_constant_patterns() -> dict[str, str]:
     exec(compile(AGENT.read_text(), str(AGENT), "exec"), namespace)
     patterns: dict[str, str] = namespace["PATTERNS"]
     return patterns
-
-
-def test_the_swap_document_stays_under_ssms_64_kb_content_limit() -> None:
-    # Given the swap document with the agent inlined
-    size = len(json.dumps(_swap_document()))
-    # Then SSM accepts its size (a larger agent needs a compressed heredoc instead)
-    assert size < 64 * 1024, f"swap document content is {size} bytes"

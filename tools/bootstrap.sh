@@ -52,6 +52,10 @@ SYSTEM=(docker:docker.io dockerd:docker.io nginx:nginx /usr/bin/docker-registry:
 if [ "$PROFILE" = test ]; then
   SYSTEM+=(shellcheck:shellcheck git:git make:make)
 fi
+# The real app server's image (Debian + gunicorn) is built with debootstrap by tests and benchmarks.
+if [ "$PROFILE" != demo ]; then
+  SYSTEM+=(/usr/sbin/debootstrap:debootstrap)
+fi
 
 # missing_packages: the Debian packages whose command is absent, one per line, deduplicated.
 missing_packages() {

@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
+import botocore.session
 import pytest
 
 from localcloud.ratecontrol import (
     RateError,
     command_status,
+    command_status_of,
+    invocation_status,
     max_concurrency,
     max_errors,
     run_rate_controlled,
@@ -39,13 +42,32 @@ def test_malformed_rates_are_refused(bad):
         max_concurrency(bad or "x", 3)
 
 
-def test_command_status_follows_max_errors():
+def test_command_status_details_follow_max_errors():
     assert command_status(["Success"] * 3, 0) == "Success"
     assert command_status(["Success", "Failed", "Success"], 0) == "Failed"
     assert command_status(["Success", "Failed", "Success"], 1) == "Incomplete"
-    assert command_status(["TimedOut", "Success"], 0) == "TimedOut"
+    assert command_status(["Execution Timed Out", "Success"], 0) == "Execution Timed Out"
     assert command_status(["Undeliverable", "Success"], 0) == "Incomplete"
-    assert command_status(["Undeliverable"], 0) == "Undeliverable"
+    assert command_status(["Undeliverable"], 0) == "Incomplete"
+    assert command_status(["Delivery Timed Out", "Success"], 0) == "Delivery Timed Out"
+    assert command_status(["Delivery Timed Out", "Success", "Success"], 1) == "Incomplete"
+
+
+def test_status_is_the_coarse_enum_botocore_documents_and_the_detail_stays_in_status_details():
+    # Given botocore's enums for Status
+    model = botocore.session.get_session().get_service_model("ssm")
+    invocation_enum = set(model.shape_for("CommandInvocationStatus").enum)
+    command_enum = set(model.shape_for("CommandStatus").enum)
+    # Then every detail the stand-ins report maps to a value of them
+    for detail in ("Success", "Failed", "Execution Timed Out", "Delivery Timed Out", "Undeliverable",
+                   "Terminated", "Cancelled", "Pending", "In Progress", "Delayed"):
+        assert invocation_status(detail) in invocation_enum, detail
+    for detail in ("Success", "Failed", "Incomplete", "Execution Timed Out", "Delivery Timed Out",
+                   "Cancelled", "Pending", "In Progress"):
+        assert command_status_of(detail) in command_enum, detail
+    # and none of the details that exist only in StatusDetails is a Status
+    for detail in ("Incomplete", "Undeliverable", "Terminated", "Delivery Timed Out"):
+        assert detail not in invocation_enum | command_enum
 
 
 def test_no_more_than_max_concurrency_targets_run_at_once():
@@ -78,9 +100,9 @@ def test_sending_stops_once_errors_exceed_max_errors():
 
     # When MaxErrors is 1
     out = run_rate_controlled(["a", "b", "c", "d", "e"], run, "1", "1")
-    # Then the second failure stops sending; the rest are cancelled
+    # Then the second failure stops sending; SSM terminates the rest
     assert started == ["a", "b"]
-    assert [o.status for o in out] == ["Failed", "Failed", "Cancelled", "Cancelled", "Cancelled"]
+    assert [o.status for o in out] == ["Failed", "Failed", "Terminated", "Terminated", "Terminated"]
     assert command_status([o.status for o in out], 1) == "Failed"
 
 

@@ -134,6 +134,39 @@ def test_a_host_that_fails_is_reported_and_the_release_rolled_back(cloud: LocalC
     assert converged_on(cloud, before)
 
 
+def test_a_host_ssm_cannot_reach_does_not_fail_the_release_and_gets_it_from_the_reconciler(
+    cloud: LocalCloud, fleet: dict
+) -> None:
+    # Given one host SSM cannot deliver to (as an instance scaled in after SSM resolved the
+    # command's targets): the SSM stand-in answers Undeliverable for it
+    assert cloud.fleet is not None
+    assert cloud.ssm is not None
+    away = cloud.fleet.live(f"{APP}-asg")[0]
+    away.state = "terminated"
+    try:
+        # When a good release is pushed (MaxErrors 0)
+        pushed = cloud.push(APP, "half-reached", 35, app=APP)
+        rel = wait_release(cloud, APP, "half-reached", {"SUCCEEDED", "FAILED", "ROLLED_BACK"}, timeout=120)
+        cloud.settle()
+    finally:
+        away.state = "running"
+    # Then SSM's answer is Incomplete with no errors (the coarse Failed in its events), and the
+    # release SUCCEEDED on the host it reached, with no rollback; the other is recorded unreached
+    run = cloud.ssm.runs[rel["command_id"]]
+    assert run.status == "Incomplete"
+    assert {h.instance_id: h.status for h in run.hosts}[away.instance_id] == "Undeliverable"
+    assert rel["status"] == "SUCCEEDED", rel
+    assert (int(rel["hosts_ok"]), int(rel["hosts_failed"])) == (1, 0)
+    outcomes = {o["instance_id"]: o for o in cloud.host_outcomes(APP, int(rel["release"]))}
+    assert outcomes[away.instance_id]["failure_class"] == "unreached"
+    newer = [r for r in cloud.releases(APP) if int(r["release"]) > int(rel["release"])]
+    assert newer == []
+    # And when the reconciler runs, that host gets the release too
+    cloud.reconcile()
+    cloud.settle()
+    cloud.wait_for(lambda: converged_on(cloud, pushed.digest), 120, "the unreached host to converge")
+
+
 def test_a_push_whose_event_was_lost_is_deployed_by_the_reconciler(cloud: LocalCloud, fleet: dict) -> None:
     # Given a push whose ECR event never arrived
     pushed = cloud.push(APP, "missed", 40, app=APP, emit=False)

@@ -11,6 +11,7 @@ import pytest
 
 from localcloud.patterns import matches
 from localcloud.template import Template
+from tools.render_template import ensure_built
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def template() -> Template:
-    return Template(ROOT / "template.yaml")
+    return Template(ensure_built())
 
 
 def event(name: str, template: Template) -> dict:

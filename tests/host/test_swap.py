@@ -77,6 +77,32 @@ def test_a_deploy_switches_to_the_new_release_and_removes_the_old_container(
     assert second.digest in labels
 
 
+def test_a_failed_stop_of_the_old_container_is_a_warning_and_exits_0_with_the_new_release_live(
+        make_host: Callable[..., HostSandbox], publish: Publish, tmp_path: Path) -> None:
+    # Given a host whose docker refuses to stop containers, with release 1 live
+    docker = tmp_path / "docker-that-cannot-stop"
+    docker.write_text('#!/bin/sh\n'
+                      'if [ "$1" = stop ]; then\n'
+                      '  echo "Error response from daemon: cannot stop" >&2; exit 1\n'
+                      'fi\n'
+                      'exec docker "$@"\n')
+    docker.chmod(0o755)
+    host = make_host(docker_command=[str(docker)])
+    first, second = publish(1), publish(2)
+    assert swap(host, first, mode="boot")[0] == 0
+    # When release 2 is deployed and the old container cannot be stopped
+    code, summary, _ = swap(host, second)
+    # Then the agent exits 0 (SSM Success: never counted toward MaxErrors), reports the new
+    # release live with a cleanup warning, and release 2 serves
+    assert code == 0, summary
+    assert summary["outcome"] == "live"
+    assert summary["failure_class"] == "none"
+    assert summary["warning"] == "cleanup"
+    assert summary["exit_code"] == 0
+    assert "cannot stop" in summary["message"]
+    assert host.get("/") == (200, body(2))
+
+
 def test_the_same_release_again_is_a_no_op(host: HostSandbox, publish: Publish) -> None:
     # Given release 1 live
     image = publish(1)

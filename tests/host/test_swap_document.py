@@ -1,4 +1,5 @@
-"""The swap document's script, as SSM would run it, deploys through the inlined agent."""
+"""The deployable swap document's script, as SSM would run it, deploys through the agent embedded
+in it by tools/render_template.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from localcloud.images import AppImage
 from localcloud.sandbox import HostSandbox
 from localcloud.template import load_yaml
 from tests.host.helpers import APP, body
+from tools.render_template import ensure_built
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def document_script(values: dict[str, str], agent_dir: Path) -> str:
     """runCommand joined and {{ name }} substituted textually, as SSM (and the local cloud) do."""
-    resources = load_yaml((ROOT / "template.yaml").read_text())["Resources"]
+    resources = load_yaml(ensure_built().read_text())["Resources"]
     content = resources["SwapDocument"]["Properties"]["Content"]
     parameters: dict[str, Any] = content["parameters"]
     step = next(s for s in content["mainSteps"] if "runCommand" in s.get("inputs", {}))
@@ -49,7 +51,7 @@ def test_the_swap_document_script_deploys_a_release_and_prints_one_summary_line(
     # When bash runs it the way the SSM agent would
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=180,
                           env=dict(os.environ, DEPLOYER_HOST_CONFIG=str(host.config_path)), check=False)
-    # Then the inlined agent deployed the release and stdout is exactly its summary
+    # Then the embedded agent deployed the release and stdout is exactly its summary
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(lines) == 1
@@ -57,3 +59,5 @@ def test_the_swap_document_script_deploys_a_release_and_prints_one_summary_line(
     assert summary["outcome"] == "live"
     assert summary["release"] == 1
     assert host.get("/") == (200, body(1))
+    # and the agent the document wrote on the host is host/agent.py, byte for byte
+    assert (tmp_path / "opt" / "agent.py").read_bytes() == (ROOT / "host" / "agent.py").read_bytes()

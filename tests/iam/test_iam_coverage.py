@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import pytest
 from deployer.models.config import AppConfig
 
@@ -40,7 +41,16 @@ class World:
 
 
 def drive_on_image_push(world: World) -> None:
-    """Started deploy, duplicate delivery, pending push, unknown repository, bad input."""
+    """Started deploy (pruning old release versions), duplicate delivery, pending push, unknown
+    repository, bad input."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    for number in range(1, 13):
+        ec2.create_launch_template_version(
+            LaunchTemplateId=world.config.launch_template,
+            SourceVersion="1",
+            LaunchTemplateData={},
+            VersionDescription=f"{world.config.app} release {number} sha256:{number:064x}",
+        )
     event = world.load_event("ecr_image_push")
     on_image_push(event, FakeContext())
     on_image_push(event, FakeContext())
@@ -77,6 +87,8 @@ def _substitutions(template: dict[str, Any]) -> dict[str, str]:
             subs[f"{name}.Arn"] = f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{name}"
         if resource["Type"] == "AWS::SNS::Topic":
             subs[name] = f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}"
+        if resource["Type"] == "AWS::KMS::Key":
+            subs[f"{name}.Arn"] = _arn("kms", f"key/{name}")
     return subs
 
 
@@ -146,9 +158,10 @@ def required(service: str, operation: str, params: dict[str, Any]) -> tuple[str,
             _arn("ec2", "instance/*")
         ]
         return action, [_arn("ssm", f"document/{params['DocumentName']}"), *instances]
-    if service == "ec2" and operation == "CreateLaunchTemplateVersion":
+    if service == "ec2" and operation in {"CreateLaunchTemplateVersion", "DeleteLaunchTemplateVersions"}:
         return action, [_arn("ec2", f"launch-template/{params['LaunchTemplateId']}")]
-    if service == "ssm" and operation == "GetCommandInvocation":
+    if service == "ssm" and operation in {"GetCommandInvocation", "CancelCommand"}:
+        # Neither has a resource type in the IAM service authorization reference.
         return action, ["*"]
     if service == "ecr" and operation == "DescribeImages":
         return action, [_arn("ecr", f"repository/{params['repositoryName']}")]
@@ -165,6 +178,26 @@ def required(service: str, operation: str, params: dict[str, Any]) -> tuple[str,
         uuid = "00000000-0000-0000-0000-000000000000"
         return action, [_arn("autoscaling", f"autoScalingGroup:{uuid}:autoScalingGroupName/{name}")]
     raise AssertionError(f"no resource mapping for {action}: add one to tests/iam/test_iam_coverage.py")
+
+
+def implied(
+    template: dict[str, Any], service: str, operation: str, params: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """What AWS also authorises as the caller of one operation: publishing to a topic encrypted
+    with a customer-managed key makes SNS generate and decrypt a data key with the caller's
+    permissions (moto does not model this, so the template says which key)."""
+    if service != "sns" or operation != "Publish":
+        return []
+    topic = template["Resources"].get(params["TopicArn"].rsplit(":", 1)[-1], {})
+    key = topic.get("Properties", {}).get("KmsMasterKeyId")
+    if key is None:
+        return []
+    if isinstance(key, str):
+        # alias/aws/sns: the AWS-managed key's own policy admits the account's principals
+        assert key.startswith("alias/aws/"), f"topic key {key!r} is neither managed nor in the stack"
+        return []
+    arn = _resolve(key, _substitutions(template))
+    return [("kms:GenerateDataKey", arn), ("kms:Decrypt", arn)]
 
 
 def allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
@@ -194,12 +227,16 @@ def test_every_aws_operation_of_the_function_is_allowed_by_its_policy(
     SCENARIOS[function](World(deps, registered_app, load_event, template))
 
     # Then operations were made, and each is allowed on the resource it touched
-    expected = EXPECTED_OPERATIONS.get(function, {"SendCommand", "CreateLaunchTemplateVersion", "PutItem"})
+    expected = EXPECTED_OPERATIONS.get(
+        function, {"SendCommand", "CreateLaunchTemplateVersion", "DeleteLaunchTemplateVersions", "PutItem"}
+    )
     assert expected <= {c.operation for c in aws_calls.calls}
     denied = []
     for call in aws_calls.calls:
         action, resources = required(call.service, call.operation, call.params)
         denied += [f"{action} on {r}" for r in resources if not allowed(statements, action, r)]
+        for action, resource in implied(template, call.service, call.operation, call.params):
+            denied += [] if allowed(statements, action, resource) else [f"{action} on {resource}"]
     assert denied == [], f"{function} would get AccessDenied for: {sorted(set(denied))}"
 
 
@@ -214,3 +251,23 @@ def test_the_checker_reports_an_operation_the_policy_does_not_allow(template: di
     assert not allowed(statements, action, resources[0])
     action, resources = required("ssm", "SendCommand", {"DocumentName": "AWS-RunShellScript"})
     assert not allowed(statements, action, resources[0])
+
+
+def test_the_checker_requires_the_topic_key_for_a_publish_to_the_encrypted_topic(
+    template: dict[str, Any],
+) -> None:
+    # Given the status function's statements, and the same without the notification key's statement
+    full = function_statements(template, "OnCommandStatusFunction")
+    stripped = copy.deepcopy(template)
+    document = stripped["Resources"]["NotifyPolicy"]["Properties"]["PolicyDocument"]
+    document["Statement"] = [s for s in document["Statement"] if "kms:" not in str(s["Action"])]
+    without_key = function_statements(stripped, "OnCommandStatusFunction")
+
+    # When a publish to the topic is checked
+    topic = f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:DeployNotificationsTopic"
+    needs = implied(template, "sns", "Publish", {"TopicArn": topic})
+
+    # Then it needs the key, which the full policy grants and the stripped one does not
+    assert {action for action, _ in needs} == {"kms:GenerateDataKey", "kms:Decrypt"}
+    assert all(allowed(full, action, resource) for action, resource in needs)
+    assert not any(allowed(without_key, action, resource) for action, resource in needs)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 import yaml
 from deployer.adapters.apps import AppsStore
@@ -25,7 +26,9 @@ from deployer.rollout import Deps, accept_push
 from deployer.settings import Settings
 from moto import mock_aws
 
+from localcloud.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
 from tests.lifecycle import moto_shim
+from tools.render_template import ensure_built
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -33,7 +36,15 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 REPOSITORY = "web"
 GROUP = "web-asg"
+LAUNCH_HOOK = "deployer-launch"
 DOCUMENT = "deployer-Swap"
+
+# The values SSM reports in `Status` and in its EventBridge events' `status`: botocore's enums.
+# The finer StatusDetails values (Incomplete, Undeliverable, Delivery Timed Out, Terminated)
+# never appear there.
+_SSM_MODEL = botocore.session.get_session().get_service_model("ssm")
+INVOCATION_STATUSES = frozenset(_SSM_MODEL.shape_for("CommandInvocationStatus").enum)
+COMMAND_STATUSES = frozenset(_SSM_MODEL.shape_for("CommandStatus").enum)
 
 
 _SESSION: list[boto3.session.Session] = []
@@ -74,7 +85,7 @@ _CfnLoader.add_multi_constructor("!", _any_tag)
 
 @functools.cache
 def template() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
+    data: dict[str, Any] = yaml.load(ensure_built().read_text(), Loader=_CfnLoader)
     return data
 
 
@@ -103,8 +114,15 @@ def digest_of(n: int) -> str:
     return "sha256:" + f"{n:x}".rjust(64, "0")
 
 
-def summary_line(instance_id: str, release: Release, failure_class: str = "none", message: str = "") -> str:
-    ok = failure_class in ("none", "cleanup")
+def summary_line(
+    instance_id: str,
+    release: Release,
+    failure_class: str = "none",
+    message: str = "",
+    warning: str | None = None,
+) -> str:
+    """The agent's summary line; a `warning` (e.g. "cleanup") is a live host with exit 0."""
+    ok = failure_class == "none"
     return json.dumps(
         {
             "agent": "deployer",
@@ -115,6 +133,7 @@ def summary_line(instance_id: str, release: Release, failure_class: str = "none"
             "digest": release.digest,
             "outcome": "live" if ok else "failed",
             "failure_class": failure_class,
+            "warning": warning,
             "exit_code": int(EXIT_CODE_BY_CLASS[FailureClass(failure_class)]),
             "message": message or ("live" if ok else f"{failure_class} failed"),
             "previous_release": None,
@@ -195,95 +214,90 @@ class World:
         return self.core.releases.get(self.config.app, number)
 
     # -- SSM events -----------------------------------------------------------------------
-    def _envelope(self, detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
+    def _from_sample(self, sample: str, detail: dict[str, Any]) -> dict[str, Any]:
+        """AWS's documented sample event (events/) for this world's command: only the ids, the
+        document, the time and the status differ."""
         self.event_seq += 1
-        return {
-            "version": "0",
-            "id": f"10000000-0000-4000-8000-{self.event_seq:012d}",
-            "detail-type": detail_type,
-            "source": "aws.ssm",
-            "account": ACCOUNT,
-            "time": datetime.now(UTC).isoformat(),
-            "region": REGION,
-            "resources": [],
-            "detail": detail,
-        }
+        event = load_event(sample)
+        event["id"] = f"10000000-0000-4000-8000-{self.event_seq:012d}"
+        event["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event["region"] = REGION
+        event["account"] = ACCOUNT
+        event["detail"].update({"document-name": DOCUMENT, **detail})
+        return event
 
     def invocation_event(self, command_id: str, instance_id: str, status: str) -> dict[str, Any]:
-        return self._envelope(
-            "EC2 Command Invocation Status-change Notification",
-            {
-                "command-id": command_id,
-                "document-name": DOCUMENT,
-                "instance-id": instance_id,
-                "requested-date-time": datetime.now(UTC).isoformat(),
-                "status": status,
-            },
+        """An invocation's event; `status` is SSM's coarse Status, never a StatusDetails value."""
+        assert status in INVOCATION_STATUSES, f"{status!r} is not a Status SSM puts in an event"
+        event = self._from_sample(
+            "ssm_command_invocation_success.json",
+            {"command-id": command_id, "instance-id": instance_id, "status": status},
         )
+        event["resources"] = [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"]
+        return event
 
     def command_event(self, command_id: str, status: str) -> dict[str, Any]:
-        return self._envelope(
-            "EC2 Command Status-change Notification",
-            {
-                "command-id": command_id,
-                "document-name": DOCUMENT,
-                "status": status,
-                "requested-date-time": datetime.now(UTC).isoformat(),
-                "parameters": {},
-            },
+        """A command's event; `status` is SSM's coarse Status, never a StatusDetails value."""
+        assert status in COMMAND_STATUSES, f"{status!r} is not a Status SSM puts in an event"
+        return self._from_sample(
+            "ssm_command_status_success.json", {"command-id": command_id, "status": status}
         )
 
     def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
         return handle_command_status(self.ld, event)
 
     def run_command(
-        self, release: Release, failures: dict[str, str] | None = None, unreached: tuple[str, ...] = ()
+        self,
+        release: Release,
+        failures: dict[str, str] | None = None,
+        unreached: tuple[str, ...] = (),
+        *,
+        not_run: dict[str, str] | None = None,
+        warnings: dict[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Let the simulated hosts run `release`'s command: record every invocation's result in
-        moto and return (invocation events, command event) without delivering them."""
+        moto and return (invocation events, command event) without delivering them.
+
+        `failures`: host -> the agent's failure class; `unreached`: hosts whose invocation ends
+        Delivery Timed Out; `not_run`: host -> the StatusDetails of an invocation that never ran
+        (Undeliverable, Delivery Timed Out, Terminated); `warnings`: host -> the warning of a
+        host that went live (exit 0). The command's StatusDetails follows SSM's rules for the
+        app's MaxErrors (`localcloud.ratecontrol`); every event carries the coarse Status."""
         failures = failures or {}
+        skipped = dict.fromkeys(unreached, "Delivery Timed Out") | (not_run or {})
+        warnings = warnings or {}
         command_id = release.command_id
         assert command_id, f"release {release.release} has no command"
         invocation_events = []
-        errors = 0
+        details = []
         for iid in self.shim.targets(command_id):
-            if iid in unreached:
-                self.shim.invocation(command_id, iid, "Delivery Timed Out", "", -1)
-                invocation_events.append(self.invocation_event(command_id, iid, "Delivery Timed Out"))
-                continue
-            cls = failures.get(iid, "none")
-            line = summary_line(
-                iid, release, cls, "GET /health answered 500 for 60s" if cls == "health" else ""
-            )
-            ok = cls in ("none", "cleanup")
-            if ok:
-                self.running[iid] = release.digest
+            if iid in skipped:
+                detail = skipped[iid]
+                self.shim.invocation(command_id, iid, detail, "", -1)
             else:
-                errors += 1
-            self.shim.invocation(
-                command_id,
-                iid,
-                "Success" if cls == "none" else "Failed",
-                line + "\n",
-                0 if cls == "none" else 6,
-            )
-            invocation_events.append(
-                self.invocation_event(command_id, iid, "Success" if cls == "none" else "Failed")
-            )
-        targets = len(self.shim.targets(command_id))
-        if errors:
-            status = "Failed"
-        elif unreached:
-            status = "Incomplete"
-        else:
-            status = "Success"
-        self.shim.command(
+                cls = failures.get(iid, "none")
+                line = summary_line(
+                    iid,
+                    release,
+                    cls,
+                    "GET /health answered 500 for 60s" if cls == "health" else "",
+                    warning=warnings.get(iid),
+                )
+                if cls == "none":
+                    self.running[iid] = release.digest
+                detail = "Success" if cls == "none" else "Failed"
+                code = int(EXIT_CODE_BY_CLASS[FailureClass(cls)])
+                self.shim.invocation(command_id, iid, detail, line + "\n", code)
+            details.append(detail)
+            invocation_events.append(self.invocation_event(command_id, iid, invocation_status(detail)))
+        allowed = max_errors(self.config.rollout.max_errors, len(details))
+        command_detail = command_status(details, allowed)
+        status = self.shim.command(
             command_id,
-            "Failed" if errors else "Success",
-            completed=targets,
-            errors=errors,
-            delivery_timed_out=len(unreached),
-            details=status,
+            command_detail,
+            completed=len(details),
+            errors=sum(1 for d in details if d in ERROR_STATUSES),
+            delivery_timed_out=details.count("Delivery Timed Out"),
         )
         return invocation_events, [self.command_event(command_id, status)]
 
@@ -343,7 +357,19 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
     )
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
     instances = sorted(i["InstanceId"] for i in group["Instances"])
+    # The stack's launch hook (template.yaml LaunchHook): later launches wait in Pending:Wait.
+    autoscaling.put_lifecycle_hook(
+        LifecycleHookName=LAUNCH_HOOK,
+        AutoScalingGroupName=GROUP,
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+        HeartbeatTimeout=900,
+        DefaultResult="ABANDON",
+        NotificationMetadata=json.dumps({"app": "web"}),
+    )
     topic_arn = client("sns").create_topic(Name="deployer-notifications")["TopicArn"]
+    # The delay queue on-instance-launch schedules its re-checks and swap heartbeats on.
+    recheck_queue = client("sqs").create_queue(QueueName="LaunchRecheckQueue")["QueueUrl"]
+    monkeypatch.setenv("LAUNCH_RECHECK_QUEUE_URL", recheck_queue)
     sqs = client("sqs")
     queue_url = sqs.create_queue(QueueName="notifications")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -365,7 +391,6 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         lock_lease_seconds=3600,
     )
     core = Deps.from_settings(settings, session=session())
-    core.agent_source = lambda: "print('agent')\n"
     config = AppConfig.parse(
         {
             "app": "web",

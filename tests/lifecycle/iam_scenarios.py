@@ -48,6 +48,7 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "PutItem",
     },
     "RollbackFunction": {
+        "CancelCommand",
         "DescribeImages",
         "SendCommand",
         "CreateLaunchTemplateVersion",
@@ -62,6 +63,7 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "RecordLifecycleActionHeartbeat",
         "CompleteLifecycleAction",
         "Scan",
+        "GetItem",
     },
     "ReconcilerFunction": {"DescribeImages", "SendCommand", "CreateLaunchTemplateVersion", "PutItem"},
 }
@@ -215,7 +217,7 @@ def drive_on_command_status(world: Any) -> None:
 
 
 def drive_rollback(world: Any) -> None:
-    """Rollback (default and refused), promote, pause, resume, status."""
+    """Rollback (default and refused), promote, cancel, pause, resume, status."""
     with _lifecycle(world):
         _succeed(world, _push(world, 1, "v1"))
         _succeed(world, _push(world, 2, "v2"))
@@ -224,7 +226,8 @@ def drive_rollback(world: Any) -> None:
         with contextlib.suppress(Exception):
             rollback({"app": world.config.app, "to": "v9"}, FakeContext())
         rollback({"action": "promote", "app": world.config.app, "to": "v2"}, FakeContext())
-        world.deps.state.release(world.config.app, f"{world.config.app}#4")
+        rollback({"action": "cancel", "app": world.config.app, "reason": "wrong"}, FakeContext())
+        world.deps.state.release(world.config.app, f"{world.config.app}#5")
         rollback({"action": "pause", "app": world.config.app}, FakeContext())
         rollback({"action": "resume", "app": world.config.app}, FakeContext())
         rollback({"action": "status", "app": world.config.app}, FakeContext())
@@ -242,6 +245,14 @@ def drive_on_instance_launch(world: Any) -> None:
         on_instance_launch(event, FakeContext())
         shim.online.add(event["detail"]["EC2InstanceId"])
         on_instance_launch(event, FakeContext())
+        # the launch swap's heartbeat, delivered by the delay queue
+        tick = {
+            "kind": "launch-heartbeat",
+            "command_id": shim.commands()[-1].command_id,
+            "instance_id": event["detail"]["EC2InstanceId"],
+            "deadline": "2999-01-01T00:00:00Z",
+        }
+        on_instance_launch({"Records": [{"body": json.dumps(tick)}]}, FakeContext())
         other = copy.deepcopy(event)
         other["detail"]["AutoScalingGroupName"] = "another-asg"
         other["detail"]["NotificationMetadata"] = ""

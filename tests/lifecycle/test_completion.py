@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from deployer.adapters.command_results import CommandCounts
+from deployer.adapters.command_results import CommandCounts, InvocationTally
 from deployer.builders import swap_parameters
 from deployer.lifecycle import (
     CommandNotRecordedYet,
@@ -16,9 +18,10 @@ from deployer.lifecycle import (
 from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import ReleaseSource, ReleaseStatus
+from deployer.observability import metrics
 from deployer.rollout import accept_push
 
-from tests.lifecycle.conftest import World, notifications
+from tests.lifecycle.conftest import World, client, notifications
 
 pytestmark = pytest.mark.unit
 
@@ -176,20 +179,119 @@ def test_progress_events_renew_the_lease_and_record_nothing(world: World) -> Non
     assert world.core.host_outcomes.for_release(release.key) == []
 
 
-def test_only_unreached_hosts_still_count_as_success(world: World) -> None:
-    # Given release 1 deploying; one host never gets the command (Delivery Timed Out)
+def _ssm_command(world: World, command_id: str) -> dict[str, Any]:
+    return dict(client("ssm").list_commands(CommandId=command_id)["Commands"][0])
+
+
+def test_an_incomplete_command_with_no_errors_succeeds_though_its_event_says_failed(world: World) -> None:
+    # Given release 1 deploying; one instance was scaled in before SSM could deliver to it
     release = world.push(1, "v1")
-    invocations, _ = world.run_command(release, unreached=(world.instances[0],))
+    gone = world.instances[0]
+    invocations, commands = world.run_command(release, not_run={gone: "Undeliverable"})
+    # (SSM's answer: StatusDetails Incomplete with no errors, and the coarse Failed in Status and
+    # in both the host's and the command's event)
+    command = _ssm_command(world, release.command_id or "")
+    assert (command["Status"], command["StatusDetails"], command["ErrorCount"]) == ("Failed", "Incomplete", 0)
+    assert commands[0]["detail"]["status"] == "Failed"
+    assert invocations[0]["detail"]["status"] == "Failed"
+    # When the events are delivered
     for event in invocations:
         world.deliver(event)
-    # When the command ends Incomplete with no execution errors
-    answer = world.deliver(world.command_event(release.command_id or "", "Incomplete"))
-    # Then the release SUCCEEDED and the unreached host is recorded as such (the reconciler resends)
+    answer = world.deliver(commands[0])
+    # Then the release SUCCEEDED on the two hosts SSM reached, with no rollback, and the gone
+    # host is recorded as unreached (not failed), for the reconciler
     assert answer["release_status"] == "SUCCEEDED"
-    outcome = {o.instance_id: o for o in world.core.host_outcomes.for_release(release.key)}[
-        world.instances[0]
-    ]
+    assert "rollback_release" not in answer
+    done = world.release(release.release)
+    assert (done.hosts_ok, done.hosts_failed) == (2, 0)
+    outcome = {o.instance_id: o for o in world.core.host_outcomes.for_release(release.key)}[gone]
+    assert (outcome.status, outcome.failure_class) == ("Undeliverable", "unreached")
+    assert [m["event"] for m in notifications(world)] == ["deploy_succeeded"]
+
+
+def test_an_instance_that_vanished_mid_run_ends_delivery_timed_out_and_does_not_fail_the_release(
+    world: World,
+) -> None:
+    # Given release 1 deploying; one instance terminated while its invocation was in progress,
+    # which SSM ends Delivery Timed Out when the command expires (TimedOut in the events)
+    release = world.push(1, "v1")
+    gone = world.instances[1]
+    invocations, commands = world.run_command(release, unreached=(gone,))
+    assert commands[0]["detail"]["status"] == "TimedOut"
+    assert _ssm_command(world, release.command_id or "")["StatusDetails"] == "Delivery Timed Out"
+    # When the events are delivered
+    for event in invocations:
+        world.deliver(event)
+    answer = world.deliver(commands[0])
+    # Then the release SUCCEEDED for the reachable hosts and nothing is rolled back
+    assert answer["release_status"] == "SUCCEEDED"
+    assert "rollback_release" not in answer
+    assert world.release(release.release).hosts_ok == 2
+    outcome = {o.instance_id: o for o in world.core.host_outcomes.for_release(release.key)}[gone]
     assert outcome.failure_class == "unreached"
+    assert not serving(outcome)
+
+
+def test_a_release_no_host_ran_fails(world: World) -> None:
+    # Given release 1 where SSM reached no host at all
+    release = world.push(1, "v1")
+    _, commands = world.run_command(release, not_run=dict.fromkeys(world.instances, "Undeliverable"))
+    # When the command's event is delivered
+    answer = world.deliver(commands[0])
+    # Then the release FAILED: nothing moved to it
+    assert answer["release_status"] == "FAILED"
+    assert "no host ran the release" in (world.release(release.release).status_reason or "")
+
+
+def test_hosts_terminated_by_max_errors_are_counted_neither_serving_nor_failed(
+    world_no_rollback: World,
+) -> None:
+    world = world_no_rollback
+    # Given release 1 where one host failed its health check, one went live, and SSM stopped
+    # sending (MaxErrors 0 exceeded): the last invocation is Terminated
+    release = world.push(1, "v1")
+    failed, live, stopped = world.instances
+    _, commands = world.run_command(release, failures={failed: "health"}, not_run={stopped: "Terminated"})
+    command = _ssm_command(world, release.command_id or "")
+    assert (command["CompletedCount"], command["ErrorCount"]) == (3, 1)
+    # When the command's event is delivered
+    answer = world.deliver(commands[0])
+    # Then the release FAILED with one host serving and one failed: CompletedCount (3) minus the
+    # errors would have counted the terminated host as serving
+    assert answer["release_status"] == "FAILED"
+    done = world.release(release.release)
+    assert (done.hosts_ok, done.hosts_failed) == (1, 1)
+    assert live in world.running
+
+
+def test_a_host_live_with_a_cleanup_warning_serves_succeeds_and_is_counted(world: World) -> None:
+    # Given release 1 live and release 2 deploying with MaxErrors 0, where one host went live but
+    # could not stop the old container: its agent exits 0 with the warning "cleanup"
+    world.complete(world.push(1, "v1"))
+    notifications(world)
+    second = world.push(2, "v2")
+    warned = world.instances[0]
+    metrics.clear_metrics()
+    invocations, commands = world.run_command(second, warnings={warned: "cleanup"})
+    # When the events are delivered
+    for event in invocations:
+        world.deliver(event)
+    answer = world.deliver(commands[0])
+    # Then SSM saw a Success everywhere, the release SUCCEEDED (no rollback), the host counts as
+    # serving with its warning recorded, and the HostWarnings metric was emitted once
+    assert commands[0]["detail"]["status"] == "Success"
+    assert answer["release_status"] == "SUCCEEDED"
+    assert "rollback_release" not in answer
+    outcome = {o.instance_id: o for o in world.core.host_outcomes.for_release(f"web#{second.release}")}[
+        warned
+    ]
+    assert serving(outcome)
+    assert outcome.failure_class is None
+    assert (outcome.summary or {})["warning"] == "cleanup"
+    assert metrics.metric_set["HostWarnings"]["Value"] == [1.0]
+    assert "HostsFailed" not in metrics.metric_set
+    assert world.release(second.release).hosts_ok == 3
+    world.assert_agree()
 
 
 def test_an_event_for_a_command_that_is_not_ours_is_ignored(world: World) -> None:
@@ -200,7 +302,8 @@ def test_an_event_for_a_command_that_is_not_ours_is_ignored(world: World) -> Non
 
 def test_a_malformed_status_event_is_rejected_without_any_change(world: World) -> None:
     # Given an event whose command id and status are not SSM's
-    event = world.command_event("not-a-command-id; rm -rf /", "Exploded")
+    event = world.command_event("0b7f2f7e-0000-4000-8000-000000000000", "Success")
+    event["detail"].update({"command-id": "not-a-command-id; rm -rf /", "status": "Exploded"})
     # When it is delivered
     answer = world.deliver(event)
     # Then it is rejected with the bad fields named, and nothing was written
@@ -210,32 +313,76 @@ def test_a_malformed_status_event_is_rejected_without_any_change(world: World) -
     assert world.core.releases.list_recent("web") == []
 
 
-COUNTS = CommandCounts(command_id="c", status="Failed", target_count=3, completed_count=3, error_count=1)
+def _counts(status: str, details: str) -> CommandCounts:
+    return CommandCounts(
+        command_id="c", status=status, status_details=details, target_count=3, completed_count=3
+    )
 
 
 @pytest.mark.parametrize(
-    ("status", "counts", "verdict"),
+    ("event_status", "counts", "tally", "verdict"),
     [
-        (SsmStatus.SUCCESS, None, Verdict.SUCCEEDED),
-        (SsmStatus.FAILED, COUNTS, Verdict.FAILED),
-        (SsmStatus.TIMED_OUT, None, Verdict.FAILED),
-        (SsmStatus.CANCELLED, None, Verdict.FAILED),
-        (SsmStatus.DELIVERY_TIMED_OUT, None, Verdict.FAILED),
-        (SsmStatus.UNDELIVERABLE, None, Verdict.FAILED),
-        (SsmStatus.RATE_EXCEEDED, None, Verdict.FAILED),
-        (SsmStatus.INCOMPLETE, COUNTS, Verdict.FAILED),
+        (SsmStatus.SUCCESS, None, None, Verdict.SUCCEEDED),
+        (SsmStatus.SUCCESS, _counts("Success", "Success"), None, Verdict.SUCCEEDED),
         (
-            SsmStatus.INCOMPLETE,
-            COUNTS.model_copy(update={"error_count": 0, "delivery_timed_out_count": 1}),
+            SsmStatus.FAILED,
+            _counts("Failed", "Failed"),
+            InvocationTally(succeeded=2, failed=1),
+            Verdict.FAILED,
+        ),
+        (
+            SsmStatus.TIMED_OUT,
+            _counts("TimedOut", "Execution Timed Out"),
+            InvocationTally(failed=3),
+            Verdict.FAILED,
+        ),
+        (
+            SsmStatus.CANCELLED,
+            _counts("Cancelled", "Cancelled"),
+            InvocationTally(succeeded=2),
+            Verdict.FAILED,
+        ),
+        (SsmStatus.FAILED, _counts("Failed", "Rate Exceeded"), InvocationTally(), Verdict.FAILED),
+        (SsmStatus.FAILED, _counts("Failed", "Access Denied"), InvocationTally(), Verdict.FAILED),
+        # Incomplete with 0 errors: the coarse Failed of the event does not decide
+        (
+            SsmStatus.FAILED,
+            _counts("Failed", "Incomplete"),
+            InvocationTally(succeeded=2, unreached=1),
             Verdict.SUCCEEDED,
         ),
-        (SsmStatus.INCOMPLETE, None, Verdict.FAILED),
+        (
+            SsmStatus.FAILED,
+            _counts("Failed", "Incomplete"),
+            InvocationTally(succeeded=2, failed=1),
+            Verdict.FAILED,
+        ),
+        (
+            SsmStatus.TIMED_OUT,
+            _counts("TimedOut", "Delivery Timed Out"),
+            InvocationTally(succeeded=1, unreached=2),
+            Verdict.SUCCEEDED,
+        ),
+        (
+            SsmStatus.TIMED_OUT,
+            _counts("TimedOut", "Delivery Timed Out"),
+            InvocationTally(unreached=3),
+            Verdict.FAILED,
+        ),
+        (
+            SsmStatus.FAILED,
+            _counts("Failed", "Failed"),
+            InvocationTally(succeeded=1, failed=1, stopped=1),
+            Verdict.FAILED,
+        ),
+        # without SSM's per-host answer only the coarse status is left: fail safe
+        (SsmStatus.FAILED, None, None, Verdict.FAILED),
     ],
 )
 def test_each_terminal_ssm_status_maps_to_the_documented_verdict(
-    status: SsmStatus, counts: CommandCounts | None, verdict: Verdict
+    event_status: SsmStatus, counts: CommandCounts | None, tally: InvocationTally | None, verdict: Verdict
 ) -> None:
-    assert command_verdict(status, counts)[0] is verdict
+    assert command_verdict(event_status, counts, tally)[0] is verdict
 
 
 def test_an_invocation_without_a_summary_is_classified_from_its_ssm_status() -> None:
@@ -268,7 +415,10 @@ def test_a_terminal_event_that_outruns_the_command_record_is_retried(world: Worl
     # Given a swap command of ours that SSM reports on before its id is stored on the release
     release = world.push(1, "v1")
     early = world.core.fleet.send_swap(
-        world.config, swap_parameters(world.config, release), f"deployer web release {release.release}"
+        world.config,
+        swap_parameters(world.config, release),
+        f"deployer web release {release.release}",
+        hosts=len(world.instances),
     )
     # When its terminal events arrive
     # Then they fail (so Lambda retries them) instead of being dropped

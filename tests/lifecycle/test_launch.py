@@ -28,9 +28,13 @@ def _launch(world: World) -> str:
     return new[0]
 
 
-def _event(instance_id: str, token: str = "87654321-4321-4321-4321-210987654321") -> dict[str, Any]:
+def _event(world: World, instance_id: str, group: str = GROUP) -> dict[str, Any]:
+    """AWS's launch event for an instance, with the token Auto Scaling issued for its action."""
+    token = world.shim.lifecycle.token_for(instance_id)
+    assert token is not None, f"{instance_id} has no lifecycle action"
     event = load_event("asg_instance_launch.json")
     event["detail"]["EC2InstanceId"] = instance_id
+    event["detail"]["AutoScalingGroupName"] = group
     event["detail"]["LifecycleActionToken"] = token
     return event
 
@@ -69,7 +73,7 @@ def test_an_instance_launched_during_a_deploy_comes_up_on_the_current_pointer(wo
     # When Auto Scaling launches an instance (booted from whatever template version) and it is online
     instance = _launch(world)
     world.shim.online.add(instance)
-    answer = handle_instance_launch(world.ld, _event(instance))
+    answer = handle_instance_launch(world.ld, _event(world, instance))
     # Then the swap for the current pointer (release 2) goes to that one instance
     assert answer["action"] == "swap"
     assert answer["release"] == 2
@@ -84,7 +88,7 @@ def test_an_instance_launched_during_a_deploy_comes_up_on_the_current_pointer(wo
         {
             "AutoScalingGroupName": GROUP,
             "LifecycleHookName": "deployer-launch",
-            "LifecycleActionToken": "87654321-4321-4321-4321-210987654321",
+            "LifecycleActionToken": world.shim.lifecycle.token_for(instance),
             "LifecycleActionResult": "CONTINUE",
             "InstanceId": instance,
         }
@@ -99,7 +103,7 @@ def test_an_instance_not_yet_online_is_rechecked_later_without_waiting(world: Wo
     world.complete(world.push(1, "v1"))
     instance = _launch(world)
     rechecks = Rechecks()
-    event = InstanceLaunchEvent.model_validate(_event(instance))
+    event = InstanceLaunchEvent.model_validate(_event(world, instance))
     # When the launch event arrives
     answer = launch.on_launch(world.ld, event, rechecks)
     # Then a heartbeat is recorded and a delayed re-check scheduled; nothing is sent yet
@@ -120,7 +124,7 @@ def test_an_instance_not_yet_online_is_rechecked_later_without_waiting(world: Wo
 def test_an_instance_that_never_comes_online_is_abandoned_after_the_deadline(world: World) -> None:
     world.complete(world.push(1, "v1"))
     instance = _launch(world)
-    event = InstanceLaunchEvent.model_validate(_event(instance))
+    event = InstanceLaunchEvent.model_validate(_event(world, instance))
     answer = launch.on_launch(world.ld, event, Rechecks(), first_seen=utcnow() - timedelta(minutes=16))
     assert answer["action"] == "abandon"
     assert world.shim.completed[0]["LifecycleActionResult"] == "ABANDON"
@@ -131,7 +135,7 @@ def test_a_failed_launch_swap_abandons_the_instance(world: World) -> None:
     world.complete(first)
     instance = _launch(world)
     world.shim.online.add(instance)
-    handle_instance_launch(world.ld, _event(instance))
+    handle_instance_launch(world.ld, _event(world, instance))
     result = _finish_launch_swap(world, instance, first, failure="pull")
     assert result["action"] == "abandon"
     assert world.shim.completed[0]["LifecycleActionResult"] == "ABANDON"
@@ -142,7 +146,7 @@ def test_a_duplicate_launch_invocation_event_completes_the_action_once(world: Wo
     world.complete(first)
     instance = _launch(world)
     world.shim.online.add(instance)
-    handle_instance_launch(world.ld, _event(instance))
+    handle_instance_launch(world.ld, _event(world, instance))
     _finish_launch_swap(world, instance, first)
     again = _finish_launch_swap(world, instance, first)
     assert again["action"] == "duplicate"
@@ -155,7 +159,7 @@ def test_when_the_pointer_moves_during_the_launch_the_instance_follows_it(world:
     world.complete(first)
     instance = _launch(world)
     world.shim.online.add(instance)
-    handle_instance_launch(world.ld, _event(instance))
+    handle_instance_launch(world.ld, _event(world, instance))
     launch_command = world.shim.commands()[-1]
     # When release 2 starts meanwhile and the launch swap then ends
     world.push(2, "v2")
@@ -169,8 +173,24 @@ def test_when_the_pointer_moves_during_the_launch_the_instance_follows_it(world:
 
 
 def test_a_launch_in_a_group_no_app_uses_is_let_in(world: World) -> None:
-    event = _event("i-0feed2222feed2222")
-    event["detail"]["AutoScalingGroupName"] = "someone-elses-asg"
+    autoscaling = client("autoscaling")
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="someone-elses-asg",
+        LaunchTemplate={"LaunchTemplateName": "web-lt", "Version": "1"},
+        MinSize=0,
+        MaxSize=1,
+        DesiredCapacity=0,
+        AvailabilityZones=["us-east-1a"],
+    )
+    autoscaling.put_lifecycle_hook(
+        LifecycleHookName="deployer-launch",
+        AutoScalingGroupName="someone-elses-asg",
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+    )
+    autoscaling.set_desired_capacity(AutoScalingGroupName="someone-elses-asg", DesiredCapacity=1)
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["someone-elses-asg"])
+    instance = group["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
+    event = _event(world, instance, group="someone-elses-asg")
     event["detail"]["NotificationMetadata"] = ""
     answer = handle_instance_launch(world.ld, event)
     assert answer["action"] == "continue"
@@ -178,7 +198,7 @@ def test_a_launch_in_a_group_no_app_uses_is_let_in(world: World) -> None:
 
 
 def test_a_malformed_launch_event_is_rejected_without_any_call(world: World) -> None:
-    event = _event("i-0feed2222feed2222")
+    event = _event(world, _launch(world))
     event["detail"]["LifecycleTransition"] = "autoscaling:EC2_INSTANCE_TERMINATING"
     answer = handle_instance_launch(world.ld, event)
     assert answer["status"] == "rejected"

@@ -173,14 +173,14 @@ def test_the_cli_runs_the_same_actions_and_reports_errors_plainly(world: World) 
     _two_good_releases(world)
     out, err = io.StringIO(), io.StringIO()
     # When an operator rolls back from the command line
-    code = cli.main(["rollback", "web", "--reason", "cli"], deps=world.core, out=out, err=err)
+    code = cli.main(["rollback", "web", "--reason", "cli", "--json"], deps=world.core, out=out, err=err)
     # Then release 3 deploys release 1's image
     assert code == 0
     assert json.loads(out.getvalue())["target"] == 1
-    # And a refused request is one error line and exit status 1
+    # And a target missing from the history is one error line and the usage exit status 4
     code = cli.main(["rollback", "web", "--to", "v404"], deps=world.core, out=out, err=err)
-    assert code == 1
+    assert code == 4
     assert err.getvalue() == "error: web has no release with tag v404 in its history\n"
-    status = io.StringIO()
-    assert cli.main(["status", "web", "--limit", "2"], deps=world.core, out=status, err=err) == 0
-    assert [r["release"] for r in json.loads(status.getvalue())["releases"]] == [3, 2]
+    history = io.StringIO()
+    assert cli.main(["history", "web", "--limit", "2", "--json"], deps=world.core, out=history, err=err) == 0
+    assert [r["release"] for r in json.loads(history.getvalue())] == [3, 2]

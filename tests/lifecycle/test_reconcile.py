@@ -80,10 +80,10 @@ def test_hosts_that_missed_the_swap_get_it_again(world: World) -> None:
     # Given release 1 where one host was never reached
     release = world.push(1, "v1")
     unreached = world.instances[2]
-    invocations, _ = world.run_command(release, unreached=(unreached,))
+    invocations, commands = world.run_command(release, unreached=(unreached,))
     for event in invocations:
         world.deliver(event)
-    world.deliver(world.command_event(release.command_id or "", "Incomplete"))
+    world.deliver(commands[0])
     # When the reconciler runs
     report = reconcile_app(world.ld, world.config)
     # Then the swap is re-sent to that host only, and tracked so its result is recorded

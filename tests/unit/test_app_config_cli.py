@@ -101,19 +101,19 @@ def test_cli_put_of_an_invalid_config_names_the_field_and_writes_nothing(deps: A
     # When it is put
     code = cli.main(["app", "put", "--file", str(path)], deps=deps, out=io.StringIO(), err=err)
 
-    # Then the command fails naming the field, and the table stays empty
-    assert code == 1
+    # Then the command fails as a configuration error naming the field, and the table stays empty
+    assert code == 4
     assert "container.port" in err.getvalue()
     assert boto3.client("dynamodb", region_name=REGION).scan(TableName="AppsTable")["Items"] == []
 
 
 def test_cli_reports_an_unknown_app_and_malformed_json(deps: Any, tmp_path: Path) -> None:
     err = io.StringIO()
-    assert cli.main(["app", "get", "nope"], deps=deps, err=err) == 1
+    assert cli.main(["app", "get", "nope"], deps=deps, err=err) == 4
     assert "no app named 'nope'" in err.getvalue()
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert cli.main(["app", "put", "--file", str(bad)], deps=deps, err=err) == 1
+    assert cli.main(["app", "put", "--file", str(bad)], deps=deps, err=err) == 4
     assert "is not valid JSON" in err.getvalue()
 
 

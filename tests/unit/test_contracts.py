@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ast
-import base64
-import lzma
-import random
+import os
 import re
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+import yaml
 from deployer import builders
 from deployer.agent_contract import (
     AGENT_FLAGS,
@@ -21,18 +22,21 @@ from deployer.agent_contract import (
     FailureClass,
     parse_summary,
 )
-from deployer.assets import agent_source
-from deployer.errors import InvalidSettings, UserDataTooLarge
+from deployer.errors import InvalidAppConfig, InvalidSettings, UserDataTooLarge
 from deployer.models.config import AppConfig
 from deployer.models.records import Release
 from deployer.settings import ENV_NAMES, Settings
+from moto.server import ThreadedMotoServer
 
+from localcloud.sandbox import free_port
 from tests.conftest import WEB_CONFIG
+from tools import render_template
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
+POINTER = "/deployer/web/release"
 IMAGE = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@{DIGEST}"
 
 
@@ -63,17 +67,6 @@ def agent_constant(name: str) -> Any:
     raise AssertionError(f"host/agent.py defines no {name}")
 
 
-def test_the_packaged_agent_is_host_agent() -> None:
-    # Given the agent's single source and what the package embeds into user data
-    # When they are compared
-    # Then they are identical
-    assert agent_source() == (ROOT / "host" / "agent.py").read_text()
-    # and the packaged file is the link to host/agent.py, not a copy that could go stale
-    packaged = ROOT / "layers" / "deployer" / "deployer" / "assets" / "agent.py.txt"
-    assert packaged.is_symlink()
-    assert packaged.resolve() == (ROOT / "host" / "agent.py").resolve()
-
-
 def test_exit_codes_match_the_agent_and_the_docs() -> None:
     # Given the exit-code table of docs/architecture.md and the agent's EXIT_CODES
     doc = (ROOT / "docs" / "architecture.md").read_text()
@@ -92,17 +85,16 @@ def test_docker_option_allow_list_matches_the_agent() -> None:
 
 
 def test_swap_document_parameters_and_patterns_come_from_the_contract(template: dict[str, Any]) -> None:
-    # Given the swap document of template.yaml
+    # Given the swap document of the deployable template
     content = template["Resources"]["SwapDocument"]["Properties"]["Content"]
     params = content["parameters"]
 
     # Then it declares exactly the contract's parameters, each with the contract's pattern
     assert {name: p["allowedPattern"] for name, p in params.items()} == PARAMETER_PATTERNS
     assert all(p["type"] == "String" for p in params.values())
-    # and its script has the markers the agent is rendered between, and passes every flag
+    # and its script ends by running the agent with every flag
     script = content["mainSteps"][0]["inputs"]["runCommand"]
-    assert "# BEGIN AGENT" in script
-    assert "# END AGENT" in script
+    assert script[-1].startswith("exec python3 /opt/deployer/agent.py swap ")
     swap_line = " ".join(script)
     for name, flag in AGENT_FLAGS.items():
         assert f"{flag}='{{{{ {name} }}}}'" in swap_line
@@ -138,27 +130,64 @@ def test_swap_parameters_are_exact() -> None:
     assert all(re.fullmatch(PARAMETER_PATTERNS[k], v[0]) for k, v in params.items())
 
 
-def test_user_data_embeds_the_agent_and_boots_the_release_within_16_kb() -> None:
-    # Given the real agent
-    # When user data is built for release 7
-    script = builders.user_data(config(), release(), agent_source(), "/deployer/web/release", "us-east-1")
-
-    # Then it stays under EC2's 16 KB, names the digest, and decodes back to the agent
-    assert len(script.encode()) < 16 * 1024
-    assert DIGEST in script
-    lines = script.splitlines()
-    payload = lines[lines.index(next(x for x in lines if x.endswith("<<'AGENT'"))) + 1]
-    assert lzma.decompress(base64.b85decode(payload)).decode() == builders.compact_source(agent_source())
+def test_user_data_reads_the_agent_from_the_swap_document_and_boots_the_release(tmp_path: Path) -> None:
+    # Given the deployable swap document in SSM (moto behind the real AWS CLI, as on an instance)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        document = render_template.swap_document(render_template.ensure_built().read_text())
+        ssm.create_document(Name="deployer-swap", Content=yaml.safe_dump(document), DocumentType="Command",
+                            DocumentFormat="YAML")
+        # When user data for release 7 runs up to the agent's boot
+        script = builders.user_data(config(), release(), "deployer-swap", POINTER, "us-east-1")
+        lines = script.splitlines()
+        proc = subprocess.run(
+            ["sh", "-c", "\n".join(lines[:-1]).replace("/opt/deployer", str(tmp_path))],
+            env={"PATH": os.environ["PATH"], "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                 "AWS_SECRET_ACCESS_KEY": "testing", "HOME": str(tmp_path)},
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        server.stop()
+    # Then the host holds exactly host/agent.py, and boots the baked release with the pointer first
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "agent.py").read_bytes() == (ROOT / "host" / "agent.py").read_bytes()
+    assert DIGEST in lines[1]
     assert lines[-1].startswith("python3 /opt/deployer/agent.py boot --app=web --image=")
-    assert "--pointer-parameter=/deployer/web/release --region=us-east-1" in lines[-1]
+    assert f"@{DIGEST}" in lines[-1]
+    assert "--release=7 " in lines[-1]
+    assert lines[-1].endswith("--pointer-parameter=/deployer/web/release --region=us-east-1 "
+                              ">>/var/log/deployer-boot.log 2>&1")
+    # and it fits EC2's 16 KB with room to spare, whatever the agent's size
+    assert len(script.encode()) < 4096
 
 
-def test_user_data_that_would_exceed_16_kb_is_refused() -> None:
-    # Given an agent source that does not compress (a program holding random text)
-    noise = "NOISE = " + repr(base64.b85encode(random.Random(1).randbytes(20_000)).decode()) + "\n"
+def test_the_user_data_and_the_document_agree_on_the_agent_marker() -> None:
+    assert builders.AGENT_MARKER == render_template.DELIMITER
+
+
+@pytest.mark.parametrize(
+    ("document", "pointer", "region"),
+    [("bad name!", "/deployer/web/release", "us-east-1"), ("deployer-swap", "no-slash", "us-east-1"),
+     ("deployer-swap", "/deployer/web/release", "us-east-1; reboot")],
+)
+def test_user_data_refuses_names_that_could_break_the_script(
+    document: str, pointer: str, region: str
+) -> None:
+    with pytest.raises(InvalidAppConfig):
+        builders.user_data(config(), release(), document, pointer, region)
+
+
+def test_user_data_that_would_exceed_16_kb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a limit smaller than any boot script
+    monkeypatch.setattr(builders, "USER_DATA_LIMIT", 512)
     # When user data is built, then it is refused instead of being cut by EC2
     with pytest.raises(UserDataTooLarge):
-        builders.user_data(config(), release(), noise, "/deployer/web/release", "us-east-1")
+        builders.user_data(config(), release(), "deployer-swap", "/deployer/web/release", "us-east-1")
 
 
 def test_an_agent_summary_is_parsed_and_garbage_yields_none() -> None:

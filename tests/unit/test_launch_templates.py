@@ -9,6 +9,11 @@ import boto3
 import pytest
 from deployer.errors import LaunchTemplateMismatch
 from deployer.models.config import AppConfig
+from deployer.models.events import parse_push_event
+from deployer.models.records import Release, ReleaseStatus, utcnow
+from deployer.rollout import accept_push
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse
 
 from tests.conftest import GROUP, REGION, WEB_CONFIG
 
@@ -87,3 +92,81 @@ def test_a_swap_to_explicit_instances_targets_only_them(aws_calls: Any, deps: An
         "CloudWatchLogGroupName": "/deployer/test/swap",
         "CloudWatchOutputEnabled": True,
     }
+
+
+# ------------------------------------------------------------------ old versions are deleted
+def version_numbers(template_id: str) -> list[int]:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    described = ec2.describe_launch_template_versions(LaunchTemplateId=template_id, MaxResults=200)
+    return sorted(v["VersionNumber"] for v in described["LaunchTemplateVersions"])
+
+
+def seed_versions(fleet: Any, count: int, by_hand: frozenset[int] = frozenset()) -> None:
+    """Versions 2..count+1 as earlier releases of web made them (or an operator, for `by_hand`)."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    for number in range(2, count + 2):
+        described = "set by hand" if number in by_hand else f"web release {number} sha256:{number:064x}"
+        ec2.create_launch_template_version(
+            LaunchTemplateId=fleet.template_id,
+            SourceVersion="1",
+            LaunchTemplateData={"UserData": base64.b64encode(b"old").decode()},
+            VersionDescription=described,
+        )
+    boto3.client("autoscaling", region_name=REGION).update_auto_scaling_group(
+        AutoScalingGroupName=GROUP,
+        LaunchTemplate={"LaunchTemplateId": fleet.template_id, "Version": str(count + 1)},
+    )
+
+
+def push(deps: Any, load_event: Any) -> list[str]:
+    """Deploy a push through the rollout; returns each app's action."""
+    outcome = accept_push(deps, parse_push_event(load_event("ecr_image_push")))
+    return [result.action.value for result in outcome.results]
+
+
+def test_a_deploy_deletes_the_release_versions_nobody_needs(
+    registered_app: Any, deps: Any, fleet: Any, load_event: Any
+) -> None:
+    # Given versions 2-16 made by earlier releases (4 by an operator), the group on 16, the
+    # default still 1, and an old succeeded release that hosts retain, on version 3
+    seed_versions(fleet, 15, by_hand=frozenset({4}))
+    deps.releases.create(
+        Release(
+            app="web",
+            release=3,
+            repository="team/web",
+            image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@sha256:{3:064x}",
+            digest=f"sha256:{3:064x}",
+            pushed_at=utcnow(),
+            status=ReleaseStatus.SUCCEEDED,
+            launch_template_version=3,
+        )
+    )
+
+    # When a push deploys (version 17)
+    actions = push(deps, load_event)
+
+    # Then the deploy started, and of the versions up to 7 only the default, the retained
+    # release's and the operator's are left; the newest 10 (8-17) all stay
+    assert actions == ["started"]
+    assert version_numbers(fleet.template_id) == [1, 3, 4, *range(8, 18)]
+
+
+def test_a_failed_cleanup_leaves_the_versions_and_the_deploy_goes_on(
+    registered_app: Any, deps: Any, fleet: Any, load_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 15 old release versions, and EC2 refusing DeleteLaunchTemplateVersions
+    seed_versions(fleet, 15)
+
+    def refuse(self: Any) -> Any:
+        raise EC2ClientError("UnauthorizedOperation", "You are not authorized to perform this operation.")
+
+    monkeypatch.setattr(LaunchTemplatesResponse, "delete_launch_template_versions", refuse)
+
+    # When a push deploys
+    actions = push(deps, load_event)
+
+    # Then the deploy started and the group is on the new version; nothing was deleted
+    assert actions == ["started"]
+    assert group_spec()["Version"] == "17"
+    assert version_numbers(fleet.template_id) == list(range(1, 18))

@@ -14,7 +14,7 @@ from deployer.observability import logger
 
 from functions.on_image_push.app import handler
 from tests import moto_shim
-from tests.conftest import GROUP, REGION
+from tests.conftest import GROUP, REGION, create_fleet
 
 pytestmark = pytest.mark.unit
 
@@ -110,7 +110,9 @@ def test_a_push_yields_one_release_the_pointer_one_template_version_and_one_comm
     # (moto does not keep the timeout and output settings: read them from the recorded request)
     sent = [c.params for c in aws_calls.calls if c.operation == "SendCommand"]
     assert len(sent) == 1
-    assert sent[0]["TimeoutSeconds"] == 600
+    # the delivery deadline covers every wave: 50% of a group of up to 6 is at worst 3 waves of
+    # 300 s, plus 600 s to deliver
+    assert sent[0]["TimeoutSeconds"] == 1500
     assert sent[0]["CloudWatchOutputConfig"] == {
         "CloudWatchLogGroupName": "/deployer/test/swap",
         "CloudWatchOutputEnabled": True,
@@ -269,3 +271,96 @@ def test_log_lines_carry_the_eventbridge_event_id_as_correlation_id(
 
     # Then the logger's correlation id is the event id
     assert logger.get_correlation_id() == event["id"]
+
+
+def test_an_untagged_push_is_ignored_with_a_log_line_and_a_metric(
+    lambda_env: Any, registered_app: Any, fleet: Any, load_event: Any, capsys: Any, caplog: Any
+) -> None:
+    # Given an app with the default tag filter ["*"], and AWS's push event without image-tag
+    # (buildx pushes multi-arch children and attestations by digest, untagged)
+    assert registered_app.tag_filter == ("*",)
+    event = load_event("ecr_image_push_untagged")
+    assert "image-tag" not in event["detail"]
+    before = snapshot(fleet)
+
+    # When it reaches the handler
+    result = invoke(event)
+
+    # Then the decision "ignored: untagged" is recorded in the answer, logged and counted,
+    # and no release, pointer, template version or command appeared
+    assert result["status"] == "accepted"
+    assert result["results"] == [
+        {"app": "web", "action": "ignored", "reason": "untagged push", "release": None, "command_id": None}
+    ]
+    assert any(r.getMessage().startswith("push ignored: untagged") for r in caplog.records)
+    assert '"PushUntagged"' in capsys.readouterr().out
+    assert snapshot(fleet) == before
+
+
+def _two_apps_on_one_repository(deps: Any, web_config: dict[str, Any]) -> Any:
+    """staging and prod share team/web, split by tag filter, each with its own group."""
+    prod_fleet = create_fleet(group="web-prod-asg")
+    deps.apps.put(AppConfig.parse({**web_config, "app": "web-staging", "tag_filter": ["staging-*"]}))
+    deps.apps.put(
+        AppConfig.parse(
+            {
+                **web_config,
+                "app": "web-prod",
+                "tag_filter": ["v*"],
+                "auto_scaling_group": prod_fleet.group,
+                "launch_template": prod_fleet.template_id,
+            }
+        )
+    )
+    return prod_fleet
+
+
+def test_re_tagging_a_pushed_digest_deploys_to_the_app_whose_filter_matches_the_new_tag(
+    lambda_env: Any, deps: Any, web_config: dict[str, Any], fleet: Any, load_event: Any
+) -> None:
+    # Given staging and prod on one repository, and a digest pushed as staging-1 (staging deployed it)
+    prod_fleet = _two_apps_on_one_repository(deps, web_config)
+    staging_push = load_event("ecr_image_push")
+    staging_push["detail"]["image-tag"] = "staging-1"
+    first = invoke(staging_push)
+    actions = {r["app"]: r["action"] for r in first["results"]}
+    assert actions == {"web-staging": "started", "web-prod": "ignored"}
+
+    # When the same digest is re-tagged v1.4.2 (ECR emits a second push event for it)
+    retag = load_event("ecr_image_push")
+    retag["id"] = "13cde686-328b-6117-af20-0e55661674aa"
+    second = invoke(retag)
+
+    # Then prod records a release of that digest under the new tag and sends its swap to its group
+    actions = {r["app"]: r["action"] for r in second["results"]}
+    assert actions == {"web-staging": "ignored", "web-prod": "started"}
+    prod = deps.releases.list_recent("web-prod")
+    assert [(r.digest, r.tag) for r in prod] == [(DIGEST, "v1.4.2")]
+    prod_commands = [
+        c for c in moto_shim.ssm_commands() if c.targets[0]["Values"] == [prod_fleet.group]
+    ]
+    assert [c.command_id for c in prod_commands] == [prod[0].command_id]
+
+
+def test_the_exact_same_retag_event_delivered_again_is_still_deduplicated(
+    lambda_env: Any, deps: Any, web_config: dict[str, Any], fleet: Any, load_event: Any
+) -> None:
+    # Given a re-tag push that was delivered once
+    _two_apps_on_one_repository(deps, web_config)
+    staging_push = load_event("ecr_image_push")
+    staging_push["detail"]["image-tag"] = "staging-1"
+    invoke(staging_push)
+    retag = load_event("ecr_image_push")
+    first = invoke(retag)
+    before = snapshot(fleet)
+    commands = len(moto_shim.ssm_commands())
+
+    # When EventBridge delivers the same push again under a new event id
+    again = copy.deepcopy(retag)
+    again["id"] = "yet-another-delivery-id"
+    second = invoke(again)
+
+    # Then the stored answer comes back and nothing changed
+    assert second == first
+    assert snapshot(fleet) == before
+    assert len(moto_shim.ssm_commands()) == commands

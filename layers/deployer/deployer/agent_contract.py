@@ -23,7 +23,6 @@ class ExitCode(IntEnum):
     START = 5
     HEALTH = 6
     SWITCH = 7
-    CLEANUP = 8
 
 
 class FailureClass(StrEnum):
@@ -34,7 +33,6 @@ class FailureClass(StrEnum):
     START = "start"
     HEALTH = "health"
     SWITCH = "switch"
-    CLEANUP = "cleanup"
 
 
 EXIT_CODE_BY_CLASS: dict[FailureClass, ExitCode] = {
@@ -45,18 +43,26 @@ EXIT_CODE_BY_CLASS: dict[FailureClass, ExitCode] = {
     FailureClass.START: ExitCode.START,
     FailureClass.HEALTH: ExitCode.HEALTH,
     FailureClass.SWITCH: ExitCode.SWITCH,
-    FailureClass.CLEANUP: ExitCode.CLEANUP,
 }
 CLASS_BY_EXIT_CODE: dict[int, FailureClass] = {int(code): cls for cls, code in EXIT_CODE_BY_CLASS.items()}
 
-# Exit codes after which the new release serves traffic on the host.
-SERVING_EXIT_CODES = frozenset({ExitCode.OK, ExitCode.CLEANUP})
+
+
+class WarningClass(StrEnum):
+    """Problems after the new release went live: the agent exits 0 (SSM Success, so the host
+    never counts toward MaxErrors) and names the problem in the summary's `warning`."""
+
+    CLEANUP = "cleanup"
 
 
 class Outcome(StrEnum):
     LIVE = "live"
     ALREADY_LIVE = "already_live"
     FAILED = "failed"
+
+
+# Outcomes after which the new release serves traffic on the host.
+SERVING_OUTCOMES = frozenset({Outcome.LIVE, Outcome.ALREADY_LIVE})
 
 
 # `docker run` options an app may add; the agent enforces the same allow-list.
@@ -75,10 +81,31 @@ DOCKER_OPTION_NAMES: tuple[str, ...] = (
     "stop-timeout",
     "cap-drop",
     "security-opt",
-    "label",
 )
-_OPTION_VALUE = r"[A-Za-z0-9._:/=,@+-]+"
-_OPTION = rf"--({'|'.join(re.escape(n) for n in DOCKER_OPTION_NAMES)})={_OPTION_VALUE}"
+# The values each option may take (the agent holds the same table): limits, a non-root user, a
+# read-only root, noexec tmpfs mounts, dropped capabilities, no-new-privileges. Nothing that lifts
+# a limit, runs as root or relaxes confinement (seccomp/apparmor/label/systempaths=unconfined),
+# and no label: the agent's deployer.* labels decide which release a container is.
+_SIZE = "[1-9][0-9]{0,12}[bkmg]?"
+_TMPFS_OPTION = f"(rw|ro|noexec|nosuid|nodev|size={_SIZE}|mode=[0-7]{{3,4}})"
+DOCKER_OPTION_VALUES: dict[str, str] = {
+    "cpus": "[0-9]{1,3}([.][0-9]{1,3})?",
+    "cpu-shares": "[1-9][0-9]{0,5}",
+    "memory": _SIZE,
+    "memory-reservation": _SIZE,
+    "memory-swap": _SIZE,
+    "pids-limit": "[1-9][0-9]{0,6}",
+    "shm-size": _SIZE,
+    "ulimit": "(nofile|nproc|core|fsize|stack|cpu|as|data|locks|msgqueue|sigpending)"
+              "=[0-9]{1,10}(:[0-9]{1,10})?",
+    "user": "[1-9][0-9]{0,9}(:[1-9][0-9]{0,9})?",
+    "read-only": "true",
+    "tmpfs": f"/[A-Za-z0-9._/-]{{1,200}}(:{_TMPFS_OPTION}(,{_TMPFS_OPTION})*)?",
+    "stop-timeout": "[0-9]{1,4}",
+    "cap-drop": "[A-Za-z_]{1,40}",
+    "security-opt": "no-new-privileges(:true|=true)?",
+}
+_OPTION = "--(" + "|".join(re.escape(n) + "=" + DOCKER_OPTION_VALUES[n] for n in DOCKER_OPTION_NAMES) + ")"
 _LOG_PAIR = r"[a-z0-9-]+=[A-Za-z0-9._/:-]+"
 
 # The swap document's parameters and their allowedPattern (docs/architecture.md). None admits a
@@ -144,6 +171,7 @@ class AgentSummary(BaseModel):
     digest: str | None = None
     outcome: Outcome
     failure_class: FailureClass
+    warning: WarningClass | None = None
     exit_code: int
     message: str = ""
     previous_release: int | None = None
@@ -155,7 +183,7 @@ class AgentSummary(BaseModel):
     @property
     def serving(self) -> bool:
         """True when the new release serves traffic on this host."""
-        return self.exit_code in SERVING_EXIT_CODES
+        return self.outcome in SERVING_OUTCOMES
 
 
 def parse_summary(output: str | None) -> AgentSummary | None:

@@ -2,25 +2,20 @@
 
 - `swap_parameters(config, release)`: the swap document's parameters;
 - `agent_arguments(parameters)`: the agent's command-line flags for the same values;
-- `user_data(config, release, agent_source, pointer_parameter, region)`: the boot script of a
-  launch-template version (the agent embedded compressed, then `agent.py boot ...`).
+- `send_timeout_seconds(config, max_concurrency, hosts)`: SendCommand's TimeoutSeconds;
+- `user_data(config, release, document_name, pointer_parameter, region)`: the boot script of a
+  launch-template version (reads the agent from the swap document, then `agent.py boot ...`).
 
-EC2 caps user data at 16 KB and the agent (~50 KB of Python) does not fit with gzip+base64.
-So the embedded copy drops comments, blank lines and function/class docstrings (the module
-docstring stays: it is the usage text), is compressed with xz and encoded with base85. python3,
-which the agent needs anyway, decodes it, so the host needs no extra tool.
+EC2 caps user data at 16 KB, which the agent no longer fits in even compressed; the swap
+document already carries it (xz + base64), so a booting host reads it from there with the
+instance role (`ssm:GetDocument`) and the AWS CLI it needs anyway for the pointer.
 """
 
 from __future__ import annotations
 
-import ast
-import base64
-import functools
-import io
-import lzma
+import math
 import re
 import shlex
-import tokenize
 
 from deployer.agent_contract import AGENT_FLAGS, PARAMETER_PATTERNS
 from deployer.errors import InvalidAppConfig, UserDataTooLarge
@@ -30,64 +25,28 @@ from deployer.models.records import Release
 # EC2 limit on raw user data (before base64).
 USER_DATA_LIMIT = 16 * 1024
 AGENT_DIR = "/opt/deployer"
+# The heredoc delimiter around the compressed agent in the swap document (tools/render_template.py).
+AGENT_MARKER = "DEPLOYER_AGENT_XZ"
+# A fresh instance retries reading the document this many times (1 s, 2 s, ... apart).
+DOCUMENT_ATTEMPTS = 8
+REGION_PATTERN = r"[a-z]{2}(-[a-z]+)+-\d"
+# botocore's ssm model: DocumentARN / DocumentName.
+DOCUMENT_NAME_PATTERN = r"[a-zA-Z0-9_\-.:/]{3,128}"
 
 
-# Reads the encoded agent on stdin and writes its source on stdout.
-_DECODE = (
-    "import base64,lzma,sys;"
-    "sys.stdout.buffer.write(lzma.decompress(base64.b85decode(sys.stdin.read().strip())))"
+# Reads the swap document (JSON) and writes the agent its script embeds: the base64 lines of the
+# heredoc that tools/render_template.py puts there, xz-compressed. Written beside the target and
+# renamed, so a concurrent swap command never runs a half-written agent.
+_EXTRACT = (
+    "import base64,json,lzma,os,sys;"
+    "steps=json.load(open(sys.argv[1]))['mainSteps'];"
+    "lines=[l for s in steps for l in s['inputs']['runCommand']];"
+    "i=[n for n,l in enumerate(lines) if l.endswith(\"<<'"+AGENT_MARKER+"'\")][0];"
+    "j=lines.index('"+AGENT_MARKER+"',i);"
+    "t=sys.argv[2]+'.new';"
+    "open(t,'wb').write(lzma.decompress(base64.b64decode(''.join(lines[i+1:j]))));"
+    "os.rename(t,sys.argv[2])"
 )
-
-
-def _docstring(node: ast.AST) -> ast.Expr | None:
-    body = getattr(node, "body", None)
-    if not body or not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return None
-    first = body[0]
-    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-        return first if isinstance(first.value.value, str) else None
-    return None
-
-
-def compact_source(source: str) -> str:
-    """`source` without comments, blank lines and function/class docstrings; same code otherwise.
-
-    Works on lines, not by unparsing, so the result runs on the host's older python3 too."""
-    drop: set[int] = set()
-    stub: dict[int, str] = {}
-    for node in ast.walk(ast.parse(source)):
-        doc = _docstring(node)
-        if doc is None or doc.lineno == getattr(node, "lineno", doc.lineno):
-            continue  # none, or on the def line itself: keep it
-        drop.update(range(doc.lineno, (doc.end_lineno or doc.lineno) + 1))
-        if len(getattr(node, "body", ())) == 1:
-            stub[doc.lineno] = " " * doc.col_offset + "pass"
-    inside_string: set[int] = set()
-    comment_at: dict[int, int] = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
-            inside_string.update(range(tok.start[0] + 1, tok.end[0] + 1))
-        elif tok.type == tokenize.COMMENT and tok.start[0] > 1:  # keep the shebang
-            comment_at[tok.start[0]] = tok.start[1]
-    kept: list[str] = []
-    for number, line in enumerate(source.splitlines(), start=1):
-        if number in stub:
-            kept.append(stub[number])
-            continue
-        if number in drop:
-            continue
-        text = line[: comment_at[number]].rstrip() if number in comment_at else line
-        if text.strip() or number in inside_string:
-            kept.append(text)
-    return "\n".join(kept) + "\n"
-
-
-# The agent ships with the layer, so a warm container compresses it once, not on every deploy.
-@functools.lru_cache(maxsize=2)
-def encode_agent(agent_source: str) -> str:
-    """The compacted agent as xz + base85 text (no quote, backslash or newline in the alphabet)."""
-    packed = lzma.compress(compact_source(agent_source).encode(), preset=9 | lzma.PRESET_EXTREME)
-    return base64.b85encode(packed).decode("ascii")
 
 
 def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]:
@@ -116,6 +75,37 @@ def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]
     return {name: [value] for name, value in values.items()}
 
 
+# SendCommand's TimeoutSeconds bounds (botocore's ssm model: min 30, max 2,592,000).
+TIMEOUT_SECONDS_MIN = 30
+TIMEOUT_SECONDS_MAX = 2_592_000
+
+
+def waves(max_concurrency: str, hosts: int) -> int:
+    """The most rounds SSM may need to run `max_concurrency` at a time over up to `hosts` targets.
+
+    A percentage is taken of the targets SSM resolves when it sends, and SSM documents no
+    rounding: assume the fewest at a time (rounded down, at least 1) for every fleet size up to
+    `hosts`, so the figure holds however many instances the group has then."""
+    hosts = max(hosts, 1)
+    if not max_concurrency.endswith("%"):
+        return math.ceil(hosts / int(max_concurrency))
+    percent = int(max_concurrency[:-1])
+    return max(math.ceil(n / max(n * percent // 100, 1)) for n in range(1, hosts + 1))
+
+
+def send_timeout_seconds(config: AppConfig, max_concurrency: str, hosts: int) -> int:
+    """SendCommand's TimeoutSeconds for a swap over up to `hosts` instances.
+
+    TimeoutSeconds is one deadline for the whole command: an invocation still Pending or Delayed
+    when it passes ends Delivery Timed Out. With rate control the last wave is only due after
+    the waves before it, so the deadline is every wave's command time plus the delivery timeout
+    (capped at SSM's maximum). Each host's own run is bounded by the document's executionTimeout.
+    """
+    rollout = config.rollout
+    total = waves(max_concurrency, hosts) * rollout.command_timeout + rollout.delivery_timeout
+    return max(TIMEOUT_SECONDS_MIN, min(total, TIMEOUT_SECONDS_MAX))
+
+
 def agent_arguments(parameters: dict[str, list[str]]) -> list[str]:
     """The agent flags for a set of swap parameters (executionTimeout is SSM's, not the agent's).
 
@@ -126,19 +116,22 @@ def agent_arguments(parameters: dict[str, list[str]]) -> list[str]:
 def user_data(
     config: AppConfig,
     release: Release,
-    agent_source: str,
+    document_name: str,
     pointer_parameter: str,
     region: str,
 ) -> str:
     """A POSIX shell boot script that installs the agent and boots `release`.
 
-    The agent first tries the pointer parameter (a newer release may have been deployed since
-    this version was created) and falls back to the release baked in here."""
+    The agent is read from the swap document with the instance role, so the host runs the same
+    agent its swap commands run. The agent first tries the pointer parameter (a newer release
+    may have been deployed since this version was created) and falls back to the release baked
+    in here."""
     if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", pointer_parameter):
         raise InvalidAppConfig(f"pointer parameter name {pointer_parameter!r} is not valid")
-    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
+    if not re.fullmatch(REGION_PATTERN, region):
         raise InvalidAppConfig(f"region {region!r} is not valid")
-    payload = encode_agent(agent_source)
+    if not re.fullmatch(DOCUMENT_NAME_PATTERN, document_name):
+        raise InvalidAppConfig(f"swap document name {document_name!r} is not valid")
     args = [
         "boot",
         *agent_arguments(swap_parameters(config, release)),
@@ -146,16 +139,23 @@ def user_data(
         f"--region={region}",
     ]
     command = " ".join(shlex.quote(a) for a in ["python3", f"{AGENT_DIR}/agent.py", *args])
+    get_document = " ".join(
+        shlex.quote(a)
+        for a in ["aws", "ssm", "get-document", "--region", region, "--name", document_name,
+                  "--document-format", "JSON", "--query", "Content", "--output", "text"]
+    )
     script = "\n".join(
         [
             "#!/bin/sh",
             f"# deployer: {config.app} release {release.release} {release.digest}",
             "set -eu",
             f"mkdir -p {AGENT_DIR}",
-            f"python3 -c {shlex.quote(_DECODE)} > {AGENT_DIR}/agent.py.new <<'AGENT'",
-            payload,
-            "AGENT",
-            f"mv {AGENT_DIR}/agent.py.new {AGENT_DIR}/agent.py",
+            # SSM may be briefly unreachable while the instance's network comes up.
+            "n=0",
+            f"until {get_document} > {AGENT_DIR}/document.json; do",
+            f'  n=$((n + 1)); [ "$n" -lt {DOCUMENT_ATTEMPTS} ] || exit 1; sleep "$n"',
+            "done",
+            f"python3 -c {shlex.quote(_EXTRACT)} {AGENT_DIR}/document.json {AGENT_DIR}/agent.py",
             f"{command} >>/var/log/deployer-boot.log 2>&1",
             "",
         ]

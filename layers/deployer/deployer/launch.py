@@ -7,16 +7,23 @@ No invocation waits for minutes (docs/lifecycle.md, "New instances"):
    (`recheck` message, DelaySeconds), up to a deadline, after which the launch is ABANDONED;
 3. online: send the swap for the **current pointer** to that one instance and track the command
    (the lifecycle token travels in the tracked-command record);
-4. on-command-status, at that invocation's terminal status, completes the action: CONTINUE when
+4. while the swap runs (a pull plus the health gate may take longer than the hook's heartbeat
+   timeout), a `heartbeat` message through the same delay queue records a lifecycle heartbeat
+   every HEARTBEAT_INTERVAL_SECONDS until the swap has ended or its commands' timeouts have
+   passed;
+5. on-command-status, at that invocation's terminal status, completes the action: CONTINUE when
    the host serves the release, ABANDON when it does not. If the pointer moved meanwhile, the
    instance gets one more swap for the new pointer before it is let in.
+
+An action that is gone when we complete or heartbeat it (Auto Scaling timed it out and applied
+the hook's default result) is logged and counted (`LaunchActionExpired`), never retried.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,6 +47,10 @@ ONLINE_DEADLINE = timedelta(minutes=15)
 RECHECK_DELAY_SECONDS = 20
 # Swaps of the same instance when the pointer keeps moving while it launches.
 MAX_SWAPS = 3
+# Lifecycle heartbeats while a launch swap runs: well inside the hook's HeartbeatTimeout (900 s
+# in the stack), so one late or lost message does not let the action time out.
+HEARTBEAT_INTERVAL_SECONDS = 300
+FOLLOWED = "FOLLOWED"
 
 
 class Recheck(BaseModel):
@@ -47,10 +58,21 @@ class Recheck(BaseModel):
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
-    kind: str = "launch-recheck"
+    kind: Literal["launch-recheck"] = "launch-recheck"
     event: dict[str, Any]
     first_seen: datetime
     attempt: int = 1
+
+
+class SwapHeartbeat(BaseModel):
+    """A delayed lifecycle heartbeat for a running launch swap (body of a delay-queue message)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    kind: Literal["launch-heartbeat"] = "launch-heartbeat"
+    command_id: str
+    instance_id: str
+    deadline: datetime
 
 
 def _app_for(ld: LifecycleDeps, detail: LifecycleActionDetail) -> AppConfig | None:
@@ -72,7 +94,7 @@ def _app_for(ld: LifecycleDeps, detail: LifecycleActionDetail) -> AppConfig | No
 def on_launch(
     ld: LifecycleDeps,
     event: InstanceLaunchEvent,
-    schedule_recheck: Callable[[Recheck, int], None],
+    schedule_recheck: Callable[[Recheck | SwapHeartbeat, int], None],
     first_seen: datetime | None = None,
     attempt: int = 1,
 ) -> dict[str, Any]:
@@ -84,14 +106,16 @@ def on_launch(
     if config is None:
         # Not a group we deploy to: never block its launches.
         logger.warning("launch in a group no app uses; letting it in", extra=base)
-        _complete(ld, detail, LifecycleResult.CONTINUE)
+        if not _complete(ld, detail, LifecycleResult.CONTINUE):
+            return {**base, "action": "expired"}
         return {**base, "action": "continue", "reason": "no app uses this group"}
     pointer = ld.core.pointer.get(config.app)
     if pointer is None:
         logger.info(
             "launch before the app's first release; the baked user data applies", app=config.app, extra=base
         )
-        _complete(ld, detail, LifecycleResult.CONTINUE)
+        if not _complete(ld, detail, LifecycleResult.CONTINUE):
+            return {**base, "action": "expired"}
         return {**base, "action": "continue", "reason": "no release yet"}
     if not ld.instances.online(detail.instance_id):
         if utcnow() - first_seen >= ONLINE_DEADLINE:
@@ -99,9 +123,11 @@ def on_launch(
                 "instance never came online in SSM; abandoning the launch", app=config.app, extra=base
             )
             count(LifecycleMetric.LAUNCH_ABANDONED)
-            _complete(ld, detail, LifecycleResult.ABANDON)
+            if not _complete(ld, detail, LifecycleResult.ABANDON):
+                return {**base, "action": "expired"}
             return {**base, "action": "abandon", "reason": "not online in SSM before the deadline"}
-        _heartbeat(ld, detail)
+        if not _heartbeat(ld, detail):
+            return {**base, "action": "expired"}
         schedule_recheck(
             Recheck(
                 event=event.model_dump(mode="json", by_alias=True), first_seen=first_seen, attempt=attempt
@@ -110,7 +136,43 @@ def on_launch(
         )
         return {**base, "action": "wait", "attempt": attempt}
     command_id = send_launch_swap(ld, config, detail, pointer.release, swap=1)
+    # Heartbeats until the swaps end or every one of them has timed out in SSM.
+    budget = MAX_SWAPS * (config.rollout.command_timeout + config.rollout.delivery_timeout)
+    schedule_recheck(
+        SwapHeartbeat(
+            command_id=command_id,
+            instance_id=detail.instance_id,
+            deadline=utcnow() + timedelta(seconds=budget + HEARTBEAT_INTERVAL_SECONDS),
+        ),
+        HEARTBEAT_INTERVAL_SECONDS,
+    )
     return {**base, "action": "swap", "release": pointer.release, "command_id": command_id}
+
+
+def on_heartbeat(
+    ld: LifecycleDeps, tick: SwapHeartbeat, schedule: Callable[[Recheck | SwapHeartbeat, int], None]
+) -> dict[str, Any]:
+    """Keep a running launch swap's lifecycle action alive; reschedule until the swap has ended."""
+    base = {"instance_id": tick.instance_id, "command_id": tick.command_id}
+    tracked = ld.tracked.get(tick.command_id, tick.instance_id)
+    for _ in range(MAX_SWAPS):
+        if tracked is None or tracked.completed != FOLLOWED or not tracked.next_command_id:
+            break
+        tracked = ld.tracked.get(tracked.next_command_id, tick.instance_id)
+    if tracked is None or tracked.completed is not None:
+        return {**base, "action": "stop", "reason": "the launch swap has ended"}
+    if utcnow() >= tick.deadline:
+        logger.warning(
+            "launch swap unfinished after its commands' timeouts; heartbeats stop and the hook's "
+            "default result applies",
+            app=tracked.app,
+            extra=base,
+        )
+        return {**base, "action": "stop", "reason": "past the swaps' timeouts"}
+    if not heartbeat(ld, tracked):
+        return {**base, "action": "expired"}
+    schedule(tick.model_copy(update={"command_id": tracked.command_id}), HEARTBEAT_INTERVAL_SECONDS)
+    return {**base, "action": "heartbeat", "command_id": tracked.command_id}
 
 
 def send_launch_swap(
@@ -158,8 +220,12 @@ def on_swap_finished(ld: LifecycleDeps, tracked: TrackedCommand, ok: bool) -> di
         pointer = ld.core.pointer.get(tracked.app)
         if pointer is not None and pointer.release != tracked.release and tracked.attempt < MAX_SWAPS:
             # The pointer moved while this instance launched: follow it before letting it in.
+            # Claimed first, so a duplicate event does not send a second follow-up swap.
+            if not ld.tracked.mark_completed(tracked, FOLLOWED):
+                return {**base, "action": "duplicate"}
             config = ld.core.apps.get(tracked.app)
             command_id = send_launch_swap(ld, config, tracked, pointer.release, swap=tracked.attempt + 1)
+            ld.tracked.set_next(tracked, command_id)
             heartbeat(ld, tracked)
             return {**base, "action": "swap", "next_release": pointer.release, "command_id": command_id}
     result = LifecycleResult.CONTINUE if ok else LifecycleResult.ABANDON
@@ -168,38 +234,50 @@ def on_swap_finished(ld: LifecycleDeps, tracked: TrackedCommand, ok: bool) -> di
     assert tracked.group
     assert tracked.hook
     assert tracked.token
-    ld.hooks.complete(
+    completed = ld.hooks.complete(
         group=tracked.group,
         hook=tracked.hook,
         token=tracked.token,
         instance_id=tracked.instance_id,
         result=result,
     )
+    if not completed:
+        _action_gone(tracked.instance_id, "complete", app=tracked.app, result=result.value)
+        return {**base, "action": "expired"}
     if not ok:
         count(LifecycleMetric.LAUNCH_ABANDONED)
     logger.info("launch completed", app=tracked.app, result=result.value, extra=base)
     return {**base, "action": result.value.lower()}
 
 
-def heartbeat(ld: LifecycleDeps, tracked: TrackedCommand) -> None:
-    if tracked.group and tracked.hook and tracked.token:
-        ld.hooks.heartbeat(
-            group=tracked.group, hook=tracked.hook, token=tracked.token, instance_id=tracked.instance_id
-        )
+def heartbeat(ld: LifecycleDeps, tracked: TrackedCommand) -> bool:
+    """Record a heartbeat for a launch swap's action; False (logged, counted) when it is gone."""
+    if not (tracked.group and tracked.hook and tracked.token):
+        return True
+    if ld.hooks.heartbeat(
+        group=tracked.group, hook=tracked.hook, token=tracked.token, instance_id=tracked.instance_id
+    ):
+        return True
+    _action_gone(tracked.instance_id, "heartbeat", app=tracked.app, command_id=tracked.command_id)
+    return False
 
 
-def _heartbeat(ld: LifecycleDeps, detail: LifecycleActionDetail) -> None:
-    ld.hooks.heartbeat(
+def _heartbeat(ld: LifecycleDeps, detail: LifecycleActionDetail) -> bool:
+    if ld.hooks.heartbeat(
         group=detail.auto_scaling_group_name,
         hook=detail.lifecycle_hook_name,
         token=detail.lifecycle_action_token,
         instance_id=detail.instance_id,
-    )
+    ):
+        return True
+    _action_gone(detail.instance_id, "heartbeat", group=detail.auto_scaling_group_name)
+    return False
 
 
-def _complete(ld: LifecycleDeps, detail: LifecycleActionDetail, result: LifecycleResult) -> None:
+def _complete(ld: LifecycleDeps, detail: LifecycleActionDetail, result: LifecycleResult) -> bool:
+    """Complete the action; False (logged, counted) when Auto Scaling no longer has it."""
     try:
-        ld.hooks.complete(
+        completed = ld.hooks.complete(
             group=detail.auto_scaling_group_name,
             hook=detail.lifecycle_hook_name,
             token=detail.lifecycle_action_token,
@@ -211,6 +289,22 @@ def _complete(ld: LifecycleDeps, detail: LifecycleActionDetail, result: Lifecycl
             "could not complete the lifecycle action", instance_id=detail.instance_id, error=str(exc)
         )
         raise
+    if not completed:
+        group = detail.auto_scaling_group_name
+        _action_gone(detail.instance_id, "complete", group=group, result=result.value)
+    return completed
+
+
+def _action_gone(instance_id: str, call: str, **context: Any) -> None:
+    """Auto Scaling answered that the lifecycle action is not active: it timed out (the hook's
+    default result applied) or was completed elsewhere. Nothing to retry; say so and count it."""
+    logger.error(
+        "lifecycle action no longer active: timed out or completed elsewhere",
+        instance_id=instance_id,
+        call=call,
+        **context,
+    )
+    count(LifecycleMetric.LAUNCH_ACTION_EXPIRED)
 
 
 def _instance(d: LifecycleActionDetail | TrackedCommand) -> str:
@@ -229,5 +323,9 @@ def _token(d: LifecycleActionDetail | TrackedCommand) -> str | None:
     return d.lifecycle_action_token if isinstance(d, LifecycleActionDetail) else d.token
 
 
-def parse_recheck(body: str) -> Recheck:
-    return Recheck.model_validate(json.loads(body))
+def parse_recheck(body: str) -> Recheck | SwapHeartbeat:
+    """A delay-queue message: a launch re-check or a swap heartbeat (by its `kind`)."""
+    data = json.loads(body)
+    if isinstance(data, dict) and data.get("kind") == "launch-heartbeat":
+        return SwapHeartbeat.model_validate(data)
+    return Recheck.model_validate(data)

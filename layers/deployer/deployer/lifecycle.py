@@ -16,11 +16,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from deployer.adapters.command_results import CommandCounts, CommandResults, InvocationResult
+from deployer.adapters.command_results import (
+    CommandCounts,
+    CommandResults,
+    InvocationResult,
+    InvocationTally,
+)
 from deployer.adapters.images import Images
 from deployer.adapters.lifecycle_hooks import LifecycleHooks, LifecycleResult, ManagedInstances
 from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand, TrackedCommands
-from deployer.agent_contract import AgentSummary, parse_summary
+from deployer.agent_contract import SERVING_OUTCOMES, AgentSummary, parse_summary
 from deployer.errors import DeployerError, InvalidTransition, LockLost
 from deployer.metrics_names import LifecycleMetric
 from deployer.models.lifecycle_events import CommandInvocationStatusEvent, CommandStatusEvent, SsmStatus
@@ -83,35 +88,68 @@ class Verdict(StrEnum):
     FAILED = "FAILED"
 
 
-def command_verdict(status: SsmStatus, counts: CommandCounts | None) -> tuple[Verdict, str]:
-    """The release's fate from the command's terminal status (table in docs/lifecycle.md)."""
-    errors = counts.error_count if counts else 0
-    unreached = counts.delivery_timed_out_count if counts else 0
-    if status is SsmStatus.SUCCESS:
+def command_detail(status: SsmStatus, counts: CommandCounts | None) -> SsmStatus:
+    """The command's terminal status in SSM's finer vocabulary.
+
+    The EventBridge event carries the coarse `Status` (Success, Failed, TimedOut, Cancelled):
+    an Incomplete command, or one whose hosts were terminated, also reads Failed there. ListCommands'
+    StatusDetails says which; the event's status stands only when SSM has nothing terminal yet."""
+    if counts is not None:
+        detail = SsmStatus.parse(counts.status_details) or SsmStatus.parse(counts.status)
+        if detail is not None and detail.terminal:
+            return detail
+    return status
+
+
+def command_verdict(
+    status: SsmStatus, counts: CommandCounts | None, tally: InvocationTally | None = None
+) -> tuple[Verdict, str]:
+    """The release's fate from the command's terminal status (table in docs/lifecycle.md).
+
+    `tally` (the invocations by StatusDetails) decides every command that is not a plain Success:
+    a release fails only when a host that ran it failed or timed out, when the command was
+    cancelled, or when no host ran it at all. Hosts SSM never reached (Delivery Timed Out,
+    Undeliverable: e.g. an instance scaled in mid-deploy) or never sent to (Terminated) say
+    nothing about the release; the reconciler re-sends to them."""
+    detail = command_detail(status, counts)
+    if detail is SsmStatus.SUCCESS:
         return Verdict.SUCCEEDED, "every targeted host is live on the release"
-    if status is SsmStatus.INCOMPLETE:
-        if counts is not None and errors == 0:
-            # Only delivery failures (Delivery Timed Out / Undeliverable): nothing the release did
-            # failed; the unreached hosts are drift the reconciler re-sends to.
-            return (
-                Verdict.SUCCEEDED,
-                "live on every host SSM reached; unreached hosts are left to the reconciler",
-            )
-        return Verdict.FAILED, f"{errors or 'some'} host(s) failed, fewer than MaxErrors"
-    reasons = {
-        SsmStatus.FAILED: f"{errors or 'MaxErrors or more'} host(s) failed",
-        SsmStatus.TIMED_OUT: "the command timed out on the fleet",
-        SsmStatus.EXECUTION_TIMED_OUT: "the command timed out on the fleet",
-        SsmStatus.CANCELLED: "the command was cancelled",
+    refused = {
         SsmStatus.RATE_EXCEEDED: "SSM refused the command (rate exceeded); no host ran it",
-        SsmStatus.DELIVERY_TIMED_OUT: (
-            f"the command was not delivered to {unreached or 'MaxErrors or more'} host(s)"
-        ),
-        SsmStatus.UNDELIVERABLE: "the command could not be delivered to the fleet",
-        SsmStatus.TERMINATED: "the targeted instances were terminated",
         SsmStatus.ACCESS_DENIED: "SSM was denied running the command",
+        SsmStatus.CANCELLED: "the command was cancelled",
     }
-    return Verdict.FAILED, reasons.get(status, f"the command ended {status.value}")
+    if detail in refused:
+        return Verdict.FAILED, refused[detail]
+    if tally is None:
+        # Without SSM's per-host answer only the coarse status is left, and it cannot tell a
+        # failed host from an unreachable one: fail safe.
+        return Verdict.FAILED, _COARSE_REASONS.get(detail, f"the command ended {detail.value}")
+    if tally.failed:
+        return Verdict.FAILED, f"{tally.failed} host(s) failed or timed out running the release"
+    if tally.cancelled:
+        return Verdict.FAILED, f"the command was cancelled before {tally.cancelled} host(s) ran it"
+    skipped = tally.unreached + tally.stopped
+    if tally.succeeded == 0:
+        return Verdict.FAILED, f"no host ran the release: {skipped} host(s) were not reached"
+    if skipped:
+        return (
+            Verdict.SUCCEEDED,
+            f"live on the {tally.succeeded} host(s) SSM reached; {skipped} not reached "
+            "(undeliverable or delivery timed out) are left to the reconciler",
+        )
+    return Verdict.SUCCEEDED, "every host that ran the release is live on it"
+
+
+_COARSE_REASONS = {
+    SsmStatus.FAILED: "MaxErrors or more host(s) failed",
+    SsmStatus.INCOMPLETE: "some host(s) did not succeed",
+    SsmStatus.TIMED_OUT: "the command timed out on the fleet",
+    SsmStatus.EXECUTION_TIMED_OUT: "the command timed out on the fleet",
+    SsmStatus.DELIVERY_TIMED_OUT: "the command was not delivered to MaxErrors or more host(s)",
+    SsmStatus.UNDELIVERABLE: "the command could not be delivered to the fleet",
+    SsmStatus.TERMINATED: "the targeted instances were terminated",
+}
 
 
 # Invocation status -> failure class when the agent's summary cannot say more.
@@ -130,7 +168,13 @@ _INVOCATION_CLASS = {
 def host_outcome(
     app: str, release: int, instance_id: str, status: SsmStatus, invocation: InvocationResult | None
 ) -> HostOutcome:
-    """One host's outcome: the agent's summary when it printed one, else the SSM status."""
+    """One host's outcome: the agent's summary when it printed one, else SSM's StatusDetails.
+
+    The event's status is coarse (an Undeliverable or Terminated invocation reads Failed there);
+    GetCommandInvocation's StatusDetails tells an unreached host from a failed one."""
+    detail = SsmStatus.parse(invocation.status_details) if invocation else None
+    if detail is not None and detail.terminal:
+        status = detail
     summary: AgentSummary | None = parse_summary(invocation.stdout) if invocation else None
     if summary is not None:
         failure = None if summary.failure_class.value == "none" else summary.failure_class.value
@@ -165,9 +209,10 @@ def host_outcome(
 
 
 def serving(outcome: HostOutcome) -> bool:
-    """Whether the host serves the outcome's release (agent exit 0, or 8: live, cleanup failed)."""
-    if outcome.summary is not None and outcome.exit_code is not None:
-        return outcome.exit_code in (0, 8)
+    """Whether the host serves the outcome's release (the agent's summary says live or already
+    live, including a live release whose cleanup left a warning)."""
+    if outcome.summary is not None:
+        return outcome.summary.get("outcome") in SERVING_OUTCOMES
     return outcome.status == SsmStatus.SUCCESS.value
 
 
@@ -242,7 +287,24 @@ def _record_outcome(
     outcome = host_outcome(app, release, instance_id, status, invocation)
     # Same event twice writes the same item: the record is keyed by release and instance.
     ld.core.host_outcomes.put(outcome)
-    if not serving(outcome):
+    warning = (outcome.summary or {}).get("warning")
+    if warning:
+        # Live, but the old release was not stopped or images not pruned: the host serves and
+        # the release is not failed for it; an operator should look at the host.
+        count(LifecycleMetric.HOST_WARNINGS)
+        logger.warning(
+            "host live with a warning",
+            app=app,
+            release=release,
+            instance_id=instance_id,
+            warning=warning,
+            detail=outcome.message,
+        )
+    if outcome.failure_class == "unreached":
+        logger.info(
+            "host not reached", app=app, release=release, instance_id=instance_id, status=outcome.status
+        )
+    elif not serving(outcome):
         count(LifecycleMetric.HOSTS_FAILED)
         logger.warning(
             "host failed",
@@ -290,11 +352,15 @@ def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> di
     """Apply a terminal command status to its release; safe to call again for the same command."""
     core = ld.core
     counts = ld.results.counts(release.command_id) if release.command_id else None
-    verdict, reason = command_verdict(status, counts)
+    tally = None
+    if release.command_id and counts is not None and command_detail(status, counts) is not SsmStatus.SUCCESS:
+        # Only a command that is not a plain Success needs the per-host StatusDetails.
+        tally = ld.results.tally(release.command_id)
+    verdict, reason = command_verdict(status, counts, tally)
     decided = False
     if release.status is ReleaseStatus.DEPLOYING:
         target = ReleaseStatus.SUCCEEDED if verdict is Verdict.SUCCEEDED else ReleaseStatus.FAILED
-        hosts_ok, hosts_failed = _host_counts(counts)
+        hosts_ok, hosts_failed = _host_counts(status, counts, tally)
         try:
             # `decided` only for the delivery that made the change: the release read through
             # the command index may be behind a duplicate delivery's decision.
@@ -320,7 +386,7 @@ def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> di
     # and does not blame its image, which succeeded before: hosts or infrastructure are suspect.
     blamed = config is not None and release.source is not ReleaseSource.ROLLBACK
     auto = blamed and config is not None and config.auto_rollback
-    notice = _report(ld, release, counts, announce=not auto) if decided else None
+    notice = _report(ld, release, tally, announce=not auto) if decided else None
     if blamed and config is not None:
         # A digest that failed is never deployed automatically again (until an operator does).
         core.state.refuse_digest(release.app, release.digest)
@@ -335,15 +401,20 @@ def finish_release(ld: LifecycleDeps, release: Release, status: SsmStatus) -> di
     return result
 
 
-def _host_counts(counts: CommandCounts | None) -> tuple[int | None, int | None]:
-    if counts is None:
-        return None, None
-    ok = max(counts.completed_count - counts.error_count - counts.delivery_timed_out_count, 0)
-    return ok, counts.error_count
+def _host_counts(
+    status: SsmStatus, counts: CommandCounts | None, tally: InvocationTally | None
+) -> tuple[int | None, int | None]:
+    """(hosts serving, hosts failed). CompletedCount also holds Undeliverable, Terminated and
+    Cancelled invocations, so only a Success command's count is all serving hosts."""
+    if tally is not None:
+        return tally.succeeded, tally.failed
+    if counts is not None and command_detail(status, counts) is SsmStatus.SUCCESS:
+        return counts.completed_count, 0
+    return None, None
 
 
 def _report(
-    ld: LifecycleDeps, release: Release, counts: CommandCounts | None, *, announce: bool
+    ld: LifecycleDeps, release: Release, tally: InvocationTally | None, *, announce: bool
 ) -> DeployNotice:
     """Metrics, one log line and one notification for a release that just reached its fate.
 
@@ -359,7 +430,7 @@ def _report(
     ok, failed, classes, top = summarize_hosts(_host_result(o) for o in outcomes)
     hosts_ok = release.hosts_ok if release.hosts_ok is not None else ok
     hosts_failed = release.hosts_failed if release.hosts_failed is not None else failed
-    unreached = counts.delivery_timed_out_count if counts else classes.get("unreached", 0)
+    unreached = tally.unreached if tally else classes.get("unreached", 0)
     logger.info(
         "deploy finished",
         app=release.app,
@@ -568,6 +639,7 @@ __all__ = [
     "Verdict",
     "advance",
     "auto_rollback",
+    "command_detail",
     "command_verdict",
     "finish_release",
     "host_outcome",

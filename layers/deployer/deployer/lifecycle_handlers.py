@@ -98,6 +98,9 @@ def handle_instance_launch(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str,
         for record in event["Records"]:
             try:
                 recheck = launch.parse_recheck(record.get("body", ""))
+                if isinstance(recheck, launch.SwapHeartbeat):
+                    results.append(launch.on_heartbeat(ld, recheck, _scheduler(ld)))
+                    continue
                 parsed = InstanceLaunchEvent.model_validate(recheck.event)
             except (ValidationError, ValueError) as exc:
                 results.append(_rejected("launch re-check", exc))
@@ -116,7 +119,7 @@ def handle_instance_launch(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str,
 def _scheduler(ld: lifecycle.LifecycleDeps) -> Any:
     queue_url = os.environ.get(RECHECK_QUEUE_ENV, "")
 
-    def schedule(recheck: launch.Recheck, delay: int) -> None:
+    def schedule(recheck: launch.Recheck | launch.SwapHeartbeat, delay: int) -> None:
         if not queue_url:
             raise DeployerError(f"{RECHECK_QUEUE_ENV} is not set: cannot wait for the instance")
         ld.core.clients.client("sqs").send_message(

@@ -8,7 +8,13 @@ class LifecycleMetric:
     DEPLOY_SUCCEEDED = "DeploySucceeded"
     DEPLOY_FAILED = "DeployFailed"
     ROLLBACKS = "Rollbacks"
+    # An operator stopped a deploy in progress (`deployer cancel`).
+    DEPLOY_CANCELLED = "DeployCancelled"
     HOSTS_FAILED = "HostsFailed"
+    # Hosts live on the release with a warning (the old release not stopped, images not pruned).
+    HOST_WARNINGS = "HostWarnings"
     DRIFT_DETECTED = "DriftDetected"
     LAUNCH_ABANDONED = "LaunchAbandoned"
+    # A launch's lifecycle action was gone (timed out) when we completed or heartbeated it.
+    LAUNCH_ACTION_EXPIRED = "LaunchActionExpired"
     OPERATION_REFUSED = "OperationRefused"

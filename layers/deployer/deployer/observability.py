@@ -26,12 +26,14 @@ class Metric:
     """Metric names, so producers and alarms agree on spelling."""
 
     PUSH_IGNORED = "PushIgnored"
+    PUSH_UNTAGGED = "PushUntagged"
     PUSH_REFUSED = "PushRefused"
     PUSH_PENDING = "PushPending"
     BAD_INPUT = "BadInput"
     DEPLOY_STARTED = "DeployStarted"
     DEPLOY_START_FAILED = "DeployStartFailed"
     RELEASES_SUPERSEDED = "ReleasesSuperseded"
+    VERSION_CLEANUP_FAILED = "LaunchTemplateCleanupFailed"
 
 
 def count(name: str, value: float = 1) -> None:

@@ -1,4 +1,5 @@
-"""Operator actions, invoked directly: rollback, promote (explicit deploy), pause, resume, status.
+"""Operator actions, invoked directly: rollback, promote (explicit deploy), cancel, pause, resume,
+status.
 
 Rollback and promote go through the same rollout as a push (pointer, launch-template version,
 swap command) with source `rollback` / `manual`. Every check runs before anything changes: an
@@ -9,12 +10,15 @@ is a clear error naming what is wrong, and nothing is written.
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from deployer.errors import DeployerError, InvalidTransition, LockLost, ReleaseNotFound
-from deployer.lifecycle import LifecycleDeps, advance, notify_started
+from deployer.lifecycle import LifecycleDeps, advance, notify_started, rollback_target
+from deployer.metrics_names import LifecycleMetric
 from deployer.models.lifecycle_events import (
+    CancelRequest,
     OperationRequest,
     PauseRequest,
     PromoteRequest,
@@ -23,8 +27,8 @@ from deployer.models.lifecycle_events import (
     StatusRequest,
 )
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
-from deployer.observability import logger
-from deployer.rollout import image_reference, new_release, owner_of, start_rollout
+from deployer.observability import count, logger
+from deployer.rollout import image_reference, lock_owner, new_release, owner_of, start_rollout
 
 if TYPE_CHECKING:
     from deployer.adapters.images import Image
@@ -41,6 +45,8 @@ def run(ld: LifecycleDeps, request: OperationRequest) -> dict[str, Any]:
         return pause(ld, request)
     if isinstance(request, ResumeRequest):
         return resume(ld, request)
+    if isinstance(request, CancelRequest):
+        return cancel(ld, request)
     return status(ld, request)
 
 
@@ -226,6 +232,93 @@ def _mark_rolled_back(
             ReleaseStatus.ROLLED_BACK,
             reason=f"rolled back to release {target} (as release {new}): {reason}",
         )
+
+
+def cancel(ld: LifecycleDeps, request: CancelRequest) -> dict[str, Any]:
+    """Stop the app's deploy in progress and put back the release it replaced.
+
+    The release is marked CANCELLED first (one conditional write), so the cancelled command's
+    status events no longer decide its fate nor start an automatic rollback; then the command
+    is cancelled, and a rollback release to the last SUCCEEDED image takes the deploy lock over
+    and returns the hosts already swapped, the pointer and the group. Running it again after a
+    failure part-way carries on from where it stopped."""
+    core = ld.core
+    config = core.apps.get(request.app)
+    state = core.state.get(config.app)
+    match = re.fullmatch(rf"{re.escape(config.app)}#([0-9]+)", state.lock_owner or "")
+    if match is None or not state.locked(core.clock()):
+        raise ReleaseNotFound(f"{config.app} has no deploy in progress: there is nothing to cancel")
+    release = core.releases.get(config.app, int(match.group(1)))
+    reason = f"cancelled by an operator: {request.reason or 'deployer cancel'}"
+    if release.status is ReleaseStatus.DEPLOYING:
+        try:
+            release = core.releases.update_status(
+                config.app, release.release, ReleaseStatus.CANCELLED, reason
+            )
+        except InvalidTransition as exc:
+            raise DeployerError(
+                f"{config.app} release {release.release} ended {exc.current.status if exc.current else '?'} "
+                "before it could be cancelled; roll back instead"
+            ) from exc
+        count(LifecycleMetric.DEPLOY_CANCELLED)
+    elif release.status is not ReleaseStatus.CANCELLED:
+        raise DeployerError(
+            f"{config.app} release {release.release} is {release.status.value}, not deploying: "
+            "nothing to cancel"
+        )
+    if release.command_id:
+        ld.core.fleet.cancel(release.command_id)
+    result: dict[str, Any] = {
+        "action": "cancel",
+        "app": config.app,
+        "release": release.release,
+        "status": release.status.value,
+        "command_id": release.command_id,
+        "rollback_release": None,
+        "target": None,
+    }
+    # A cancelled rollback is not rolled back again (that would walk back through the history).
+    target = None if release.source is ReleaseSource.ROLLBACK else rollback_target(ld, release)
+    if target is None:
+        with contextlib.suppress(LockLost):
+            core.state.release(config.app, lock_owner(release))
+        logger.info("deploy cancelled; nothing to roll back to", app=config.app, release=release.release)
+        return result
+    rollback_release = new_release(
+        core,
+        config,
+        image=target.image,
+        digest=target.digest,
+        tag=target.tag,
+        source=ReleaseSource.ROLLBACK,
+        reason=f"cancel of release {release.release}: back to release {target.release}",
+    )
+    try:
+        core.state.transfer(
+            config.app, lock_owner(release), lock_owner(rollback_release), core.settings.lock_lease_seconds
+        )
+    except LockLost as exc:
+        core.releases.update_status(
+            config.app, rollback_release.release, ReleaseStatus.SUPERSEDED, "another cancel took over"
+        )
+        raise DeployerError(f"{config.app}: the deploy lock moved on while cancelling; check status") from exc
+    try:
+        started = start_rollout(core, config, rollback_release, ReleaseSource.ROLLBACK)
+    except DeployerError:
+        with contextlib.suppress(LockLost):
+            core.state.release(config.app, lock_owner(rollback_release))
+        raise
+    count(LifecycleMetric.ROLLBACKS)
+    notify_started(ld, started)
+    logger.info(
+        "deploy cancelled; rolling back",
+        app=config.app,
+        release=release.release,
+        target=target.release,
+        rollback_release=started.release,
+    )
+    result.update(rollback_release=started.release, target=target.release)
+    return result
 
 
 def pause(ld: LifecycleDeps, request: PauseRequest) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The on-image-push use case: validate the event, deduplicate, accept the push.
 
 EventBridge delivers at least once and retries for up to 24 hours, so acceptance is idempotent
-on repository + digest (Powertools idempotency, DynamoDB persistence, records kept 48 hours).
+on repository + digest + tag (Powertools idempotency, DynamoDB persistence, records kept 48
+hours): re-tagging an image already pushed is a new push, which an app filtering on the new tag
+deploys.
 Bad input is answered with one log line and a metric and changes nothing.
 """
 
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 IDEMPOTENCY_TTL_SECONDS = 48 * 3600
 IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="[repository, digest]",
+    event_key_jmespath="[repository, digest, tag]",
     raise_on_no_idempotency_key=True,
     expires_after_seconds=IDEMPOTENCY_TTL_SECONDS,
 )
@@ -53,6 +55,7 @@ def handle_push_event(deps: Deps, event: Any, context: LambdaContext | None = No
             push={
                 "repository": push.detail.repository_name,
                 "digest": push.detail.image_digest,
+                "tag": push.detail.image_tag,
                 "event": push.model_dump(mode="json", by_alias=True),
             }
         )

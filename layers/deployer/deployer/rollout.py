@@ -33,7 +33,7 @@ from deployer.adapters.app_state import AppState
 from deployer.adapters.apps import AppsStore
 from deployer.adapters.fleet import Fleet
 from deployer.adapters.host_outcomes import HostOutcomesStore
-from deployer.adapters.launch_templates import GroupTemplate, LaunchTemplates
+from deployer.adapters.launch_templates import GroupTemplate, LaunchTemplates, release_version_description
 from deployer.adapters.pointer import PointerStore
 from deployer.adapters.releases import ReleasesStore
 from deployer.aws import ClientFactory
@@ -63,12 +63,16 @@ class Deps:
     fleet: Fleet
     region: str
     clients: ClientFactory
-    agent_source: Callable[[], str] = field(default_factory=lambda: _packaged_agent)
     clock: Callable[[], float] = field(default_factory=lambda: time.time)
 
     @classmethod
-    def from_settings(cls, settings: Settings, session: boto3.session.Session | None = None) -> Deps:
-        clients = ClientFactory(session=session, region=settings.region)
+    def from_settings(
+        cls,
+        settings: Settings,
+        session: boto3.session.Session | None = None,
+        clients: ClientFactory | None = None,
+    ) -> Deps:
+        clients = clients or ClientFactory(session=session, region=settings.region)
         dynamodb = clients.client("dynamodb")
         ssm = clients.client("ssm")
         region = settings.region or clients.session.region_name
@@ -86,12 +90,6 @@ class Deps:
             region=region,
             clients=clients,
         )
-
-
-def _packaged_agent() -> str:
-    from deployer.assets import agent_source  # noqa: PLC0415 - read only when a deploy starts
-
-    return agent_source()
 
 
 class PushAction(StrEnum):
@@ -164,6 +162,14 @@ def accept_push(deps: Deps, event: EcrImageAction) -> PushOutcome:
 
 def _accept_for_app(deps: Deps, config: AppConfig, event: EcrImageAction) -> AppPushResult:
     detail = event.detail
+    if detail.image_tag is None:
+        logger.info(
+            "push ignored: untagged (a multi-arch child, an attestation or a push by digest)",
+            app=config.app,
+            digest=detail.image_digest,
+        )
+        count(Metric.PUSH_UNTAGGED)
+        return AppPushResult(config.app, PushAction.IGNORED, "untagged push")
     if not config.accepts_tag(detail.image_tag):
         logger.info(
             "push ignored: tag filter", app=config.app, tag=detail.image_tag, filter=config.tag_filter
@@ -325,10 +331,10 @@ def start_rollout(
         pointer_version = deps.pointer.put(Pointer.for_release(release, source))
         group = deps.launch_templates.current(config)
         script = builders.user_data(
-            config, release, deps.agent_source(), deps.pointer.name(config.app), deps.region
+            config, release, deps.settings.swap_document_name, deps.pointer.name(config.app), deps.region
         )
         version = deps.launch_templates.create_version(
-            group, script, f"{config.app} release {release.release} {release.digest}"
+            group, script, release_version_description(config.app, release.release, release.digest)
         )
         deps.launch_templates.point_group(group, version)
         group_moved = True
@@ -336,6 +342,7 @@ def start_rollout(
             config,
             builders.swap_parameters(config, release),
             f"deployer {config.app} release {release.release}",
+            hosts=group.max_size,
             rollback=source is ReleaseSource.ROLLBACK,
         )
         release = deps.releases.set_fields(
@@ -359,7 +366,40 @@ def start_rollout(
         launch_template_version=version,
     )
     count(Metric.DEPLOY_STARTED)
+    _prune_versions(deps, config, group, version)
     return release
+
+
+# Launch-template versions kept besides the default, the group's and the retained releases'.
+KEEP_NEWEST_VERSIONS = 10
+# Statuses of a release that may have gone live on hosts, so hosts may still retain it.
+_MAY_BE_RETAINED = frozenset({ReleaseStatus.DEPLOYING, ReleaseStatus.SUCCEEDED, ReleaseStatus.ROLLED_BACK})
+
+
+def _prune_versions(deps: Deps, config: AppConfig, group: GroupTemplate | None, latest: int) -> None:
+    """Delete launch-template versions no release needs any more. Best effort: the deploy has
+    started, and a version left behind now is deleted by a later deploy."""
+    if group is None or latest <= KEEP_NEWEST_VERSIONS:
+        return
+    try:
+        recent = deps.releases.list_recent(config.app, limit=KEEP_NEWEST_VERSIONS + 4 * config.retain)
+        retained = [
+            r.launch_template_version
+            for r in recent
+            if r.status in _MAY_BE_RETAINED and r.launch_template_version is not None
+        ][: config.retain]
+        deleted = deps.launch_templates.prune(group, config.app, latest, KEEP_NEWEST_VERSIONS, retained)
+    except DeployerError as exc:
+        logger.warning("old launch-template versions were not deleted", app=config.app, error=str(exc))
+        count(Metric.VERSION_CLEANUP_FAILED)
+        return
+    if deleted:
+        logger.info(
+            "old launch-template versions deleted",
+            app=config.app,
+            template=group.template_id,
+            versions=deleted,
+        )
 
 
 def _undo(deps: Deps, config: AppConfig, pointer_version: int | None, group: GroupTemplate | None) -> None:

@@ -6,6 +6,7 @@ for clients a path does not use). Tests call `reset()` between cases.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from deployer.settings import Settings
@@ -24,6 +25,12 @@ def deps() -> Deps:
 
         _deps = Deps.from_settings(Settings.from_env())
     return _deps
+
+
+def in_lambda() -> bool:
+    """True in a Lambda execution environment (the runtime sets this variable before init), so a
+    function may build its clients during init instead of on its first request; never in tests."""
+    return bool(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
 
 
 def reset() -> None:

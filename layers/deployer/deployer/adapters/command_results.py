@@ -1,8 +1,14 @@
-"""What SSM knows about a command after it ran: per-instance output and the command's counts."""
+"""What SSM knows about a command after it ran: per-instance output and the command's counts.
+
+SSM reports two statuses. `Status` is coarse (botocore's CommandStatus / CommandInvocationStatus:
+Pending, InProgress, Delayed, Success, Cancelled, Failed, TimedOut, Cancelling); the distinctions a
+verdict needs (Incomplete, Delivery Timed Out, Undeliverable, Terminated, Execution Timed Out)
+exist only in `StatusDetails`, so every decision here reads StatusDetails.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +41,34 @@ class CommandCounts(BaseModel):
     completed_count: int = 0
     error_count: int = 0
     delivery_timed_out_count: int = 0
+
+
+# Invocation StatusDetails by what they mean for the release (docs/lifecycle.md), in the words
+# of SSM's API reference: Delivery Timed Out ("wasn't delivered to the managed node before the
+# delivery timeout expired"; also every invocation still Pending, Delayed or In Progress when
+# the command expires, e.g. an instance scaled in mid-run) and Undeliverable ("the managed node
+# might not exist or might not be responding") never ran the swap; Terminated ("the parent
+# command exceeded its MaxErrors limit and subsequent command invocations were canceled by the
+# system") was never sent because other hosts failed. None of them says anything about the
+# release on that host.
+SUCCEEDED_DETAILS = frozenset({"Success"})
+FAILED_DETAILS = frozenset({"Failed", "Execution Timed Out"})
+CANCELLED_DETAILS = frozenset({"Cancelled"})
+STOPPED_DETAILS = frozenset({"Terminated"})
+UNREACHED_DETAILS = frozenset({"Delivery Timed Out", "Undeliverable"})
+
+
+class InvocationTally(BaseModel):
+    """A command's invocations counted by StatusDetails (ListCommandInvocations)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    stopped: int = 0
+    unreached: int = 0
+    unfinished: int = 0
 
 
 class CommandResults:
@@ -84,7 +118,41 @@ class CommandResults:
             delivery_timed_out_count=c.get("DeliveryTimedOutCount", 0),
         )
 
+    def tally(self, command_id: str) -> InvocationTally:
+        """Every invocation of the command counted by its StatusDetails (one call per 50 hosts).
+
+        ListCommands' counts cannot tell these apart: CompletedCount also holds Undeliverable,
+        Terminated and Cancelled invocations, and only Delivery Timed Out has its own count."""
+        counts = dict.fromkeys(InvocationTally.model_fields, 0)
+        kwargs: dict[str, Any] = {"CommandId": command_id, "MaxResults": 50}
+        while True:
+            try:
+                r = self._ssm.list_command_invocations(**kwargs)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                raise AwsCallFailed(f"list_command_invocations {command_id} failed: {code}") from exc
+            for invocation in r.get("CommandInvocations", []):
+                counts[_kind(invocation.get("StatusDetails", ""))] += 1
+            token = r.get("NextToken")
+            if not token:
+                return InvocationTally(**counts)
+            kwargs["NextToken"] = token
+
     def comment(self, command_id: str) -> str:
         """The comment the command was sent with ("" for an unknown command)."""
         counts = self.counts(command_id)
         return counts.comment if counts else ""
+
+
+def _kind(details: str) -> str:
+    if details in SUCCEEDED_DETAILS:
+        return "succeeded"
+    if details in FAILED_DETAILS:
+        return "failed"
+    if details in CANCELLED_DETAILS:
+        return "cancelled"
+    if details in STOPPED_DETAILS:
+        return "stopped"
+    if details in UNREACHED_DETAILS:
+        return "unreached"
+    return "unfinished"

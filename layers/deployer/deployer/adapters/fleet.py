@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from deployer import builders
 from deployer.adapters import aws_errors
 
 if TYPE_CHECKING:
@@ -26,20 +27,30 @@ class Fleet:
         self._log_group = log_group
 
     def send_swap(
-        self, config: AppConfig, parameters: dict[str, list[str]], comment: str, *, rollback: bool = False
+        self,
+        config: AppConfig,
+        parameters: dict[str, list[str]],
+        comment: str,
+        *,
+        hosts: int,
+        rollback: bool = False,
     ) -> str:
         """Send the swap to every instance of the app's group; returns the command id.
 
-        A rollback goes at ``rollout.rollback_max_concurrency`` (every host already ran the image).
+        `hosts` is the most instances the group may have (its MaxSize): the delivery deadline
+        must cover every wave. A rollback goes at ``rollout.rollback_max_concurrency`` (every
+        host already ran the image).
         """
         rollout = config.rollout
+        concurrency = rollout.rollback_max_concurrency if rollback else rollout.max_concurrency
         return self._send(
             config,
             parameters,
             comment,
             Targets=[{"Key": f"tag:{GROUP_TAG}", "Values": [config.auto_scaling_group]}],
-            MaxConcurrency=rollout.rollback_max_concurrency if rollback else rollout.max_concurrency,
+            MaxConcurrency=concurrency,
             MaxErrors=config.rollout.max_errors,
+            TimeoutSeconds=builders.send_timeout_seconds(config, concurrency, hosts),
         )
 
     def send_swap_to_instances(
@@ -59,7 +70,15 @@ class Fleet:
             InstanceIds=list(instance_ids),
             MaxConcurrency=str(len(instance_ids)),
             MaxErrors=config.rollout.max_errors,
+            TimeoutSeconds=builders.send_timeout_seconds(
+                config, str(len(instance_ids)), len(instance_ids)
+            ),
         )
+
+    def cancel(self, command_id: str) -> None:
+        """Stop a command: invocations not started never run; running ones are signalled."""
+        with aws_errors(f"cancelling command {command_id}"):
+            self._ssm.cancel_command(CommandId=command_id)
 
     def _send(
         self,
@@ -72,7 +91,6 @@ class Fleet:
             response = self._ssm.send_command(
                 DocumentName=self._document,
                 Parameters=parameters,
-                TimeoutSeconds=config.rollout.delivery_timeout,
                 Comment=comment[:100],
                 CloudWatchOutputConfig={
                     "CloudWatchLogGroupName": self._log_group,

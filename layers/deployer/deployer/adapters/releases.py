@@ -1,4 +1,5 @@
-"""Release history in the releases table (key `app` + `release`; GSI `command-index`)."""
+"""Release history in the releases table (key `app` + `release`; GSIs `command-index` and the
+sparse `pending-index`, keyed by `pending_app`, which a release carries only while PENDING)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,21 @@ from pydantic import TypeAdapter, ValidationError
 
 from deployer.adapters import aws_errors, error_code, from_attributes, to_attributes, to_value
 from deployer.errors import AwsCallFailed, InvalidTransition, ReleaseNotFound
-from deployer.models.records import ALLOWED_TRANSITIONS, Release, ReleaseStatus, utcnow
+from deployer.models.records import ALLOWED_TRANSITIONS, PENDING_KEY, Release, ReleaseStatus, utcnow
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 COMMAND_INDEX = "command-index"
+PENDING_INDEX = "pending-index"
 FINAL_STATUSES = frozenset(
-    {ReleaseStatus.SUCCEEDED, ReleaseStatus.FAILED, ReleaseStatus.ROLLED_BACK, ReleaseStatus.SUPERSEDED}
+    {
+        ReleaseStatus.SUCCEEDED,
+        ReleaseStatus.FAILED,
+        ReleaseStatus.ROLLED_BACK,
+        ReleaseStatus.SUPERSEDED,
+        ReleaseStatus.CANCELLED,
+    }
 )
 # Fields that identify a release and never change after creation.
 _IMMUTABLE = frozenset({"app", "release", "repository", "image", "digest", "tag", "pushed_at", "created_at"})
@@ -150,8 +158,27 @@ class ReleasesStore:
         return releases
 
     def pending(self, app: str) -> list[Release]:
-        """PENDING releases, oldest first."""
-        return list(self._iterate(app, newest_first=False, status=ReleaseStatus.PENDING))
+        """PENDING releases, oldest first: one Query of the sparse index, which holds only them.
+
+        The index is eventually consistent. Callers move what they find with conditional
+        writes, so a release that left PENDING a moment ago costs a refused write, and one
+        recorded a moment ago is found by the next push or completion."""
+        releases: list[Release] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": PENDING_INDEX,
+            "KeyConditionExpression": "#p = :a",
+            "ExpressionAttributeNames": {"#p": PENDING_KEY},
+            "ExpressionAttributeValues": {":a": {"S": app}},
+            "ScanIndexForward": True,
+        }
+        while True:
+            with aws_errors(f"listing pending releases of {app}"):
+                response = self._db.query(**kwargs)
+            releases.extend(Release.model_validate(from_attributes(i)) for i in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return [r for r in releases if r.status is ReleaseStatus.PENDING]
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def latest_succeeded(self, app: str, before: int | None = None) -> Release | None:
         """The newest SUCCEEDED release (older than `before` when given)."""
@@ -213,6 +240,10 @@ class ReleasesStore:
         }
         sets = [f"#f{i} = :v{i}" for i, name in enumerate(updates) if dumped[name] is not None]
         removes = [f"#f{i}" for i, name in enumerate(updates) if dumped[name] is None]
+        if "status" in updates and dumped["status"] != ReleaseStatus.PENDING.value:
+            # Out of PENDING: out of the sparse pending index, in the same write.
+            names["#pending_key"] = PENDING_KEY
+            removes.append("#pending_key")
         expression = " ".join(
             part
             for part in (

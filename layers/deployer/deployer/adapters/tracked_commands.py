@@ -41,7 +41,10 @@ class TrackedCommand(BaseModel):
     hook: str | None = None
     token: str | None = None
     attempt: int = 1
-    completed: str | None = None  # CONTINUE / ABANDON once the lifecycle action was completed
+    # CONTINUE / ABANDON once the lifecycle action was completed; FOLLOWED when a further swap
+    # (the pointer moved during the launch) took the action over, `next_command_id` being it.
+    completed: str | None = None
+    next_command_id: str | None = None
 
 
 class TrackedCommands:
@@ -87,3 +90,16 @@ class TrackedCommands:
                 return False
             raise AwsCallFailed(f"recording the lifecycle result of {tracked.instance_id} failed") from exc
         return True
+
+    def set_next(self, tracked: TrackedCommand, next_command_id: str) -> None:
+        """Name the swap that took this launch's lifecycle action over (after `mark_completed`)."""
+        with aws_errors(f"recording the next launch swap of {tracked.instance_id}"):
+            self._db.update_item(
+                TableName=self._table,
+                Key={
+                    "release_key": {"S": PREFIX + tracked.command_id},
+                    "instance_id": {"S": tracked.instance_id},
+                },
+                UpdateExpression="SET next_command_id = :n",
+                ExpressionAttributeValues={":n": {"S": next_command_id}},
+            )

@@ -11,11 +11,12 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from deployer.agent_contract import DOCKER_OPTION_NAMES, PARAMETER_PATTERNS
 from deployer.errors import InvalidAppConfig
 from deployer.models import describe_errors
+from deployer.models.ssm_model import check_send_command_value
 
 APP_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
 # ECR repository names: lowercase path segments separated by `/`.
@@ -25,8 +26,6 @@ TAG_GLOB_PATTERN = r"^[A-Za-z0-9_.*?\[\]-]{1,128}$"
 GROUP_NAME_PATTERN = r"^[A-Za-z0-9 _.:/@+=-]{1,255}$"
 LAUNCH_TEMPLATE_PATTERN = r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9().\/_-]{3,128})$"
 LAUNCH_TEMPLATE_ID_PATTERN = r"^lt-[0-9a-f]{8,17}$"
-MAX_CONCURRENCY_PATTERN = r"^([1-9][0-9]{0,6}|[1-9][0-9]?%|100%)$"
-MAX_ERRORS_PATTERN = r"^([0-9]{1,7}|[0-9]{1,2}%|100%)$"
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -51,7 +50,7 @@ class ContainerConfig(BaseModel):
     def _allowed_options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         single = PARAMETER_PATTERNS["dockerOptions"]
         for option in value:
-            if not re.fullmatch(single, option) or " " in option:
+            if not option or not re.fullmatch(single, option) or " " in option:
                 raise ValueError(
                     f"{option!r} is not an allowed `--name=value` option "
                     f"(allowed names: {', '.join(DOCKER_OPTION_NAMES)})"
@@ -64,15 +63,25 @@ class RolloutConfig(BaseModel):
 
     model_config = _STRICT
 
-    max_concurrency: str = Field(default="25%", pattern=MAX_CONCURRENCY_PATTERN)
+    # SSM's own patterns (`_ssm_rate`): SendCommand rejects values these would let through.
+    max_concurrency: str = Field(default="25%")
     # A rollback swaps every host to an image it retained and ran before, each swap health-gated
     # and zero-downtime: there is no unknown image to limit the blast radius of.
-    rollback_max_concurrency: str = Field(
-        default="100%", pattern=MAX_CONCURRENCY_PATTERN, description="MaxConcurrency of rollback releases"
-    )
-    max_errors: str = Field(default="0", pattern=MAX_ERRORS_PATTERN)
+    rollback_max_concurrency: str = Field(default="100%", description="MaxConcurrency of rollback releases")
+    max_errors: str = Field(default="0")
     command_timeout: int = Field(default=600, ge=30, le=28800, description="seconds one host may take")
-    delivery_timeout: int = Field(default=600, ge=30, le=2592000, description="seconds to start delivery")
+    delivery_timeout: int = Field(
+        default=600,
+        ge=30,
+        le=2592000,
+        description="seconds SSM may take to deliver the swap to a host once its wave is due",
+    )
+
+    @field_validator("max_concurrency", "rollback_max_concurrency", "max_errors")
+    @classmethod
+    def _ssm_rate(cls, value: str, info: ValidationInfo) -> str:
+        member = "MaxErrors" if info.field_name == "max_errors" else "MaxConcurrency"
+        return check_send_command_value(member, value)
 
 
 class AppConfig(BaseModel):
@@ -111,9 +120,10 @@ class AppConfig(BaseModel):
             raise InvalidAppConfig(f"invalid app config: {describe_errors(exc)}") from exc
 
     def accepts_tag(self, tag: str | None) -> bool:
-        """Whether a pushed tag passes the tag filter (an untagged push passes only `*`)."""
+        """Whether a pushed tag passes the tag filter; an untagged push never does (buildx pushes
+        multi-arch children and attestations by digest, untagged: none of them is a release)."""
         if tag is None:
-            return "*" in self.tag_filter
+            return False
         return any(fnmatch.fnmatchcase(tag, pattern) for pattern in self.tag_filter)
 
     @property

@@ -49,8 +49,12 @@ class _Envelope(BaseModel):
 class SsmStatus(StrEnum):
     """Every status SSM reports for a command or one of its invocations.
 
-    Commands report `Status` values (Pending ... TimedOut); invocations and status details add
-    the spaced forms. EventBridge carries whichever SSM computed, so both are accepted.
+    `Status` (and the EventBridge event's `status`) is coarse: botocore's CommandStatus /
+    CommandInvocationStatus enums (Pending, InProgress, Delayed, Success, Cancelled, Failed,
+    TimedOut, Cancelling). The distinctions (Incomplete, Execution / Delivery Timed Out,
+    Undeliverable, Terminated, ...) exist only in `StatusDetails`, read from SSM's API. Both
+    vocabularies and spellings are accepted so a new or finer value never breaks parsing;
+    decisions read StatusDetails (docs/lifecycle.md).
     """
 
     PENDING = "Pending"
@@ -237,6 +241,15 @@ class ResumeRequest(_Request):
     action: Literal["resume"]
 
 
+class CancelRequest(_Request):
+    """Stop the app's deploy in progress; hosts already swapped go back through a rollback."""
+
+    action: Literal["cancel"]
+    reason: str | None = Field(default=None, max_length=REASON_MAX)
+
+    _r = field_validator("reason")(_reason)
+
+
 class StatusRequest(_Request):
     action: Literal["status"]
     limit: int = Field(default=10, ge=1, le=100)
@@ -263,7 +276,9 @@ def _ref(value: Any) -> int | str | None:
     return value
 
 
-OperationRequest = RollbackRequest | PromoteRequest | PauseRequest | ResumeRequest | StatusRequest
+OperationRequest = (
+    RollbackRequest | PromoteRequest | PauseRequest | ResumeRequest | CancelRequest | StatusRequest
+)
 
 
 class _OperationEnvelope(BaseModel):

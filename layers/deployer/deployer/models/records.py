@@ -3,10 +3,10 @@
 Release statuses and the transitions the lifecycle allows:
 
     PENDING   -> DEPLOYING | SUPERSEDED
-    DEPLOYING -> SUCCEEDED | FAILED | ROLLED_BACK
+    DEPLOYING -> SUCCEEDED | FAILED | ROLLED_BACK | CANCELLED
     SUCCEEDED -> ROLLED_BACK      (an operator rolled back past it)
     FAILED    -> ROLLED_BACK      (automatic or manual rollback after the failure)
-    ROLLED_BACK, SUPERSEDED: final
+    ROLLED_BACK, SUPERSEDED, CANCELLED: final   (CANCELLED: an operator stopped the rollout)
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
 # Docker/ECR tag grammar: no shell metacharacters can pass.
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+# Attribute a release carries only while PENDING (the hash key of the sparse `pending-index`).
+PENDING_KEY = "pending_app"
 
 
 def utcnow() -> datetime:
@@ -33,17 +35,19 @@ class ReleaseStatus(StrEnum):
     FAILED = "FAILED"
     ROLLED_BACK = "ROLLED_BACK"
     SUPERSEDED = "SUPERSEDED"
+    CANCELLED = "CANCELLED"
 
 
 ALLOWED_TRANSITIONS: dict[ReleaseStatus, frozenset[ReleaseStatus]] = {
     ReleaseStatus.PENDING: frozenset({ReleaseStatus.DEPLOYING, ReleaseStatus.SUPERSEDED}),
     ReleaseStatus.DEPLOYING: frozenset(
-        {ReleaseStatus.SUCCEEDED, ReleaseStatus.FAILED, ReleaseStatus.ROLLED_BACK}
+        {ReleaseStatus.SUCCEEDED, ReleaseStatus.FAILED, ReleaseStatus.ROLLED_BACK, ReleaseStatus.CANCELLED}
     ),
     ReleaseStatus.SUCCEEDED: frozenset({ReleaseStatus.ROLLED_BACK}),
     ReleaseStatus.FAILED: frozenset({ReleaseStatus.ROLLED_BACK}),
     ReleaseStatus.ROLLED_BACK: frozenset(),
     ReleaseStatus.SUPERSEDED: frozenset(),
+    ReleaseStatus.CANCELLED: frozenset(),
 }
 
 
@@ -86,7 +90,12 @@ class Release(BaseModel):
         return f"{self.app}#{self.release}"
 
     def to_item(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        item = self.model_dump(mode="json", exclude_none=True)
+        if self.status is ReleaseStatus.PENDING:
+            # Key of the releases table's sparse `pending-index`; every move out of PENDING
+            # removes it in the same write (ReleasesStore).
+            item[PENDING_KEY] = self.app
+        return item
 
 
 class Pointer(BaseModel):

@@ -1,0 +1,134 @@
+"""What every command gets: the parsed global options, the core's adapters built lazily for an
+interactive caller, and the output (rich console or JSON).
+
+Exit codes (docs/runbook.md): 0 succeeded; 1 failed; 2 failed and rolled back; 3 cancelled;
+4 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from botocore.config import Config
+
+from deployer.aws import ClientFactory
+from deployer.errors import DeployerError
+
+if TYPE_CHECKING:
+    import boto3
+    from rich.console import Console
+
+    from deployer.lifecycle import LifecycleDeps
+    from deployer.rollout import Deps
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_ROLLED_BACK = 2
+EXIT_CANCELLED = 3
+EXIT_USAGE = 4
+
+# Interactive use: answer or fail within seconds instead of retrying for a minute.
+CLI_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=3,
+    read_timeout=15,
+    user_agent_extra="deployer-cli/0.1",
+)
+# Invoking the rollback function starts a deploy: a retry after a timeout could start a second
+# one, so an invocation is attempted once, and waits as long as the function may run.
+INVOKE_CONFIG = Config(
+    retries={"total_max_attempts": 1},
+    connect_timeout=3,
+    read_timeout=70,
+    user_agent_extra="deployer-cli/0.1",
+)
+FUNCTION_ENV = "DEPLOYER_ROLLBACK_FUNCTION"
+DIAGNOSE_DOCUMENT_ENV = "DEPLOYER_DIAGNOSE_DOCUMENT"
+
+
+class UsageError(DeployerError):
+    """Bad command line or configuration (exit 4)."""
+
+
+class CliClients(ClientFactory):
+    """The core's client factory with the CLI's timeouts and an optional endpoint override."""
+
+    def __init__(self, session: boto3.session.Session, endpoint_url: str | None) -> None:
+        super().__init__(session=session)
+        self._endpoint_url = endpoint_url
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            config = INVOKE_CONFIG if service == "lambda" else CLI_CONFIG
+            self._clients[service] = self.session.client(  # type: ignore[call-overload]
+                service, config=config, endpoint_url=self._endpoint_url
+            )
+        return self._clients[service]
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    out: TextIO
+    err: TextIO
+    deps_given: Deps | None = None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    _deps: Deps | None = field(default=None, init=False)
+    _ld: LifecycleDeps | None = field(default=None, init=False)
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.args, "json", False))
+
+    @property
+    def deps(self) -> Deps:
+        if self._deps is None:
+            self._deps = self.deps_given or build_deps(self.args)
+        return self._deps
+
+    @property
+    def ld(self) -> LifecycleDeps:
+        if self._ld is None:
+            from deployer.lifecycle import LifecycleDeps  # noqa: PLC0415
+
+            self._ld = LifecycleDeps.from_core(self.deps)
+        return self._ld
+
+    def console(self) -> Console:
+        from rich.console import Console  # noqa: PLC0415 - the Lambda layer has no rich
+
+        console = Console(file=self.out, highlight=False)
+        if not console.is_terminal:
+            # Piped or captured: no terminal width to fit, keep rows on one line.
+            console = Console(file=self.out, highlight=False, width=200)
+        return console
+
+    def emit_json(self, data: Any) -> None:
+        self.out.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def build_deps(args: argparse.Namespace) -> Deps:
+    """The core's adapters from the environment (the stack's outputs) and the global options."""
+    import boto3  # noqa: PLC0415
+
+    from deployer.rollout import Deps  # noqa: PLC0415
+    from deployer.settings import Settings  # noqa: PLC0415
+
+    env = dict(os.environ)
+    region = getattr(args, "region", None)
+    if region:
+        env["AWS_REGION"] = region
+    settings = Settings.from_env(env)
+    session = boto3.session.Session(
+        profile_name=getattr(args, "profile", None) or None,
+        region_name=region or settings.region or None,
+    )
+    endpoint = getattr(args, "endpoint_url", None) or None
+    return Deps.from_settings(settings, clients=CliClients(session, endpoint))

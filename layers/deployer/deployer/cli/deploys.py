@@ -1,0 +1,417 @@
+"""`deployer deploy|rollback|cancel|promote|pause|resume|wait`: the rollback function's actions,
+and a live view of a release until its verdict.
+
+The actions are the direct-invocation payloads of the rollback function
+(`deployer.models.lifecycle_events`); with DEPLOYER_ROLLBACK_FUNCTION (or --function) the
+function runs them, else the same core code runs here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from deployer.cli.context import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_ROLLED_BACK,
+    FUNCTION_ENV,
+    Context,
+    UsageError,
+)
+from deployer.errors import DeployerError, ReleaseNotFound
+from deployer.lifecycle import serving
+from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+POLL_SECONDS = 2.0
+DEFAULT_TIMEOUT = 1800
+# After a FAILED verdict, how long to wait for the automatic rollback to be recorded.
+ROLLBACK_GRACE_SECONDS = 30
+ENDED = frozenset(
+    {
+        ReleaseStatus.SUCCEEDED,
+        ReleaseStatus.FAILED,
+        ReleaseStatus.ROLLED_BACK,
+        ReleaseStatus.CANCELLED,
+        ReleaseStatus.SUPERSEDED,
+    }
+)
+
+
+# --- sending the action ------------------------------------------------------------------------
+
+
+def _invoke(ctx: Context, function: str, payload: dict[str, Any]) -> dict[str, Any]:
+    client = ctx.deps.clients.client("lambda")
+    response = client.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+    body = json.loads(response["Payload"].read() or b"null")
+    if response.get("FunctionError"):
+        message = body.get("errorMessage") if isinstance(body, dict) else body
+        if isinstance(body, dict) and body.get("errorType") in {
+            "AppNotFound",
+            "ReleaseNotFound",
+            "InvalidEvent",
+        }:
+            raise UsageError(f"{function}: {message}")
+        raise DeployerError(f"{function}: {message}")
+    return body if isinstance(body, dict) else {"result": body}
+
+
+def run_action(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    function = getattr(ctx.args, "function", None) or os.environ.get(FUNCTION_ENV)
+    if function:
+        return _invoke(ctx, function, payload)
+    from deployer.lifecycle_handlers import handle_operation  # noqa: PLC0415
+
+    return handle_operation(ctx.ld, payload)
+
+
+def _payload(ctx: Context, action: str, **fields: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"action": action, "app": ctx.args.app}
+    payload.update({k: v for k, v in fields.items() if v is not None})
+    return payload
+
+
+def _reference(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _report_action(ctx: Context, result: dict[str, Any], sentence: str) -> None:
+    if ctx.json and not getattr(ctx.args, "wait", False):
+        ctx.emit_json(result)
+    elif not ctx.json:
+        ctx.console().print(sentence)
+
+
+def _deploy(ctx: Context) -> int:
+    args = ctx.args
+    ref: int | str = args.release if args.release is not None else (args.digest or args.tag)
+    result = run_action(ctx, _payload(ctx, "promote", to=ref, reason=args.reason))
+    _report_action(
+        ctx,
+        result,
+        f"{args.app}: release [bold]{result['release']}[/] started ({result.get('tag') or result['digest']})",
+    )
+    return follow(ctx, args.app, int(result["release"])) if args.wait else EXIT_OK
+
+
+def _promote(ctx: Context) -> int:
+    result = run_action(ctx, _payload(ctx, "promote", to=ctx.args.to, reason=ctx.args.reason))
+    _report_action(ctx, result, f"{ctx.args.app}: release [bold]{result['release']}[/] started")
+    return EXIT_OK
+
+
+def _rollback(ctx: Context) -> int:
+    result = run_action(ctx, _payload(ctx, "rollback", to=ctx.args.to, reason=ctx.args.reason))
+    _report_action(
+        ctx,
+        result,
+        f"{ctx.args.app}: rolling back to release {result['target']} as release [bold]{result['release']}[/]",
+    )
+    return follow(ctx, ctx.args.app, int(result["release"])) if ctx.args.wait else EXIT_OK
+
+
+def _cancel(ctx: Context) -> int:
+    result = run_action(ctx, _payload(ctx, "cancel", reason=ctx.args.reason))
+    back = (
+        f"; rolling back to release {result['target']} as release {result['rollback_release']}"
+        if result.get("rollback_release")
+        else "; no earlier release to roll back to"
+    )
+    _report_action(ctx, result, f"{ctx.args.app}: release {result['release']} [yellow]CANCELLED[/]{back}")
+    if ctx.args.wait and result.get("rollback_release"):
+        code = follow(ctx, ctx.args.app, int(result["rollback_release"]))
+        return EXIT_CANCELLED if code == EXIT_OK else code
+    return EXIT_CANCELLED if ctx.args.wait else EXIT_OK
+
+
+def _pause(ctx: Context) -> int:
+    result = run_action(ctx, _payload(ctx, "pause", reason=ctx.args.reason))
+    _report_action(ctx, result, f"{ctx.args.app}: automatic deploys [yellow]paused[/]")
+    return EXIT_OK
+
+
+def _resume(ctx: Context) -> int:
+    result = run_action(ctx, _payload(ctx, "resume"))
+    started = f"; release {result['release']} started" if result.get("release") else ""
+    _report_action(ctx, result, f"{ctx.args.app}: automatic deploys resumed{started}")
+    return EXIT_OK
+
+
+def _wait(ctx: Context) -> int:
+    deps = ctx.deps
+    app = ctx.args.app
+    deps.apps.get(app)
+    number = ctx.args.release
+    if number is None:
+        recent = deps.releases.list_recent(app, limit=10)
+        active = next(
+            (r for r in recent if r.status in {ReleaseStatus.DEPLOYING, ReleaseStatus.PENDING}), None
+        )
+        chosen = active or (recent[0] if recent else None)
+        if chosen is None:
+            raise ReleaseNotFound(f"{app} has no release to wait for")
+        number = chosen.release
+    return follow(ctx, app, number)
+
+
+# --- following a release -----------------------------------------------------------------------
+
+
+@dataclass
+class Followed:
+    """What the live view has shown of one release."""
+
+    release: Release
+    hosts: dict[str, HostOutcome] = field(default_factory=dict)
+
+
+def _host_json(outcome: HostOutcome) -> dict[str, Any]:
+    summary = outcome.summary or {}
+    return {
+        "instance_id": outcome.instance_id,
+        "ok": serving(outcome),
+        "status": outcome.status,
+        "failure_class": outcome.failure_class,
+        "message": outcome.message,
+        "log_tail": list(summary.get("log_tail") or []),
+        "seconds": (summary.get("timings") or {}).get("total"),
+    }
+
+
+def _targets(ctx: Context, release: Release) -> int | None:
+    if not release.command_id:
+        return None
+    counts = ctx.ld.results.counts(release.command_id)
+    return counts.target_count if counts and counts.target_count else None
+
+
+def _show_host(console: Console | None, outcome: HostOutcome) -> None:
+    if console is None:
+        return
+    if serving(outcome):
+        seconds = ((outcome.summary or {}).get("timings") or {}).get("total")
+        took = f" in {seconds:.1f}s" if isinstance(seconds, int | float) else ""
+        console.print(f"  [green]✓[/] {outcome.instance_id} live on release {outcome.release}{took}")
+        return
+    console.print(
+        f"  [red]✗[/] {outcome.instance_id} [bold red]{outcome.failure_class or 'failed'}[/]: "
+        f"{outcome.message}"
+    )
+    for line in (outcome.summary or {}).get("log_tail") or []:
+        console.print(f"      {line}", style="dim", markup=False)
+
+
+def _track(ctx: Context, app: str, number: int, console: Console | None, deadline: float) -> Followed:
+    """Poll one release until it ends (or the deadline), showing each host as it reports."""
+    deps = ctx.deps
+    followed = Followed(release=deps.releases.get(app, number))
+    progress = None
+    task = None
+    if console is not None and console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+        progress = Progress(
+            TextColumn("release {task.fields[number]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=True,
+        )
+        progress.start()
+        task = progress.add_task("swap", total=None, number=number, status=followed.release.status.value)
+    try:
+        while True:
+            release = deps.releases.get(app, number)
+            followed.release = release
+            for outcome in deps.host_outcomes.for_release(release.key):
+                known = followed.hosts.get(outcome.instance_id)
+                if known is None or known.updated_at != outcome.updated_at:
+                    followed.hosts[outcome.instance_id] = outcome
+                    _show_host(progress.console if progress else console, outcome)
+            if progress is not None and task is not None:
+                progress.update(
+                    task,
+                    total=_targets(ctx, release),
+                    completed=len(followed.hosts),
+                    status=release.status.value,
+                )
+            if release.status in ENDED or ctx.clock() >= deadline:
+                return followed
+            ctx.sleep(POLL_SECONDS)
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _rollback_of(ctx: Context, failed: Release) -> Release | None:
+    """The rollback release started for a failed (or cancelled) release: the first rollback
+    release after it (the lock hands over from one to the other, so none starts in between)."""
+    later = [
+        r
+        for r in ctx.deps.releases.list_recent(failed.app, limit=20)
+        if r.release > failed.release and r.source is ReleaseSource.ROLLBACK
+    ]
+    return min(later, key=lambda r: r.release) if later else None
+
+
+def follow(ctx: Context, app: str, number: int) -> int:
+    """The live view of one release until its verdict; returns the exit code."""
+    console = None if ctx.json else ctx.console()
+    deadline = ctx.clock() + getattr(ctx.args, "timeout", DEFAULT_TIMEOUT)
+    if console is not None:
+        console.print(f"following {app} release [bold]{number}[/]")
+    followed = _track(ctx, app, number, console, deadline)
+    release = followed.release
+    config = ctx.deps.apps.get(app)
+    if (
+        release.status is ReleaseStatus.FAILED
+        and config.auto_rollback
+        and release.source is not ReleaseSource.ROLLBACK
+    ):
+        # The automatic rollback is recorded by the same invocation that decided the failure.
+        grace = min(deadline, ctx.clock() + ROLLBACK_GRACE_SECONDS)
+        while release.status is ReleaseStatus.FAILED and ctx.clock() < grace:
+            ctx.sleep(POLL_SECONDS)
+            release = ctx.deps.releases.get(app, number)
+    rollback: Followed | None = None
+    if release.status in {ReleaseStatus.ROLLED_BACK, ReleaseStatus.CANCELLED}:
+        back = _rollback_of(ctx, release)
+        if back is not None:
+            if console is not None:
+                console.print(f"rolling back as release [bold]{back.release}[/] ({back.reason})")
+            rollback = _track(ctx, app, back.release, console, deadline)
+    verdict, code = _verdict(release, rollback, ctx.clock() >= deadline)
+    failures = [h for h in followed.hosts.values() if not serving(h)]
+    classes = sorted({h.failure_class for h in failures if h.failure_class})
+    result = {
+        "app": app,
+        "release": release.release,
+        "status": release.status.value,
+        "reason": release.status_reason,
+        "verdict": verdict,
+        "exit_code": code,
+        "hosts": [_host_json(h) for h in sorted(followed.hosts.values(), key=lambda h: h.instance_id)],
+        "failure_classes": classes,
+        "rollback": None
+        if rollback is None
+        else {
+            "release": rollback.release.release,
+            "status": rollback.release.status.value,
+            "reason": rollback.release.status_reason,
+        },
+    }
+    if console is None:
+        ctx.emit_json(result)
+    else:
+        style = {EXIT_OK: "bold green", EXIT_CANCELLED: "bold yellow"}.get(code, "bold red")
+        named = f" ({', '.join(classes)})" if classes else ""
+        console.print(f"[{style}]{verdict}[/]{named}: {release.status_reason}")
+    return code
+
+
+def _verdict(release: Release, rollback: Followed | None, timed_out: bool) -> tuple[str, int]:
+    status = release.status
+    if status is ReleaseStatus.SUCCEEDED:
+        return "succeeded", EXIT_OK
+    if status is ReleaseStatus.CANCELLED:
+        return "cancelled", EXIT_CANCELLED
+    if status is ReleaseStatus.ROLLED_BACK:
+        if rollback is not None and rollback.release.status is not ReleaseStatus.SUCCEEDED:
+            return f"failed; the rollback ended {rollback.release.status.value}", EXIT_FAILED
+        return "failed and rolled back", EXIT_ROLLED_BACK
+    if status is ReleaseStatus.SUPERSEDED:
+        return "superseded by a newer release before it started", EXIT_FAILED
+    if timed_out and status in {ReleaseStatus.DEPLOYING, ReleaseStatus.PENDING}:
+        return f"still {status.value} when the wait timed out", EXIT_FAILED
+    return "failed", EXIT_FAILED
+
+
+# --- parsers -----------------------------------------------------------------------------------
+
+
+def _function_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--function", help=f"rollback function to invoke (default: ${FUNCTION_ENV}, else run here)"
+    )
+
+
+def _wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true", help="follow the release live until its verdict")
+    parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds --wait waits")
+
+
+def _release_number(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a release number")
+    return int(value)
+
+
+def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
+    deploy = sub.add_parser("deploy", help="deploy a tag, digest or earlier release", parents=[common])
+    deploy.add_argument("app")
+    what = deploy.add_mutually_exclusive_group(required=True)
+    what.add_argument("--tag")
+    what.add_argument("--digest")
+    what.add_argument("--release", type=_release_number)
+    deploy.add_argument("--reason")
+    _wait_options(deploy)
+    _function_option(deploy)
+    deploy.set_defaults(run=_deploy)
+
+    rollback = sub.add_parser(
+        "rollback", help="roll back (default: to the previous SUCCEEDED release)", parents=[common]
+    )
+    rollback.add_argument("app")
+    rollback.add_argument("--to", type=_reference, help="release number, tag or sha256 digest")
+    rollback.add_argument("--reason")
+    _wait_options(rollback)
+    _function_option(rollback)
+    rollback.set_defaults(run=_rollback)
+
+    cancel = sub.add_parser(
+        "cancel", help="stop the deploy in progress; swapped hosts go back", parents=[common]
+    )
+    cancel.add_argument("app")
+    cancel.add_argument("--reason")
+    _wait_options(cancel)
+    _function_option(cancel)
+    cancel.set_defaults(run=_cancel)
+
+    wait = sub.add_parser("wait", help="follow a deploy (e.g. one a push started) live", parents=[common])
+    wait.add_argument("app")
+    wait.add_argument(
+        "--release", type=_release_number, help="default: the deploy in progress, else the newest"
+    )
+    wait.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT)
+    wait.set_defaults(run=_wait)
+
+    promote = sub.add_parser("promote", help="deploy a tag, digest or release (see deploy)", parents=[common])
+    promote.add_argument("app")
+    promote.add_argument("--to", type=_reference, required=True, help="tag, sha256 digest or release number")
+    promote.add_argument("--reason")
+    _function_option(promote)
+    promote.set_defaults(run=_promote)
+
+    pause = sub.add_parser("pause", help="stop automatic deploys (pushes wait as PENDING)", parents=[common])
+    pause.add_argument("app")
+    pause.add_argument("--reason")
+    _function_option(pause)
+    pause.set_defaults(run=_pause)
+
+    resume = sub.add_parser(
+        "resume", help="resume automatic deploys; the newest pending starts", parents=[common]
+    )
+    resume.add_argument("app")
+    _function_option(resume)
+    resume.set_defaults(run=_resume)

@@ -1,0 +1,281 @@
+"""`deployer status` and `deployer history` (and the older `releases`): what the system holds,
+read from the tables, the pointer, the group and its launch-template version."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from deployer.cli.context import EXIT_OK, Context
+from deployer.lifecycle import serving
+from deployer.models.records import HostOutcome, Release, ReleaseStatus
+
+if TYPE_CHECKING:
+    from deployer.rollout import Deps
+
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+# How far back `status` looks for each host's last outcome.
+HOST_HISTORY = 10
+STATUS_STYLE = {
+    "SUCCEEDED": "green",
+    "DEPLOYING": "cyan",
+    "PENDING": "yellow",
+    "FAILED": "red",
+    "ROLLED_BACK": "magenta",
+    "CANCELLED": "yellow",
+    "SUPERSEDED": "dim",
+}
+
+
+def _duration(release: Release) -> float | None:
+    if release.deploy_started_at is None or release.finished_at is None:
+        return None
+    return round((release.finished_at - release.deploy_started_at).total_seconds(), 1)
+
+
+def history_rows(deps: Deps, app: str, limit: int) -> list[dict[str, Any]]:
+    deps.apps.get(app)  # an unknown app is an error, not an empty history
+    return [
+        {
+            "release": r.release,
+            "status": r.status.value,
+            "source": r.source.value,
+            "tag": r.tag,
+            "digest": r.digest,
+            "created_at": r.created_at.isoformat(),
+            "duration_seconds": _duration(r),
+            "hosts_ok": r.hosts_ok,
+            "hosts_failed": r.hosts_failed,
+            "reason": r.status_reason or r.reason,
+        }
+        for r in deps.releases.list_recent(app, limit=limit)
+    ]
+
+
+def _outcome_json(outcome: HostOutcome) -> dict[str, Any]:
+    return {
+        "release": outcome.release,
+        "status": outcome.status,
+        "ok": serving(outcome),
+        "failure_class": outcome.failure_class,
+        "message": outcome.message,
+        "updated_at": outcome.updated_at.isoformat(),
+    }
+
+
+def status_view(deps: Deps, app: str) -> dict[str, Any]:
+    """The app's current release, pointer vs group version, each in-service host, drift."""
+    config = deps.apps.get(app)
+    state = deps.state.get(app)
+    pointer = deps.pointer.get(app)
+    recent = deps.releases.list_recent(app, limit=HOST_HISTORY)
+    by_number = {r.release: r for r in recent}
+    current = by_number.get(pointer.release) if pointer else None
+    if pointer is not None and current is None:
+        current = deps.releases.get(app, pointer.release)
+    drift: list[str] = []
+
+    group = deps.launch_templates.current(config)
+    expected_version = current.launch_template_version if current else None
+    template_in_sync = expected_version is None or group.version == expected_version
+    if not template_in_sync:
+        drift.append(
+            f"group {config.auto_scaling_group} launches version {group.version}, "
+            f"release {pointer.release if pointer else '?'} is version {expected_version}"
+        )
+
+    # Newest first: each host's newest serving outcome is the release it runs.
+    outcomes: dict[str, list[HostOutcome]] = {}
+    for release in recent:
+        for outcome in deps.host_outcomes.for_release(release.key):
+            outcomes.setdefault(outcome.instance_id, []).append(outcome)
+    described = deps.clients.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[config.auto_scaling_group]
+    )
+    groups = described.get("AutoScalingGroups", [])
+    instances = groups[0].get("Instances", []) if groups else []
+    hosts = []
+    for instance in sorted(instances, key=lambda i: str(i["InstanceId"])):
+        iid = str(instance["InstanceId"])
+        history = sorted(outcomes.get(iid, []), key=lambda o: o.release, reverse=True)
+        running = next((o.release for o in history if serving(o)), None)
+        last = max(history, key=lambda o: o.updated_at) if history else None
+        state_text = "unknown" if last is None else ("serving" if serving(last) else "failed")
+        in_service = instance.get("LifecycleState") == "InService"
+        host_drift = in_service and pointer is not None and running != pointer.release
+        if host_drift:
+            drift.append(
+                f"{iid} runs release {running or 'unknown'}, pointer is {pointer.release if pointer else '?'}"
+            )
+        hosts.append(
+            {
+                "instance_id": iid,
+                "lifecycle_state": instance.get("LifecycleState"),
+                "health": instance.get("HealthStatus"),
+                "release": running,
+                "state": state_text,
+                "last_result": _outcome_json(last) if last else None,
+                "drift": host_drift,
+            }
+        )
+    deploying = None
+    if state.locked(deps.clock()):
+        active = next((r for r in recent if r.status is ReleaseStatus.DEPLOYING), None)
+        deploying = {"owner": state.lock_owner, "release": active.release if active else None}
+    return {
+        "app": app,
+        "current": (
+            {
+                "release": pointer.release,
+                "tag": pointer.tag,
+                "digest": pointer.digest,
+                "since": pointer.updated_at.isoformat(),
+                "source": pointer.source.value,
+                "status": current.status.value if current else None,
+            }
+            if pointer
+            else None
+        ),
+        "launch_template": {
+            "template_id": group.template_id,
+            "group_version": group.version,
+            "release_version": expected_version,
+            "in_sync": template_in_sync,
+        },
+        "paused": state.paused,
+        "pause_reason": state.pause_reason or None,
+        "deploying": deploying,
+        "refused_digests": sorted(state.refused_digests),
+        "hosts": hosts,
+        "drift": drift,
+    }
+
+
+def _status(ctx: Context) -> int:
+    view = status_view(ctx.deps, ctx.args.app)
+    if ctx.json:
+        ctx.emit_json(view)
+        return EXIT_OK
+    from rich.table import Table  # noqa: PLC0415
+
+    console = ctx.console()
+    current = view["current"]
+    if current is None:
+        console.print(f"[bold]{view['app']}[/]: never deployed")
+    else:
+        console.print(
+            f"[bold]{view['app']}[/] release [bold]{current['release']}[/] "
+            f"({current['tag'] or '-'}, {current['digest'][:19]}) "
+            f"since {current['since'][:19].replace('T', ' ')} "
+            f"[dim]source {current['source']}, {current['status']}[/]"
+        )
+    lt = view["launch_template"]
+    mark = "[green]in sync[/]" if lt["in_sync"] else "[bold red]DRIFT[/]"
+    console.print(
+        f"launch template {lt['template_id']}: group on version {lt['group_version']}, "
+        f"release version {lt['release_version']} {mark}"
+    )
+    if view["paused"]:
+        console.print(f"[yellow]paused[/]: {view['pause_reason'] or ''}")
+    if view["deploying"]:
+        console.print(
+            f"[cyan]deploying[/] release {view['deploying']['release']} ({view['deploying']['owner']})"
+        )
+    table = Table(title="hosts", title_justify="left")
+    for column in ("instance", "lifecycle", "release", "state"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("last result", ratio=1, overflow="fold")
+    for host in view["hosts"]:
+        last = host["last_result"]
+        result = (
+            "-"
+            if last is None
+            else (
+                f"release {last['release']}: {last['status']}"
+                + (f" ({last['failure_class']}) {last['message']}" if last["failure_class"] else "")
+            )
+        )
+        release = str(host["release"] or "-")
+        table.add_row(
+            host["instance_id"],
+            str(host["lifecycle_state"]),
+            f"[bold red]{release}[/]" if host["drift"] else release,
+            {"serving": "[green]serving[/]", "failed": "[red]failed[/]"}.get(host["state"], host["state"]),
+            result,
+        )
+    console.print(table)
+    if view["drift"]:
+        for line in view["drift"]:
+            console.print(f"[bold red]drift[/]: {line}")
+    else:
+        console.print("[green]no drift[/]: pointer, launch-template version and hosts agree")
+    return EXIT_OK
+
+
+def _history(ctx: Context) -> int:
+    rows = history_rows(ctx.deps, ctx.args.app, ctx.args.limit)
+    if ctx.json:
+        ctx.emit_json(rows)
+        return EXIT_OK
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"{ctx.args.app} releases, newest first", title_justify="left")
+    for column in ("release", "status", "source", "tag", "created", "duration", "ok", "failed"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", ratio=1, overflow="fold")
+    for row in rows:
+        style = STATUS_STYLE.get(row["status"], "")
+        table.add_row(
+            str(row["release"]),
+            f"[{style}]{row['status']}[/]" if style else row["status"],
+            row["source"],
+            row["tag"] or "-",
+            row["created_at"][:16].replace("T", " "),
+            "-" if row["duration_seconds"] is None else f"{row['duration_seconds']:.0f}s",
+            "-" if row["hosts_ok"] is None else str(row["hosts_ok"]),
+            "-" if row["hosts_failed"] is None else str(row["hosts_failed"]),
+            row["reason"],
+        )
+    ctx.console().print(table)
+    return EXIT_OK
+
+
+def _releases(ctx: Context) -> int:
+    """The older tab-separated listing, kept for scripts written against it."""
+    if ctx.json:
+        ctx.emit_json(history_rows(ctx.deps, ctx.args.name, ctx.args.limit))
+        return EXIT_OK
+    for r in ctx.deps.releases.list_recent(ctx.args.name, limit=ctx.args.limit):
+        ctx.out.write(
+            f"{r.release}\t{r.status.value}\t{r.source.value}\t{r.tag or '-'}\t{r.digest}\t"
+            f"{r.created_at.isoformat()}\t{r.status_reason or r.reason}\n"
+        )
+    return EXIT_OK
+
+
+def _positive(value: str) -> int:
+    number = int(value) if value.isdigit() else 0
+    if not 1 <= number <= 1000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 1 to 1000")
+    return number
+
+
+def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
+    status = sub.add_parser(
+        "status", help="current release, pointer vs group, hosts, drift", parents=[common]
+    )
+    status.add_argument("app")
+    status.set_defaults(run=_status)
+    history = sub.add_parser(
+        "history", help="releases with status, duration, hosts, reason", parents=[common]
+    )
+    history.add_argument("app")
+    history.add_argument("--limit", type=_positive, default=20)
+    history.set_defaults(run=_history)
+    releases = sub.add_parser(
+        "releases", help="an app's releases, tab-separated (see history)", parents=[common]
+    )
+    releases.add_argument("name")
+    releases.add_argument("--limit", type=_positive, default=20)
+    releases.set_defaults(run=_releases)

@@ -1,0 +1,156 @@
+"""moto CloudFormation gaps: what moto's `create_stack` skips or ignores, created after it.
+
+moto 5 creates most of the stack but logs "No Moto CloudFormation support" for some resource
+types and drops some properties. `fill` creates them through the regular AWS APIs, after
+`create_stack` reports CREATE_COMPLETE, with the properties resolved by moto's own CloudFormation
+(`Ref`, `Fn::GetAtt`, `Fn::Sub` against the resources the stack created):
+
+| skipped by moto | created with |
+|---|---|
+| `AWS::Lambda::EventInvokeConfig` | `lambda:PutFunctionEventInvokeConfig` (retries, age, on-failure destination) |
+| `AWS::SQS::QueuePolicy` | `sqs:SetQueueAttributes` (`Policy`) |
+| `AWS::CloudWatch::Alarm` | `cloudwatch:PutMetricAlarm` (name `<stack>-<LogicalId>-local`) |
+
+| property moto ignores | applied with |
+|---|---|
+| `AWS::DynamoDB::Table` `TimeToLiveSpecification` | `dynamodb:UpdateTimeToLive` |
+| `AWS::DynamoDB::Table` `PointInTimeRecoverySpecification` | `dynamodb:UpdateContinuousBackups` |
+
+Any other type moto skips is an error (`UnfilledGap`), so a new resource type in the template
+cannot silently go missing from the local stack. Development tooling only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Types moto's CloudFormation creates nothing for, but which are no AWS resource to create
+# either (conditions of the stack's own) -- none today.
+SKIPPED_BY_DESIGN: frozenset[str] = frozenset()
+
+
+class UnfilledGap(RuntimeError):
+    """moto skipped a resource type this gap-filler does not know how to create."""
+
+
+def _moto_stack(account: str, region: str, name: str) -> Any:
+    from moto.cloudformation.models import cloudformation_backends  # noqa: PLC0415
+
+    backend = cloudformation_backends[account][region]
+    for stack in backend.stacks.values():
+        if stack.name == name and stack.status != "DELETE_COMPLETE":
+            return stack
+    raise UnfilledGap(f"no stack {name} in moto's CloudFormation")
+
+
+def _resolve(stack: Any, value: Any) -> Any:
+    """Resolve intrinsic functions the way moto's CloudFormation resolved the rest of the stack."""
+    from moto.cloudformation.parsing import clean_json  # noqa: PLC0415
+
+    return clean_json(value, stack.resource_map)
+
+
+def _active(stack: Any, resource: dict[str, Any]) -> bool:
+    condition = resource.get("Condition")
+    return condition is None or bool(stack.resource_map.lazy_condition_map[condition])
+
+
+def fill(clients: Any, name: str, template: dict[str, Any], account: str | None = None) -> list[str]:
+    """Create what moto skipped for stack `name` (deployed from `template`, already transformed);
+    returns one line per gap filled."""
+    import os  # noqa: PLC0415
+
+    account = account or os.environ.get("MOTO_ACCOUNT_ID", "123456789012")
+    stack = _moto_stack(account, clients.region, name)
+    created = {
+        s["LogicalResourceId"]: s.get("PhysicalResourceId", "")
+        for page in clients.client("cloudformation").get_paginator("list_stack_resources").paginate(StackName=name)
+        for s in page["StackResourceSummaries"]
+    }
+    filled: list[str] = []
+    for lid, resource in (template.get("Resources") or {}).items():
+        rtype = resource["Type"]
+        if not _active(stack, resource):
+            continue
+        props = _resolve(stack, resource.get("Properties") or {})
+        if rtype == "AWS::DynamoDB::Table" and lid in created:
+            filled.extend(_table_properties(clients, lid, created[lid], props))
+            continue
+        if lid in created:
+            continue
+        handler = _CREATORS.get(rtype)
+        if handler is None:
+            if rtype in SKIPPED_BY_DESIGN:
+                continue
+            raise UnfilledGap(f"moto's CloudFormation skipped {lid} ({rtype}) and localcloud.cfn_gaps cannot create it")
+        filled.append(f"{lid} ({rtype}): " + handler(clients, name, lid, props))
+    return filled
+
+
+def _table_properties(clients: Any, lid: str, table: str, props: dict[str, Any]) -> list[str]:
+    ddb = clients.client("dynamodb")
+    out = []
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl and ttl.get("Enabled"):
+        status = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"]
+        if status != "ENABLED":
+            ddb.update_time_to_live(
+                TableName=table,
+                TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+            )
+            out.append(f"{lid} (AWS::DynamoDB::Table): TimeToLiveSpecification on {ttl['AttributeName']}")
+    pitr = props.get("PointInTimeRecoverySpecification")
+    if pitr and pitr.get("PointInTimeRecoveryEnabled"):
+        ddb.update_continuous_backups(
+            TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+        )
+        out.append(f"{lid} (AWS::DynamoDB::Table): PointInTimeRecoverySpecification")
+    return out
+
+
+def _event_invoke_config(clients: Any, stack: str, lid: str, props: dict[str, Any]) -> str:
+    args: dict[str, Any] = {"FunctionName": props["FunctionName"], "Qualifier": props.get("Qualifier", "$LATEST")}
+    for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds"):
+        if key in props:
+            args[key] = int(props[key])
+    if props.get("DestinationConfig"):
+        args["DestinationConfig"] = props["DestinationConfig"]
+    clients.client("lambda").put_function_event_invoke_config(**args)
+    return f"put_function_event_invoke_config {args['FunctionName']} retries {args.get('MaximumRetryAttempts')}"
+
+
+def _queue_policy(clients: Any, stack: str, lid: str, props: dict[str, Any]) -> str:
+    sqs = clients.client("sqs")
+    policy = props["PolicyDocument"]
+    text = policy if isinstance(policy, str) else json.dumps(policy)
+    for url in props.get("Queues") or []:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": text})
+    return f"set_queue_attributes Policy on {len(props.get('Queues') or [])} queue(s)"
+
+
+def _alarm(clients: Any, stack: str, lid: str, props: dict[str, Any]) -> str:
+    name = props.get("AlarmName") or f"{stack}-{lid}-local"
+    args: dict[str, Any] = {"AlarmName": name}
+    for key in (
+        "AlarmDescription", "ActionsEnabled", "AlarmActions", "OKActions", "InsufficientDataActions",
+        "MetricName", "Namespace", "Statistic", "ExtendedStatistic", "Dimensions", "Period", "Unit",
+        "EvaluationPeriods", "DatapointsToAlarm", "Threshold", "ComparisonOperator",
+        "TreatMissingData", "EvaluateLowSampleCountPercentile", "Metrics", "ThresholdMetricId",
+    ):
+        if key in props:
+            args[key] = props[key]
+    for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+        if key in args:
+            args[key] = int(args[key])
+    if "Threshold" in args:
+        args["Threshold"] = float(args["Threshold"])
+    clients.client("cloudwatch").put_metric_alarm(**args)
+    return f"put_metric_alarm {name}"
+
+
+_CREATORS = {
+    "AWS::Lambda::EventInvokeConfig": _event_invoke_config,
+    "AWS::SQS::QueuePolicy": _queue_policy,
+    "AWS::CloudWatch::Alarm": _alarm,
+}

@@ -1,0 +1,124 @@
+"""The agent's read-only `diagnose` mode on a real host sandbox (Docker, nginx, nftables, a
+registry): it names the layer that fails, and it changes nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from localcloud.images import AppImage
+from localcloud.registry import Registry
+from localcloud.sandbox import HostSandbox
+from tests.host.helpers import APP, swap
+
+pytestmark = pytest.mark.integration
+
+
+def diagnose(host: HostSandbox) -> dict[str, Any]:
+    code, report, err = host.run_agent("diagnose", [f"--app={APP}", "--health-path=/health"])
+    assert code == 0, err
+    return report
+
+
+def failed(report: dict[str, Any]) -> set[str]:
+    return {c["name"] for c in report["checks"] if not c["ok"]}
+
+
+def live(host: HostSandbox, publish: Callable[..., AppImage]) -> AppImage:
+    image = publish(1)
+    code, summary, err = swap(host, image)
+    assert code == 0, (summary, err)
+    return image
+
+
+def test_a_healthy_host_has_no_failing_layer_and_diagnose_changes_nothing(
+    host: HostSandbox, publish: Callable[..., AppImage]
+) -> None:
+    # Given release 1 live on the host
+    live(host, publish)
+    state_before = host.state(APP)
+    containers_before = sorted(host.containers(all_states=True))
+
+    # When it is diagnosed
+    report = diagnose(host)
+
+    # Then nothing fails, and the state and containers are as they were
+    assert report["layer"] == "none", report
+    assert failed(report) == set()
+    names = {c["name"] for c in report["checks"]}
+    assert {
+        "docker engine",
+        "live container",
+        "app health",
+        "proxy target",
+        "proxy answers",
+        "registry",
+    } <= names
+    assert report["release"] == 1
+    assert host.state(APP) == state_before
+    assert sorted(host.containers(all_states=True)) == containers_before
+
+
+def test_a_stopped_app_container_is_the_app_layer(
+    host: HostSandbox, publish: Callable[..., AppImage]
+) -> None:
+    # Given release 1 live, then its container stopped behind the agent's back
+    live(host, publish)
+    container = host.state(APP)["container"]  # type: ignore[index]
+    subprocess.run(["docker", "stop", "-t", "1", container], check=True, capture_output=True)
+
+    # When the host is diagnosed
+    report = diagnose(host)
+
+    # Then the app layer is named, with the container's state in the detail
+    assert report["layer"] == "app", report
+    assert "live container" in failed(report)
+    detail = next(c["detail"] for c in report["checks"] if c["name"] == "live container")
+    assert "exited" in detail
+
+
+def test_nginx_down_is_the_proxy_layer(host: HostSandbox, publish: Callable[..., AppImage]) -> None:
+    # Given release 1 live, then nginx gone
+    live(host, publish)
+    pid = host.nginx_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while host.nginx_pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    # When the host is diagnosed
+    report = diagnose(host)
+
+    # Then the app is fine and the proxy is named
+    assert report["layer"] == "proxy", report
+    assert failed(report) == {"proxy answers"}
+
+
+def test_an_unreachable_registry_is_the_registry_layer(
+    host: HostSandbox, publish: Callable[..., AppImage], registry: Registry
+) -> None:
+    # Given release 1 live, then the registry answering 503 to everything
+    live(host, publish)
+    registry.fail_always(503)
+    try:
+        # When the host is diagnosed
+        report = diagnose(host)
+    finally:
+        registry.heal()
+
+    # Then the app still serves and the registry is named
+    assert report["layer"] == "registry", report
+    assert failed(report) == {"registry"}
+
+
+def test_a_host_that_never_ran_the_app_is_the_app_layer(host: HostSandbox) -> None:
+    report = diagnose(host)
+    assert report["layer"] == "app"
+    assert "release state" in failed(report)
