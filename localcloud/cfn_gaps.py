@@ -7,7 +7,7 @@ types and drops some properties. `fill` creates them through the regular AWS API
 
 | skipped by moto | created with |
 |---|---|
-| `AWS::Lambda::EventInvokeConfig` | `lambda:PutFunctionEventInvokeConfig` (retries, age, on-failure destination) |
+| `AWS::Lambda::EventInvokeConfig` | `lambda:PutFunctionEventInvokeConfig` (retries, age, destination) |
 | `AWS::SQS::QueuePolicy` | `sqs:SetQueueAttributes` (`Policy`) |
 | `AWS::CloudWatch::Alarm` | `cloudwatch:PutMetricAlarm` (name `<stack>-<LogicalId>-local`) |
 
@@ -63,9 +63,10 @@ def fill(clients: Any, name: str, template: dict[str, Any], account: str | None 
 
     account = account or os.environ.get("MOTO_ACCOUNT_ID", "123456789012")
     stack = _moto_stack(account, clients.region, name)
+    pages = clients.client("cloudformation").get_paginator("list_stack_resources").paginate(StackName=name)
     created = {
         s["LogicalResourceId"]: s.get("PhysicalResourceId", "")
-        for page in clients.client("cloudformation").get_paginator("list_stack_resources").paginate(StackName=name)
+        for page in pages
         for s in page["StackResourceSummaries"]
     }
     filled: list[str] = []
@@ -83,7 +84,9 @@ def fill(clients: Any, name: str, template: dict[str, Any], account: str | None 
         if handler is None:
             if rtype in SKIPPED_BY_DESIGN:
                 continue
-            raise UnfilledGap(f"moto's CloudFormation skipped {lid} ({rtype}) and localcloud.cfn_gaps cannot create it")
+            raise UnfilledGap(
+                f"moto's CloudFormation skipped {lid} ({rtype}) and localcloud.cfn_gaps cannot create it"
+            )
         filled.append(f"{lid} ({rtype}): " + handler(clients, name, lid, props))
     return filled
 
@@ -110,14 +113,18 @@ def _table_properties(clients: Any, lid: str, table: str, props: dict[str, Any])
 
 
 def _event_invoke_config(clients: Any, stack: str, lid: str, props: dict[str, Any]) -> str:
-    args: dict[str, Any] = {"FunctionName": props["FunctionName"], "Qualifier": props.get("Qualifier", "$LATEST")}
+    args: dict[str, Any] = {
+        "FunctionName": props["FunctionName"],
+        "Qualifier": props.get("Qualifier", "$LATEST"),
+    }
     for key in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds"):
         if key in props:
             args[key] = int(props[key])
     if props.get("DestinationConfig"):
         args["DestinationConfig"] = props["DestinationConfig"]
     clients.client("lambda").put_function_event_invoke_config(**args)
-    return f"put_function_event_invoke_config {args['FunctionName']} retries {args.get('MaximumRetryAttempts')}"
+    retries = args.get("MaximumRetryAttempts")
+    return f"put_function_event_invoke_config {args['FunctionName']} retries {retries}"
 
 
 def _queue_policy(clients: Any, stack: str, lid: str, props: dict[str, Any]) -> str:

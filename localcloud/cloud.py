@@ -2,9 +2,11 @@
 
 `LocalCloud` wires the stand-ins together:
 - AWS APIs: an in-process moto server on 127.0.0.1 (`localcloud.motoserver`) with the gaps
-  filled (`localcloud.moto_gaps`); the stack's resources created under the template's names;
-- EventBridge: `localcloud.eventbridge` with the rules read from the template;
-- Lambda: `localcloud.lambdas`, one warm worker process per function;
+  filled (`localcloud.moto_gaps`, `localcloud.invoke_gap`);
+- the stack: deployed as AWS would (`localcloud.stack`: package, SAM transform, CloudFormation
+  `create_stack`, then `localcloud.cfn_gaps`); every stand-in acts on what the stack created;
+- EventBridge: `localcloud.eventbridge` with the stack's rules, read with the events API;
+- Lambda: `localcloud.lambdas`, one warm worker process per function of the stack;
 - ECR: the Debian registry (`localcloud.registry`); `push()` builds an image, pushes it, stores
   the same manifest in moto's repository and emits the ECR push event with the real digest;
 - EC2 / Auto Scaling / SSM: `localcloud.fleet` (hosts are `HostSandbox`es booting the real user
@@ -14,7 +16,6 @@ Development tooling only: no Lambda code imports it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import sys
@@ -27,16 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localcloud import moto_gaps
+from localcloud import invoke_gap, moto_gaps
 from localcloud.eventbridge import Delivery, EventBus, envelope
 from localcloud.fleet import Fleet
 from localcloud.images import build_app_image, push_image, remove_images
 from localcloud.lambdas import LambdaService
-from localcloud.motoserver import MotoServer
+from localcloud.motoserver import ACCOUNT, MotoServer
 from localcloud.registry import Registry
 from localcloud.sqs_source import SqsSource
 from localcloud.ssm_agent import CommandRun, SsmAgents
-from localcloud.template import ACCOUNT, Template
+from localcloud.stack import Stack, deploy
 from tools.render_template import ensure_built
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,19 +107,22 @@ class LocalCloud:
         stack: str = "deployer",
         timeline: Timeline | None = None,
         sandbox_settings: dict[str, Any] | None = None,
+        *,
+        parameters: dict[str, str] | None = None,
     ) -> None:
         self._own_root = root_dir is None
         self.root = Path(root_dir) if root_dir else Path(tempfile.mkdtemp(prefix="localcloud-"))
         # By default the rendered template, so the hosts run the current host/agent.py.
         self.template_path = Path(template) if template is not None else ensure_built()
-        self.stack = stack
+        self.stack_name = stack
+        self.parameters = dict(parameters or {})
         self.log = timeline or Timeline()
         # The boot reads the pointer with the aws CLI, which takes seconds on a loaded 2-core
         # machine; a real host answers faster. Give it room so boots do not fall back needlessly.
         self.sandbox_settings = {"pointer_timeout": 30, **(sandbox_settings or {})}
         self.moto = MotoServer()
         self.registry: Registry | None = None
-        self.template: Template | None = None
+        self.stack: Stack | None = None
         self.lambdas: LambdaService | None = None
         self.bus: EventBus | None = None
         self.fleet: Fleet | None = None
@@ -128,6 +132,7 @@ class LocalCloud:
         self._built: list[str] = []
         self._started = False
         self._gaps = False
+        self._invoke_gap = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> LocalCloud:
@@ -135,27 +140,32 @@ class LocalCloud:
         self._gaps = True
         self.moto.start()
         self.log(f"moto server on {self.moto.endpoint}")
-        self.template = tpl = Template(self.template_path, stack=self.stack, region=self.moto.region)
-        self._create_stack_resources(tpl)
+        self.stack = stk = deploy(self.moto, self.template_path, self.stack_name, self.parameters)
+        self.log(
+            f"stack {stk.name} {stk.status}: {len(stk.physical)} resources; "
+            f"{len(stk.gap_filled)} filled in by localcloud.cfn_gaps"
+        )
+        for topic in stk.of_type("AWS::SNS::Topic").values():
+            self.notifications_queue(topic)
         self.registry = Registry(self.root / "registry").start()
         self.log(f"registry on {self.registry.address}")
         self.lambdas = LambdaService(
-            tpl.functions(),
-            tpl.root,
+            stk.functions,
             self.moto.env(),
             self.root / "logs",
             extra_env={"LOCALCLOUD_ACCOUNT": ACCOUNT},
         )
-        self.bus = EventBus(tpl.rules(), self.lambdas)
+        invoke_gap.install(self.lambdas)
+        self._invoke_gap = True
+        self.bus = EventBus(stk.rules, self.lambdas)
         self.bus.listeners.append(self._on_delivery)
         self.fleet = Fleet(
             self.moto, self.root / "hosts", self.bus, self.host_env, sandbox_settings=self.sandbox_settings
         )
-        docs = {d["Name"]: d["Content"] for d in tpl.documents().values()}
         self.ssm = SsmAgents(
             ACCOUNT,
             self.moto.region,
-            docs,
+            stk.documents,
             self.fleet.host_for,
             host_env=self.host_env,
             bus=self.bus,
@@ -164,18 +174,18 @@ class LocalCloud:
         self.ssm.listeners.append(self._on_command)
         self.ssm.start()
         sqs = self.moto.client("sqs")
-        for fn, queue, batch in tpl.sqs_sources():
+        for mapping in stk.sqs_mappings:
             src = SqsSource(
                 sqs,
-                tpl.physical[queue],
-                tpl.attributes[queue]["Arn"],
-                fn,
+                mapping.queue_url,
+                mapping.queue_arn,
+                mapping.function,
                 self.lambdas,
-                batch_size=batch,
+                batch_size=mapping.batch_size,
                 region=self.moto.region,
             )
             self.sqs_sources.append(src.start())
-        self.lambdas.warm(*tpl.functions())
+        self.lambdas.warm(*stk.functions)
         self._started = True
         return self
 
@@ -189,6 +199,9 @@ class LocalCloud:
             self.bus.close()
         if self.fleet:
             self.fleet.teardown()
+        if self._invoke_gap:
+            invoke_gap.uninstall()
+            self._invoke_gap = False
         if self.lambdas:
             self.lambdas.close()
         if self.registry:
@@ -232,50 +245,6 @@ class LocalCloud:
         self.stop()
 
     # -- stack ---------------------------------------------------------------------------
-    def _create_stack_resources(self, tpl: Template) -> None:
-        ddb = self.moto.client("dynamodb")
-        for lid, args in tpl.tables().items():
-            ttl = args.pop("_ttl", None)
-            ddb.create_table(**args)
-            if ttl:
-                ddb.update_time_to_live(TableName=args["TableName"], TimeToLiveSpecification=ttl)
-            self.log(f"table {args['TableName']} ({lid})")
-        ssm = self.moto.client("ssm")
-        for lid, doc in tpl.documents().items():
-            ssm.create_document(
-                Name=doc["Name"],
-                Content=json.dumps(doc["Content"]),
-                DocumentFormat="JSON",
-                DocumentType=doc["DocumentType"],
-            )
-            self.log(f"SSM document {doc['Name']} ({lid})")
-        logs = self.moto.client("logs")
-        for lid in tpl.of_type("AWS::Logs::LogGroup"):
-            with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-                logs.create_log_group(logGroupName=tpl.physical[lid])
-        sns = self.moto.client("sns")
-        for lid in tpl.of_type("AWS::SNS::Topic"):
-            arn = sns.create_topic(Name=tpl.attributes[lid]["TopicName"])["TopicArn"]
-            tpl.set_physical(lid, arn, TopicArn=arn)
-            self.notifications_queue(arn)
-        sqs = self.moto.client("sqs")
-        queues = tpl.of_type("AWS::SQS::Queue")
-        # dead-letter targets first, so a redrive policy can name them
-        for lid in sorted(queues, key=lambda q: "RedrivePolicy" in (queues[q].get("Properties") or {})):
-            props = tpl.properties(lid)
-            attrs = {
-                k: (json.dumps(v) if isinstance(v, dict) else str(v))
-                for k, v in props.items()
-                if k in {"VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "RedrivePolicy"}
-            }
-            url = sqs.create_queue(QueueName=tpl.attributes[lid]["QueueName"], Attributes=attrs)["QueueUrl"]
-            tpl.set_physical(lid, url, QueueUrl=url)
-        for lid in tpl.of_type("AWS::SSM::Parameter"):
-            p = tpl.properties(lid)
-            ssm.put_parameter(
-                Name=tpl.physical[lid], Value=str(p.get("Value", "")), Type=p.get("Type", "String")
-            )
-
     def notifications_queue(self, topic_arn: str) -> str:
         """Subscribe an SQS queue to a topic so tests and the demo can read the notifications."""
         sqs = self.moto.client("sqs")
@@ -327,7 +296,7 @@ class LocalCloud:
         """ECR repository, launch template, an empty Auto Scaling group (with the launch hook)
         and the app's config in the apps table, as an operator would set them up."""
         assert self.registry is not None
-        assert self.template is not None
+        assert self.stack is not None
         from localcloud.sandbox import free_port  # noqa: PLC0415
 
         repository = repository or app
@@ -352,7 +321,7 @@ class LocalCloud:
             DesiredCapacity=0,
             AvailabilityZones=[f"{self.moto.region}a"],
         )
-        hook_name = str(self.template.parameters.get("LaunchHookName") or f"{self.stack}-launch")
+        hook_name = str(self.stack.parameters.get("LaunchHookName") or f"{self.stack_name}-launch")
         if lifecycle_hook is None:  # only when the stack handles the launch event
             assert self.bus is not None
             probe = envelope(
@@ -406,8 +375,8 @@ class LocalCloud:
         from deployer.adapters.apps import AppsStore  # noqa: PLC0415
         from deployer.models.config import AppConfig  # noqa: PLC0415
 
-        assert self.template is not None
-        table = self.template.physical["AppsTable"]
+        assert self.stack is not None
+        table = self.stack.physical["AppsTable"]
         AppsStore(self.moto.client("dynamodb"), table).put(AppConfig.parse(config))
 
     # -- ECR -----------------------------------------------------------------------------
@@ -534,8 +503,8 @@ class LocalCloud:
 
     # -- observing -----------------------------------------------------------------------
     def pointer(self, app: str) -> dict[str, Any] | None:
-        assert self.template is not None
-        prefix = self.template.parameters["ParameterPrefix"]
+        assert self.stack is not None
+        prefix = self.stack.parameters["ParameterPrefix"]
         ssm = self.moto.client("ssm")
         try:
             value = ssm.get_parameter(Name=f"{prefix}/{app}/release")["Parameter"]["Value"]
@@ -544,26 +513,26 @@ class LocalCloud:
         return dict(json.loads(value))
 
     def releases(self, app: str) -> list[dict[str, Any]]:
-        assert self.template is not None
+        assert self.stack is not None
         from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415
 
         des = TypeDeserializer()
         ddb = self.moto.client("dynamodb")
         items = ddb.query(
-            TableName=self.template.physical["ReleasesTable"],
+            TableName=self.stack.physical["ReleasesTable"],
             KeyConditionExpression="app = :a",
             ExpressionAttributeValues={":a": {"S": app}},
         )["Items"]
         return [{k: _plain(des.deserialize(v)) for k, v in item.items()} for item in items]
 
     def host_outcomes(self, app: str, release: int) -> list[dict[str, Any]]:
-        assert self.template is not None
+        assert self.stack is not None
         from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415
 
         des = TypeDeserializer()
         ddb = self.moto.client("dynamodb")
         items = ddb.query(
-            TableName=self.template.physical["HostOutcomesTable"],
+            TableName=self.stack.physical["HostOutcomesTable"],
             KeyConditionExpression="release_key = :k",
             ExpressionAttributeValues={":k": {"S": f"{app}#{release}"}},
         )["Items"]

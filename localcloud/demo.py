@@ -231,7 +231,7 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
                 )
     finally:
         loads.stop()
-        if cloud.fleet is not None and cloud.template is not None:
+        if cloud.fleet is not None and cloud.stack is not None:
             try:
                 cons = cloud.consistency(APP)
                 result["hosts_consistent"] = bool(cons["consistent"])

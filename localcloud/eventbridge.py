@@ -96,7 +96,9 @@ class EventBus:
 
     def matching_rules(self, event: dict[str, Any]) -> list[Rule]:
         return [
-            r for r in self.rules if r.enabled and r.name in self._patterns and self._patterns[r.name].matches_event(event)
+            r
+            for r in self.rules
+            if r.enabled and r.name in self._patterns and self._patterns[r.name].matches_event(event)
         ]
 
     def put_event(self, event: dict[str, Any]) -> list[Delivery]:

@@ -2,10 +2,11 @@
 
 Each function gets its own warm worker process (`localcloud.lambda_worker`), started on first
 use with exactly the environment the stack gave that function (`GetFunctionConfiguration`, see
-`localcloud.stack`), plus the variables the Lambda runtime itself sets and the moto endpoint. The module is imported once per worker,
-like a warm container, so import-time reads of the environment behave as in Lambda, and
-functions never share module state. Invocations of one function run one at a time; a timed
-out invocation kills its worker (the next one starts a fresh "container").
+`localcloud.stack`), plus the variables the Lambda runtime itself sets and the moto endpoint.
+The module is imported once per worker, like a warm container, so import-time reads of the
+environment behave as in Lambda, and functions never share module state. Invocations of one
+function run one at a time; a timed out invocation kills its worker (the next one starts a
+fresh "container").
 """
 
 from __future__ import annotations

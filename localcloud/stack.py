@@ -90,7 +90,7 @@ _CfnLoader.add_multi_constructor("!", _tag)
 
 def load_yaml(text: str) -> dict[str, Any]:
     """A CloudFormation template's YAML, intrinsics in their long form ({"Fn::Sub": ...})."""
-    data = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 (_CfnLoader is a SafeLoader)
+    data = yaml.load(text, Loader=_CfnLoader)  # _CfnLoader is a SafeLoader
     if not isinstance(data, dict):
         raise StackError("template is not a mapping")
     return data
@@ -314,7 +314,8 @@ def read_stack(clients: Any, name: str, code: dict[str, Path]) -> Stack:
     for physical in stack.of_type("AWS::SSM::Document").values():
         doc = ssm.get_document(Name=physical)
         text = doc["Content"]
-        stack.documents[physical] = json.loads(text) if doc.get("DocumentFormat") == "JSON" else load_yaml(text)
+        is_json = doc.get("DocumentFormat") == "JSON"
+        stack.documents[physical] = json.loads(text) if is_json else load_yaml(text)
     return stack
 
 

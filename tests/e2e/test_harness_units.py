@@ -1,16 +1,13 @@
 """The local cloud's pure pieces: document rendering, SendCommand parameter checks, the
-template's intrinsic functions, the user-data interpreter."""
+user-data interpreter."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from localcloud.fleet import interpreter
 from localcloud.moto_gaps import document_parameters
 from localcloud.ssm_agent import render, steps
-from localcloud.template import Template, TemplateError
 
 pytestmark = pytest.mark.unit
 
@@ -62,37 +59,3 @@ def test_user_data_runs_with_the_interpreter_of_its_shebang():
     assert interpreter("#!/bin/sh\nset -eu\n") == "/bin/sh"
     assert interpreter("#!/usr/bin/env bash\n") == "bash"
     assert interpreter("echo no shebang\n") == "/bin/sh"
-
-
-def test_the_template_resolves_refs_subs_and_attributes(tmp_path: Path):
-    # Given a small template with parameters, a condition and references between resources
-    (tmp_path / "t.yaml").write_text(
-        "Parameters:\n  Prefix: {Type: String, Default: /p}\n  Group: {Type: String, Default: ''}\n"
-        "Conditions:\n  HasGroup: !Not [!Equals [!Ref Group, '']]\n"
-        "Resources:\n"
-        "  Table: {Type: AWS::DynamoDB::Table, Properties: {KeySchema: [], AttributeDefinitions: []}}\n"
-        "  Hook: {Type: AWS::AutoScaling::LifecycleHook, Condition: HasGroup, Properties: {}}\n"
-        "  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: f\n"
-        "      Environment:\n        Variables:\n          T: !Ref Table\n"
-        "          A: !GetAtt Table.Arn\n          S: !Sub '${Prefix}/x/${AWS::Region}'\n"
-        "          N: !If [HasGroup, yes, !Ref AWS::NoValue]\n"
-    )
-    # When it is read
-    tpl = Template(tmp_path / "t.yaml", stack="st")
-    env = tpl.functions()["Fn"].environment
-    # Then names are deterministic and every intrinsic is resolved; the inactive hook is absent
-    assert env == {
-        "T": "st-Table",
-        "A": "arn:aws:dynamodb:us-east-1:123456789012:table/st-Table",
-        "S": "/p/x/us-east-1",
-    }
-    assert "Hook" not in tpl.of_type("AWS::AutoScaling::LifecycleHook")
-
-
-def test_an_unknown_reference_is_a_clear_error(tmp_path: Path):
-    (tmp_path / "t.yaml").write_text(
-        "Resources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n"
-        "      Environment: {Variables: {X: !Ref Nope}}\n"
-    )
-    with pytest.raises(TemplateError, match="!Ref Nope: no such parameter or resource"):
-        Template(tmp_path / "t.yaml").functions()

@@ -15,7 +15,7 @@ import pytest
 
 from localcloud.images import AppImage
 from localcloud.sandbox import HostSandbox
-from localcloud.template import load_yaml
+from localcloud.stack import load_yaml
 from tests.host.helpers import APP, body
 from tools.render_template import ensure_built
 

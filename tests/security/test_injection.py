@@ -422,3 +422,10 @@ def test_every_property_ran_its_hostile_cases() -> None:
     if not all(ran.values()):
         pytest.skip("run with the whole module to count the hostile cases")
     assert all(count >= CASES for count in ran.values()), ran
+
+
+def test_the_agent_and_the_control_plane_hold_the_same_docker_option_values() -> None:
+    from deployer import agent_contract  # noqa: PLC0415
+
+    assert agent_contract.DOCKER_OPTION_VALUES == AGENT.DOCKER_OPTION_VALUES
+    assert tuple(agent_contract.DOCKER_OPTION_VALUES) == agent_contract.DOCKER_OPTION_NAMES
