@@ -8,11 +8,21 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/py312:$(PATH)
 # Sub-targets skip the bootstrap when a parent target has just run it.
 bootstrap = $(if $(BOOTSTRAPPED),,tools/bootstrap.sh $(1))
 
-.PHONY: demo test pytest lint security build bench deploy template services stop-services lock
+.PHONY: demo test pytest lint security build bench deploy template services stop-services lock up down
 
 demo:
 	$(call bootstrap,demo)
 	$(PY) -m localcloud.demo
+
+# The playground: a local cloud left running in the background (web on 3 hosts; README,
+# "The playground"). up writes .localcloud/env; down removes everything up created.
+up:
+	$(call bootstrap,demo)
+	$(PY) -m localcloud.playground up
+
+down:
+	$(call bootstrap,demo)
+	$(PY) -m localcloud.playground down
 
 # Everything CI checks: linters, the SAM build, then every test (unit, integration, e2e).
 test:

@@ -11,7 +11,12 @@ the same run, is the old rollback on as many plain hosts: pull the old image, re
 answers with v1's body. Prints where the time went, on stderr: invoke → the rollback function
 answered → swap command picked up → each host's script and agent phases → that host serving
 v1 → every host serving.
-Prints `BENCH {"hosts": n, "seconds": x, "baseline_seconds": y, "breakdown_s": {...}}`.
+Then, for the warm-standby question (keep the previous release's container after a deploy,
+paused, so a rollback needs no `docker run`): for the busybox app and gunicorn, 5 rounds each of
+`docker run` → first healthy answer against `docker unpause` of a paused container → first
+healthy answer, and each container's memory running and paused (`docker stats`).
+Prints `BENCH {"hosts": n, "seconds": x, "baseline_seconds": y, "breakdown_s": {...},
+"warm_standby": {...}}`.
 Goal: at most 1 s for 5 hosts (issue 13), and far faster than the baseline.
 """
 
@@ -19,18 +24,21 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 from localcloud import breakdown
 from localcloud.cloud import LocalCloud, Timeline
-from localcloud.images import release_body
+from localcloud.images import SERVERS, build_app_image, release_body
 from localcloud.oldflow import OldHost, old_rollback, publish, sequential_deploy
-from localcloud.sandbox import HostSandbox
+from localcloud.sandbox import HostSandbox, free_port
 
 HOSTS = 5
 APP = "bench"
@@ -94,6 +102,74 @@ def _print_breakdown(report: dict[str, Any], serving: dict[str, float], invoked:
             "first_host_serving": round(min(serving.values()), 3), "every_host_serving": round(every, 3)}
 
 
+def _first_2xx(port: int, timeout: float = 30.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise TimeoutError(f"nothing healthy on port {port} after {timeout} s")
+
+
+def _timed(*cmd: str) -> float:
+    started = time.monotonic()
+    subprocess.run(list(cmd), capture_output=True, check=True)
+    return time.monotonic() - started
+
+
+def _memory_mib(name: str) -> float:
+    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", name],
+                         capture_output=True, text=True, check=True).stdout.split("/")[0].strip()
+    number, unit = float(out.rstrip("KMGiB")), out.lstrip("0123456789.")
+    return round(number * {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0}.get(unit, 1 / 1048576), 2)
+
+
+def warm_standby(rounds: int = 5) -> dict[str, Any]:
+    """Cold start of a retained image against unpausing a kept container, and memory kept."""
+    figures: dict[str, Any] = {}
+    for server in SERVERS:
+        tag = f"bench-warm/{server}:{uuid.uuid4().hex[:8]}"
+        image_id = build_app_image(tag, 1, app=APP, server=server)
+        cold, warm, running, paused = [], [], [], []
+        try:
+            for n in range(rounds):
+                port, name = free_port(), f"bench-warm-{server}-{n}"
+                try:
+                    started = time.monotonic()
+                    _timed("docker", "run", "-d", "--name", name, "--network", "host", "--init",
+                           "-e", f"PORT={port}", tag)
+                    _first_2xx(port)
+                    cold.append(time.monotonic() - started)
+                    time.sleep(1.0)
+                    running.append(_memory_mib(name))
+                    _timed("docker", "pause", name)
+                    time.sleep(0.5)
+                    paused.append(_memory_mib(name))
+                    started = time.monotonic()
+                    _timed("docker", "unpause", name)
+                    _first_2xx(port)
+                    warm.append(time.monotonic() - started)
+                finally:
+                    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        finally:
+            subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True, check=False)
+        figures[server] = {
+            "run_to_healthy_s": round(statistics.median(cold), 3),
+            "unpause_to_healthy_s": round(statistics.median(warm), 3),
+            "memory_running_mib": round(statistics.median(running), 2),
+            "memory_paused_mib": round(statistics.median(paused), 2),
+        }
+        _log(f"warm standby, {server}: docker run → healthy {figures[server]['run_to_healthy_s']} s, "
+             f"docker unpause → healthy {figures[server]['unpause_to_healthy_s']} s (medians of {rounds}); "
+             f"memory kept {figures[server]['memory_running_mib']} MiB running, "
+             f"{figures[server]['memory_paused_mib']} MiB paused")
+    return figures
+
+
 def measure(hosts: int) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp,
@@ -151,6 +227,7 @@ def measure(hosts: int) -> dict[str, Any]:
 
 def main() -> None:
     result = measure(HOSTS)
+    result["warm_standby"] = warm_standby()
     print("BENCH " + json.dumps(result), flush=True)
 
 

@@ -34,6 +34,7 @@ from localcloud.fleet import Fleet
 from localcloud.images import build_app_image, push_image, remove_images
 from localcloud.lambdas import LambdaService
 from localcloud.motoserver import ACCOUNT, MotoServer
+from localcloud.push_events import PushEvents
 from localcloud.registry import Registry
 from localcloud.sqs_source import SqsSource
 from localcloud.ssm_agent import CommandRun, SsmAgents
@@ -109,13 +110,19 @@ class LocalCloud:
         sandbox_settings: dict[str, Any] | None = None,
         *,
         parameters: dict[str, str] | None = None,
+        registry_events: bool = False,
     ) -> None:
+        """`registry_events`: a `docker push` to the registry emits ECR's push event
+        (`localcloud.push_events`; the playground). Leave it off where `push()` is used: it
+        mirrors and emits itself."""
         self._own_root = root_dir is None
         self.root = Path(root_dir) if root_dir else Path(tempfile.mkdtemp(prefix="localcloud-"))
         # By default the rendered template, so the hosts run the current host/agent.py.
         self.template_path = Path(template) if template is not None else ensure_built()
         self.stack_name = stack
         self.parameters = dict(parameters or {})
+        self.registry_events = registry_events
+        self.push_events: PushEvents | None = None
         self.log = timeline or Timeline()
         # The boot reads the pointer with the aws CLI, which takes seconds on a loaded 2-core
         # machine; a real host answers faster. Give it room so boots do not fall back needlessly.
@@ -147,7 +154,11 @@ class LocalCloud:
         )
         for topic in stk.of_type("AWS::SNS::Topic").values():
             self.notifications_queue(topic)
-        self.registry = Registry(self.root / "registry").start()
+        notify_url = None
+        if self.registry_events:
+            self.push_events = PushEvents(self._registry_push).start()
+            notify_url = self.push_events.url
+        self.registry = Registry(self.root / "registry", notify_url=notify_url).start()
         self.log(f"registry on {self.registry.address}")
         self.lambdas = LambdaService(
             stk.functions,
@@ -206,6 +217,8 @@ class LocalCloud:
             self.lambdas.close()
         if self.registry:
             self.registry.stop()
+        if self.push_events:
+            self.push_events.stop()
         remove_images(self._built)
         self._remove_pulled_images()
         self.moto.stop()
@@ -434,6 +447,40 @@ class LocalCloud:
         if emit:
             self.bus.put_event(event)
         return pushed
+
+    def _registry_push(self, repository: str, tag: str, digest: str) -> None:
+        """A `docker push` reached the registry: mirror it into ECR and emit ECR's push event."""
+        ecr = self.moto.client("ecr")
+        try:
+            manifest, media_type = self._manifest(repository, digest)
+            ecr.put_image(
+                repositoryName=repository,
+                imageManifest=manifest,
+                imageManifestMediaType=media_type,
+                imageTag=tag,
+                imageDigest=digest,
+            )
+        except ecr.exceptions.RepositoryNotFoundException:
+            self.log(f"docker push {repository}:{tag}: no ECR repository {repository}, no event")
+            return
+        except ecr.exceptions.ImageAlreadyExistsException:
+            pass  # the same image under the same tag: ECR still reports the push
+        assert self.bus is not None
+        self.log(f"docker push {repository}:{tag} {digest[:19]}… → ECR push event")
+        self.bus.put_event(
+            envelope(
+                "ECR Image Action",
+                "aws.ecr",
+                {
+                    "result": "SUCCESS",
+                    "repository-name": repository,
+                    "image-digest": digest,
+                    "action-type": "PUSH",
+                    "image-tag": tag,
+                },
+                region=self.moto.region,
+            )
+        )
 
     def _manifest(self, repository: str, digest: str) -> tuple[str, str]:
         assert self.registry is not None

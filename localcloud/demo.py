@@ -5,7 +5,9 @@
 3. push v3, which fails its health check → release fails, automatic rollback to v2, and why;
 4. scale out to 4 during a deploy (v4) → the new host ends on the newest release;
 5. invoke rollback → back to v1 in seconds, from the images the hosts retained;
-6. a closing table per host.
+6. a closing table per host;
+7. the real `deployer` CLI against the local cloud: `deployer status web`, `deployer history web`
+   (the environment a shell gets from `.localcloud/env` in the playground).
 The last line is `DEMO {json}`. Everything started is removed on exit and on Ctrl-C.
 """
 
@@ -14,14 +16,18 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from localcloud.cloud import LocalCloud, Timeline
 from localcloud.load import LoadGenerator, LoadResult
+from localcloud.playground import cli_environment
 
 APP = "web"
 
@@ -103,6 +109,7 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         "manual_rollback": False,
         "rollback_seconds": None,
         "hosts_consistent": False,
+        "cli_ok": False,
     }
     durations: dict[str, float] = {}
     cleaned = False
@@ -238,6 +245,7 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
             except Exception as exc:
                 print(f"consistency check failed: {exc}", file=sys.stderr)
             _table(cloud, loads, durations)
+            result["cli_ok"] = _cli(cloud)
         result["hosts"] = len(cloud.fleet.live(f"{APP}-asg")) if cloud.fleet else 0
         result["requests"] = sum(r.sent for r in loads.results.values())
         result["failed_requests"] = sum(r.failed for r in loads.results.values())
@@ -260,6 +268,26 @@ def _table(cloud: LocalCloud, loads: Loads, durations: dict[str, float]) -> None
     print("  durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in durations.items()))
 
 
+def deployer_command() -> list[str]:
+    """The installed `deployer` command (the bootstrap installs it into .venv)."""
+    script = Path(sys.executable).parent / "deployer"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from deployer.cli import main; sys.exit(main())"]
+
+
+def _cli(cloud: LocalCloud) -> bool:
+    """`deployer status` and `deployer history` of the app, run as an operator would."""
+    print("\n== 7. the deployer CLI against the local cloud", flush=True)
+    env = {**os.environ, **cli_environment(cloud), "COLUMNS": "160"}
+    ok = True
+    for args in (["status", APP], ["history", APP]):
+        print(f"$ deployer {' '.join(args)}", flush=True)
+        proc = subprocess.run([*deployer_command(), *args], env=env, check=False, timeout=120)
+        ok = ok and proc.returncode == 0
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -274,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         and result["auto_rollback"]
         and result["manual_rollback"]
         and result["hosts_consistent"]
+        and result["cli_ok"]
     )
     return 0 if ok else 1
 

@@ -13,6 +13,9 @@ Public API (stable; the local cloud and the host tests build on it):
 - ``fail_next(n, status=503)``: the next ``n`` requests through the front get ``status``.
 - ``fail_always(status=503)`` / ``heal()``: every request fails until healed.
 - ``requests_seen`` / ``failures_served``: counters of requests through the front.
+- ``notify_url``: when given, the registry posts its notifications (one envelope of events per
+  push or pull, docker distribution's webhook format) to that URL; the playground turns a
+  manifest push into ECR's push event this way (``localcloud.push_events``).
 """
 
 from __future__ import annotations
@@ -100,8 +103,9 @@ def _handler_for(state: _FrontState) -> type[BaseHTTPRequestHandler]:
 class Registry:
     """docker-registry on loopback with a failure-injecting front."""
 
-    def __init__(self, root_dir: str | Path, port: int | None = None) -> None:
+    def __init__(self, root_dir: str | Path, port: int | None = None, notify_url: str | None = None) -> None:
         self.root_dir = Path(root_dir)
+        self.notify_url = notify_url
         self.port = port or free_port()
         self.backend_port = free_port()
         self._state = _FrontState(self.backend_port)
@@ -152,6 +156,12 @@ class Registry:
             "  delete:\n    enabled: true\n"
             "http:\n"
             f"  addr: 127.0.0.1:{self.backend_port}\n"
+            + (
+                "notifications:\n  endpoints:\n    - name: localcloud\n"
+                f"      url: {self.notify_url}\n      timeout: 5s\n      threshold: 3\n      backoff: 1s\n"
+                if self.notify_url
+                else ""
+            )
         )
         log = (self.root_dir / "registry.log").open("ab")
         self._proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=log)

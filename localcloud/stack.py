@@ -251,7 +251,12 @@ def read_stack(clients: Any, name: str, code: dict[str, Path]) -> Stack:
     """What the stack created, through the AWS APIs (`clients.client(service)`)."""
     cfn = clients.client("cloudformation")
     described = cfn.describe_stacks(StackName=name)["Stacks"][0]
-    summaries = _paged(cfn.list_stack_resources, "StackResourceSummaries", StackName=name)
+    # moto lists a blank summary for each resource it skipped (localcloud.cfn_gaps creates those)
+    summaries = [
+        s
+        for s in _paged(cfn.list_stack_resources, "StackResourceSummaries", StackName=name)
+        if s.get("LogicalResourceId")
+    ]
     stack = Stack(
         name=name,
         region=clients.region,

@@ -3,10 +3,14 @@ user-data interpreter."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from localcloud.fleet import interpreter
 from localcloud.moto_gaps import document_parameters
+from localcloud.playground import env_file_text, read_env
+from localcloud.push_events import tagged_manifest_pushes
 from localcloud.ssm_agent import render, steps
 
 pytestmark = pytest.mark.unit
@@ -59,3 +63,36 @@ def test_user_data_runs_with_the_interpreter_of_its_shebang():
     assert interpreter("#!/bin/sh\nset -eu\n") == "/bin/sh"
     assert interpreter("#!/usr/bin/env bash\n") == "bash"
     assert interpreter("echo no shebang\n") == "/bin/sh"
+
+
+def test_only_tagged_manifest_pushes_become_ecr_push_events():
+    # Given a registry notification with a layer push, a tagged and an untagged manifest push, a pull
+    manifest = "application/vnd.docker.distribution.manifest.v2+json"
+    envelope = {
+        "events": [
+            {"action": "push", "target": {"mediaType": "application/octet-stream", "repository": "web",
+                                          "digest": "sha256:" + "1" * 64}},
+            {"action": "push", "target": {"mediaType": manifest, "repository": "web", "tag": "v2",
+                                          "digest": "sha256:" + "2" * 64}},
+            {"action": "push", "target": {"mediaType": manifest, "repository": "web",
+                                          "digest": "sha256:" + "3" * 64}},
+            {"action": "pull", "target": {"mediaType": manifest, "repository": "web", "tag": "v1",
+                                          "digest": "sha256:" + "4" * 64}},
+        ]
+    }
+    # Then only the tagged manifest push is an image push
+    assert tagged_manifest_pushes(envelope) == [("web", "v2", "sha256:" + "2" * 64)]
+
+
+def test_the_env_file_is_shell_exports_that_read_back_the_same(tmp_path):
+    # Given variables with characters a shell would interpret
+    variables = {"AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "COMMAND_LOG_GROUP": "/deployer/x y$z"}
+    path = tmp_path / "env"
+    path.write_text(env_file_text(variables))
+    # Then every line is an export (or unset) and bash reads back exactly the values
+    out = subprocess.run(
+        ["bash", "-c", f"source {path}; printf '%s\\n' \"$AWS_ENDPOINT_URL\" \"$COMMAND_LOG_GROUP\""],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    assert out == ["http://127.0.0.1:5000", "/deployer/x y$z"]
+    assert read_env(path) == variables
