@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -65,6 +66,29 @@ def test_the_deployable_swap_document_writes_host_agent_py_byte_for_byte(tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "agent.py").read_bytes() == AGENT.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.py"]
+
+
+def test_a_host_that_already_runs_this_agent_keeps_its_file_untouched(tmp_path: Path) -> None:
+    # Given a host whose agent is already this one, written long ago
+    agent = tmp_path / "agent.py"
+    agent.write_bytes(AGENT.read_bytes())
+    os.utime(agent, (1_000_000_000, 1_000_000_000))
+    # When the swap document's script runs up to the agent
+    proc = _run_until_exec(_run_command(), tmp_path)
+    # Then the file was not rewritten
+    assert proc.returncode == 0, proc.stderr
+    assert agent.stat().st_mtime == 1_000_000_000
+    assert agent.read_bytes() == AGENT.read_bytes()
+
+
+def test_a_host_with_another_agent_gets_this_one(tmp_path: Path) -> None:
+    # Given a host that runs an older agent
+    (tmp_path / "agent.py").write_text("print('an older agent')\n")
+    # When the swap document's script runs up to the agent
+    proc = _run_until_exec(_run_command(), tmp_path)
+    # Then it runs this one
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "agent.py").read_bytes() == AGENT.read_bytes()
 
 
 def test_the_hand_written_template_carries_no_agent_and_fails_loudly_if_deployed(tmp_path: Path) -> None:
