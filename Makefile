@@ -1,4 +1,4 @@
-# One entry point per job a newcomer guesses: demo, test, lint, build, bench, deploy.
+# One entry point per job a newcomer guesses: demo, test, lint, build, bench, faults, deploy.
 # demo, test and bench set the machine up first (tools/bootstrap.sh: system packages, .venv from
 # uv.lock, the Docker engine); a second run installs nothing.
 PY := .venv/bin/python
@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/py312:$(PATH)
 # Sub-targets skip the bootstrap when a parent target has just run it.
 bootstrap = $(if $(BOOTSTRAPPED),,tools/bootstrap.sh $(1))
 
-.PHONY: demo test pytest lint security build bench deploy template services stop-services lock up down
+.PHONY: demo test pytest lint security build bench faults deploy template services stop-services lock up down
 
 demo:
 	$(call bootstrap,demo)
@@ -66,6 +66,15 @@ build:
 bench:
 	$(call bootstrap,bench)
 	$(PY) -m benchmarks $(B)
+
+# Fault injection (docs/faults.md): every AWS call of every flow fails once, kills the invocation
+# or is delivered twice; after the platform's own recovery the invariant must hold. Ends with
+# `FAULTS {json}`. Today it measures; it fails only when its own checker self-test fails, or when
+# more cases than F=<n> do not converge (CI will run it with F=0 once issue 9's controller lands).
+F ?=
+faults:
+	$(call bootstrap,test)
+	PYTHONPATH=layers/deployer:. $(PY) -m tests.faults $(if $(F),--max-not-converged $(F))
 
 deploy: build
 	sam deploy --guided

@@ -1,0 +1,145 @@
+"""The flows issue 9 names. Each sets the world up through the handlers (uninjected), then hands
+back the deliveries under test (whose AWS calls are numbered and faulted) and what the app must end
+on once the platform has recovered."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tests.faults.invariants import Expect
+from tests.faults.world import GROUP, Delivery, FaultWorld
+from tests.lifecycle.conftest import client, digest_of
+
+# The index (in instance-id order) of the host whose health check fails in the failure flows.
+FAILING_HOST = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    deliveries: list[Delivery]  # the events under test: their AWS calls are numbered and faulted
+    expect: Expect
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    setup: Callable[[FaultWorld], Plan]
+    hosts: int = 3
+    auto_rollback: bool = True
+
+
+def _live_on_1(world: FaultWorld) -> str:
+    return world.deploy(1, "v1")
+
+
+def push_deploy(world: FaultWorld) -> Plan:
+    _live_on_1(world)
+    digest = world.image(2, "v2")
+    return Plan([world.push_event(digest, "v2")], Expect(desired=digest, accepted=(digest,)))
+
+
+def _deploying_2(world: FaultWorld, refused_by: int | None = None) -> tuple[str, str, list[Delivery]]:
+    """Release 1 live, release 2 pushed and its command run by the hosts; its events not delivered."""
+    first = _live_on_1(world)
+    if refused_by is not None:
+        world.hosts[world.base.instances[refused_by]].refuses.add(digest_of(2))
+    second = world.push(2, "v2")
+    return first, second, world.run_hosts()
+
+
+def completion_success(world: FaultWorld) -> Plan:
+    _, second, events = _deploying_2(world)
+    return Plan(events, Expect(desired=second, accepted=(second,)))
+
+
+def completion_failure_rollback(world: FaultWorld) -> Plan:
+    first, second, events = _deploying_2(world, refused_by=FAILING_HOST)
+    return Plan(events, Expect(desired=first, accepted=(second,)))
+
+
+def completion_failure_no_rollback(world: FaultWorld) -> Plan:
+    _, second, events = _deploying_2(world, refused_by=FAILING_HOST)
+    return Plan(events, Expect(desired=second, accepted=(second,), hold=True))
+
+
+def operator_rollback(world: FaultWorld) -> Plan:
+    first = _live_on_1(world)
+    world.deploy(2, "v2")
+    return Plan([world.operator("rollback.json")], Expect(desired=first))
+
+
+def promote(world: FaultWorld) -> Plan:
+    """v2 failed on one host and was rolled back (its digest refused); the host is fixed, and the
+    operator promotes v2 explicitly."""
+    _live_on_1(world)
+    failing = world.hosts[world.base.instances[FAILING_HOST]]
+    failing.refuses.add(digest_of(2))
+    second = world.deploy(2, "v2")
+    world.settle()
+    failing.refuses.clear()
+    return Plan([world.operator("promote.json", to=second)], Expect(desired=second))
+
+
+def resume_pending(world: FaultWorld) -> Plan:
+    _live_on_1(world)
+    world.invoke_ok(world.operator("pause.json"))
+    second = world.push(2, "v2")
+    third = world.push(3, "v3")
+    return Plan([world.operator("resume.json")], Expect(desired=third, accepted=(second, third)))
+
+
+def burst(world: FaultWorld) -> Plan:
+    _live_on_1(world)
+    digests = [world.image(n, f"v{n}") for n in (2, 3, 4)]
+    events = [world.push_event(d, f"v{n}") for n, d in zip((2, 3, 4), digests, strict=True)]
+    return Plan(events, Expect(desired=digests[-1], accepted=tuple(digests)))
+
+
+def launch_mid_deploy(world: FaultWorld) -> Plan:
+    """An instance launches (booting release 1) and registers with SSM just after release 2's
+    command was sent, so only the launch swap can bring it onto release 2."""
+    _live_on_1(world)
+    new = world.scale_out()
+    second = world.push(2, "v2")
+    world.register(new)
+    return Plan([world.launch_event(new)], Expect(desired=second, accepted=(second,), launched=new))
+
+
+def reconciler_missed_push(world: FaultWorld) -> Plan:
+    _live_on_1(world)
+    second = world.image(2, "v2")  # pushed, but its event never arrived
+    return Plan([world.schedule_event()], Expect(desired=second, accepted=(second,)))
+
+
+def reconciler_drift(world: FaultWorld) -> Plan:
+    """Release 2 live; someone put the group back on release 1's version, and an instance that
+    booted release 1 was let in by hand (no swap, no outcome)."""
+    _live_on_1(world)
+    first_version = world.group()["LaunchTemplate"]["Version"]
+    second = world.deploy(2, "v2")
+    client("autoscaling").update_auto_scaling_group(
+        AutoScalingGroupName=GROUP,
+        LaunchTemplate={
+            "LaunchTemplateId": world.group()["LaunchTemplate"]["LaunchTemplateId"],
+            "Version": str(first_version),
+        },
+    )
+    new = world.scale_out()
+    world.let_in_by_hand(new)
+    return Plan([world.schedule_event()], Expect(desired=second))
+
+
+FLOWS: tuple[Flow, ...] = (
+    Flow("push_deploy", push_deploy),
+    Flow("completion_success", completion_success),
+    Flow("completion_failure_rollback", completion_failure_rollback),
+    Flow("completion_failure_no_rollback", completion_failure_no_rollback, auto_rollback=False),
+    Flow("operator_rollback", operator_rollback),
+    Flow("promote", promote),
+    Flow("resume_pending", resume_pending),
+    Flow("burst", burst),
+    Flow("launch_mid_deploy", launch_mid_deploy),
+    Flow("reconciler_missed_push", reconciler_missed_push),
+    Flow("reconciler_drift", reconciler_drift),
+)

@@ -1,0 +1,408 @@
+"""The world a fault case runs in: the lifecycle harness's moto world (tables from template.yaml, ECR,
+an Auto Scaling group with its launch hook, SNS → SQS), driven only through the Lambda handlers in
+functions/*/app.py, with simulated hosts that run what the swap commands carry.
+
+The platform's own recovery is modelled here too: a failed or killed invocation is delivered again
+(EventBridge / Lambda async retries; the operator's retry for direct invocations), running commands
+complete (the hosts answer and SSM's events are delivered), and the reconciler ticks after the deploy
+lock's lease has expired (the suite's clock is advanced, nothing sleeps).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import importlib
+import json
+import os
+import shlex
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from boto3.dynamodb.types import TypeDeserializer
+from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
+from deployer.settings import ENV_NAMES
+from moto.ecr.models import ecr_backends
+
+from localcloud.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
+from tests.faults import CLOCK
+from tests.faults.inject import Injector, InvocationDied
+from tests.lifecycle import conftest as harness
+
+APP = "web"
+GROUP = harness.GROUP
+POINTER = f"/deployer/{APP}/release"
+LEASE_SECONDS = 3600
+# Lambda's asynchronous retries come about a minute apart; a function runs for at most 60 s.
+RETRY_DELAY_SECONDS = 61
+RETRIES = 2  # Lambda retries a failed asynchronous invocation twice, then gives up (dead letters)
+RECONCILER_TICKS = 3
+SETTLE_ROUNDS = 12
+
+# Functions whose reserved concurrency is 1 (template.yaml): two deliveries never overlap.
+SERIAL_FUNCTIONS = frozenset({"reconciler"})
+
+
+@dataclass
+class Delivery:
+    """One event for one function: EventBridge's, a direct invocation's payload, or the schedule's."""
+
+    function: str
+    event: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.function}:{self.event.get('detail-type') or self.event.get('action') or 'invoke'}"
+
+
+@dataclass
+class SimHost:
+    """A host as the agent keeps it: the release and image it serves, and every swap it was sent."""
+
+    release: int | None
+    image: str | None
+    refuses: set[str] = field(default_factory=set)  # digests whose health check fails here
+    # Commands sent before the host registered with SSM: SSM cannot deliver them (Undeliverable).
+    unregistered_for: set[str] = field(default_factory=set)
+    received: list[tuple[str, str, int, bool]] = field(default_factory=list)  # (command, digest, release, ok)
+
+    @property
+    def digest(self) -> str | None:
+        return self.image.rpartition("@")[2] if self.image else None
+
+
+class Context:
+    """The Lambda context the Powertools decorators read."""
+
+    def __init__(self, function: str) -> None:
+        self.function_name = function
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:{harness.REGION}:{harness.ACCOUNT}:function:{function}"
+        self.aws_request_id = f"req-{function}"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+def _handler(name: str) -> Any:
+    return importlib.import_module(f"functions.{name}.app").handler
+
+
+_deserialize = TypeDeserializer().deserialize
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deserialize(v) for k, v in item.items()}
+
+
+class FaultWorld:
+    def __init__(self, hosts: int = 3, auto_rollback: bool = True, injector: Injector | None = None) -> None:
+        self.patch = pytest.MonkeyPatch()  # never undone: each world lives in its own process
+        self.base = harness.build_world(self.patch, hosts=hosts, auto_rollback=auto_rollback)
+        self.injector = injector or Injector()
+        settings = self.base.core.settings
+        for name, env in ENV_NAMES.items():
+            value = getattr(settings, name)
+            os.environ[env] = "" if value is None else str(value)
+        self.hosts = {iid: SimHost(release=None, image=None) for iid in self.base.instances}
+        self.failed: list[Delivery] = []
+        self.log: list[str] = []
+        self.event_seq = 0
+        self._messages: list[dict[str, Any]] = []
+        self.mark_commands = 0
+
+    # -- invoking the functions ----------------------------------------------------------------
+    def _run(self, delivery: Delivery) -> str:
+        try:
+            answer = _handler(delivery.function)(copy.deepcopy(delivery.event), Context(delivery.function))
+        except InvocationDied as exc:
+            self.log.append(f"{delivery.label} died: {exc}")
+            return "died"
+        except Exception as exc:  # any error fails the invocation, as on Lambda
+            self.log.append(f"{delivery.label} failed: {traceback.format_exception_only(exc)[-1].strip()}")
+            return "failed"
+        self.log.append(f"{delivery.label} -> {json.dumps(answer, default=str)[:300]}")
+        return "ok"
+
+    def invoke(self, delivery: Delivery, *, injected: bool = False) -> str:
+        """Run one delivery; a failed or killed one is kept for the platform's retry."""
+        deferred: list[Delivery] = []
+        if injected:
+            # The reconciler's reserved concurrency is 1: its duplicate waits for the first run.
+            if delivery.function in SERIAL_FUNCTIONS:
+                self.injector.redeliver = lambda: deferred.append(delivery)
+            else:
+                self.injector.redeliver = lambda: self._duplicate(delivery)
+            with self.injector.armed():
+                result = self._run(delivery)
+        else:
+            result = self._run(delivery)
+        if result != "ok":
+            self.failed.append(delivery)
+        for twin in deferred:
+            self._duplicate(twin)
+        return result
+
+    def _duplicate(self, delivery: Delivery) -> None:
+        twin = Delivery(delivery.function, copy.deepcopy(delivery.event))
+        if self._run(twin) != "ok":
+            self.failed.append(twin)
+
+    def retry_failed(self) -> None:
+        """Lambda's async retries (and an operator's re-run): each failed delivery, a minute later."""
+        for _ in range(RETRIES):
+            if not self.failed:
+                return
+            CLOCK.advance(RETRY_DELAY_SECONDS)
+            again, self.failed = self.failed, []
+            for delivery in again:
+                if self._run(delivery) != "ok":
+                    self.failed.append(delivery)
+        for delivery in self.failed:  # dead letters: the platform gives up on them
+            self.log.append(f"{delivery.label} dead-lettered")
+        self.failed = []
+
+    # -- events --------------------------------------------------------------------------------
+    def _event_id(self) -> str:
+        self.event_seq += 1
+        return f"f0000000-0000-4000-8000-{self.event_seq:012d}"
+
+    def push_event(self, digest: str, tag: str) -> Delivery:
+        event = harness.load_event("ecr_image_push.json")
+        event["id"] = self._event_id()
+        # A second apart, in push order: the events say which push is the newest.
+        event["time"] = (datetime.now(UTC) + timedelta(seconds=self.event_seq)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event["detail"].update(
+            {"repository-name": harness.REPOSITORY, "image-digest": digest, "image-tag": tag}
+        )
+        return Delivery("on_image_push", event)
+
+    def operator(self, sample: str, **changes: Any) -> Delivery:
+        return Delivery("rollback", {**harness.load_event(sample), **changes})
+
+    def schedule_event(self) -> Delivery:
+        return Delivery(
+            "reconciler",
+            {
+                "version": "0",
+                "id": self._event_id(),
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": harness.ACCOUNT,
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "region": harness.REGION,
+                "resources": [f"arn:aws:events:{harness.REGION}:{harness.ACCOUNT}:rule/ReconcileSchedule"],
+                "detail": {},
+            },
+        )
+
+    def launch_event(self, instance_id: str) -> Delivery:
+        event = harness.load_event("asg_instance_launch.json")
+        event["id"] = self._event_id()
+        token = self.base.shim.lifecycle.token_for(instance_id, harness.LAUNCH_HOOK)
+        event["detail"].update(
+            {
+                "EC2InstanceId": instance_id,
+                "LifecycleActionToken": token,
+                "AutoScalingGroupName": harness.GROUP,
+            }
+        )
+        return Delivery("on_instance_launch", event)
+
+    # -- setup helpers (uninjected, through the same handlers) ---------------------------------
+    def image(self, n: int, tag: str) -> str:
+        """Image n pushed to ECR, recorded (whole seconds, as ECR does) a second after the one before:
+        the reconciler's "newest image" must not depend on how fast the set-up ran."""
+        digest = self.base.image(n, tag)
+        images = ecr_backends[harness.ACCOUNT][harness.REGION].repositories[harness.REPOSITORY].images
+        earlier = [i.image_pushed_at for i in images if i.image_digest != digest]
+        for image in images:
+            if image.image_digest == digest and earlier:
+                image.image_pushed_at = max(image.image_pushed_at, max(earlier) + 1)
+        return digest
+
+    def push(self, n: int, tag: str) -> str:
+        digest = self.image(n, tag)
+        assert self.invoke(self.push_event(digest, tag)) == "ok", self.log[-1]
+        return digest
+
+    def deploy(self, n: int, tag: str) -> str:
+        """Push image n and let the fleet run it to the end."""
+        digest = self.push(n, tag)
+        self.settle()
+        return digest
+
+    def invoke_ok(self, delivery: Delivery) -> None:
+        assert self.invoke(delivery) == "ok", self.log[-1]
+
+    def scale_out(self) -> str:
+        """One more instance: it waits in Pending:Wait and boots what its launch-template version says."""
+        autoscaling = harness.client("autoscaling")
+        before = set(self.group_instances())
+        group = self.group()
+        autoscaling.set_desired_capacity(
+            AutoScalingGroupName=harness.GROUP, DesiredCapacity=group["DesiredCapacity"] + 1
+        )
+        (new,) = set(self.group_instances()) - before
+        release, image = self.launch_template_release()
+        self.hosts[new] = SimHost(release=release, image=image)
+        return new
+
+    def register(self, instance_id: str) -> None:
+        """The instance's SSM agent comes online; commands sent before never reach it."""
+        self.hosts[instance_id].unregistered_for = {c.command_id for c in self.base.shim.commands()}
+        self.base.shim.online.add(instance_id)
+
+    def let_in_by_hand(self, instance_id: str) -> None:
+        """An operator completes the launch action (CONTINUE) without any swap."""
+        harness.client("autoscaling").complete_lifecycle_action(
+            LifecycleHookName=harness.LAUNCH_HOOK,
+            AutoScalingGroupName=harness.GROUP,
+            LifecycleActionToken=self.base.shim.lifecycle.token_for(instance_id, harness.LAUNCH_HOOK),
+            LifecycleActionResult="CONTINUE",
+            InstanceId=instance_id,
+        )
+
+    def mark(self) -> None:
+        """The end of setup: commands and notifications from here on belong to the flow."""
+        self.mark_commands = len(self.base.shim.commands())
+        self._messages = []
+        harness.notifications(self.base)
+
+    # -- the simulated fleet -------------------------------------------------------------------
+    def run_hosts(self) -> list[Delivery]:
+        """Every host runs the commands sent to it: it swaps to the image and release the command
+        carries unless that image fails its health check there. Returns SSM's events, undelivered."""
+        events: list[Delivery] = []
+        in_group = set(self.group_instances())
+        for command in self.base.shim.commands():
+            if command.status != "Pending":
+                continue
+            params = command.parameters
+            image, release = params["image"][0], int(params["release"][0])
+            digest = image.rpartition("@")[2]
+            details = []
+            for iid in sorted(command.instance_ids):
+                host = self.hosts.get(iid)
+                if host is None or iid not in in_group or command.command_id in host.unregistered_for:
+                    detail = "Undeliverable"
+                    self.base.shim.invocation(command.command_id, iid, detail, "", -1)
+                else:
+                    ok = digest not in host.refuses
+                    host.received.append((command.command_id, digest, release, ok))
+                    cls = "none" if ok else "health"
+                    if ok:
+                        host.release, host.image = release, image
+                    detail = "Success" if ok else "Failed"
+                    summary = harness.summary_line(
+                        iid,
+                        SimpleNamespace(app=params["app"][0], release=release, digest=digest),  # type: ignore[arg-type]
+                        cls,
+                        "GET /health answered 500 for 60s" if not ok else "",
+                    )
+                    code = int(EXIT_CODE_BY_CLASS[FailureClass(cls)])
+                    self.base.shim.invocation(command.command_id, iid, detail, summary + "\n", code)
+                details.append(detail)
+                events.append(
+                    Delivery(
+                        "on_command_status",
+                        self.base.invocation_event(command.command_id, iid, invocation_status(detail)),
+                    )
+                )
+            allowed = max_errors(command.max_errors or "0", len(details))
+            status = self.base.shim.command(
+                command.command_id,
+                command_status(details, allowed),
+                completed=len(details),
+                errors=sum(1 for d in details if d in ERROR_STATUSES),
+                delivery_timed_out=details.count("Delivery Timed Out"),
+            )
+            events.append(Delivery("on_command_status", self.base.command_event(command.command_id, status)))
+        return events
+
+    def settle(self) -> None:
+        """Let running commands finish and deliver their events (retrying failed deliveries)."""
+        for _ in range(SETTLE_ROUNDS):
+            events = self.run_hosts()
+            if not events and not self.failed:
+                return
+            for delivery in events:
+                self.invoke(delivery)
+            self.retry_failed()
+
+    def tick(self) -> None:
+        """A reconciler run after the lock's lease has expired, then the fleet settles."""
+        CLOCK.advance(LEASE_SECONDS + 1)
+        self.invoke(self.schedule_event())
+        self.retry_failed()
+        self.settle()
+
+    def recover(self) -> None:
+        self.retry_failed()
+        self.settle()
+        for _ in range(RECONCILER_TICKS):
+            self.tick()
+
+    # -- observing the world -------------------------------------------------------------------
+    def group(self) -> dict[str, Any]:
+        groups = harness.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[harness.GROUP]
+        )
+        group: dict[str, Any] = groups["AutoScalingGroups"][0]
+        return group
+
+    def group_instances(self, state: str | None = None) -> list[str]:
+        return sorted(
+            i["InstanceId"]
+            for i in self.group()["Instances"]
+            if state is None or i["LifecycleState"] == state
+        )
+
+    def launch_template_release(self) -> tuple[int | None, str | None]:
+        """The release and image the group's launch-template version boots (read from its user data)."""
+        spec = self.group()["LaunchTemplate"]
+        versions = harness.client("ec2").describe_launch_template_versions(
+            LaunchTemplateId=spec["LaunchTemplateId"], Versions=[str(spec["Version"])]
+        )["LaunchTemplateVersions"]
+        encoded = versions[0]["LaunchTemplateData"].get("UserData") if versions else None
+        if not encoded:
+            return None, None
+        script = base64.b64decode(encoded).decode()
+        for line in script.splitlines():
+            words = shlex.split(line) if "agent.py" in line and " boot " in line else []
+            if "boot" in words:
+                flags = dict(w[2:].split("=", 1) for w in words if w.startswith("--") and "=" in w)
+                return int(flags["release"]), flags["image"]
+        return None, None
+
+    def pointer(self) -> dict[str, Any] | None:
+        try:
+            value = harness.client("ssm").get_parameter(Name=POINTER)["Parameter"]["Value"]
+        except harness.client("ssm").exceptions.ParameterNotFound:
+            return None
+        data: dict[str, Any] = json.loads(value)
+        return data
+
+    def releases(self) -> list[dict[str, Any]]:
+        items = harness.client("dynamodb").scan(TableName="ReleasesTable")["Items"]
+        return sorted((_plain(i) for i in items), key=lambda r: int(r["release"]))
+
+    def lock(self) -> dict[str, Any]:
+        item = (
+            harness.client("dynamodb")
+            .get_item(TableName="AppStateTable", Key={"app": {"S": APP}})
+            .get("Item")
+        )
+        return _plain(item) if item else {}
+
+    def commands_since_mark(self) -> list[Any]:
+        return self.base.shim.commands()[self.mark_commands :]
+
+    def messages(self) -> list[dict[str, Any]]:
+        self._messages += harness.notifications(self.base)
+        return self._messages
