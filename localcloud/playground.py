@@ -17,10 +17,12 @@ same path as a user's push: registry notification → ECR → `ECR Image Action`
 
 It writes `.localcloud/env`: shell `export` lines with the endpoint, fake credentials, region,
 the CLI's variables from the stack's outputs (`localcloud.stack.OUTPUT_ENV`, the pairs of the
-README's AWS instructions) and `DEPLOYER_LOCAL_REGISTRY`. The file appears when the playground is
-ready; `up` waits for it. `down` sends SIGTERM (the daemon removes hosts, containers, nginx, the
-registry and moto) and, should the daemon not exit, kills its session and removes what it left
-(containers by label, nginx and registry processes by path), then deletes `.localcloud/`.
+README's AWS instructions) and `DEPLOYER_LOCAL_REGISTRY`. The app containers' logs are shipped to
+CloudWatch Logs as the awslogs driver would (`localcloud.app_logs`), for `deployer logs`.
+The env file appears when the playground is ready; `up` waits for it. `down` sends SIGTERM (the
+daemon removes hosts, containers, nginx, the registry and moto) and, should the daemon not exit,
+kills its session and removes what it left (containers by label, nginx and registry processes by
+path), then deletes `.localcloud/`.
 Development tooling only.
 """
 
@@ -125,6 +127,7 @@ def _wait_release(cloud: Any, tag: str, statuses: set[str], timeout: float = 240
 
 def serve(state: Path = STATE, hosts: int = HOSTS) -> int:
     """The playground process: start, set up, write the env file, run until SIGTERM."""
+    from localcloud.app_logs import AppLogForwarder  # noqa: PLC0415
     from localcloud.cloud import LocalCloud, Timeline  # noqa: PLC0415
 
     p = paths(state)
@@ -133,8 +136,14 @@ def serve(state: Path = STATE, hosts: int = HOSTS) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cloud = LocalCloud(root_dir=p["cloud"], timeline=Timeline(echo=True), registry_events=True)
+    forwarder: AppLogForwarder | None = None
     try:
         cloud.start()
+        fleet = cloud.fleet
+        assert fleet is not None
+        forwarder = AppLogForwarder(
+            cloud.moto.client("logs"), lambda: [h.instance_id for h in fleet.live()]
+        ).start()
         cloud.create_app(APP, tag_filter=TAG_FILTER, health_timeout=10)
         docker_push(cloud, "good", 1, "v1")
         _wait_release(cloud, "v1", {"SUCCEEDED"})
@@ -167,23 +176,25 @@ def serve(state: Path = STATE, hosts: int = HOSTS) -> int:
         cloud.log(f"playground failed: {type(exc).__name__}: {exc}")
         raise
     finally:
+        if forwarder is not None:
+            forwarder.stop()
         cloud.stop()
         p["pid"].unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- up / down
-def _pid(state: Path) -> int | None:
+def _recorded_pid(state: Path) -> int | None:
+    """The daemon's pid from its pid file (the daemon removes the file when it stops cleanly)."""
     try:
-        pid = int(paths(state)["pid"].read_text().strip())
+        return int(paths(state)["pid"].read_text().strip())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+
+
+def _pid(state: Path) -> int | None:
+    """The daemon's pid while it runs."""
+    pid = _recorded_pid(state)
+    return pid if pid is not None and _alive(pid) else None
 
 
 def healthy(state: Path = STATE) -> bool:
@@ -273,11 +284,12 @@ def down(state: Path = STATE, quiet: bool = False) -> int:
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while _pid(state) is not None and _alive(pid) and time.monotonic() < deadline:
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _alive(pid):
             print(f"playground {pid} did not stop in {STOP_TIMEOUT:.0f}s; killing it", file=sys.stderr)
-    _sweep(state, pid)
+    # A pid file still there: the daemon was killed, crashed or is stuck; its session goes too.
+    _sweep(state, _recorded_pid(state))
     # Images the hosts pulled from the playground's registry.
     info: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
@@ -306,8 +318,9 @@ def _alive(pid: int) -> bool:
 
 
 def _sweep(state: Path, pid: int | None) -> None:
-    """Whatever a killed daemon left: its session's processes, processes running from the state
-    directory (nginx, docker-registry), the hosts' containers and nft tables."""
+    """Whatever a killed or crashed daemon left: its session's processes (`pid`: a daemon that
+    would not stop), processes running from the state directory (nginx, docker-registry), the
+    hosts' containers and nft tables. After a clean stop there is nothing left to find."""
     if pid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)

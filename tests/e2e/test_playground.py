@@ -181,6 +181,31 @@ def test_deploy_wait_of_the_broken_image_exits_2_and_names_the_health_failure(
     assert status["current"]["tag"] == "v2"  # back on the last good release
 
 
+def test_logs_show_the_swap_output_and_the_app_containers_lines(shell_env: dict[str, str]) -> None:
+    # The broken release's container wrote why it is broken; the forwarder shipped it as awslogs would
+    deadline = time.monotonic() + 30
+    while True:
+        proc = deployer(shell_env, "--json", "logs", APP, "--since", "30m")
+        assert proc.returncode == 0, proc.stderr
+        lines = json.loads(proc.stdout)
+        app_lines = [line["message"] for line in lines if line["source"] == "app"]
+        if any("broken" in m for m in app_lines) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert any(line["source"] == "swap" for line in lines)
+    assert any("broken" in m for m in app_lines), app_lines[-5:]
+
+
+def test_diagnose_names_no_failing_layer_on_a_healthy_host(shell_env: dict[str, str]) -> None:
+    status = json.loads(deployer(shell_env, "--json", "status", APP).stdout)
+    host = status["hosts"][0]["instance_id"]
+    proc = deployer(shell_env, "--json", "diagnose", APP, "--host", host)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["layer"] == "none"
+    assert report["checks"]
+
+
 def _processes_mentioning(text: str) -> list[str]:
     out = []
     for proc_dir in Path("/proc").iterdir():
@@ -202,6 +227,7 @@ def test_make_down_leaves_nothing_behind(state: Path, shell_env: dict[str, str])
     # When it is brought down
     down = make("down", state, timeout=300)
     assert down.returncode == 0, down.stderr
+    assert "did not stop" not in down.stderr  # the daemon cleaned up after itself
     # Then no container, nginx, registry, moto server, image or file of it is left
     for host_id in host_ids:
         containers = subprocess.run(
