@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -134,3 +136,28 @@ def test_the_lock_matches_pyproject_and_the_layer_export() -> None:
         cwd=ROOT, check=True, capture_output=True, text=True,
     ).stdout
     assert exported == (ROOT / "layers" / "deployer" / "requirements.txt").read_text(), "run `make lock`"
+
+
+def test_without_root_the_bootstrap_names_what_is_missing_in_one_line(tmp_path: Path) -> None:
+    # Given a machine where every tool but nginx is present and the user is not root
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "python3").symlink_to(Path(sys.executable).resolve())  # the interpreter, not a shim
+    for name in ("docker", "dockerd", "nft", "conntrack", "unshare", "curl", "shellcheck", "git", "make",
+                 "sed", "sort", "tr", "cat", "grep", "readlink", "dirname", "env", "bash", "sh"):
+        found = shutil.which(name)
+        if found:
+            (tools / name).symlink_to(found)
+    (tools / "id").write_text("#!/bin/sh\necho 1000\n")
+    (tools / "id").chmod(0o755)
+    # When the bootstrap runs
+    proc = subprocess.run(
+        ["bash", str(ROOT / BOOTSTRAP), "demo"], env={"PATH": str(tools)}, cwd=ROOT,
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    # Then it stops, naming the missing package in one line, and installs nothing
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("bootstrap: missing system packages: nginx")
+    assert "root" in lines[0]
