@@ -427,18 +427,7 @@ class LocalCloud:
         )
         # Hosts must pull it: drop the local copy (the cloud removes pulled images at the end).
         remove_images([image_id])
-        event = envelope(
-            "ECR Image Action",
-            "aws.ecr",
-            {
-                "result": "SUCCESS",
-                "repository-name": repository,
-                "image-digest": digest,
-                "action-type": "PUSH",
-                "image-tag": tag,
-            },
-            region=self.moto.region,
-        )
+        event = self._push_event(repository, digest, tag)
         pushed = Pushed(
             repository, tag, digest, f"{self.registry.address}/{repository}@{digest}", image_id, kind, event
         )
@@ -467,20 +456,18 @@ class LocalCloud:
             pass  # the same image under the same tag: ECR still reports the push
         assert self.bus is not None
         self.log(f"docker push {repository}:{tag} {digest[:19]}… → ECR push event")
-        self.bus.put_event(
-            envelope(
-                "ECR Image Action",
-                "aws.ecr",
-                {
-                    "result": "SUCCESS",
-                    "repository-name": repository,
-                    "image-digest": digest,
-                    "action-type": "PUSH",
-                    "image-tag": tag,
-                },
-                region=self.moto.region,
-            )
-        )
+        self.bus.put_event(self._push_event(repository, digest, tag))
+
+    def _push_event(self, repository: str, digest: str, tag: str) -> dict[str, Any]:
+        """ECR's "ECR Image Action" event for a successful push (AWS's documented shape)."""
+        detail = {
+            "result": "SUCCESS",
+            "repository-name": repository,
+            "image-digest": digest,
+            "action-type": "PUSH",
+            "image-tag": tag,
+        }
+        return envelope("ECR Image Action", "aws.ecr", detail, region=self.moto.region)
 
     def _manifest(self, repository: str, digest: str) -> tuple[str, str]:
         assert self.registry is not None
