@@ -317,6 +317,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def processes_using(state: Path) -> list[int]:
+    """Processes started from the state directory or holding a file in it. nginx's workers are
+    the reason for the second test: their command line names no path, and they outlive a master
+    killed with SIGKILL, still listening."""
+    marker = str(state.resolve())
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            files = [os.readlink(fd) for fd in (proc_dir / "fd").iterdir()]
+        except OSError:
+            continue
+        if marker in cmdline or any(f.startswith(marker + "/") for f in files):
+            found.append(int(proc_dir.name))
+    return found
+
+
 def _sweep(state: Path, pid: int | None) -> None:
     """Whatever a killed or crashed daemon left: its session's processes (`pid`: a daemon that
     would not stop), processes running from the state directory (nginx, docker-registry), the
@@ -324,17 +343,9 @@ def _sweep(state: Path, pid: int | None) -> None:
     if pid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-    marker = str(state.resolve())
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(proc_dir.name), signal.SIGKILL)
+    for stray in processes_using(state):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(stray, signal.SIGKILL)
     hosts_dir = paths(state)["cloud"] / "hosts"
     host_ids = [d.name for d in hosts_dir.iterdir() if d.is_dir()] if hosts_dir.exists() else []
     for host_id in host_ids:
