@@ -59,6 +59,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -1142,8 +1143,9 @@ class Agent:
 # --- summary ----------------------------------------------------------------------------------
 
 
-def summary_line(data: dict[str, Any]) -> str:
-    """Compact JSON under SUMMARY_MAX_CHARS: trims the log tail, then the message."""
+def fitted_json(data: dict[str, Any], shorten: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+    """Compact JSON under SUMMARY_MAX_CHARS (SSM returns 2,500 characters of output): drops the
+    oldest log-tail lines first, then applies `shorten` as the last resort."""
     data = dict(data)
     data["log_tail"] = [str(line)[:200] for line in data.get("log_tail", [])][-LOG_TAIL_LINES:]
     text = json.dumps(data, separators=(",", ":"))
@@ -1151,9 +1153,13 @@ def summary_line(data: dict[str, Any]) -> str:
         data["log_tail"] = data["log_tail"][1:]
         text = json.dumps(data, separators=(",", ":"))
     if len(text) > SUMMARY_MAX_CHARS:
-        data["message"] = str(data.get("message", ""))[:200]
-        text = json.dumps(data, separators=(",", ":"))
+        text = json.dumps(shorten(data), separators=(",", ":"))
     return text
+
+
+def summary_line(data: dict[str, Any]) -> str:
+    """The run's summary, fitted: trims the log tail, then the message."""
+    return fitted_json(data, lambda d: {**d, "message": str(d.get("message", ""))[:200]})
 
 
 def base_summary(host_id: str, app: str) -> dict[str, Any]:
@@ -1288,18 +1294,9 @@ def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, An
 
 
 def report_line(report: dict[str, Any]) -> str:
-    """Compact JSON under SUMMARY_MAX_CHARS (SSM returns 2,500 characters of output): trims the
-    log tail first, then each check's detail."""
-    data = dict(report)
-    data["log_tail"] = [str(line)[:200] for line in data.get("log_tail", [])][-LOG_TAIL_LINES:]
-    text = json.dumps(data, separators=(",", ":"))
-    while len(text) > SUMMARY_MAX_CHARS and data["log_tail"]:
-        data["log_tail"] = data["log_tail"][1:]
-        text = json.dumps(data, separators=(",", ":"))
-    if len(text) > SUMMARY_MAX_CHARS:
-        data["checks"] = [{**c, "detail": str(c.get("detail", ""))[:60]} for c in data["checks"]]
-        text = json.dumps(data, separators=(",", ":"))
-    return text
+    """The diagnosis, fitted: trims the log tail first, then each check's detail."""
+    return fitted_json(report, lambda d: {
+        **d, "checks": [{**c, "detail": str(c.get("detail", ""))[:60]} for c in d["checks"]]})
 
 
 def checked_args(argv: list[str]) -> argparse.Namespace:
