@@ -20,7 +20,7 @@ import pytest
 import yaml
 from deployer import runtime
 from deployer.models.config import AppConfig
-from deployer.rollout import Deps
+from deployer.wiring import Adapters as Deps
 from deployer.settings import ENV_NAMES, Settings
 from moto import mock_aws
 

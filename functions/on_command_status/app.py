@@ -4,7 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deployer.lifecycle import wired
+from deployer import runtime
 from deployer.lifecycle_handlers import handle_command_status
 from deployer.observability import logger, metrics, tracer
 
@@ -13,4 +13,4 @@ from deployer.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle_command_status(wired(), event)
+    return handle_command_status(runtime.deps(), event)

@@ -3,7 +3,7 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deployer.lifecycle import wired
+from deployer import runtime
 from deployer.lifecycle_handlers import handle_instance_launch
 from deployer.observability import logger, metrics, tracer
 
@@ -12,4 +12,4 @@ from deployer.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle_instance_launch(wired(), event)
+    return handle_instance_launch(runtime.deps(), event)

@@ -4,7 +4,6 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deployer import operations, runtime  # noqa: F401 - operations: imported during init
-from deployer.lifecycle import wired
 from deployer.lifecycle_handlers import handle_operation
 from deployer.models.lifecycle_events import parse_operation
 from deployer.observability import logger, metrics, tracer
@@ -12,7 +11,7 @@ from deployer.observability import logger, metrics, tracer
 # A rollback is latency-critical: the clients, the operations module (imported above) and the
 # request schema are built during init, so the first request pays none of them.
 if runtime.in_lambda():
-    wired()
+    runtime.deps()
     parse_operation({"app": "init", "action": "status"})
 
 
@@ -20,4 +19,4 @@ if runtime.in_lambda():
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle_operation(wired(), event)
+    return handle_operation(runtime.deps(), event)

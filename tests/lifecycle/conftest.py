@@ -17,12 +17,12 @@ import pytest
 import yaml
 from deployer.adapters.apps import AppsStore
 from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
-from deployer.lifecycle import LifecycleDeps
 from deployer.lifecycle_handlers import handle_command_status
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release
-from deployer.rollout import Deps, accept_push
+from deployer.admission import accept_push
+from deployer.wiring import Adapters
 from deployer.settings import Settings
 from moto import mock_aws
 
@@ -147,8 +147,8 @@ def summary_line(
 
 @dataclass
 class World:
-    core: Deps
-    ld: LifecycleDeps
+    core: Adapters
+    ld: Adapters
     shim: moto_shim.SsmShim
     config: AppConfig
     topic_arn: str
@@ -390,7 +390,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         region=REGION,
         lock_lease_seconds=3600,
     )
-    core = Deps.from_settings(settings, session=session())
+    core = Adapters.from_settings(settings, session=session())
     config = AppConfig.parse(
         {
             "app": "web",
@@ -402,7 +402,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         }
     )
     AppsStore(core.clients.client("dynamodb"), settings.apps_table).put(config)
-    ld = LifecycleDeps.from_core(core)
+    ld = core
     return World(
         core=core,
         ld=ld,

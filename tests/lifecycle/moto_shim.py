@@ -214,7 +214,7 @@ def install(monkeypatch: pytest.MonkeyPatch) -> SsmShim:
     monkeypatch.setattr(LaunchTemplateVersion, "user_data", property(user_data), raising=False)
     install_launch_template_versions(monkeypatch)
 
-    writes = threading.Lock()
+    writes = threading.RLock()  # transact_write_items calls update_item inside
     for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
         original = getattr(DynamoDBBackend, name)
 

@@ -47,7 +47,6 @@ EXIT_CODE_BY_CLASS: dict[FailureClass, ExitCode] = {
 CLASS_BY_EXIT_CODE: dict[int, FailureClass] = {int(code): cls for cls, code in EXIT_CODE_BY_CLASS.items()}
 
 
-
 class WarningClass(StrEnum):
     """Problems after the new release went live: the agent exits 0 (SSM Success, so the host
     never counts toward MaxErrors) and names the problem in the summary's `warning`."""
@@ -97,7 +96,7 @@ DOCKER_OPTION_VALUES: dict[str, str] = {
     "pids-limit": "[1-9][0-9]{0,6}",
     "shm-size": _SIZE,
     "ulimit": "(nofile|nproc|core|fsize|stack|cpu|as|data|locks|msgqueue|sigpending)"
-              "=[0-9]{1,10}(:[0-9]{1,10})?",
+    "=[0-9]{1,10}(:[0-9]{1,10})?",
     "user": "[1-9][0-9]{0,9}(:[1-9][0-9]{0,9})?",
     "read-only": "true",
     "tmpfs": f"/[A-Za-z0-9._/-]{{1,200}}(:{_TMPFS_OPTION}(,{_TMPFS_OPTION})*)?",

@@ -41,8 +41,8 @@ _EXTRACT = (
     "import base64,json,lzma,os,sys;"
     "steps=json.load(open(sys.argv[1]))['mainSteps'];"
     "lines=[l for s in steps for l in s['inputs']['runCommand']];"
-    "i=[n for n,l in enumerate(lines) if l.endswith(\"<<'"+AGENT_MARKER+"'\")][0];"
-    "j=lines.index('"+AGENT_MARKER+"',i);"
+    "i=[n for n,l in enumerate(lines) if l.endswith(\"<<'" + AGENT_MARKER + "'\")][0];"
+    "j=lines.index('" + AGENT_MARKER + "',i);"
     "t=sys.argv[2]+'.new';"
     "open(t,'wb').write(lzma.decompress(base64.b64decode(''.join(lines[i+1:j]))));"
     "os.rename(t,sys.argv[2])"
@@ -141,8 +141,21 @@ def user_data(
     command = " ".join(shlex.quote(a) for a in ["python3", f"{AGENT_DIR}/agent.py", *args])
     get_document = " ".join(
         shlex.quote(a)
-        for a in ["aws", "ssm", "get-document", "--region", region, "--name", document_name,
-                  "--document-format", "JSON", "--query", "Content", "--output", "text"]
+        for a in [
+            "aws",
+            "ssm",
+            "get-document",
+            "--region",
+            region,
+            "--name",
+            document_name,
+            "--document-format",
+            "JSON",
+            "--query",
+            "Content",
+            "--output",
+            "text",
+        ]
     )
     script = "\n".join(
         [

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from deployer import markers
 from deployer.adapters.lifecycle_hooks import LifecycleResult
 from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
 from deployer.builders import swap_parameters
@@ -39,8 +40,8 @@ from deployer.observability import count, logger
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from deployer.lifecycle import LifecycleDeps
     from deployer.models.config import AppConfig
+    from deployer.wiring import Adapters
 
 # How long a launch may wait for the instance to register with SSM, and how often to look.
 ONLINE_DEADLINE = timedelta(minutes=15)
@@ -75,24 +76,24 @@ class SwapHeartbeat(BaseModel):
     deadline: datetime
 
 
-def _app_for(ld: LifecycleDeps, detail: LifecycleActionDetail) -> AppConfig | None:
+def _app_for(ad: Adapters, detail: LifecycleActionDetail) -> AppConfig | None:
     """The app whose group launched the instance: the hook's metadata, else the apps table."""
     named = detail.metadata_app()
     if named is not None:
         try:
-            config = ld.core.apps.get(named)
+            config = ad.apps.get(named)
         except AppNotFound:
             config = None
         if config is not None and config.auto_scaling_group == detail.auto_scaling_group_name:
             return config
-    for config in ld.core.apps.list():
+    for config in ad.apps.list():
         if config.auto_scaling_group == detail.auto_scaling_group_name:
             return config
     return None
 
 
 def on_launch(
-    ld: LifecycleDeps,
+    ad: Adapters,
     event: InstanceLaunchEvent,
     schedule_recheck: Callable[[Recheck | SwapHeartbeat, int], None],
     first_seen: datetime | None = None,
@@ -102,31 +103,31 @@ def on_launch(
     detail = event.detail
     first_seen = first_seen or utcnow()
     base = {"instance_id": detail.instance_id, "group": detail.auto_scaling_group_name}
-    config = _app_for(ld, detail)
+    config = _app_for(ad, detail)
     if config is None:
         # Not a group we deploy to: never block its launches.
         logger.warning("launch in a group no app uses; letting it in", extra=base)
-        if not _complete(ld, detail, LifecycleResult.CONTINUE):
+        if not _complete(ad, detail, LifecycleResult.CONTINUE):
             return {**base, "action": "expired"}
         return {**base, "action": "continue", "reason": "no app uses this group"}
-    pointer = ld.core.pointer.get(config.app)
+    pointer = ad.pointer.get(config.app)
     if pointer is None:
         logger.info(
             "launch before the app's first release; the baked user data applies", app=config.app, extra=base
         )
-        if not _complete(ld, detail, LifecycleResult.CONTINUE):
+        if not _complete(ad, detail, LifecycleResult.CONTINUE):
             return {**base, "action": "expired"}
         return {**base, "action": "continue", "reason": "no release yet"}
-    if not ld.instances.online(detail.instance_id):
+    if not ad.instances.online(detail.instance_id):
         if utcnow() - first_seen >= ONLINE_DEADLINE:
             logger.error(
                 "instance never came online in SSM; abandoning the launch", app=config.app, extra=base
             )
             count(LifecycleMetric.LAUNCH_ABANDONED)
-            if not _complete(ld, detail, LifecycleResult.ABANDON):
+            if not _complete(ad, detail, LifecycleResult.ABANDON):
                 return {**base, "action": "expired"}
             return {**base, "action": "abandon", "reason": "not online in SSM before the deadline"}
-        if not _heartbeat(ld, detail):
+        if not _heartbeat(ad, detail):
             return {**base, "action": "expired"}
         schedule_recheck(
             Recheck(
@@ -135,7 +136,7 @@ def on_launch(
             RECHECK_DELAY_SECONDS,
         )
         return {**base, "action": "wait", "attempt": attempt}
-    command_id = send_launch_swap(ld, config, detail, pointer.release, swap=1)
+    command_id = send_launch_swap(ad, config, detail, pointer.release, swap=1)
     # Heartbeats until the swaps end or every one of them has timed out in SSM.
     budget = MAX_SWAPS * (config.rollout.command_timeout + config.rollout.delivery_timeout)
     schedule_recheck(
@@ -150,15 +151,15 @@ def on_launch(
 
 
 def on_heartbeat(
-    ld: LifecycleDeps, tick: SwapHeartbeat, schedule: Callable[[Recheck | SwapHeartbeat, int], None]
+    ad: Adapters, tick: SwapHeartbeat, schedule: Callable[[Recheck | SwapHeartbeat, int], None]
 ) -> dict[str, Any]:
     """Keep a running launch swap's lifecycle action alive; reschedule until the swap has ended."""
     base = {"instance_id": tick.instance_id, "command_id": tick.command_id}
-    tracked = ld.tracked.get(tick.command_id, tick.instance_id)
+    tracked = ad.tracked.get(tick.command_id, tick.instance_id)
     for _ in range(MAX_SWAPS):
         if tracked is None or tracked.completed != FOLLOWED or not tracked.next_command_id:
             break
-        tracked = ld.tracked.get(tracked.next_command_id, tick.instance_id)
+        tracked = ad.tracked.get(tracked.next_command_id, tick.instance_id)
     if tracked is None or tracked.completed is not None:
         return {**base, "action": "stop", "reason": "the launch swap has ended"}
     if utcnow() >= tick.deadline:
@@ -169,28 +170,28 @@ def on_heartbeat(
             extra=base,
         )
         return {**base, "action": "stop", "reason": "past the swaps' timeouts"}
-    if not heartbeat(ld, tracked):
+    if not heartbeat(ad, tracked):
         return {**base, "action": "expired"}
     schedule(tick.model_copy(update={"command_id": tracked.command_id}), HEARTBEAT_INTERVAL_SECONDS)
     return {**base, "action": "heartbeat", "command_id": tracked.command_id}
 
 
 def send_launch_swap(
-    ld: LifecycleDeps,
+    ad: Adapters,
     config: AppConfig,
     detail: LifecycleActionDetail | TrackedCommand,
     release_number: int,
     swap: int,
 ) -> str:
     """Swap one launching instance onto a release and track the command with the lifecycle token."""
-    release = ld.core.releases.get(config.app, release_number)
-    command_id = ld.core.fleet.send_swap_to_instances(
+    release = ad.releases.get(config.app, release_number)
+    command_id = ad.fleet.send_swap_to_instances(
         config,
         [_instance(detail)],
         swap_parameters(config, release),
-        f"deployer launch {config.app} release {release.release}",
+        markers.host_comment("launch", config.app, release.release),
     )
-    ld.tracked.put(
+    ad.tracked.put(
         TrackedCommand(
             command_id=command_id,
             instance_id=_instance(detail),
@@ -213,28 +214,28 @@ def send_launch_swap(
     return command_id
 
 
-def on_swap_finished(ld: LifecycleDeps, tracked: TrackedCommand, ok: bool) -> dict[str, Any]:
+def on_swap_finished(ad: Adapters, tracked: TrackedCommand, ok: bool) -> dict[str, Any]:
     """The launch swap ended: let the instance in (CONTINUE) or throw it away (ABANDON)."""
     base = {"instance_id": tracked.instance_id, "release": tracked.release, "purpose": "launch"}
     if ok:
-        pointer = ld.core.pointer.get(tracked.app)
+        pointer = ad.pointer.get(tracked.app)
         if pointer is not None and pointer.release != tracked.release and tracked.attempt < MAX_SWAPS:
             # The pointer moved while this instance launched: follow it before letting it in.
             # Claimed first, so a duplicate event does not send a second follow-up swap.
-            if not ld.tracked.mark_completed(tracked, FOLLOWED):
+            if not ad.tracked.mark_completed(tracked, FOLLOWED):
                 return {**base, "action": "duplicate"}
-            config = ld.core.apps.get(tracked.app)
-            command_id = send_launch_swap(ld, config, tracked, pointer.release, swap=tracked.attempt + 1)
-            ld.tracked.set_next(tracked, command_id)
-            heartbeat(ld, tracked)
+            config = ad.apps.get(tracked.app)
+            command_id = send_launch_swap(ad, config, tracked, pointer.release, swap=tracked.attempt + 1)
+            ad.tracked.set_next(tracked, command_id)
+            heartbeat(ad, tracked)
             return {**base, "action": "swap", "next_release": pointer.release, "command_id": command_id}
     result = LifecycleResult.CONTINUE if ok else LifecycleResult.ABANDON
-    if not ld.tracked.mark_completed(tracked, result.value):
+    if not ad.tracked.mark_completed(tracked, result.value):
         return {**base, "action": "duplicate"}
     assert tracked.group
     assert tracked.hook
     assert tracked.token
-    completed = ld.hooks.complete(
+    completed = ad.hooks.complete(
         group=tracked.group,
         hook=tracked.hook,
         token=tracked.token,
@@ -250,11 +251,11 @@ def on_swap_finished(ld: LifecycleDeps, tracked: TrackedCommand, ok: bool) -> di
     return {**base, "action": result.value.lower()}
 
 
-def heartbeat(ld: LifecycleDeps, tracked: TrackedCommand) -> bool:
+def heartbeat(ad: Adapters, tracked: TrackedCommand) -> bool:
     """Record a heartbeat for a launch swap's action; False (logged, counted) when it is gone."""
     if not (tracked.group and tracked.hook and tracked.token):
         return True
-    if ld.hooks.heartbeat(
+    if ad.hooks.heartbeat(
         group=tracked.group, hook=tracked.hook, token=tracked.token, instance_id=tracked.instance_id
     ):
         return True
@@ -262,8 +263,8 @@ def heartbeat(ld: LifecycleDeps, tracked: TrackedCommand) -> bool:
     return False
 
 
-def _heartbeat(ld: LifecycleDeps, detail: LifecycleActionDetail) -> bool:
-    if ld.hooks.heartbeat(
+def _heartbeat(ad: Adapters, detail: LifecycleActionDetail) -> bool:
+    if ad.hooks.heartbeat(
         group=detail.auto_scaling_group_name,
         hook=detail.lifecycle_hook_name,
         token=detail.lifecycle_action_token,
@@ -274,10 +275,10 @@ def _heartbeat(ld: LifecycleDeps, detail: LifecycleActionDetail) -> bool:
     return False
 
 
-def _complete(ld: LifecycleDeps, detail: LifecycleActionDetail, result: LifecycleResult) -> bool:
+def _complete(ad: Adapters, detail: LifecycleActionDetail, result: LifecycleResult) -> bool:
     """Complete the action; False (logged, counted) when Auto Scaling no longer has it."""
     try:
-        completed = ld.hooks.complete(
+        completed = ad.hooks.complete(
             group=detail.auto_scaling_group_name,
             hook=detail.lifecycle_hook_name,
             token=detail.lifecycle_action_token,

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployer import lifecycle
+from deployer import command_events
+from deployer.adapters import aws_errors
 from deployer.errors import DeployerError, InvalidEvent
 from deployer.metrics_names import LifecycleMetric
 from deployer.models import describe_errors
@@ -26,6 +27,7 @@ from deployer.observability import Metric, count, logger
 
 if TYPE_CHECKING:
     from deployer import launch
+    from deployer.wiring import Adapters
 
 RECHECK_QUEUE_ENV = "LAUNCH_RECHECK_QUEUE_URL"
 
@@ -43,17 +45,17 @@ def _rejected(what: str, exc: Exception) -> dict[str, Any]:
     return {"status": "rejected", "error": f"invalid {what}: {message}"}
 
 
-def handle_command_status(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+def handle_command_status(ad: Adapters, event: Any) -> dict[str, Any]:
     try:
         parsed = _CommandEvents.model_validate({"event": event}).event
     except ValidationError as exc:
         return _rejected("SSM status event", exc)
     if isinstance(parsed, CommandStatusEvent):
-        return {"status": "ok", **lifecycle.on_command(ld, parsed)}
-    return {"status": "ok", **lifecycle.on_invocation(ld, parsed)}
+        return {"status": "ok", **command_events.on_command(ad, parsed)}
+    return {"status": "ok", **command_events.on_invocation(ad, parsed)}
 
 
-def handle_operation(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+def handle_operation(ad: Adapters, event: Any) -> dict[str, Any]:
     try:
         request = parse_operation(event)
     except ValidationError as exc:
@@ -64,7 +66,7 @@ def handle_operation(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
     from deployer import operations  # noqa: PLC0415 - each function imports only its own path
 
     try:
-        result = operations.run(ld, request)
+        result = operations.run(ad, request)
     except DeployerError as exc:
         logger.warning(
             "operator request refused",
@@ -89,7 +91,7 @@ def _request_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def handle_instance_launch(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+def handle_instance_launch(ad: Adapters, event: Any) -> dict[str, Any]:
     """An `EC2 Instance-launch Lifecycle Action` event, or a batch of delayed re-checks (SQS)."""
     from deployer import launch  # noqa: PLC0415 - each function imports only its own path
 
@@ -99,37 +101,40 @@ def handle_instance_launch(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str,
             try:
                 recheck = launch.parse_recheck(record.get("body", ""))
                 if isinstance(recheck, launch.SwapHeartbeat):
-                    results.append(launch.on_heartbeat(ld, recheck, _scheduler(ld)))
+                    results.append(launch.on_heartbeat(ad, recheck, _scheduler(ad)))
                     continue
                 parsed = InstanceLaunchEvent.model_validate(recheck.event)
             except (ValidationError, ValueError) as exc:
                 results.append(_rejected("launch re-check", exc))
                 continue
             results.append(
-                launch.on_launch(ld, parsed, _scheduler(ld), recheck.first_seen, recheck.attempt + 1)
+                launch.on_launch(ad, parsed, _scheduler(ad), recheck.first_seen, recheck.attempt + 1)
             )
         return {"status": "ok", "results": results}
     try:
         parsed = InstanceLaunchEvent.model_validate(event)
     except ValidationError as exc:
         return _rejected("launch lifecycle event", exc)
-    return {"status": "ok", **launch.on_launch(ld, parsed, _scheduler(ld))}
+    return {"status": "ok", **launch.on_launch(ad, parsed, _scheduler(ad))}
 
 
-def _scheduler(ld: lifecycle.LifecycleDeps) -> Any:
+def _scheduler(ad: Adapters) -> Any:
     queue_url = os.environ.get(RECHECK_QUEUE_ENV, "")
 
     def schedule(recheck: launch.Recheck | launch.SwapHeartbeat, delay: int) -> None:
         if not queue_url:
             raise DeployerError(f"{RECHECK_QUEUE_ENV} is not set: cannot wait for the instance")
-        ld.core.clients.client("sqs").send_message(
-            QueueUrl=queue_url, MessageBody=json.dumps(recheck.model_dump(mode="json")), DelaySeconds=delay
-        )
+        with aws_errors("scheduling a launch re-check"):
+            ad.clients.client("sqs").send_message(
+                QueueUrl=queue_url,
+                MessageBody=json.dumps(recheck.model_dump(mode="json")),
+                DelaySeconds=delay,
+            )
 
     return schedule
 
 
-def handle_reconcile(ld: lifecycle.LifecycleDeps, event: Any) -> dict[str, Any]:
+def handle_reconcile(ad: Adapters, event: Any) -> dict[str, Any]:
     from deployer import reconcile  # noqa: PLC0415 - each function imports only its own path
 
-    return {"status": "ok", "apps": reconcile.reconcile_all(ld)}
+    return {"status": "ok", "apps": reconcile.reconcile_all(ad)}

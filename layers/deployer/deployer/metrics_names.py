@@ -18,3 +18,5 @@ class LifecycleMetric:
     # A launch's lifecycle action was gone (timed out) when we completed or heartbeated it.
     LAUNCH_ACTION_EXPIRED = "LaunchActionExpired"
     OPERATION_REFUSED = "OperationRefused"
+    # A deploy notice could not be published; it stays owed and is retried.
+    NOTICES_OWED = "NoticesOwed"

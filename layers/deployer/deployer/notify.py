@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployer.adapters import aws_errors
+
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
 
@@ -129,7 +131,7 @@ def sentence(notice: DeployNotice) -> str:
     return head
 
 
-def build_message(notice: DeployNotice) -> tuple[str, str, dict[str, Any]]:
+def build_message(notice: DeployNotice, dedupe_id: str | None = None) -> tuple[str, str, dict[str, Any]]:
     """(subject, message, message attributes) for SNS; the message is JSON with a `text` sentence."""
     text = sentence(notice)
     subject_kind = {
@@ -144,6 +146,9 @@ def build_message(notice: DeployNotice) -> tuple[str, str, dict[str, Any]]:
         "app": {"DataType": "String", "StringValue": notice.app},
         "event": {"DataType": "String", "StringValue": f"deploy_{notice.kind.value}"},
     }
+    if dedupe_id:
+        body["dedupe_id"] = dedupe_id
+        attributes["dedupe_id"] = {"DataType": "String", "StringValue": dedupe_id}
     return subject, json.dumps(body, sort_keys=True, separators=(",", ":")), attributes
 
 
@@ -158,12 +163,25 @@ class Notifier:
     def enabled(self) -> bool:
         return bool(self._topic_arn)
 
-    def publish(self, notice: DeployNotice) -> str | None:
+    def publish(self, notice: DeployNotice, dedupe_id: str | None = None) -> str | None:
+        """Publish one notice. `dedupe_id` is stable for the transition it announces (a notice
+        is delivered at least once): it rides in the message and its attributes, and a FIFO
+        topic deduplicates on it. AwsCallFailed when SNS refuses."""
         if not self._topic_arn:
             return None
         sns = self._sns() if callable(self._sns) else self._sns
-        subject, message, attributes = build_message(notice)
-        response = sns.publish(
-            TopicArn=self._topic_arn, Subject=subject, Message=message, MessageAttributes=attributes
-        )
+        subject, message, attributes = build_message(notice, dedupe_id)
+        extra: dict[str, Any] = {}
+        if self._topic_arn.endswith(".fifo") and dedupe_id:
+            extra = {"MessageDeduplicationId": dedupe_id[:128], "MessageGroupId": notice.app}
+        with aws_errors(
+            f"publishing the {notice.kind.value} notice of {notice.app} release {notice.release}"
+        ):
+            response = sns.publish(
+                TopicArn=self._topic_arn,
+                Subject=subject,
+                Message=message,
+                MessageAttributes=attributes,
+                **extra,
+            )
         return response.get("MessageId")

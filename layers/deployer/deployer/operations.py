@@ -9,13 +9,14 @@ is a clear error naming what is wrong, and nothing is written.
 
 from __future__ import annotations
 
-import contextlib
-import re
-import uuid
 from typing import TYPE_CHECKING, Any
 
-from deployer.errors import DeployerError, InvalidTransition, LockLost, ReleaseNotFound
-from deployer.lifecycle import LifecycleDeps, advance, notify_started, rollback_target
+from deployer import controller, markers
+from deployer.adapters.app_state import StateChange
+from deployer.adapters.transactions import Refused, Transaction
+from deployer.admission import image_reference
+from deployer.errors import DeployerError, ReleaseNotFound
+from deployer.markers import OutboxEntry
 from deployer.metrics_names import LifecycleMetric
 from deployer.models.lifecycle_events import (
     CancelRequest,
@@ -27,27 +28,28 @@ from deployer.models.lifecycle_events import (
     StatusRequest,
 )
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
+from deployer.notify import NoticeKind
 from deployer.observability import count, logger
-from deployer.rollout import image_reference, lock_owner, new_release, owner_of, start_rollout
 
 if TYPE_CHECKING:
     from deployer.adapters.images import Image
     from deployer.models.config import AppConfig
+    from deployer.wiring import Adapters
 
 
-def run(ld: LifecycleDeps, request: OperationRequest) -> dict[str, Any]:
+def run(ad: Adapters, request: OperationRequest) -> dict[str, Any]:
     """Dispatch one validated operator request."""
     if isinstance(request, RollbackRequest):
-        return rollback(ld, request)
+        return rollback(ad, request)
     if isinstance(request, PromoteRequest):
-        return promote(ld, request)
+        return promote(ad, request)
     if isinstance(request, PauseRequest):
-        return pause(ld, request)
+        return pause(ad, request)
     if isinstance(request, ResumeRequest):
-        return resume(ld, request)
+        return resume(ad, request)
     if isinstance(request, CancelRequest):
-        return cancel(ld, request)
-    return status(ld, request)
+        return cancel(ad, request)
+    return status(ad, request)
 
 
 def _describe(ref: int | str) -> str:
@@ -56,9 +58,9 @@ def _describe(ref: int | str) -> str:
     return f"digest {ref}" if ref.startswith("sha256:") else f"tag {ref}"
 
 
-def find_in_history(ld: LifecycleDeps, app: str, ref: int | str) -> Release:
+def find_in_history(ad: Adapters, app: str, ref: int | str) -> Release:
     """The release a reference names (newest first for a tag or digest); ReleaseNotFound otherwise."""
-    releases = ld.core.releases
+    releases = ad.releases
     if isinstance(ref, int):
         return releases.get(app, ref)
     if ref.startswith("sha256:"):
@@ -70,46 +72,38 @@ def find_in_history(ld: LifecycleDeps, app: str, ref: int | str) -> Release:
     return found
 
 
-def rollback(ld: LifecycleDeps, request: RollbackRequest) -> dict[str, Any]:
-    core = ld.core
-    config = core.apps.get(request.app)
-    pointer = core.pointer.get(config.app)
+def rollback(ad: Adapters, request: RollbackRequest) -> dict[str, Any]:
+    """Deploy an older release's image again: by default the newest release before the current
+    one that succeeded with another image still in ECR (the automatic rollback's choice)."""
+    config = ad.apps.get(request.app)
+    state = ad.state.get(config.app)
+    current_number = state.desired or _pointer_release(ad, config.app)
+    current = ad.releases.get_or_none(config.app, current_number) if current_number else None
     if request.to is None:
-        if pointer is None:
+        if current is None:
             raise ReleaseNotFound(f"{config.app} has never been deployed: there is nothing to roll back to")
-        current_digest = pointer.digest
-        target = core.releases.find(
-            config.app,
-            lambda r: r.release < pointer.release and r.digest != current_digest,
-            status=ReleaseStatus.SUCCEEDED,
-        )
+        target = controller.rollback_target(ad, config, current)
         if target is None:
             raise ReleaseNotFound(
-                f"{config.app} has no SUCCEEDED release before release {pointer.release} "
-                "with a different image: there is nothing to roll back to"
+                f"{config.app} has no SUCCEEDED release before release {current.release} "
+                "with a different image still in ECR: there is nothing to roll back to"
             )
     else:
-        target = find_in_history(ld, config.app, request.to)
-    # The image must still be in ECR, or hosts and new instances could not pull it.
-    ld.images.by_digest(config.repository, target.digest)
+        target = find_in_history(ad, config.app, request.to)
+        # The image must still be in ECR, or hosts and new instances could not pull it.
+        ad.images.by_digest(config.repository, target.digest)
     reason = request.reason or f"rollback to release {target.release}"
     started = _deploy(
-        ld,
+        ad,
         config,
         image=target.image,
         digest=target.digest,
         tag=target.tag,
         source=ReleaseSource.ROLLBACK,
         reason=reason,
-        last_release_hint=pointer.release if pointer is not None else target.release,
+        rollback_of=current.release if current is not None and current.release != target.release else None,
     )
-    if target.status is not ReleaseStatus.SUCCEEDED:
-        # An operator chose a release that did not succeed: that is an explicit deploy of it.
-        core.state.allow_digest(config.app, target.digest)
-    if pointer is not None:
-        _mark_rolled_back(
-            ld, config.app, pointer.release, target=target.release, new=started.release, reason=reason
-        )
+    count(LifecycleMetric.ROLLBACKS)
     return {
         "action": "rollback",
         "app": config.app,
@@ -121,28 +115,32 @@ def rollback(ld: LifecycleDeps, request: RollbackRequest) -> dict[str, Any]:
     }
 
 
-def promote(ld: LifecycleDeps, request: PromoteRequest) -> dict[str, Any]:
+def _pointer_release(ad: Adapters, app: str) -> int | None:
+    pointer = ad.pointer.get(app)
+    return pointer.release if pointer else None
+
+
+def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
     """Deploy a tag, digest or earlier release's image explicitly (also lifts a refusal)."""
-    core = ld.core
-    config = core.apps.get(request.app)
+    config = ad.apps.get(request.app)
     ref = request.to
     image: Image
     if isinstance(ref, int):
-        known = core.releases.get(config.app, ref)
-        image = ld.images.by_digest(config.repository, known.digest)
+        known = ad.releases.get(config.app, ref)
+        image = ad.images.by_digest(config.repository, known.digest)
     elif ref.startswith("sha256:"):
-        image = ld.images.by_digest(config.repository, ref)
+        image = ad.images.by_digest(config.repository, ref)
     else:
-        image = ld.images.by_tag(config.repository, ref)
+        image = ad.images.by_tag(config.repository, ref)
     tag = (
         ref
         if isinstance(ref, str) and not ref.startswith("sha256:")
         else (image.tags[0] if image.tags else None)
     )
-    registry = _registry(ld, image)
+    registry = _registry(ad, image)
     reason = request.reason or f"explicit deploy of {_describe(ref)}"
     started = _deploy(
-        ld,
+        ad,
         config,
         image=image_reference(config, registry, image.digest),
         digest=image.digest,
@@ -150,7 +148,6 @@ def promote(ld: LifecycleDeps, request: PromoteRequest) -> dict[str, Any]:
         source=ReleaseSource.MANUAL,
         reason=reason,
     )
-    core.state.allow_digest(config.app, image.digest)
     return {
         "action": "promote",
         "app": config.app,
@@ -161,14 +158,14 @@ def promote(ld: LifecycleDeps, request: PromoteRequest) -> dict[str, Any]:
     }
 
 
-def _registry(ld: LifecycleDeps, image: Image) -> str:
-    region = ld.core.region
+def _registry(ad: Adapters, image: Image) -> str:
+    region = ad.region
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"{image.registry_id}.dkr.ecr.{region}.{suffix}"
 
 
 def _deploy(
-    ld: LifecycleDeps,
+    ad: Adapters,
     config: AppConfig,
     *,
     image: str,
@@ -176,38 +173,42 @@ def _deploy(
     tag: str | None,
     source: ReleaseSource,
     reason: str,
-    last_release_hint: int = 0,
+    rollback_of: int | None = None,
 ) -> Release:
-    """Record and start a release under the app's lock; DeployInProgress leaves nothing behind.
-
-    `last_release_hint`: the app's newest release number as the caller knows it, so taking the
-    lock and the release number is usually one write."""
-    core = ld.core
-    number = core.state.reserve(
-        config.app,
-        lambda n: owner_of(config.app, n),
-        core.settings.lock_lease_seconds,
-        last_release_hint=last_release_hint,
+    """Record and start an operator's release (DeployInProgress, nothing written, while another
+    deploy runs). Run again after it died part-way, the same request finds its release rolling
+    out and carries it on instead of starting a second one."""
+    token = controller.new_token()
+    state = ad.state.get(config.app)
+    running = markers.owned_release(config.app, state.lock_owner)
+    if running is not None:
+        holder = ad.releases.get_or_none(config.app, running)
+        if (
+            holder is not None
+            and holder.status is ReleaseStatus.DEPLOYING
+            and holder.digest == digest
+            and holder.source is source
+        ):
+            logger.info(
+                "the same deploy is already under way; carrying it on", app=config.app, release=running
+            )
+            controller.converge(ad, config.app, config=config, token=token)
+            return ad.releases.get(config.app, running)
+    admitted = controller.admit(
+        ad,
+        config,
+        image=image,
+        digest=digest,
+        tag=tag,
+        source=source,
+        reason=reason,
+        token=token,
+        operator=True,
+        rollback_of=rollback_of,
     )
-    owner = owner_of(config.app, number)
-    try:
-        release = new_release(
-            core,
-            config,
-            image=image,
-            digest=digest,
-            tag=tag,
-            source=source,
-            reason=reason,
-            number=number,
-            deploying=True,
-        )
-        started = start_rollout(core, config, release, source)
-    except DeployerError:
-        with contextlib.suppress(LockLost):
-            core.state.release(config.app, owner)
-        raise
-    notify_started(ld, started)
+    assert admitted.release is not None
+    controller.converge(ad, config.app, config=config, token=token)
+    started = ad.releases.get(config.app, admitted.release)
     logger.info(
         "operator deploy started",
         app=config.app,
@@ -219,144 +220,143 @@ def _deploy(
     return started
 
 
-def _mark_rolled_back(
-    ld: LifecycleDeps, app: str, current: int, *, target: int, new: int, reason: str
-) -> None:
-    if current == target:
-        return
-    # Already ROLLED_BACK (say, by the automatic rollback) is fine.
-    with contextlib.suppress(InvalidTransition, ReleaseNotFound):
-        ld.core.releases.update_status(
-            app,
-            current,
-            ReleaseStatus.ROLLED_BACK,
-            reason=f"rolled back to release {target} (as release {new}): {reason}",
-        )
-
-
-def cancel(ld: LifecycleDeps, request: CancelRequest) -> dict[str, Any]:
+def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
     """Stop the app's deploy in progress and put back the release it replaced.
 
-    The release is marked CANCELLED first (one conditional write), so the cancelled command's
-    status events no longer decide its fate nor start an automatic rollback; then the command
-    is cancelled, and a rollback release to the last SUCCEEDED image takes the deploy lock over
-    and returns the hosts already swapped, the pointer and the group. Running it again after a
-    failure part-way carries on from where it stopped."""
-    core = ld.core
-    config = core.apps.get(request.app)
-    state = core.state.get(config.app)
-    match = re.fullmatch(rf"{re.escape(config.app)}#([0-9]+)", state.lock_owner or "")
-    if match is None or not state.locked(core.clock()):
-        raise ReleaseNotFound(f"{config.app} has no deploy in progress: there is nothing to cancel")
-    release = core.releases.get(config.app, int(match.group(1)))
-    reason = f"cancelled by an operator: {request.reason or 'deployer cancel'}"
-    if release.status is ReleaseStatus.DEPLOYING:
-        try:
-            release = core.releases.update_status(
-                config.app, release.release, ReleaseStatus.CANCELLED, reason
-            )
-        except InvalidTransition as exc:
-            raise DeployerError(
-                f"{config.app} release {release.release} ended {exc.current.status if exc.current else '?'} "
-                "before it could be cancelled; roll back instead"
-            ) from exc
-        count(LifecycleMetric.DEPLOY_CANCELLED)
-    elif release.status is not ReleaseStatus.CANCELLED:
-        raise DeployerError(
-            f"{config.app} release {release.release} is {release.status.value}, not deploying: "
-            "nothing to cancel"
+    One decision marks the release CANCELLED (its command's end no longer decides anything) and
+    starts a rollback release to the last good image in its place (or frees the app and puts
+    pointer and group back when there is none); then the command is cancelled. Running it again
+    after a failure part-way carries on from where it stopped."""
+    config = ad.apps.get(request.app)
+    state = ad.state.get(config.app)
+    number = markers.owned_release(config.app, state.lock_owner)
+    release = ad.releases.get_or_none(config.app, number) if number else None
+    result: dict[str, Any] = {"action": "cancel", "app": config.app, "rollback_release": None, "target": None}
+    if (
+        release is not None
+        and release.rollback_of is not None
+        and release.reason.startswith("cancel of release")
+    ):
+        # Run again: the cancel was decided; make sure the cancelled command is stopped.
+        cancelled = ad.releases.get(config.app, release.rollback_of)
+        if cancelled.command_id:
+            ad.fleet.cancel(cancelled.command_id)
+        controller.converge(ad, config.app, config=config)
+        result.update(
+            release=cancelled.release,
+            status=cancelled.status.value,
+            command_id=cancelled.command_id,
+            rollback_release=release.release,
+            target=release.replaces,
         )
-    if release.command_id:
-        ld.core.fleet.cancel(release.command_id)
-    result: dict[str, Any] = {
-        "action": "cancel",
-        "app": config.app,
-        "release": release.release,
-        "status": release.status.value,
-        "command_id": release.command_id,
-        "rollback_release": None,
-        "target": None,
-    }
-    # A cancelled rollback is not rolled back again (that would walk back through the history).
-    target = None if release.source is ReleaseSource.ROLLBACK else rollback_target(ld, release)
-    if target is None:
-        with contextlib.suppress(LockLost):
-            core.state.release(config.app, lock_owner(release))
-        logger.info("deploy cancelled; nothing to roll back to", app=config.app, release=release.release)
         return result
-    rollback_release = new_release(
-        core,
-        config,
-        image=target.image,
-        digest=target.digest,
-        tag=target.tag,
-        source=ReleaseSource.ROLLBACK,
-        reason=f"cancel of release {release.release}: back to release {target.release}",
+    if release is None or release.status is not ReleaseStatus.DEPLOYING:
+        raise ReleaseNotFound(f"{config.app} has no deploy in progress: there is nothing to cancel")
+    reason = f"cancelled by an operator: {request.reason or 'deployer cancel'}"
+    # A cancelled rollback is not rolled back again (that would walk back through the history).
+    target = (
+        None if release.source is ReleaseSource.ROLLBACK else controller.rollback_target(ad, config, release)
     )
-    try:
-        core.state.transfer(
-            config.app, lock_owner(release), lock_owner(rollback_release), core.settings.lock_lease_seconds
+    token = controller.new_token()
+    tx = Transaction().add(
+        "release",
+        ad.releases.transition_item(
+            config.app,
+            release.release,
+            ReleaseStatus.CANCELLED,
+            reason,
+            allowed_from=frozenset({ReleaseStatus.DEPLOYING}),
+        ),
+    )
+    change = StateChange(config.app, expect_owner=state.lock_owner)
+    if target is None:
+        change.clear_owner = True
+        if release.replaces is not None:
+            change.desired = release.replaces
+            change.realign = True
+    else:
+        number = state.last_release + 1
+        change.expect_last = state.last_release
+        change.last_release = number
+        change.owner = markers.owner(config.app, number)
+        change.desired = number
+        change.add_outbox.append(OutboxEntry(number, NoticeKind.STARTED.value).encode())
+        tx.add(
+            "rollback",
+            ad.releases.create_item(
+                controller.new_record(
+                    config,
+                    number,
+                    image=target.image,
+                    digest=target.digest,
+                    tag=target.tag,
+                    source=ReleaseSource.ROLLBACK,
+                    reason=f"cancel of release {release.release}: back to release {target.release}",
+                    token=token,
+                    now=ad.state.now(),
+                    replaces=target.release,
+                    rollback_of=release.release,
+                )
+            ),
         )
-    except LockLost as exc:
-        core.releases.update_status(
-            config.app, rollback_release.release, ReleaseStatus.SUPERSEDED, "another cancel took over"
-        )
-        raise DeployerError(f"{config.app}: the deploy lock moved on while cancelling; check status") from exc
+    tx.add("state", ad.state.change_item(change))
     try:
-        started = start_rollout(core, config, rollback_release, ReleaseSource.ROLLBACK)
-    except DeployerError:
-        with contextlib.suppress(LockLost):
-            core.state.release(config.app, lock_owner(rollback_release))
-        raise
-    count(LifecycleMetric.ROLLBACKS)
-    notify_started(ld, started)
+        tx.commit(ad.dynamodb, f"cancelling {config.app} release {release.release}")
+    except Refused as exc:
+        raise DeployerError(
+            f"{config.app} release {release.release} ended or moved on before it could be cancelled; "
+            "check status, then roll back if needed"
+        ) from exc
+    count(LifecycleMetric.DEPLOY_CANCELLED)
+    if release.command_id:
+        ad.fleet.cancel(release.command_id)
+    controller.converge(ad, config.app, config=config, token=token)
     logger.info(
-        "deploy cancelled; rolling back",
-        app=config.app,
-        release=release.release,
-        target=target.release,
-        rollback_release=started.release,
+        "deploy cancelled", app=config.app, release=release.release, target=target.release if target else None
     )
-    result.update(rollback_release=started.release, target=target.release)
+    result.update(
+        release=release.release,
+        status=ReleaseStatus.CANCELLED.value,
+        command_id=release.command_id,
+        rollback_release=change.last_release if target is not None else None,
+        target=target.release if target is not None else None,
+    )
     return result
 
 
-def pause(ld: LifecycleDeps, request: PauseRequest) -> dict[str, Any]:
-    config = ld.core.apps.get(request.app)
-    ld.core.state.set_paused(config.app, True, request.reason or "paused by an operator")
+def pause(ad: Adapters, request: PauseRequest) -> dict[str, Any]:
+    config = ad.apps.get(request.app)
+    ad.state.set_paused(config.app, True, request.reason or "paused by an operator")
     logger.info("automatic deploys paused", app=config.app, reason=request.reason)
     return {"action": "pause", "app": config.app, "paused": True}
 
 
-def resume(ld: LifecycleDeps, request: ResumeRequest) -> dict[str, Any]:
+def resume(ad: Adapters, request: ResumeRequest) -> dict[str, Any]:
     """Resume automatic deploys; the newest release that waited while paused starts now."""
-    core = ld.core
-    config = core.apps.get(request.app)
-    core.state.set_paused(config.app, False, "")
+    config = ad.apps.get(request.app)
+    ad.state.set_paused(config.app, False, "")
     result: dict[str, Any] = {"action": "resume", "app": config.app, "paused": False}
-    claim = f"operator:{uuid.uuid4()}"
-    if core.state.acquire(config.app, claim, core.settings.lock_lease_seconds):
-        started = advance(ld, config.app, owner=claim, config=config)
-        if started is not None:
-            result["release"] = started.release
-            result["command_id"] = started.command_id
+    report = controller.converge(ad, config.app, config=config)
+    if report.release is not None and report.state is not None and report.state.lock_owner is not None:
+        result["release"] = report.release
+        result["command_id"] = report.command_id
     logger.info("automatic deploys resumed", app=config.app, started=result.get("release"))
     return result
 
 
-def status(ld: LifecycleDeps, request: StatusRequest) -> dict[str, Any]:
-    core = ld.core
-    config = core.apps.get(request.app)
-    state = core.state.get(config.app)
-    pointer = core.pointer.get(config.app)
-    releases = core.releases.list_recent(config.app, request.limit)
+def status(ad: Adapters, request: StatusRequest) -> dict[str, Any]:
+    config = ad.apps.get(request.app)
+    state = ad.state.get(config.app)
+    pointer = ad.pointer.get(config.app)
+    releases = ad.releases.list_recent(config.app, request.limit)
     return {
         "action": "status",
         "app": config.app,
         "pointer": pointer.model_dump(mode="json") if pointer else None,
         "paused": state.paused,
         "pause_reason": state.pause_reason or None,
-        "deploying": state.lock_owner if state.locked(core.clock()) else None,
+        "deploying": state.lock_owner,
+        "desired": state.desired,
         "refused_digests": sorted(state.refused_digests),
         "releases": [
             {

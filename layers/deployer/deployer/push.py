@@ -17,17 +17,17 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 
+from deployer.admission import accept_push
 from deployer.errors import InvalidAppConfig, InvalidEvent
 from deployer.models.events import EcrImageAction, parse_push_event
 from deployer.observability import Metric, count, logger
-from deployer.rollout import accept_push
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from deployer.rollout import Deps
+    from deployer.wiring import Adapters as Deps
 
 IDEMPOTENCY_TTL_SECONDS = 48 * 3600
 IDEMPOTENCY = IdempotencyConfig(

@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 from deployer.settings import Settings
 
 if TYPE_CHECKING:
-    from deployer.rollout import Deps
+    from deployer.wiring import Adapters
 
-_deps: Deps | None = None
+_deps: Adapters | None = None
 
 
-def deps() -> Deps:
+def deps() -> Adapters:
     """The process-wide adapters, built from the environment once."""
     global _deps  # noqa: PLW0603 - one wiring per Lambda execution environment
     if _deps is None:
-        from deployer.rollout import Deps  # noqa: PLC0415
+        from deployer.wiring import Adapters  # noqa: PLC0415
 
-        _deps = Deps.from_settings(Settings.from_env())
+        _deps = Adapters.from_settings(Settings.from_env())
     return _deps
 
 

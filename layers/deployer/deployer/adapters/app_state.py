@@ -1,33 +1,36 @@
-"""Per-app mutable state in one item of the app-state table (key `app`).
+"""Per-app controller state in one item of the app-state table (key `app`).
 
-- `last_release`: the release counter, incremented atomically (`UpdateItem ADD`);
-- `lock_owner` / `lock_expires_at`: the deploy lock, a lease so a crashed invocation cannot hold
-  it forever (an expired lease can be taken over);
-- `paused`: automatic deploys suspended;
-- `refused_digests`: digests that failed and must not be deployed automatically again.
+- `last_release`: the release counter;
+- `lock_owner`: the release rolling out (`<app>#<n>`, deployer.markers); absent when idle. Only
+  a decision of the controller moves or removes it, so it is never taken over by a timer;
+- `desired`: the release the fleet must run; while a release rolls out, that release;
+- `outbox`: notices owed for recorded transitions (deployer.markers.OutboxEntry), written in the
+  same transaction as the transition and removed once published;
+- `realign`: pointer and group must be put back on `desired` (a start that failed for good);
+- `paused`, `pause_reason`: automatic deploys suspended;
+- `refused_digests`: digests that failed and are never deployed automatically again.
 
-Every write is an `UpdateItem` with conditions, never a `PutItem`, so writers never clobber
-each other's attributes.
+Decisions write this item inside a transaction (`StateChange`, deployer.adapters.transactions),
+conditioned on what the decision read (`last_release`, `lock_owner`), so two deciders cannot both
+win. `lock_expires_at` is still written for readers of older versions; nothing relies on it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from deployer.adapters import aws_errors, error_code, from_attributes
-from deployer.errors import AwsCallFailed, DeployInProgress, LockLost
+from deployer.adapters import aws_errors, from_attributes
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-
-# Writers that can move the counter between a guess and the write: pushes, one per event.
-_RESERVE_ATTEMPTS = 8
+# Shown as the lock's expiry to older readers; the controller never reads it.
+DISPLAY_LEASE_SECONDS = 3600
 
 
 class AppStateRecord(BaseModel):
@@ -35,12 +38,111 @@ class AppStateRecord(BaseModel):
     last_release: int = 0
     lock_owner: str | None = None
     lock_expires_at: int | None = None
+    desired: int | None = None
+    outbox: frozenset[str] = Field(default_factory=frozenset)
+    realign: bool = False
     paused: bool = False
     pause_reason: str = ""
     refused_digests: frozenset[str] = Field(default_factory=frozenset)
 
-    def locked(self, now: float) -> bool:
-        return self.lock_owner is not None and (self.lock_expires_at or 0) > now
+    def locked(self, now: float | None = None) -> bool:
+        """A release is rolling out (`now` is accepted for older callers and ignored)."""
+        return self.lock_owner is not None
+
+
+@dataclass
+class StateChange:
+    """One conditional update of the app's state item, built by a decision.
+
+    Conditions: `expect_last` (the counter as read: the decision allocates `expect_last + 1`),
+    `expect_owner` (the lock as read: None = free), `refuse_if_refused` (a digest that must not
+    be refused), `require_unpaused`."""
+
+    app: str
+    expect_owner: str | None = None
+    check_owner: bool = True
+    expect_last: int | None = None
+    refuse_if_refused: str | None = None
+    require_unpaused: bool = False
+    last_release: int | None = None
+    owner: str | None = None
+    clear_owner: bool = False
+    desired: int | None = None
+    realign: bool | None = None
+    add_outbox: list[str] = field(default_factory=list)
+    refuse: str | None = None
+    allow: str | None = None
+
+    def item(self, table: str, now: int) -> dict[str, Any]:
+        sets: list[str] = []
+        removes: list[str] = []
+        adds: list[str] = []
+        deletes: list[str] = []
+        conditions: list[str] = []
+        values: dict[str, Any] = {}
+        if self.last_release is not None:
+            sets.append("last_release = :n")
+            values[":n"] = {"N": str(self.last_release)}
+        if self.owner is not None:
+            sets += ["lock_owner = :o", "lock_expires_at = :e", "lock_acquired_at = :t"]
+            values[":o"] = {"S": self.owner}
+            values[":e"] = {"N": str(now + DISPLAY_LEASE_SECONDS)}
+            values[":t"] = {"N": str(now)}
+        elif self.clear_owner:
+            removes += ["lock_owner", "lock_expires_at", "lock_acquired_at"]
+        if self.desired is not None:
+            sets.append("desired = :d")
+            values[":d"] = {"N": str(self.desired)}
+        if self.realign is not None:
+            sets.append("realign = :r")
+            values[":r"] = {"BOOL": self.realign}
+        if self.add_outbox:
+            adds.append("outbox :ob")
+            values[":ob"] = {"SS": sorted(set(self.add_outbox))}
+        if self.refuse:
+            adds.append("refused_digests :rf")
+            values[":rf"] = {"SS": [self.refuse]}
+        if self.allow:
+            deletes.append("refused_digests :al")
+            values[":al"] = {"SS": [self.allow]}
+        if self.check_owner:
+            if self.expect_owner is None:
+                conditions.append("attribute_not_exists(lock_owner)")
+            else:
+                conditions.append("lock_owner = :eo")
+                values[":eo"] = {"S": self.expect_owner}
+        if self.expect_last is not None:
+            if self.expect_last == 0:
+                conditions.append("(attribute_not_exists(last_release) OR last_release = :el)")
+            else:
+                conditions.append("last_release = :el")
+            values[":el"] = {"N": str(self.expect_last)}
+        if self.refuse_if_refused:
+            conditions.append("NOT contains(refused_digests, :rd)")
+            values[":rd"] = {"S": self.refuse_if_refused}
+        if self.require_unpaused:
+            conditions.append("(attribute_not_exists(paused) OR paused = :false)")
+            values[":false"] = {"BOOL": False}
+        expression = " ".join(
+            part
+            for part in (
+                f"SET {', '.join(sets)}" if sets else "",
+                f"REMOVE {', '.join(removes)}" if removes else "",
+                f"ADD {', '.join(adds)}" if adds else "",
+                f"DELETE {', '.join(deletes)}" if deletes else "",
+            )
+            if part
+        )
+        update: dict[str, Any] = {
+            "TableName": table,
+            "Key": {"app": {"S": self.app}},
+            "UpdateExpression": expression,
+        }
+        if conditions:
+            update["ConditionExpression"] = " AND ".join(conditions)
+        if values:
+            update["ExpressionAttributeValues"] = values
+        return {"Update": update}
 
 
 class AppState:
@@ -49,144 +151,32 @@ class AppState:
         self._table = table
         self._clock = clock
 
+    @property
+    def table(self) -> str:
+        return self._table
+
+    def now(self) -> int:
+        return int(self._clock())
+
     def get(self, app: str) -> AppStateRecord:
         with aws_errors(f"reading state of {app}"):
             response = self._db.get_item(TableName=self._table, Key=self._key(app), ConsistentRead=True)
         data = from_attributes(response.get("Item", {})) or {"app": app}
         return AppStateRecord.model_validate(data)
 
-    def next_release(self, app: str) -> int:
-        """The app's next release number (1, 2, ...), unique even under concurrency."""
-        with aws_errors(f"allocating a release number for {app}"):
-            response = self._db.update_item(
-                TableName=self._table,
-                Key=self._key(app),
-                UpdateExpression="ADD last_release :one",
-                ExpressionAttributeValues={":one": {"N": "1"}},
-                ReturnValues="UPDATED_NEW",
-            )
-        return int(response["Attributes"]["last_release"]["N"])
+    def change_item(self, change: StateChange) -> dict[str, Any]:
+        """The transaction item for `change`."""
+        return change.item(self._table, self.now())
 
-    def admit(self, app: str, digest: str) -> AppStateRecord | None:
-        """Allocate the next release number for a push of `digest`, in one write that also
-        answers the pause flag and lock; None (and no number used) when the digest is refused."""
-        try:
-            response = self._db.update_item(
-                TableName=self._table,
-                Key=self._key(app),
-                UpdateExpression="ADD last_release :one",
-                ConditionExpression="NOT contains(refused_digests, :d)",
-                ExpressionAttributeValues={":one": {"N": "1"}, ":d": {"S": digest}},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return None
-            raise AwsCallFailed(f"allocating a release number for {app} failed: {exc}") from exc
-        return AppStateRecord.model_validate(from_attributes(response["Attributes"]))
-
-    def reserve(
-        self, app: str, owner_of: Callable[[int], str], lease_seconds: int, last_release_hint: int = 0
-    ) -> int:
-        """Take the free deploy lock and the next release number N in one write; the lock's
-        owner is `owner_of(N)`. DeployInProgress (nothing written) while another owner holds it.
-
-        The write is conditional on the counter's value, guessed from `last_release_hint`; a
-        wrong guess costs one more write (the refused write returns the actual value)."""
-        expected = last_release_hint
-        for _ in range(_RESERVE_ATTEMPTS):
-            now = int(self._clock())
-            number = expected + 1
-            counter = "last_release = :prev" if expected else "attribute_not_exists(last_release)"
-            values: dict[str, Any] = {
-                ":n": {"N": str(number)},
-                ":o": {"S": owner_of(number)},
-                ":e": {"N": str(now + lease_seconds)},
-                ":t": {"N": str(now)},
-            }
-            if expected:
-                values[":prev"] = {"N": str(expected)}
-            try:
-                self._db.update_item(
-                    TableName=self._table,
-                    Key=self._key(app),
-                    UpdateExpression=(
-                        "SET last_release = :n, lock_owner = :o, lock_expires_at = :e, lock_acquired_at = :t"
-                    ),
-                    ConditionExpression=(
-                        f"(attribute_not_exists(lock_owner) OR lock_expires_at <= :t) AND {counter}"
-                    ),
-                    ExpressionAttributeValues=values,
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise AwsCallFailed(f"acquiring the deploy lock of {app} failed: {exc}") from exc
-                old = cast("dict[str, Any] | None", exc.response.get("Item"))
-                found = AppStateRecord.model_validate(from_attributes(old) if old else {"app": app})
-                if found.locked(now):
-                    raise DeployInProgress(
-                        f"{app} is deploying ({found.lock_owner}); wait until it ends, then run this again"
-                    ) from exc
-                expected = found.last_release
-                continue
-            return number
-        raise AwsCallFailed(f"could not allocate a release number for {app}: too much contention")
-
-    def acquire(self, app: str, owner: str, lease_seconds: int) -> bool:
-        """Take the app's deploy lock; False while another owner holds an unexpired lease.
-
-        Re-acquiring by the same owner renews the lease."""
-        return self.take(app, owner, lease_seconds) is None
-
-    def take(self, app: str, owner: str, lease_seconds: int) -> str | None:
-        """`acquire` that answers who holds the lock when it is refused (None: taken)."""
-        now = int(self._clock())
-        try:
+    def outbox_done(self, app: str, entry: str) -> None:
+        """A notice was published: it is no longer owed."""
+        with aws_errors(f"updating the notices owed for {app}"):
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(app),
-                UpdateExpression="SET lock_owner = :o, lock_expires_at = :e, lock_acquired_at = :n",
-                ConditionExpression=(
-                    "attribute_not_exists(lock_owner) OR lock_expires_at <= :n OR lock_owner = :o"
-                ),
-                ExpressionAttributeValues={
-                    ":o": {"S": owner},
-                    ":e": {"N": str(now + lease_seconds)},
-                    ":n": {"N": str(now)},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                UpdateExpression="DELETE outbox :e",
+                ExpressionAttributeValues={":e": {"SS": [entry]}},
             )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                old = cast("dict[str, Any] | None", exc.response.get("Item"))
-                return str(from_attributes(old).get("lock_owner") or "") if old else ""
-            raise AwsCallFailed(f"acquiring the deploy lock of {app} failed: {exc}") from exc
-        return None
-
-    def renew(self, app: str, owner: str, lease_seconds: int) -> None:
-        """Extend the lease; LockLost when `owner` no longer holds the lock."""
-        now = int(self._clock())
-        self._owner_update(
-            app,
-            owner,
-            "SET lock_expires_at = :e",
-            {":e": {"N": str(now + lease_seconds)}},
-        )
-
-    def release(self, app: str, owner: str) -> None:
-        """Give the lock up; LockLost when `owner` no longer holds it."""
-        self._owner_update(app, owner, "REMOVE lock_owner, lock_expires_at, lock_acquired_at", {})
-
-    def transfer(self, app: str, owner: str, new_owner: str, lease_seconds: int) -> None:
-        """Hand the lock to `new_owner` without releasing it in between (next pending deploy)."""
-        now = int(self._clock())
-        self._owner_update(
-            app,
-            owner,
-            "SET lock_owner = :n, lock_expires_at = :e, lock_acquired_at = :t",
-            {":n": {"S": new_owner}, ":e": {"N": str(now + lease_seconds)}, ":t": {"N": str(now)}},
-        )
 
     def set_paused(self, app: str, paused: bool, reason: str = "") -> None:
         with aws_errors(f"setting the pause flag of {app}"):
@@ -215,20 +205,6 @@ class AppState:
                 UpdateExpression="DELETE refused_digests :d",
                 ExpressionAttributeValues={":d": {"SS": [digest]}},
             )
-
-    def _owner_update(self, app: str, owner: str, expression: str, values: dict[str, Any]) -> None:
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=self._key(app),
-                UpdateExpression=expression,
-                ConditionExpression="lock_owner = :owner",
-                ExpressionAttributeValues={":owner": {"S": owner}, **values},
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise LockLost(f"{owner} no longer holds the deploy lock of {app}") from exc
-            raise AwsCallFailed(f"updating the deploy lock of {app} failed: {exc}") from exc
 
     @staticmethod
     def _key(app: str) -> dict[str, Any]:

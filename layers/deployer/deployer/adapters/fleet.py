@@ -13,6 +13,8 @@ from deployer import builders
 from deployer.adapters import aws_errors
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from mypy_boto3_ssm.client import SSMClient
 
     from deployer.models.config import AppConfig
@@ -70,10 +72,34 @@ class Fleet:
             InstanceIds=list(instance_ids),
             MaxConcurrency=str(len(instance_ids)),
             MaxErrors=config.rollout.max_errors,
-            TimeoutSeconds=builders.send_timeout_seconds(
-                config, str(len(instance_ids)), len(instance_ids)
-            ),
+            TimeoutSeconds=builders.send_timeout_seconds(config, str(len(instance_ids)), len(instance_ids)),
         )
+
+    def find(self, comment: str, invoked_after: datetime) -> str | None:
+        """The id of a swap command sent with `comment` since `invoked_after`, or None.
+
+        Used only when a send may have happened in an invocation that died before recording its
+        command id, so the command is not sent a second time."""
+        kwargs: dict[str, Any] = {
+            "Filters": [
+                {"key": "InvokedAfter", "value": invoked_after.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                {"key": "DocumentName", "value": self._document},
+            ],
+            "MaxResults": 50,
+        }
+        while True:
+            with aws_errors("listing recent swap commands"):
+                response = self._ssm.list_commands(**kwargs)
+            for command in response.get("Commands", []):
+                if (
+                    command.get("Comment") == comment[:100]
+                    and command.get("DocumentName", self._document) == self._document
+                ):
+                    return str(command["CommandId"])
+            token = response.get("NextToken")
+            if not token:
+                return None
+            kwargs["NextToken"] = token
 
     def cancel(self, command_id: str) -> None:
         """Stop a command: invocations not started never run; running ones are signalled."""

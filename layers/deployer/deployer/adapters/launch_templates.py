@@ -136,9 +136,15 @@ class LaunchTemplates:
         """A new version based on the group's version, with only the user data replaced."""
         with aws_errors(f"reading launch template {current.template_id} version {current.version}"):
             response = self._ec2.describe_launch_template_versions(
-                LaunchTemplateId=current.template_id, Versions=[str(current.version)]
+                LaunchTemplateId=current.template_id, Versions=[str(current.version), "$Latest"]
             )
-        versions = response.get("LaunchTemplateVersions", [])
+        found = response.get("LaunchTemplateVersions", [])
+        for candidate in found:
+            # Created by an earlier attempt for the same release (it died before moving the
+            # group, or the group is already on it): reuse it rather than stack up versions.
+            if candidate.get("VersionDescription") == description[:255] and "VersionNumber" in candidate:
+                return int(candidate["VersionNumber"])
+        versions = [v for v in found if v.get("VersionNumber") == current.version]
         if not versions:
             raise LaunchTemplateMismatch(
                 f"launch template {current.template_id} has no version {current.version}"

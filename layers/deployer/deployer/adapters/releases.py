@@ -229,6 +229,28 @@ class ReleasesStore:
     ) -> Release:
         """One conditional UpdateItem (the release exists, and has one of `allowed_statuses`
         when given) returning the new release; _ConditionFailed carries the item as it was."""
+        request = self._update_request(app, release, updates, allowed_statuses)
+        try:
+            response = self._db.update_item(
+                **request, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD"
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                old = cast("dict[str, Any] | None", exc.response.get("Item"))
+                raise _ConditionFailed(Release.model_validate(from_attributes(old)) if old else None) from exc
+            raise AwsCallFailed(f"updating release {app}#{release} failed: {exc}") from exc
+        return Release.model_validate(from_attributes(response["Attributes"]))
+
+    def _update_request(
+        self,
+        app: str,
+        release: int,
+        updates: dict[str, Any],
+        allowed_statuses: list[str] | None,
+        *,
+        extra_condition: str = "",
+        extra_values: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         bad = _IMMUTABLE.intersection(updates)
         if bad:
             raise ValueError(f"release fields {sorted(bad)} cannot change")
@@ -238,6 +260,7 @@ class ReleasesStore:
         values = {
             f":v{i}": to_value(dumped[name]) for i, name in enumerate(updates) if dumped[name] is not None
         }
+        values.update(extra_values or {})
         sets = [f"#f{i} = :v{i}" for i, name in enumerate(updates) if dumped[name] is not None]
         removes = [f"#f{i}" for i, name in enumerate(updates) if dumped[name] is None]
         if "status" in updates and dumped["status"] != ReleaseStatus.PENDING.value:
@@ -261,23 +284,95 @@ class ReleasesStore:
                 values[f":status_from{i}"] = {"S": allowed}
                 placeholders.append(f":status_from{i}")
             condition += f" AND #status_now IN ({', '.join(placeholders)})"
+        if extra_condition:
+            condition += f" AND {extra_condition}"
+        return {
+            "TableName": self._table,
+            "Key": {"app": {"S": app}, "release": {"N": str(release)}},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+
+    # --- transaction items (deployer.adapters.transactions) ---------------------------------
+
+    def create_item(self, release: Release) -> dict[str, Any]:
+        """Record a new release; a release number is never overwritten."""
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": to_attributes(release.to_item()),
+                "ConditionExpression": "attribute_not_exists(#r)",
+                "ExpressionAttributeNames": {"#r": "release"},
+            }
+        }
+
+    def transition_item(
+        self,
+        app: str,
+        release: int,
+        status: ReleaseStatus,
+        reason: str = "",
+        *,
+        allowed_from: frozenset[ReleaseStatus] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Move a release to `status`, on condition that it is in one of the statuses the
+        lifecycle allows before it (or `allowed_from`, a subset)."""
+        now = utcnow()
+        updates: dict[str, Any] = {
+            "status": status.value,
+            "status_reason": reason,
+            "updated_at": now,
+            **fields,
+        }
+        if status in FINAL_STATUSES and "finished_at" not in fields:
+            updates["finished_at"] = now
+        sources = allowed_from or frozenset(
+            s for s, allowed in ALLOWED_TRANSITIONS.items() if status in allowed
+        )
+        return {"Update": self._update_request(app, release, updates, sorted(s.value for s in sources))}
+
+    def claim_send(self, app: str, release: int, token: str, now: int, stale_after: int) -> Release | None:
+        """Take the right to send release `release`'s command for invocation `token`.
+
+        Granted while the release is DEPLOYING without a command and nobody else claimed it
+        within `stale_after` seconds (an invocation cannot live longer). Returns the release as
+        it was before the claim (its `send_claim` says whether someone claimed before), or None
+        when refused."""
+        names = {"#status_c": "status"}
+        values = {
+            ":deploying": {"S": ReleaseStatus.DEPLOYING.value},
+            ":stale": {"N": str(now - stale_after)},
+            ":me": {"S": token},
+        }
+        condition = (
+            "#status_c = :deploying AND attribute_not_exists(command_id) AND "
+            "(attribute_not_exists(send_claim) OR send_claimed_at < :stale OR send_claim = :me)"
+        )
+        request = self._update_request(
+            app,
+            release,
+            {"send_claim": token, "send_claimed_at": now},
+            None,
+            extra_condition=condition,
+            extra_values=values,
+        )
+        request["ExpressionAttributeNames"].update(names)
         try:
-            response = self._db.update_item(
-                TableName=self._table,
-                Key={"app": {"S": app}, "release": {"N": str(release)}},
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            response = self._db.update_item(**request, ReturnValues="ALL_OLD")
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                old = cast("dict[str, Any] | None", exc.response.get("Item"))
-                raise _ConditionFailed(Release.model_validate(from_attributes(old)) if old else None) from exc
-            raise AwsCallFailed(f"updating release {app}#{release} failed: {exc}") from exc
+                return None
+            raise AwsCallFailed(f"claiming the command of {app}#{release} failed: {exc}") from exc
         return Release.model_validate(from_attributes(response["Attributes"]))
+
+    def get_or_none(self, app: str, release: int) -> Release | None:
+        try:
+            return self.get(app, release)
+        except ReleaseNotFound:
+            return None
 
 
 class _ConditionFailed(Exception):

@@ -39,7 +39,7 @@ from deployer.cli.logs import register as register_logs
 from deployer.cli.views import register as register_views
 
 if TYPE_CHECKING:
-    from deployer.rollout import Deps
+    from deployer.wiring import Adapters
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]", argparse.ArgumentParser], None]
 
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(
     argv: list[str] | None = None,
-    deps: Deps | None = None,
+    deps: Adapters | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     sleep: Callable[[float], None] = time.sleep,

@@ -15,9 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from botocore.config import Config
-
-from deployer.aws import ClientFactory
+from deployer.aws import CLI_CONFIG, INVOKE_CONFIG, ClientFactory
 from deployer.errors import DeployerError
 
 if TYPE_CHECKING:
@@ -33,21 +31,6 @@ EXIT_ROLLED_BACK = 2
 EXIT_CANCELLED = 3
 EXIT_USAGE = 4
 
-# Interactive use: answer or fail within seconds instead of retrying for a minute.
-CLI_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
-    connect_timeout=3,
-    read_timeout=15,
-    user_agent_extra="deployer-cli/0.1",
-)
-# Invoking the rollback function starts a deploy: a retry after a timeout could start a second
-# one, so an invocation is attempted once, and waits as long as the function may run.
-INVOKE_CONFIG = Config(
-    retries={"total_max_attempts": 1},
-    connect_timeout=3,
-    read_timeout=70,
-    user_agent_extra="deployer-cli/0.1",
-)
 FUNCTION_ENV = "DEPLOYER_ROLLBACK_FUNCTION"
 DIAGNOSE_DOCUMENT_ENV = "DEPLOYER_DIAGNOSE_DOCUMENT"
 
@@ -57,15 +40,16 @@ class UsageError(DeployerError):
 
 
 class CliClients(ClientFactory):
-    """The core's client factory with the CLI's timeouts and an optional endpoint override."""
+    """The core's client factory with the CLI's budgets (deployer.aws) and an optional endpoint
+    override. The CLI calls lambda only to Invoke an action, which is never retried."""
 
     def __init__(self, session: boto3.session.Session, endpoint_url: str | None) -> None:
-        super().__init__(session=session)
+        super().__init__(session=session, config=CLI_CONFIG)
         self._endpoint_url = endpoint_url
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            config = INVOKE_CONFIG if service == "lambda" else CLI_CONFIG
+            config = INVOKE_CONFIG if service == "lambda" else self._config
             self._clients[service] = self.session.client(  # type: ignore[call-overload]
                 service, config=config, endpoint_url=self._endpoint_url
             )

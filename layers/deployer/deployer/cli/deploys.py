@@ -24,7 +24,7 @@ from deployer.cli.context import (
     UsageError,
 )
 from deployer.errors import DeployerError, ReleaseNotFound
-from deployer.lifecycle import serving
+from deployer.verdicts import serving
 from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
 
 if TYPE_CHECKING:

@@ -7,11 +7,11 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from deployer.cli.context import EXIT_OK, Context
-from deployer.lifecycle import serving
+from deployer.verdicts import serving
 from deployer.models.records import HostOutcome, Release, ReleaseStatus
 
 if TYPE_CHECKING:
-    from deployer.rollout import Deps
+    from deployer.wiring import Adapters
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -34,7 +34,7 @@ def _duration(release: Release) -> float | None:
     return round((release.finished_at - release.deploy_started_at).total_seconds(), 1)
 
 
-def history_rows(deps: Deps, app: str, limit: int) -> list[dict[str, Any]]:
+def history_rows(deps: Adapters, app: str, limit: int) -> list[dict[str, Any]]:
     deps.apps.get(app)  # an unknown app is an error, not an empty history
     return [
         {
@@ -64,7 +64,7 @@ def _outcome_json(outcome: HostOutcome) -> dict[str, Any]:
     }
 
 
-def status_view(deps: Deps, app: str) -> dict[str, Any]:
+def status_view(deps: Adapters, app: str) -> dict[str, Any]:
     """The app's current release, pointer vs group version, each in-service host, drift."""
     config = deps.apps.get(app)
     state = deps.state.get(app)

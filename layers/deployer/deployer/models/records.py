@@ -83,6 +83,13 @@ class Release(BaseModel):
     hosts_ok: int | None = None
     hosts_failed: int | None = None
     event_id: str | None = None
+    # The release the fleet ran when this one started (where a start that fails goes back to).
+    replaces: int | None = None
+    # A rollback: the release it puts back (marked ROLLED_BACK once this one has succeeded).
+    rollback_of: int | None = None
+    # Who may send this release's command now (an invocation's token) and since when (epoch s).
+    send_claim: str | None = None
+    send_claimed_at: int | None = None
 
     @property
     def key(self) -> str:
