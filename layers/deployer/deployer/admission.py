@@ -28,6 +28,7 @@ class PushAction(StrEnum):
     PENDING = "pending"
     IGNORED = "ignored"
     REFUSED = "refused"
+    SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ def follow_admission(
         count(Metric.PUSH_REFUSED)
         return AppPushResult(app, PushAction.REFUSED, "digest failed before and is refused")
     number = admitted.release
+    if admitted.superseded:
+        logger.info("push arrived after a newer one: recorded superseded", app=app, release=number)
+        return AppPushResult(app, PushAction.SUPERSEDED, "a newer push arrived first", number)
     if admitted.started or admitted.replayed:
         report = controller.converge(ad, app, config=config, token=token)
         if report.release == number:

@@ -506,6 +506,7 @@ class Admitted:
     replayed: bool = False  # admitted before (a redelivery): `release` is the earlier answer
     holder: int | None = None  # the release rolling out when this one was left pending
     paused: bool = False
+    superseded: bool = False  # arrived after a newer push: recorded SUPERSEDED
 
 
 ADMIT_ATTEMPTS = 8
@@ -542,7 +543,9 @@ def admit(
                 "wait until it ends, or cancel it, then run this again"
             )
         number = state.last_release + 1
-        start = state.lock_owner is None and (operator or not state.paused)
+        pushed = int(pushed_at.timestamp()) if pushed_at is not None and marker else None
+        late = pushed is not None and pushed < state.last_pushed_at
+        start = not late and state.lock_owner is None and (operator or not state.paused)
         release = new_record(
             config,
             number,
@@ -559,6 +562,15 @@ def admit(
             pushed_at=pushed_at,
             event_id=event_id,
         )
+        if late:
+            # A newer push was admitted before this one arrived: deploying it now would go back.
+            release = release.model_copy(
+                update={
+                    "status": ReleaseStatus.SUPERSEDED,
+                    "status_reason": "a newer push arrived first",
+                    "finished_at": utcnow(),
+                }
+            )
         change = StateChange(
             app,
             expect_owner=state.lock_owner,
@@ -566,6 +578,7 @@ def admit(
             last_release=number,
             refuse_if_refused=None if operator else digest,
             allow=digest if operator else None,
+            last_pushed_at=pushed if pushed is not None and not late else None,
         )
         if start:
             change.owner = markers.owner(app, number)
@@ -593,6 +606,9 @@ def admit(
             source=source.value,
             started=start,
         )
+        if late:
+            count(Metric.RELEASES_SUPERSEDED)
+            return Admitted(number, superseded=True)
         return Admitted(
             number,
             started=start,

@@ -8,6 +8,8 @@
   same transaction as the transition and removed once published;
 - `realign`: pointer and group must be put back on `desired` (a start that failed for good);
 - `paused`, `pause_reason`: automatic deploys suspended;
+- `last_pushed_at`: the newest push time admitted; a push older than it is recorded SUPERSEDED
+  (EventBridge retries can deliver an older push after a newer one);
 - `refused_digests`: digests that failed and are never deployed automatically again.
 
 Decisions write this item inside a transaction (`StateChange`, deployer.adapters.transactions),
@@ -43,6 +45,8 @@ class AppStateRecord(BaseModel):
     realign: bool = False
     paused: bool = False
     pause_reason: str = ""
+    # The newest push time admitted (epoch seconds): a push older than it arrived late.
+    last_pushed_at: int = 0
     refused_digests: frozenset[str] = Field(default_factory=frozenset)
 
     def locked(self, now: float | None = None) -> bool:
@@ -72,6 +76,7 @@ class StateChange:
     add_outbox: list[str] = field(default_factory=list)
     refuse: str | None = None
     allow: str | None = None
+    last_pushed_at: int | None = None
 
     def item(self, table: str, now: int) -> dict[str, Any]:
         sets: list[str] = []
@@ -93,6 +98,9 @@ class StateChange:
         if self.desired is not None:
             sets.append("desired = :d")
             values[":d"] = {"N": str(self.desired)}
+        if self.last_pushed_at is not None:
+            sets.append("last_pushed_at = :pa")
+            values[":pa"] = {"N": str(self.last_pushed_at)}
         if self.realign is not None:
             sets.append("realign = :r")
             values[":r"] = {"BOOL": self.realign}
