@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/py312:$(PATH)
 # Sub-targets skip the bootstrap when a parent target has just run it.
 bootstrap = $(if $(BOOTSTRAPPED),,tools/bootstrap.sh $(1))
 
-.PHONY: demo test pytest lint security build bench faults deploy template services stop-services lock up down
+.PHONY: demo test pytest lint security build bench faults deploy template services stop-services lock up down mutation
 
 demo:
 	$(call bootstrap,demo)
@@ -24,10 +24,12 @@ down:
 	$(call bootstrap,demo)
 	$(PY) -m localcloud.playground down
 
-# Everything CI checks: linters, the SAM build, then every test (unit, integration, e2e).
+# Everything CI checks: linters, the SAM build, every test (unit, integration, e2e), then the
+# fault-injection suite, which must converge in every case.
 test:
 	$(call bootstrap,test)
 	$(MAKE) --no-print-directory lint build pytest BOOTSTRAPPED=1
+	$(MAKE) --no-print-directory faults F=0 BOOTSTRAPPED=1
 
 pytest:
 	$(call bootstrap,test)
@@ -69,8 +71,8 @@ bench:
 
 # Fault injection (docs/faults.md): every AWS call of every flow fails once, kills the invocation
 # or is delivered twice; after the platform's own recovery the invariant must hold. Ends with
-# `FAULTS {json}`. Today it measures; it fails only when its own checker self-test fails, or when
-# more cases than F=<n> do not converge (CI will run it with F=0 once issue 9's controller lands).
+# `FAULTS {json}`. It fails when its checker self-test fails, or when more cases than F=<n> do not
+# converge; `make test` (CI) runs it with F=0.
 F ?=
 faults:
 	$(call bootstrap,test)
@@ -92,3 +94,12 @@ lock:
 	.tools/uv/bin/uv lock
 	.tools/uv/bin/uv export --frozen --no-dev --no-emit-project --format requirements-txt \
 	  --no-header -o layers/deployer/requirements.txt
+
+# Mutation testing of the core's decision modules (docs/mutation.md): mutmut over each module of
+# DECISION_MODULES in tools/mutation.py, against its fast test files, two mutants at a time.
+# M=<module path> runs one module. Ends with `MUTATION {"killed": n, "survived": n, ...}`;
+# survivors go to build/mutation-survivors.txt. Not part of `make test` (minutes, not seconds).
+M ?=
+mutation:
+	$(call bootstrap,mutation)
+	.venv-mutation/bin/python tools/mutation.py $(if $(M),--module $(M))

@@ -7,6 +7,9 @@
 #   tools/bootstrap.sh bench   as demo, plus the test runner (benchmarks reuse test harnesses)
 #   tools/bootstrap.sh test    every check: adds shellcheck, linters, type checker, SAM CLI,
 #                              checkov (in .venv-checkov) and a python3.12 for `sam build`
+#   tools/bootstrap.sh mutation  mutation testing (`make mutation`): .venv-mutation with the
+#                              `mutation` group (mutmut, the test runner, what the fast suites
+#                              import); no system service, no Docker
 #
 # Python packages come only from uv.lock (hashes checked), through a pinned uv that is itself
 # installed by hash from tools/uv-requirements.txt. On a machine where it cannot install (not
@@ -42,8 +45,15 @@ case "$PROFILE" in
   demo) GROUPS_=(--group demo) ;;
   bench) GROUPS_=(--group demo --group test) ;;
   test) GROUPS_=(--group dev) ;;
-  *) die "unknown profile '$PROFILE' (demo, bench or test)" ;;
+  # mutmut needs a newer click than the SAM CLI pins (pyproject.toml): its own virtualenv.
+  mutation) GROUPS_=(--group mutation) ;;
+  *) die "unknown profile '$PROFILE' (demo, bench, test or mutation)" ;;
 esac
+# The virtualenv this profile's groups go into.
+VENV=.venv
+if [ "$PROFILE" = mutation ]; then
+  VENV=.venv-mutation
+fi
 
 # Each entry: a command (or absolute path) that proves the Debian package after the colon.
 SYSTEM=(docker:docker.io dockerd:docker.io nginx:nginx /usr/bin/docker-registry:docker-registry
@@ -53,8 +63,12 @@ if [ "$PROFILE" = test ]; then
   SYSTEM+=(shellcheck:shellcheck git:git make:make)
 fi
 # The real app server's image (Debian + gunicorn) is built with debootstrap by tests and benchmarks.
-if [ "$PROFILE" != demo ]; then
+if [ "$PROFILE" = bench ] || [ "$PROFILE" = test ]; then
   SYSTEM+=(/usr/sbin/debootstrap:debootstrap)
+fi
+# Mutation testing runs the fast suites only: no engine, proxy or registry (just a python3 venv).
+if [ "$PROFILE" = mutation ]; then
+  SYSTEM=()
 fi
 
 # missing_packages: the Debian packages whose command is absent, one per line, deduplicated.
@@ -101,13 +115,13 @@ install_uv() {
 
 uv_pin() { sed -n 's/^uv==\([0-9.]*\).*/\1/p' tools/uv-requirements.txt; }
 
-# install_python: .venv exactly as uv.lock says for this profile's groups (the project itself
-# editable, so the `deployer` command is there). --frozen: the lock is used, never rewritten;
+# install_python: the profile's virtualenv ($VENV) exactly as uv.lock says for its groups (the
+# project itself editable, so the `deployer` command is there). --frozen: the lock is used, never rewritten;
 # --inexact: packages of a larger profile installed earlier stay.
 install_python() {
   local python
   python=$(base_python)
-  UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$PWD/.venv" "$UV" sync --quiet --frozen \
+  UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$PWD/$VENV" "$UV" sync --quiet --frozen \
     --inexact --python "$python" --extra cli "${GROUPS_[@]}"
 }
 
@@ -143,4 +157,6 @@ if [ "$PROFILE" = test ]; then
   install_checkov
   link_python312
 fi
-tools/services.sh start
+if [ "$PROFILE" != mutation ]; then
+  tools/services.sh start
+fi

@@ -180,6 +180,30 @@ def required(service: str, operation: str, params: dict[str, Any]) -> tuple[str,
     raise AssertionError(f"no resource mapping for {action}: add one to tests/iam/test_iam_coverage.py")
 
 
+# The item actions of a TransactWriteItems request and the IAM action each is authorized as
+# (DynamoDB developer guide, "Using IAM with DynamoDB transactions"): there is no permission for
+# the transaction itself, only for every action it contains, on that action's table.
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
+def requirements(service: str, operation: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (IAM action, resource ARN) one recorded operation needs."""
+    if service == "dynamodb" and operation == "TransactWriteItems":
+        needed = []
+        for item in params["TransactItems"]:
+            for kind, request in item.items():
+                table = _arn("dynamodb", f"table/{request['TableName']}")
+                needed.append((f"dynamodb:{_TRANSACT_ACTIONS[kind]}", table))
+        return needed
+    action, resources = required(service, operation, params)
+    return [(action, resource) for resource in resources]
+
+
 def implied(
     template: dict[str, Any], service: str, operation: str, params: dict[str, Any]
 ) -> list[tuple[str, str]]:
@@ -233,8 +257,8 @@ def test_every_aws_operation_of_the_function_is_allowed_by_its_policy(
     assert expected <= {c.operation for c in aws_calls.calls}
     denied = []
     for call in aws_calls.calls:
-        action, resources = required(call.service, call.operation, call.params)
-        denied += [f"{action} on {r}" for r in resources if not allowed(statements, action, r)]
+        needed = requirements(call.service, call.operation, call.params)
+        denied += [f"{action} on {r}" for action, r in needed if not allowed(statements, action, r)]
         for action, resource in implied(template, call.service, call.operation, call.params):
             denied += [] if allowed(statements, action, resource) else [f"{action} on {resource}"]
     assert denied == [], f"{function} would get AccessDenied for: {sorted(set(denied))}"
@@ -251,6 +275,20 @@ def test_the_checker_reports_an_operation_the_policy_does_not_allow(template: di
     assert not allowed(statements, action, resources[0])
     action, resources = required("ssm", "SendCommand", {"DocumentName": "AWS-RunShellScript"})
     assert not allowed(statements, action, resources[0])
+    # and a transaction is authorized per contained action, on that action's own table
+    transaction = {
+        "TransactItems": [
+            {"Put": {"TableName": "ReleasesTable", "Item": {}}},
+            {"Update": {"TableName": "AppsTable", "Key": {}, "UpdateExpression": "SET a = :a"}},
+        ]
+    }
+    needed = requirements("dynamodb", "TransactWriteItems", transaction)
+    assert needed == [
+        ("dynamodb:PutItem", f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/ReleasesTable"),
+        ("dynamodb:UpdateItem", f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/AppsTable"),
+    ]
+    assert allowed(statements, *needed[0])
+    assert not allowed(statements, *needed[1])
 
 
 def test_the_checker_requires_the_topic_key_for_a_publish_to_the_encrypted_topic(

@@ -17,12 +17,12 @@ from typing import Any
 
 import boto3
 import pytest
-from deployer import runtime
+from deployer import controller, runtime
 from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand, TrackedCommands
+from deployer.admission import accept_push
 from deployer.builders import swap_parameters
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release, ReleaseStatus
-from deployer.rollout import accept_push, lock_owner
 
 from functions.on_command_status.app import handler as on_command_status
 from functions.on_instance_launch.app import handler as on_instance_launch
@@ -46,6 +46,7 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "SendCommand",
         "CreateLaunchTemplateVersion",
         "PutItem",
+        "TransactWriteItems",
     },
     "RollbackFunction": {
         "CancelCommand",
@@ -53,7 +54,7 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "SendCommand",
         "CreateLaunchTemplateVersion",
         "Publish",
-        "PutItem",
+        "TransactWriteItems",
     },
     "OnInstanceLaunchFunction": {
         "DescribeInstanceInformation",
@@ -65,7 +66,13 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "Scan",
         "GetItem",
     },
-    "ReconcilerFunction": {"DescribeImages", "SendCommand", "CreateLaunchTemplateVersion", "PutItem"},
+    "ReconcilerFunction": {
+        "DescribeImages",
+        "SendCommand",
+        "CreateLaunchTemplateVersion",
+        "PutItem",
+        "TransactWriteItems",
+    },
 }
 
 
@@ -123,10 +130,15 @@ def _push(world: Any, n: int, tag: str) -> Release:
     return release
 
 
-def _succeed(world: Any, release: Release) -> None:
-    """Mark a deploy done directly (setup for scenarios that start from a deployed app)."""
-    world.deps.releases.update_status(release.app, release.release, ReleaseStatus.SUCCEEDED, reason="setup")
-    world.deps.state.release(release.app, lock_owner(release))
+def _succeed(world: Any, shim: moto_shim.SsmShim, release: Release) -> None:
+    """Setup for scenarios that start from a deployed app: the release's command succeeds in SSM
+    and the controller, run through the World's (unrecorded) adapters, records its end."""
+    command_id = world.deps.releases.get(release.app, release.release).command_id
+    assert command_id, f"release {release.release} sent no command"
+    shim.command(command_id, "Success", completed=len(shim.targets(command_id)))
+    controller.converge(world.deps, release.app)
+    done = world.deps.releases.get(release.app, release.release)
+    assert done.status is ReleaseStatus.SUCCEEDED, done
 
 
 def _envelope(detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
@@ -218,16 +230,16 @@ def drive_on_command_status(world: Any) -> None:
 
 def drive_rollback(world: Any) -> None:
     """Rollback (default and refused), promote, cancel, pause, resume, status."""
-    with _lifecycle(world):
-        _succeed(world, _push(world, 1, "v1"))
-        _succeed(world, _push(world, 2, "v2"))
-        rollback({"app": world.config.app, "reason": "bad"}, FakeContext())
-        world.deps.state.release(world.config.app, f"{world.config.app}#3")
+    with _lifecycle(world) as shim:
+        _succeed(world, shim, _push(world, 1, "v1"))
+        _succeed(world, shim, _push(world, 2, "v2"))
+        rolled = rollback({"app": world.config.app, "reason": "bad"}, FakeContext())
+        _succeed(world, shim, world.deps.releases.get(world.config.app, rolled["release"]))
         with contextlib.suppress(Exception):
             rollback({"app": world.config.app, "to": "v9"}, FakeContext())
         rollback({"action": "promote", "app": world.config.app, "to": "v2"}, FakeContext())
-        rollback({"action": "cancel", "app": world.config.app, "reason": "wrong"}, FakeContext())
-        world.deps.state.release(world.config.app, f"{world.config.app}#5")
+        cancelled = rollback({"action": "cancel", "app": world.config.app, "reason": "wrong"}, FakeContext())
+        _succeed(world, shim, world.deps.releases.get(world.config.app, cancelled["rollback_release"]))
         rollback({"action": "pause", "app": world.config.app}, FakeContext())
         rollback({"action": "resume", "app": world.config.app}, FakeContext())
         rollback({"action": "status", "app": world.config.app}, FakeContext())
@@ -238,7 +250,7 @@ def drive_on_instance_launch(world: Any) -> None:
     queue = SETUP.client("sqs").create_queue(QueueName="LaunchRecheckQueue")["QueueUrl"]
     with _lifecycle(world, {"LAUNCH_RECHECK_QUEUE_URL": queue}) as shim:
         first = _push(world, 1, "v1")
-        _succeed(world, first)
+        _succeed(world, shim, first)
         event = copy.deepcopy(world.load_event("asg_instance_launch"))
         event["detail"]["AutoScalingGroupName"] = world.config.auto_scaling_group
         event["detail"]["EC2InstanceId"] = shim.targets(first.command_id or "")[0]
@@ -262,8 +274,8 @@ def drive_on_instance_launch(world: Any) -> None:
 
 def drive_reconciler(world: Any) -> None:
     """A missed push deployed, then host drift repaired."""
-    with _lifecycle(world):
-        _succeed(world, _push(world, 1, "v1"))
+    with _lifecycle(world) as shim:
+        _succeed(world, shim, _push(world, 1, "v1"))
         time.sleep(1.1)  # moto records push times in whole seconds; v2 must be the newer one
         digest = "sha256:" + "2".rjust(64, "0")
         manifest = json.dumps(
@@ -277,7 +289,7 @@ def drive_reconciler(world: Any) -> None:
             repositoryName=world.config.repository, imageManifest=manifest, imageDigest=digest, imageTag="v2"
         )
         reconciler({"source": "aws.events"}, FakeContext())
-        _succeed(world, world.deps.releases.get(world.config.app, 2))
+        _succeed(world, shim, world.deps.releases.get(world.config.app, 2))
         reconciler({"source": "aws.events"}, FakeContext())
 
 

@@ -7,19 +7,14 @@ from typing import Any
 import pytest
 from deployer.adapters.command_results import CommandCounts, InvocationTally
 from deployer.builders import swap_parameters
-from deployer.lifecycle import (
-    CommandNotRecordedYet,
-    Verdict,
-    command_verdict,
-    finish_release,
-    host_outcome,
-    serving,
-)
+from deployer.command_events import CommandNotRecordedYet
+from deployer.lifecycle_handlers import handle_operation, handle_reconcile
 from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import ReleaseSource, ReleaseStatus
 from deployer.observability import metrics
-from deployer.rollout import accept_push
+from deployer.admission import accept_push
+from deployer.verdicts import Verdict, command_verdict, host_outcome, serving
 
 from tests.lifecycle.conftest import World, client, notifications
 
@@ -44,10 +39,13 @@ def test_a_deploy_every_host_reports_live_succeeds_and_unlocks(world: World) -> 
     outcomes = world.core.host_outcomes.for_release(done.key)
     assert sorted(o.instance_id for o in outcomes) == world.instances
     assert all(o.summary and o.summary["outcome"] == "live" for o in outcomes)
+    # And the outbox announced the start and the success, each once, with its dedupe id
     messages = notifications(world)
-    assert [m["event"] for m in messages] == ["deploy_succeeded"]
-    assert messages[0]["hosts_ok"] == 3
-    assert messages[0]["text"].startswith("Deployed web release 1 (v1)")
+    assert [m["event"] for m in messages] == ["deploy_started", "deploy_succeeded"]
+    assert [m["dedupe_id"] for m in messages] == ["web#1#started", "web#1#succeeded"]
+    assert messages[1]["hosts_ok"] == 3
+    assert messages[1]["text"].startswith("Deployed web release 1 (v1)")
+    assert world.core.state.get("web").outbox == frozenset()
 
 
 def test_one_failing_host_with_auto_rollback_puts_the_fleet_back_on_the_last_success(world: World) -> None:
@@ -59,34 +57,52 @@ def test_one_failing_host_with_auto_rollback_puts_the_fleet_back_on_the_last_suc
     bad_host = world.instances[1]
     # When one of the three hosts fails the health gate and the command fails
     answer = world.complete(second, failures={bad_host: "health"})
-    # Then release 2 is ROLLED_BACK with the reason, and a rollback release of release 1's image deploys
+    # Then release 2 is FAILED with the reason (not ROLLED_BACK while its rollback has not
+    # succeeded), and a rollback release of release 1's image deploys
     failed = world.release(second.release)
-    assert failed.status is ReleaseStatus.ROLLED_BACK
-    assert "rolled back to release 1" in failed.status_reason
+    assert failed.status is ReleaseStatus.FAILED
+    assert failed.status_reason == "1 host(s) failed or timed out running the release"
     rollback = world.release(answer["rollback_release"])
     assert rollback.source is ReleaseSource.ROLLBACK
     assert rollback.status is ReleaseStatus.DEPLOYING
     assert rollback.digest == first.digest
+    assert (rollback.rollback_of, rollback.replaces) == (second.release, first.release)
     assert world.core.state.get("web").lock_owner == f"web#{rollback.release}"
+    # And what was sent to the hosts is release 1's image, never the failed one
+    sent = _ssm_command(world, rollback.command_id or "")["Parameters"]
+    assert sent["image"] == [first.image]
+    assert sent["release"] == [str(rollback.release)]
+    assert second.image != first.image
     outcome = {o.instance_id: o for o in world.core.host_outcomes.for_release(failed.key)}[bad_host]
     assert outcome.failure_class == "health"
     assert outcome.message == "GET /health answered 500 for 60s"
     # And the failed digest is refused for automatic deploys
     assert second.digest in world.core.state.get("web").refused_digests
     messages = notifications(world)
-    assert [m["event"] for m in messages] == ["deploy_rolled_back", "deploy_started"]
-    assert messages[0]["failure_classes"] == {"health": 1}
+    assert [(m["event"], m["release"]) for m in messages] == [
+        ("deploy_started", 2),
+        ("deploy_rolled_back", 2),
+        ("deploy_started", 3),
+    ]
+    rolled_back = messages[1]
+    assert rolled_back["dedupe_id"] == "web#2#rolled_back"
+    assert rolled_back["failure_classes"] == {"health": 1}
     assert (
         f"1 host failed the health check; {bad_host}: GET /health answered 500 for 60s."
-        in messages[0]["text"]
+        in rolled_back["text"]
     )
-    assert "Rolling back to release 1." in messages[0]["text"]
+    assert "Rolling back to release 1." in rolled_back["text"]
     # When the hosts run the rollback (the one still on release 1 no-ops)
     world.complete(rollback)
-    # Then everything agrees on release 1's image again and the lock is free
+    # Then everything agrees on release 1's image again, the lock is free, and only now is
+    # release 2 ROLLED_BACK
     assert world.release(rollback.release).status is ReleaseStatus.SUCCEEDED
     assert world.assert_agree().digest == first.digest
     assert world.core.state.get("web").lock_owner is None
+    back = world.release(second.release)
+    assert back.status is ReleaseStatus.ROLLED_BACK
+    assert back.status_reason.startswith(f"rolled back by release {rollback.release}")
+    assert world.release(first.release).status is ReleaseStatus.SUCCEEDED
 
 
 def test_one_failing_host_without_auto_rollback_leaves_the_release_failed_and_unlocks(
@@ -108,9 +124,10 @@ def test_one_failing_host_without_auto_rollback_leaves_the_release_failed_and_un
     assert world.core.pointer.get("web").release == second.release  # type: ignore[union-attr]
     assert len(world.core.releases.list_recent("web")) == 2
     messages = notifications(world)
-    assert [m["event"] for m in messages] == ["deploy_failed"]
-    assert messages[0]["failure_classes"] == {"pull": 1}
-    assert "could not pull the image" in messages[0]["text"]
+    assert [(m["event"], m["release"]) for m in messages] == [("deploy_started", 2), ("deploy_failed", 2)]
+    assert messages[1]["dedupe_id"] == "web#2#failed"
+    assert messages[1]["failure_classes"] == {"pull": 1}
+    assert "could not pull the image" in messages[1]["text"]
 
 
 def test_a_repush_of_a_failed_digest_is_refused_until_promoted(world: World) -> None:
@@ -137,12 +154,15 @@ def test_duplicate_status_events_change_nothing_the_second_time(world: World) ->
         world.deliver(event)
     first_answer = world.deliver(commands[0])
     second_answer = world.deliver(commands[0])
-    # Then exactly one rollback release exists and the duplicate did nothing more
+    # Then exactly one rollback release exists and the duplicate did nothing more: it decided
+    # nothing (it only saw the rollback rolling out) and sent no command
     releases = world.core.releases.list_recent("web", 100)
     assert [r.release for r in releases] == [3, 2, 1]
     assert first_answer["rollback_release"] == 3
-    assert "rollback_release" not in second_answer
-    assert second_answer["release_status"] == "ROLLED_BACK"
+    assert "release failed; rolling back" in first_answer["steps"]
+    assert second_answer["steps"] == ["rolling out"]
+    assert second_answer["release_status"] == "FAILED"
+    assert len(world.shim.commands()) == 3
     assert len(world.core.host_outcomes.for_release("web#2")) == 3
     assert [m["event"] for m in notifications(world)].count("deploy_rolled_back") == 1
 
@@ -166,17 +186,49 @@ def test_invocation_events_after_the_command_event_give_the_same_outcome(world: 
     assert world.core.state.get("web").lock_owner is None
 
 
-def test_progress_events_renew_the_lease_and_record_nothing(world: World) -> None:
-    # Given a deploy holding the lock with a lease
+def test_a_release_whose_command_still_runs_keeps_the_lock_however_long_it_runs(world: World) -> None:
+    # Given release 1 rolling out, and far more time gone by than any lease would have lasted
     release = world.push(1, "v1")
-    before = world.core.state.get("web").lock_expires_at
-    world.core.state._clock = lambda: 10**10  # the renewal computes from "now"
-    # When an invocation reports InProgress
+    expires = world.core.state.get("web").lock_expires_at or 0
+    world.core.state._clock = lambda: expires + 30 * 24 * 3600
+    # When an invocation reports InProgress, a newer push arrives and the reconciler ticks
     answer = world.deliver(world.invocation_event(release.command_id or "", world.instances[0], "InProgress"))
-    # Then the lease moved forward and no outcome was written
+    newer = world.push(2, "v2")
+    tick = handle_reconcile(world.ld, {})
+    # Then the progress event recorded nothing, nobody took the lock over: release 1 still holds
+    # it, release 2 waits PENDING, and no second command was sent
     assert answer["action"] == "progress"
-    assert (world.core.state.get("web").lock_expires_at or 0) > (before or 0)
     assert world.core.host_outcomes.for_release(release.key) == []
+    assert world.core.state.get("web").lock_owner == "web#1"
+    assert tick["apps"]["web"]["action"] == "converging"
+    assert world.release(release.release).status is ReleaseStatus.DEPLOYING
+    assert world.release(newer.release).status is ReleaseStatus.PENDING
+    assert [c.command_id for c in world.shim.commands()] == [release.command_id]
+    # When release 1's command ends, only then does release 2 take the app
+    answer = world.complete(release)
+    assert answer["release_status"] == "SUCCEEDED"
+    assert answer["next_release"] == newer.release
+    assert world.core.state.get("web").lock_owner == f"web#{newer.release}"
+    assert world.release(newer.release).command_id is not None
+
+
+def test_the_reconciler_finishes_a_deploying_release_whose_terminal_events_were_lost(world: World) -> None:
+    # Given release 2 rolling out whose hosts all went live, but no status event ever arrived
+    world.complete(world.push(1, "v1"))
+    second = world.push(2, "v2")
+    notifications(world)
+    world.run_command(second)  # events returned, never delivered
+    assert world.release(second.release).status is ReleaseStatus.DEPLOYING
+    # When the reconciler ticks
+    tick = handle_reconcile(world.ld, {})
+    # Then the release SUCCEEDED from SSM's own answer, the app is free, and the success is announced
+    print("TICK", tick)
+    done = world.release(second.release)
+    assert done.status is ReleaseStatus.SUCCEEDED
+    assert done.hosts_ok == 3
+    assert world.core.state.get("web").lock_owner is None
+    world.assert_agree()
+    assert [(m["event"], m["release"]) for m in notifications(world)] == [("deploy_succeeded", 2)]
 
 
 def _ssm_command(world: World, command_id: str) -> dict[str, Any]:
@@ -206,7 +258,7 @@ def test_an_incomplete_command_with_no_errors_succeeds_though_its_event_says_fai
     assert (done.hosts_ok, done.hosts_failed) == (2, 0)
     outcome = {o.instance_id: o for o in world.core.host_outcomes.for_release(release.key)}[gone]
     assert (outcome.status, outcome.failure_class) == ("Undeliverable", "unreached")
-    assert [m["event"] for m in notifications(world)] == ["deploy_succeeded"]
+    assert [m["event"] for m in notifications(world)] == ["deploy_started", "deploy_succeeded"]
 
 
 def test_an_instance_that_vanished_mid_run_ends_delivery_timed_out_and_does_not_fail_the_release(
@@ -394,21 +446,53 @@ def test_an_invocation_without_a_summary_is_classified_from_its_ssm_status() -> 
 
 
 def test_a_failed_rollback_is_not_rolled_back_again_nor_its_image_refused(world: World) -> None:
-    # Given release 2 failed and its automatic rollback (release 3, release 1's image) running
+    # Given releases 1 and 2 live in turn (so an older target than the rollback's exists),
+    # release 3 failed and its automatic rollback (release 4, release 2's image) running
     first = world.push(1, "v1")
     world.complete(first)
-    answer = world.complete(world.push(2, "v2"), failures={world.instances[0]: "health"})
+    second = world.push(2, "v2")
+    world.complete(second)
+    third = world.push(3, "v3")
+    answer = world.complete(third, failures={world.instances[0]: "health"})
     rollback = world.release(answer["rollback_release"])
+    assert rollback.digest == second.digest
     notifications(world)
+    commands_before = len(world.shim.commands())
     # When the rollback fails too
     result = world.complete(rollback, failures={world.instances[1]: "pull"})
-    # Then it stays FAILED, nothing older is deployed, the lock is free, and release 1's image is not refused
+    # Then it stays FAILED and nothing older (release 1) is deployed: no release, no command
     assert "rollback_release" not in result
     assert world.release(rollback.release).status is ReleaseStatus.FAILED
-    assert len(world.core.releases.list_recent("web", 100)) == 3
-    assert world.core.state.get("web").lock_owner is None
-    assert first.digest not in world.core.state.get("web").refused_digests
+    assert len(world.core.releases.list_recent("web", 100)) == 4
+    assert len(world.shim.commands()) == commands_before
+    state = world.core.state.get("web")
+    assert state.lock_owner is None
+    # And release 2's image, which the rollback ran, is not refused (release 3's still is)
+    assert second.digest not in state.refused_digests
+    assert third.digest in state.refused_digests
+    # And release 3 stays FAILED: the rollback that would put it back never succeeded
+    assert world.release(third.release).status is ReleaseStatus.FAILED
     assert [m["event"] for m in notifications(world)] == ["deploy_failed"]
+
+
+def test_an_automatic_rollback_skips_a_target_with_the_failed_release_s_digest(world: World) -> None:
+    # Given release 1 (image A) and release 2 (image B) live in turn, then image B pushed again
+    # under a new tag (release 3)
+    first = world.push(1, "v1")
+    world.complete(first)
+    second = world.push(2, "v2")
+    world.complete(second)
+    third = world.push(2, "v2-again")
+    assert third.digest == second.digest
+    # When release 3 fails on one host
+    answer = world.complete(third, failures={world.instances[2]: "health"})
+    # Then the rollback skips release 2 (the same image would fail the same way) and deploys
+    # release 1's image: its record and the command sent to the hosts say so
+    rollback = world.release(answer["rollback_release"])
+    assert rollback.replaces == first.release
+    assert rollback.digest == first.digest
+    assert _ssm_command(world, rollback.command_id or "")["Parameters"]["image"] == [first.image]
+    assert [m for m in notifications(world) if m["event"] == "deploy_rolled_back"][0]["rolled_back_to"] == 1
 
 
 def test_a_terminal_event_that_outruns_the_command_record_is_retried(world: World) -> None:
@@ -433,18 +517,21 @@ def test_a_terminal_event_that_outruns_the_command_record_is_retried(world: Worl
 
 
 def test_a_duplicate_terminal_event_read_from_a_lagging_index_announces_nothing_again(
-    world: World,
+    world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given release 1 decided SUCCEEDED and announced
     stale = world.push(1, "v1")
     world.complete(stale)
     notifications(world)
-    # When a duplicate terminal event is handled with the release as a lagging index still
-    # shows it (DEPLOYING)
+    commands_before = len(world.shim.commands())
+    # When a duplicate terminal event is handled while the command index still shows the
+    # release as it was (DEPLOYING)
     assert stale.status is ReleaseStatus.DEPLOYING
-    answer = finish_release(world.ld, stale, SsmStatus.SUCCESS)
+    monkeypatch.setattr(world.ld.releases, "by_command_id", lambda _command_id: stale)
+    answer = world.deliver(world.command_event(stale.command_id or "", "Success"))
     # Then the stored decision is reported, nothing is announced twice, and the app stays unlocked
     assert answer["release_status"] == "SUCCEEDED"
     assert notifications(world) == []
     assert world.release(stale.release).status is ReleaseStatus.SUCCEEDED
     assert world.core.state.get("web").lock_owner is None
+    assert len(world.shim.commands()) == commands_before

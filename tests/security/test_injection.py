@@ -31,7 +31,7 @@ from deployer.errors import InvalidAppConfig, InvalidEvent
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release
-from deployer.rollout import image_reference
+from deployer.admission import image_reference
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

@@ -13,7 +13,7 @@ from deployer import cli
 from deployer.errors import InvalidAppConfig
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
-from deployer.rollout import accept_push
+from deployer.admission import accept_push
 
 from tests.conftest import REGION, WEB_CONFIG
 

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release, ReleaseStatus
-from deployer.rollout import PushAction, accept_push
+from deployer.admission import PushAction, accept_push
 
 from tests.conftest import REGION
 

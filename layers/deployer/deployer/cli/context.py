@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     import boto3
     from rich.console import Console
 
-    from deployer.lifecycle import LifecycleDeps
-    from deployer.rollout import Deps
+    from deployer.wiring import Adapters
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,29 +60,25 @@ class Context:
     args: argparse.Namespace
     out: TextIO
     err: TextIO
-    deps_given: Deps | None = None
+    deps_given: Adapters | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
-    _deps: Deps | None = field(default=None, init=False)
-    _ld: LifecycleDeps | None = field(default=None, init=False)
+    _deps: Adapters | None = field(default=None, init=False)
 
     @property
     def json(self) -> bool:
         return bool(getattr(self.args, "json", False))
 
     @property
-    def deps(self) -> Deps:
+    def deps(self) -> Adapters:
         if self._deps is None:
             self._deps = self.deps_given or build_deps(self.args)
         return self._deps
 
     @property
-    def ld(self) -> LifecycleDeps:
-        if self._ld is None:
-            from deployer.lifecycle import LifecycleDeps  # noqa: PLC0415
-
-            self._ld = LifecycleDeps.from_core(self.deps)
-        return self._ld
+    def ld(self) -> Adapters:
+        """The same adapters (one composition root, deployer.wiring)."""
+        return self.deps
 
     def console(self) -> Console:
         from rich.console import Console  # noqa: PLC0415 - the Lambda layer has no rich
@@ -98,12 +93,12 @@ class Context:
         self.out.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def build_deps(args: argparse.Namespace) -> Deps:
+def build_deps(args: argparse.Namespace) -> Adapters:
     """The core's adapters from the environment (the stack's outputs) and the global options."""
     import boto3  # noqa: PLC0415
 
-    from deployer.rollout import Deps  # noqa: PLC0415
     from deployer.settings import Settings  # noqa: PLC0415
+    from deployer.wiring import Adapters  # noqa: PLC0415
 
     env = dict(os.environ)
     region = getattr(args, "region", None)
@@ -115,4 +110,4 @@ def build_deps(args: argparse.Namespace) -> Deps:
         region_name=region or settings.region or None,
     )
     endpoint = getattr(args, "endpoint_url", None) or None
-    return Deps.from_settings(settings, clients=CliClients(session, endpoint))
+    return Adapters.from_settings(settings, clients=CliClients(session, endpoint))
