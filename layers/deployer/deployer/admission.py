@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from deployer import controller, markers
-from deployer.models.records import ReleaseSource
+from deployer.models.records import ReleaseSource, ReleaseStatus
 from deployer.observability import Metric, count, logger
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ class PushAction(StrEnum):
     IGNORED = "ignored"
     REFUSED = "refused"
     SUPERSEDED = "superseded"
+    FAILED = "failed"  # recorded, but could not start (the reason says why); the app moved on
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ def follow_admission(
         return AppPushResult(app, PushAction.SUPERSEDED, "a newer push arrived first", number)
     if admitted.started or admitted.replayed:
         report = controller.converge(ad, app, config=config, token=token)
+        if report.release == number and report.command_id is None and not admitted.replayed:
+            failed = ad.releases.get(app, number)
+            if failed.status is not ReleaseStatus.DEPLOYING:
+                why = failed.status_reason or "deploy did not start"
+                return AppPushResult(app, PushAction.FAILED, why, number)
         if report.release == number:
             return AppPushResult(app, PushAction.STARTED, "deploy started", number, report.command_id)
         return AppPushResult(app, PushAction.PENDING, "recorded; the app is busy", number)

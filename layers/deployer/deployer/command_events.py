@@ -18,7 +18,7 @@ from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
 from deployer.errors import DeployerError
 from deployer.metrics_names import LifecycleMetric
 from deployer.models.lifecycle_events import CommandInvocationStatusEvent, CommandStatusEvent, SsmStatus
-from deployer.models.records import HostOutcome
+from deployer.models.records import HostOutcome, ReleaseStatus
 from deployer.observability import count, logger
 from deployer.verdicts import host_outcome, serving
 
@@ -129,7 +129,10 @@ def on_command(ad: Adapters, event: CommandStatusEvent) -> dict[str, Any]:
         "reason": after.status_reason,
         "steps": report.steps,
     }
-    if report.release is not None and report.release != release.release:
+    # Only the delivery that saw the release end names what followed it; a duplicate (the
+    # release had already ended) reports the release's status and nothing more.
+    ended_now = release.status is ReleaseStatus.DEPLOYING and after.status is not ReleaseStatus.DEPLOYING
+    if ended_now and report.release is not None and report.release != release.release:
         key = (
             "rollback_release"
             if _is_rollback_of(ad, release.app, report.release, release.release)

@@ -438,7 +438,7 @@ def _mark_rolled_back(ad: Adapters, tx: Transaction, rollback: Release) -> None:
 def rollback_target(ad: Adapters, config: AppConfig, failed: Release) -> Release | None:
     """The newest release before `failed` that succeeded with another image still in ECR (the
     automatic and the operator rollback both choose so)."""
-    history = ad.releases.list_recent(config.app, limit=max(config.retain * 4, 20))
+    history = ad.releases.succeeded_before(config.app, failed.release)
     for candidate in rollback_candidates(history, failed):
         try:
             ad.images.by_digest(config.repository, candidate.digest)
@@ -718,6 +718,8 @@ def _start_failed(  # noqa: PLR0917 - one decision's parts
     change = StateChange(release.app, expect_owner=state.lock_owner, realign=True)
     if release.replaces is not None:
         change.desired = release.replaces
+    else:
+        change.clear_desired = True  # a first deploy: nothing to go back to, no pointer
     change.add_outbox.append(OutboxEntry(release.release, NoticeKind.FAILED.value).encode())
     _hand_on(ad, state, tx, change, last_good=release.replaces, token=token, after=release.release)
     return tx.add("state", ad.state.change_item(change))
@@ -735,9 +737,17 @@ def _realign(ad: Adapters, config: AppConfig, state: AppStateRecord, report: Rep
         if pointer is None or pointer.release != desired.release:
             ad.pointer.put(Pointer.for_release(desired))
         if desired.launch_template_version is not None:
-            group = ad.launch_templates.current(config)
-            if group.version != desired.launch_template_version:
-                ad.launch_templates.point_group(group, desired.launch_template_version)
+            try:
+                group = ad.launch_templates.current(config)
+                if group.version != desired.launch_template_version:
+                    ad.launch_templates.point_group(group, desired.launch_template_version)
+            except DeployerError as exc:
+                if transient(exc):
+                    raise
+                # The group is gone or no longer on the app's template: nothing to move back
+                # (the reconciler repairs it toward `desired` once it is fixed). Raising would
+                # hold the notices owed and every later trigger of the app.
+                logger.warning("group not put back", app=app, desired=desired.release, error=str(exc))
     report.note("pointer and group put back", desired=state.desired)
     change = StateChange(app, expect_owner=None, realign=False)
     _decide(ad, report, Transaction().add("state", ad.state.change_item(change)))
@@ -820,8 +830,9 @@ def _outbox_order(raw: str) -> tuple[int, int]:
     entry = OutboxEntry.decode(raw)
     if entry is None:
         return (0, 0)
+    # A release's start is announced before its end (both owed when the start's publish failed).
     order = [
-        k.value for k in (NoticeKind.SUCCEEDED, NoticeKind.FAILED, NoticeKind.ROLLED_BACK, NoticeKind.STARTED)
+        k.value for k in (NoticeKind.STARTED, NoticeKind.SUCCEEDED, NoticeKind.FAILED, NoticeKind.ROLLED_BACK)
     ]
     return (entry.release, order.index(entry.kind) if entry.kind in order else len(order))
 

@@ -50,12 +50,12 @@ def host_comment(purpose: str, app: str, release: int) -> str:
 
 
 def parse_release_comment(comment: str) -> tuple[str, int] | None:
-    match = _RELEASE_COMMENT.match(comment)
+    match = _RELEASE_COMMENT.fullmatch(comment)
     return (match.group(1), int(match.group(2))) if match else None
 
 
 def is_ours(comment: str) -> bool:
-    return bool(_RELEASE_COMMENT.match(comment) or _HOST_COMMENT.match(comment))
+    return bool(_RELEASE_COMMENT.fullmatch(comment) or _HOST_COMMENT.fullmatch(comment))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ which pending release starts. No AWS calls, no clock: inputs in, decision out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 
 from deployer import markers
@@ -170,10 +170,10 @@ def may_roll_back_to(candidate: Release, failed: Release) -> bool:
     )
 
 
-def rollback_candidates(history: Iterable[Release], failed: Release) -> list[Release]:
-    """Rollback targets for `failed`, best first (newest); the caller takes the first whose
-    image is still in the registry."""
-    return sorted((r for r in history if may_roll_back_to(r, failed)), key=lambda r: r.release, reverse=True)
+def rollback_candidates(history: Iterable[Release], failed: Release) -> Iterator[Release]:
+    """Rollback targets for `failed` from a newest-first history, in that order; the caller takes
+    the first whose image is still in the registry (lazily: most rollbacks read one page)."""
+    return (r for r in history if may_roll_back_to(r, failed))
 
 
 def rolls_back_automatically(release: Release, auto_rollback: bool) -> bool:

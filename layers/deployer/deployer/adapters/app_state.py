@@ -72,6 +72,7 @@ class StateChange:
     owner: str | None = None
     clear_owner: bool = False
     desired: int | None = None
+    clear_desired: bool = False  # no release is desired any more (ignored when `desired` is set)
     realign: bool | None = None
     add_outbox: list[str] = field(default_factory=list)
     refuse: str | None = None
@@ -98,6 +99,8 @@ class StateChange:
         if self.desired is not None:
             sets.append("desired = :d")
             values[":d"] = {"N": str(self.desired)}
+        elif self.clear_desired:
+            removes.append("desired")
         if self.last_pushed_at is not None:
             sets.append("last_pushed_at = :pa")
             values[":pa"] = {"N": str(self.last_pushed_at)}

@@ -180,6 +180,12 @@ class ReleasesStore:
                 return [r for r in releases if r.status is ReleaseStatus.PENDING]
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def succeeded_before(self, app: str, release: int) -> Iterator[Release]:
+        """SUCCEEDED releases older than `release`, newest first, read page by page as consumed."""
+        for found in self._iterate(app, newest_first=True, status=ReleaseStatus.SUCCEEDED):
+            if found.release < release:
+                yield found
+
     def latest_succeeded(self, app: str, before: int | None = None) -> Release | None:
         """The newest SUCCEEDED release (older than `before` when given)."""
         return self.find(app, lambda r: before is None or r.release < before, status=ReleaseStatus.SUCCEEDED)

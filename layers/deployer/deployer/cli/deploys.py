@@ -24,8 +24,8 @@ from deployer.cli.context import (
     UsageError,
 )
 from deployer.errors import DeployerError, ReleaseNotFound
-from deployer.verdicts import serving
 from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
+from deployer.verdicts import serving
 
 if TYPE_CHECKING:
     from rich.console import Console

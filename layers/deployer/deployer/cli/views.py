@@ -7,8 +7,8 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from deployer.cli.context import EXIT_OK, Context
-from deployer.verdicts import serving
 from deployer.models.records import HostOutcome, Release, ReleaseStatus
+from deployer.verdicts import serving
 
 if TYPE_CHECKING:
     from deployer.wiring import Adapters
