@@ -20,8 +20,8 @@ import pytest
 import yaml
 from deployer import runtime
 from deployer.models.config import AppConfig
-from deployer.wiring import Adapters as Deps
 from deployer.settings import ENV_NAMES, Settings
+from deployer.wiring import Adapters as Deps
 from moto import mock_aws
 
 from tests import moto_shim

@@ -62,6 +62,7 @@ DECISION_MODULES: dict[str, list[str]] = {
         "tests/unit/test_mutation_agent_contract.py",
         "tests/unit/test_contracts.py",
         "tests/test_agent_contract.py",
+        "!tests/unit/test_contracts.py::test_user_data_reads_the_agent_from_the_swap_document_and_boots_the_release",
     ],
 }
 

@@ -16,14 +16,14 @@ import botocore.session
 import pytest
 import yaml
 from deployer.adapters.apps import AppsStore
+from deployer.admission import accept_push
 from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
 from deployer.lifecycle_handlers import handle_command_status
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release
-from deployer.admission import accept_push
-from deployer.wiring import Adapters
 from deployer.settings import Settings
+from deployer.wiring import Adapters
 from moto import mock_aws
 
 from localcloud.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors

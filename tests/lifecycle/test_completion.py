@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 from deployer.adapters.command_results import CommandCounts, InvocationTally
+from deployer.admission import accept_push
 from deployer.builders import swap_parameters
 from deployer.command_events import CommandNotRecordedYet
-from deployer.lifecycle_handlers import handle_operation, handle_reconcile
+from deployer.lifecycle_handlers import handle_reconcile
 from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import ReleaseSource, ReleaseStatus
 from deployer.observability import metrics
-from deployer.admission import accept_push
 from deployer.verdicts import Verdict, command_verdict, host_outcome, serving
 
 from tests.lifecycle.conftest import World, client, notifications
@@ -222,13 +222,19 @@ def test_the_reconciler_finishes_a_deploying_release_whose_terminal_events_were_
     # When the reconciler ticks
     tick = handle_reconcile(world.ld, {})
     # Then the release SUCCEEDED from SSM's own answer, the app is free, and the success is announced
-    print("TICK", tick)
     done = world.release(second.release)
     assert done.status is ReleaseStatus.SUCCEEDED
     assert done.hosts_ok == 3
     assert world.core.state.get("web").lock_owner is None
     world.assert_agree()
     assert [(m["event"], m["release"]) for m in notifications(world)] == [("deploy_succeeded", 2)]
+    # And, the hosts' own events lost too, pointer and group needed nothing; the hosts without a
+    # recorded outcome got the (idempotent) swap of release 2 again
+    report = tick["apps"]["web"]
+    assert (report["release"], report["drift"]) == (2, {"hosts": world.instances})
+    assert len(report["commands"]) == 1
+    resent = _ssm_command(world, report["commands"][0])["Parameters"]
+    assert (resent["image"], resent["release"]) == ([second.image], ["2"])
 
 
 def _ssm_command(world: World, command_id: str) -> dict[str, Any]:
@@ -492,7 +498,8 @@ def test_an_automatic_rollback_skips_a_target_with_the_failed_release_s_digest(w
     assert rollback.replaces == first.release
     assert rollback.digest == first.digest
     assert _ssm_command(world, rollback.command_id or "")["Parameters"]["image"] == [first.image]
-    assert [m for m in notifications(world) if m["event"] == "deploy_rolled_back"][0]["rolled_back_to"] == 1
+    rolled_back = [m for m in notifications(world) if m["event"] == "deploy_rolled_back"]
+    assert [(m["release"], m["rolled_back_to"]) for m in rolled_back] == [(third.release, first.release)]
 
 
 def test_a_terminal_event_that_outruns_the_command_record_is_retried(world: World) -> None:

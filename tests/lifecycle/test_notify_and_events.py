@@ -19,7 +19,7 @@ from deployer.models.lifecycle_events import (
 from deployer.notify import DeployNotice, HostResult, NoticeKind, build_message, summarize_hosts
 from pydantic import ValidationError
 
-from tests.lifecycle.conftest import load_event
+from tests.lifecycle.conftest import World, load_event, notifications
 
 pytestmark = pytest.mark.unit
 
@@ -82,6 +82,42 @@ def test_a_started_and_a_succeeded_deploy_read_plainly() -> None:
     )
     done = DeployNotice(kind=NoticeKind.SUCCEEDED, app="web", release=3, tag="v1", digest=DIGEST, hosts_ok=4)
     assert json.loads(build_message(done)[1])["text"] == "Deployed web release 3 (v1): 4 ok, 0 failed."
+
+
+def test_a_notice_carries_its_dedupe_id_in_the_message_and_in_its_attributes() -> None:
+    notice = DeployNotice(
+        kind=NoticeKind.SUCCEEDED, app="web", release=3, tag="v1", digest=DIGEST, hosts_ok=4
+    )
+    _, message, attributes = build_message(notice, "web#3#succeeded")
+    assert json.loads(message)["dedupe_id"] == "web#3#succeeded"
+    assert attributes["dedupe_id"] == {"DataType": "String", "StringValue": "web#3#succeeded"}
+    _, bare, bare_attributes = build_message(notice)
+    assert "dedupe_id" not in json.loads(bare)
+    assert "dedupe_id" not in bare_attributes
+
+
+def test_a_notice_sns_refused_stays_owed_and_goes_out_with_the_next_decision(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given SNS refusing every publish (the topic is unreachable)
+    real_topic = world.topic_arn
+    monkeypatch.setattr(world.core.notifier, "_topic_arn", real_topic + "-gone")
+    # When release 1 is pushed
+    release = world.push(1, "v1")
+    # Then the deploy started all the same, nothing was announced, and the notice is owed
+    assert release.command_id is not None
+    assert notifications(world) == []
+    assert world.core.state.get("web").outbox == frozenset({"1:started"})
+    # When SNS answers again and the release's command ends
+    monkeypatch.setattr(world.core.notifier, "_topic_arn", real_topic)
+    world.complete(release)
+    # Then both notices go out, in order, once each, and none is owed any more
+    messages = notifications(world)
+    assert [(m["event"], m["dedupe_id"]) for m in messages] == [
+        ("deploy_started", "web#1#started"),
+        ("deploy_succeeded", "web#1#succeeded"),
+    ]
+    assert world.core.state.get("web").outbox == frozenset()
 
 
 @pytest.mark.parametrize(

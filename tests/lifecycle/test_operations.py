@@ -7,8 +7,10 @@ import json
 
 import pytest
 from deployer import cli
+from deployer.admission import accept_push
 from deployer.errors import AppNotFound, DeployInProgress, ImageNotFound, InvalidEvent, ReleaseNotFound
 from deployer.lifecycle_handlers import handle_operation
+from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import parse_operation
 from deployer.models.records import ReleaseSource, ReleaseStatus
 from deployer.operations import find_in_history
@@ -16,6 +18,12 @@ from deployer.operations import find_in_history
 from tests.lifecycle.conftest import World, client, load_event, snapshot
 
 pytestmark = pytest.mark.unit
+
+
+def _sent(command_id: str | None) -> dict[str, list[str]]:
+    """The parameters of the swap command SSM was sent."""
+    assert command_id, "the release sent no swap command"
+    return dict(client("ssm").list_commands(CommandId=command_id)["Commands"][0]["Parameters"])
 
 
 def _two_good_releases(world: World) -> None:
@@ -28,16 +36,49 @@ def test_rollback_with_no_target_goes_to_the_previous_succeeded_release(world: W
     _two_good_releases(world)
     # When an operator invokes the rollback function with only the app
     answer = handle_operation(world.ld, load_event("rollback.json"))
-    # Then release 3 deploys release 1's image with source=rollback, and release 2 is ROLLED_BACK
+    # Then release 3 deploys release 1's image with source=rollback (the command sent to the
+    # hosts carries that image), and release 2 still reads SUCCEEDED while its rollback runs
     assert answer["target"] == 1
     rollback = world.release(answer["release"])
     assert rollback.source is ReleaseSource.ROLLBACK
     assert rollback.digest == world.release(1).digest
     assert rollback.reason == "errors after release 7"
-    assert world.release(2).status is ReleaseStatus.ROLLED_BACK
+    assert rollback.rollback_of == 2
+    assert _sent(rollback.command_id)["image"] == [world.release(1).image]
+    assert world.release(2).status is ReleaseStatus.SUCCEEDED
     assert world.core.pointer.get("web").release == 3  # type: ignore[union-attr]
+    # When the rollback succeeds, release 2 is ROLLED_BACK and everything runs release 1's image
     world.complete(rollback)
+    assert world.release(2).status is ReleaseStatus.ROLLED_BACK
     assert world.assert_agree().digest == world.release(1).digest
+
+
+def test_rollback_with_no_target_skips_a_release_whose_image_is_gone_from_ecr(world: World) -> None:
+    # Given releases 1, 2 and 3 live in turn, and release 2's image deleted from ECR
+    _two_good_releases(world)
+    world.complete(world.push(3, "v3"))
+    client("ecr").batch_delete_image(
+        repositoryName="web", imageIds=[{"imageDigest": world.release(2).digest}]
+    )
+    # When an operator rolls back without naming a target
+    answer = handle_operation(world.ld, {"app": "web"})
+    # Then release 1's image deploys (the newest older success whose image hosts can still pull)
+    assert answer["target"] == 1
+    assert _sent(world.release(answer["release"]).command_id)["image"] == [world.release(1).image]
+
+
+def test_rollback_with_no_target_whose_only_candidate_is_gone_from_ecr_is_refused(world: World) -> None:
+    # Given releases 1 and 2 live in turn, and release 1's image deleted from ECR
+    _two_good_releases(world)
+    client("ecr").batch_delete_image(
+        repositoryName="web", imageIds=[{"imageDigest": world.release(1).digest}]
+    )
+    before = snapshot(world)
+    # When an operator rolls back without naming a target
+    with pytest.raises(ReleaseNotFound, match="with a different image still in ECR"):
+        handle_operation(world.ld, {"app": "web"})
+    # Then nothing changed
+    assert snapshot(world) == before
 
 
 def test_rollback_to_a_tag_a_number_or_a_digest_names_the_same_release(world: World) -> None:
@@ -124,6 +165,39 @@ def test_promote_deploys_a_refused_digest_explicitly_and_lifts_the_refusal(world
     assert release.tag == "v2"
     assert release.image == second.image
     assert second.digest not in world.core.state.get("web").refused_digests
+    # And once it is live, a later push of that digest deploys again
+    world.complete(release)
+    _push_deploys(world, second.digest, "v2-rebuilt")
+
+
+def test_an_operator_rollback_to_a_refused_digest_lifts_the_refusal(world: World) -> None:
+    # Given release 2's digest failed, was rolled back and is refused
+    world.complete(world.push(1, "v1"))
+    second = world.push(2, "v2")
+    answer = world.complete(second, failures={world.instances[0]: "health"})
+    world.complete(world.release(answer["rollback_release"]))
+    assert second.digest in world.core.state.get("web").refused_digests
+    # When an operator rolls back to release 2 by number (say, the fault was elsewhere)
+    rolled = handle_operation(world.ld, {"app": "web", "to": second.release, "reason": "db fixed"})
+    # Then release 2's image deploys and is no longer refused
+    rollback = world.release(rolled["release"])
+    assert (rollback.source, rollback.digest) == (ReleaseSource.ROLLBACK, second.digest)
+    assert _sent(rollback.command_id)["image"] == [second.image]
+    assert second.digest not in world.core.state.get("web").refused_digests
+    # And once it is live, a later push of that digest deploys again
+    world.complete(rollback)
+    _push_deploys(world, second.digest, "v2-rebuilt")
+
+
+def _push_deploys(world: World, digest: str, tag: str) -> None:
+    """Push `digest` again under `tag`: it must start a deploy whose command sends that image."""
+    outcome = accept_push(world.core, parse_push_event(world.push_event(digest, tag)))
+    result = outcome.results[0]
+    assert result.action.value == "started", result
+    assert result.release is not None
+    release = world.release(result.release)
+    assert release.digest == digest
+    assert _sent(release.command_id)["image"] == [release.image]
 
 
 def test_promote_by_tag_finds_the_image_in_ecr(world: World) -> None:

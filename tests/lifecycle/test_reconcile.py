@@ -1,4 +1,5 @@
-"""The reconciler: missed pushes, drifted group and hosts, and hands off a deploy in progress."""
+"""The reconciler: converges first (finishes what a lost event left), then missed pushes, drifted
+pointer, group and hosts, repaired toward the desired release (hosts only toward a SUCCEEDED one)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 
 import pytest
 from deployer.lifecycle_handlers import handle_reconcile
-from deployer.models.records import ReleaseSource, ReleaseStatus
+from deployer.models.records import Pointer, ReleaseSource, ReleaseStatus
 from deployer.reconcile import reconcile_app
 
 from tests.lifecycle.conftest import World, snapshot, summary_line
@@ -34,17 +35,26 @@ def test_a_push_whose_event_never_arrived_is_deployed(world: World) -> None:
     world.assert_agree()
 
 
-def test_the_reconciler_stays_out_of_a_deploy_in_progress(world: World) -> None:
+def test_the_reconciler_leaves_a_running_deploy_to_its_command(world: World) -> None:
     # Given a deploy in progress and a newer image in ECR without an event
-    world.push(1, "v1")
+    first = world.push(1, "v1")
     world.image(2, "v2")
     before = snapshot(world)
-    # When the reconciler runs
+    # When the reconciler runs while the command is still running
     report = reconcile_app(world.ld, world.config)
-    # Then it does nothing at all
-    assert report["action"] == "skipped"
-    assert "deploy in progress (web#1)" in report["reason"]
+    # Then it converges (nothing to decide yet), admits no missed push and changes nothing
+    assert report["action"] == "converging"
+    assert report["deploying"] == "web#1"
+    assert report["release"] == 1
+    assert report["command_id"] == first.command_id
     assert snapshot(world) == before
+    # And once the deploy has ended, the next run finds the image that was missed
+    world.complete(first)
+    time.sleep(1.1)  # moto records push times in whole seconds; v3 must be the newest image
+    digest = world.image(3, "v3")
+    after = reconcile_app(world.ld, world.config)
+    assert after["action"] == "deployed"
+    assert after["drift"] == {"missed_push": digest}
 
 
 def test_an_image_already_recorded_or_refused_is_not_a_missed_push(world: World) -> None:
@@ -107,3 +117,79 @@ def test_a_paused_app_is_left_alone(world: World) -> None:
     before = snapshot(world)
     assert reconcile_app(world.ld, world.config) == {"action": "skipped", "reason": "paused"}
     assert snapshot(world) == before
+
+
+def test_a_missed_push_of_a_refused_digest_is_ignored(world: World) -> None:
+    # Given release 1 live, and an image whose digest the app refuses, in ECR without an event
+    world.complete(world.push(1, "v1"))
+    time.sleep(1.1)  # moto records push times in whole seconds; v2 must be the newest image
+    digest = world.image(2, "v2")
+    world.core.state.refuse_digest("web", digest)
+    before = snapshot(world)
+    # When the reconciler runs
+    report = reconcile_app(world.ld, world.config)
+    # Then the refused image is not taken for a missed push: no drift, no release, no command
+    assert report["action"] == "none"
+    assert "missed_push" not in report["drift"]
+    assert snapshot(world) == before
+
+
+def test_a_failed_desired_release_is_never_sent_again_to_the_hosts_that_refused_it(
+    world_no_rollback: World,
+) -> None:
+    world = world_no_rollback
+    # Given release 2 FAILED on one host, held as the desired release (no automatic rollback)
+    world.complete(world.push(1, "v1"))
+    bad_host = world.instances[0]
+    world.complete(world.push(2, "v2"), failures={bad_host: "health"})
+    assert world.release(2).status is ReleaseStatus.FAILED
+    assert world.core.state.get("web").desired == 2
+    before = snapshot(world)
+    # When the reconciler runs, twice
+    reports = [reconcile_app(world.ld, world.config) for _ in range(2)]
+    # Then the failed host is not sent release 2 again, and nothing else changes
+    for report in reports:
+        assert report["action"] == "none"
+        assert "hosts" not in report["drift"]
+    assert snapshot(world) == before
+
+
+def test_a_deploy_whose_command_ended_incomplete_with_no_failed_host_succeeds(world: World) -> None:
+    # Given release 1's command ended Incomplete (one host undeliverable, none failed), its hosts'
+    # events delivered and the command's event lost: SSM's coarse Status says Failed, only
+    # StatusDetails says Incomplete
+    release = world.push(1, "v1")
+    unreached = world.instances[1]
+    invocations, commands = world.run_command(release, not_run={unreached: "Undeliverable"})
+    assert commands[0]["detail"]["status"] == "Failed"
+    for event in invocations:
+        world.deliver(event)
+    # When the reconciler runs
+    report = reconcile_app(world.ld, world.config)
+    # Then it reads the per-host StatusDetails: the release SUCCEEDED on the hosts SSM reached
+    done = world.release(1)
+    assert done.status is ReleaseStatus.SUCCEEDED
+    assert done.hosts_ok == 2
+    assert done.hosts_failed == 0
+    assert report["action"] == "repaired"
+    # And the host SSM never reached gets the swap (the desired release SUCCEEDED)
+    assert report["drift"]["hosts"] == [unreached]
+    command = world.shim.commands()[-1]
+    assert command.instance_ids == [unreached]
+    assert command.parameters["release"] == ["1"]
+
+
+def test_a_pointer_moved_by_hand_is_put_back_on_the_desired_release(world: World) -> None:
+    # Given releases 1 and 2 live, then the pointer written back to release 1 by hand
+    first = world.push(1, "v1")
+    world.complete(first)
+    world.complete(world.push(2, "v2"))
+    world.core.pointer.put(Pointer.for_release(world.release(1)))
+    # When the reconciler runs
+    report = reconcile_app(world.ld, world.config)
+    # Then the pointer names release 2 again, and the drift is reported
+    assert report["drift"]["pointer"] == {"pointer": 1, "desired": 2}
+    pointer = world.core.pointer.get("web")
+    assert pointer is not None
+    assert (pointer.release, pointer.digest) == (2, world.release(2).digest)
+    world.assert_agree()

@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 from deployer import builders
+from deployer.admission import image_reference
 from deployer.errors import InvalidAppConfig, InvalidEvent
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release
-from deployer.admission import image_reference
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -48,27 +48,129 @@ PROPERTY = settings(max_examples=CASES, deadline=None, suppress_health_check=[He
 SHELL_META = set("'\"$`;&|<>\n\r\\\t ()*?[]{}!#~\x00")
 # Fragments an attacker would try: shell syntax, option smuggling, privilege changes.
 ATTACKS = [
-    "'", '"', "$", "`", ";", "&", "|", "<", ">", "\n", "\r", "\\", " ", "\t", "\x00", "$(reboot)",
-    "`id`", "; rm -rf /", "&& curl x | sh", "' ; reboot ; '", "\n--privileged", " --privileged=true",
-    "--network=host", "--volume=/:/host", "../../etc/passwd", "%0a", "\u2028", "é", "{{ app }}",
-    "--security-opt=seccomp=unconfined", "--user=0", "-1", "unlimited", "=", ",", ":", "@", "/",
+    "'",
+    '"',
+    "$",
+    "`",
+    ";",
+    "&",
+    "|",
+    "<",
+    ">",
+    "\n",
+    "\r",
+    "\\",
+    " ",
+    "\t",
+    "\x00",
+    "$(reboot)",
+    "`id`",
+    "; rm -rf /",
+    "&& curl x | sh",
+    "' ; reboot ; '",
+    "\n--privileged",
+    " --privileged=true",
+    "--network=host",
+    "--volume=/:/host",
+    "../../etc/passwd",
+    "%0a",
+    "\u2028",
+    "é",
+    "{{ app }}",
+    "--security-opt=seccomp=unconfined",
+    "--user=0",
+    "-1",
+    "unlimited",
+    "=",
+    ",",
+    ":",
+    "@",
+    "/",
 ]
 DANGEROUS_DOCKER_VALUES = [
-    "seccomp=unconfined", "apparmor=unconfined", "label=disable", "label:disable",
-    "systempaths=unconfined", "seccomp:unconfined", "no-new-privileges=false", "no-new-privileges:false",
-    "privileged", "0", "0:0", "root", "1000:0", "-1", "memlock=-1", "rtprio=99", "nofile=-1",
-    "/tmp:exec", "/tmp:suid", "/tmp:dev", "false", "deployer.digest=sha256:x",
+    "seccomp=unconfined",
+    "apparmor=unconfined",
+    "label=disable",
+    "label:disable",
+    "systempaths=unconfined",
+    "seccomp:unconfined",
+    "no-new-privileges=false",
+    "no-new-privileges:false",
+    "privileged",
+    "0",
+    "0:0",
+    "root",
+    "1000:0",
+    "-1",
+    "memlock=-1",
+    "rtprio=99",
+    "nofile=-1",
+    "/tmp:exec",
+    "/tmp:suid",
+    "/tmp:dev",
+    "false",
+    "deployer.digest=sha256:x",
 ]
 DOCKER_NAMES = [
-    "cpus", "cpu-shares", "memory", "memory-reservation", "memory-swap", "pids-limit", "shm-size",
-    "ulimit", "user", "read-only", "tmpfs", "stop-timeout", "cap-drop", "security-opt", "label",
-    "privileged", "cap-add", "network", "volume", "v", "device", "pid", "ipc", "userns", "mount",
-    "security-opt ", "entrypoint", "env", "e", "add-host", "cgroup-parent", "sysctl",
+    "cpus",
+    "cpu-shares",
+    "memory",
+    "memory-reservation",
+    "memory-swap",
+    "pids-limit",
+    "shm-size",
+    "ulimit",
+    "user",
+    "read-only",
+    "tmpfs",
+    "stop-timeout",
+    "cap-drop",
+    "security-opt",
+    "label",
+    "privileged",
+    "cap-add",
+    "network",
+    "volume",
+    "v",
+    "device",
+    "pid",
+    "ipc",
+    "userns",
+    "mount",
+    "security-opt ",
+    "entrypoint",
+    "env",
+    "e",
+    "add-host",
+    "cgroup-parent",
+    "sysctl",
 ]
 # Substrings that would mean a privilege or confinement change got through.
-WEAKENING = ("unconfined", "disable", "privileged", "cap-add", "network", "volume", "device",
-             "=0", ":0", "-1", "unlimited", "memlock", "rtprio", ":exec", ",exec", "suid,", ":suid",
-             ",suid", ":dev", ",dev", "no-new-privileges=false", "no-new-privileges:false", "label")
+WEAKENING = (
+    "unconfined",
+    "disable",
+    "privileged",
+    "cap-add",
+    "network",
+    "volume",
+    "device",
+    "=0",
+    ":0",
+    "-1",
+    "unlimited",
+    "memlock",
+    "rtprio",
+    ":exec",
+    ",exec",
+    "suid,",
+    ":suid",
+    ",suid",
+    ":dev",
+    ",dev",
+    "no-new-privileges=false",
+    "no-new-privileges:false",
+    "label",
+)
 
 HOSTILE_CASES: Counter[str] = Counter()
 
@@ -98,8 +200,18 @@ AGENT = _load_agent()
 DOCUMENT = read_template()["Resources"]["SwapDocument"]["Properties"]["Content"]["parameters"]
 HOST_CONFIG: dict[str, Any] = {**AGENT.HOST_DEFAULTS, "state_dir": "/nonexistent/deployer-test"}
 # The agent's own docker run flags that take the next argv element as their value.
-TAKES_VALUE = {"--name", "--label", "--restart", "--stop-timeout", "--log-driver", "--log-opt",
-               "--env-file", "-e", "--network", "-p"}
+TAKES_VALUE = {
+    "--name",
+    "--label",
+    "--restart",
+    "--stop-timeout",
+    "--log-driver",
+    "--log-opt",
+    "--env-file",
+    "-e",
+    "--network",
+    "-p",
+}
 
 
 class _Runner:
@@ -119,9 +231,15 @@ class _Runner:
 def _release(config: AppConfig, event: dict[str, Any]) -> Release:
     push = parse_push_event(event)
     digest = push.detail.image_digest
-    return Release(app=config.app, release=7, repository=config.repository,
-                   image=image_reference(config, push.registry, digest), digest=digest,
-                   tag=push.detail.image_tag, pushed_at=datetime.now(UTC))
+    return Release(
+        app=config.app,
+        release=7,
+        repository=config.repository,
+        image=image_reference(config, push.registry, digest),
+        digest=digest,
+        tag=push.detail.image_tag,
+        pushed_at=datetime.now(UTC),
+    )
 
 
 def _through_control_plane(config_doc: dict[str, Any], event: dict[str, Any]) -> dict[str, list[str]] | str:
@@ -142,8 +260,9 @@ def _through_control_plane(config_doc: dict[str, Any], event: dict[str, Any]) ->
 
 def _ssm_accepts(parameters: dict[str, list[str]]) -> bool:
     """What SSM checks before any host sees a value: each allowedPattern of the deployed document."""
-    return all(re.fullmatch(DOCUMENT[name]["allowedPattern"], values[0])
-               for name, values in parameters.items())
+    return all(
+        re.fullmatch(DOCUMENT[name]["allowedPattern"], values[0]) for name, values in parameters.items()
+    )
 
 
 class _HostWithEveryFile:
@@ -173,7 +292,7 @@ def _on_the_host(argv: list[str]) -> tuple[list[str], str]:
         agent.host.set_dnat(agent.colour_port("green"), f"app {agent.app} release {agent.release}")
     finally:
         AGENT.run, AGENT.os = original_run, original_os
-    (nft_cmd, script), = runner.calls
+    ((nft_cmd, script),) = runner.calls
     assert nft_cmd[-2:] == ["-f", "-"]
     return docker, script or ""
 
@@ -298,8 +417,11 @@ def test_a_hostile_log_driver_never_reaches_a_host_outside_the_grammar(driver: s
 
 
 _docker_option = st.one_of(
-    st.builds(lambda n, v: f"--{n}={v}", st.sampled_from(DOCKER_NAMES),
-              st.one_of(st.sampled_from(DANGEROUS_DOCKER_VALUES), _hostile("256m"))),
+    st.builds(
+        lambda n, v: f"--{n}={v}",
+        st.sampled_from(DOCKER_NAMES),
+        st.one_of(st.sampled_from(DANGEROUS_DOCKER_VALUES), _hostile("256m")),
+    ),
     _hostile("--memory=256m"),
 )
 
@@ -316,20 +438,41 @@ def test_hostile_docker_options_never_reach_a_host_or_weaken_it(options: list[st
 
 
 # ------------------------------------------------------------------ the agent on its own
-AGENT_FLAG_OF = {"app": "--app", "image": "--image", "release": "--release", "containerPort": "--port",
-                 "healthPath": "--health-path", "healthTimeout": "--health-timeout",
-                 "envFile": "--env-file", "dockerOptions": "--docker-options", "logDriver": "--log-driver",
-                 "logOptions": "--log-options", "retain": "--retain", "registryLogin": "--registry-login"}
-VALID_ARGV = {"app": "web", "image": "registry.example.com/team/web@sha256:" + "a" * 64,
-              "release": "7", "containerPort": "8080", "healthPath": "/health", "healthTimeout": "30",
-              "envFile": "", "dockerOptions": "--memory=256m", "logDriver": "json-file",
-              "logOptions": "max-size=10m", "retain": "3", "registryLogin": "none"}
+AGENT_FLAG_OF = {
+    "app": "--app",
+    "image": "--image",
+    "release": "--release",
+    "containerPort": "--port",
+    "healthPath": "--health-path",
+    "healthTimeout": "--health-timeout",
+    "envFile": "--env-file",
+    "dockerOptions": "--docker-options",
+    "logDriver": "--log-driver",
+    "logOptions": "--log-options",
+    "retain": "--retain",
+    "registryLogin": "--registry-login",
+}
+VALID_ARGV = {
+    "app": "web",
+    "image": "registry.example.com/team/web@sha256:" + "a" * 64,
+    "release": "7",
+    "containerPort": "8080",
+    "healthPath": "/health",
+    "healthTimeout": "30",
+    "envFile": "",
+    "dockerOptions": "--memory=256m",
+    "logDriver": "json-file",
+    "logOptions": "max-size=10m",
+    "retain": "3",
+    "registryLogin": "none",
+}
 
 
 @PROPERTY
 @given(name=st.sampled_from(sorted(AGENT_FLAG_OF)), data=st.data())
 def test_the_agent_refuses_what_the_document_refuses_even_when_sent_around_the_control_plane(
-        name: str, data: st.DataObject) -> None:
+    name: str, data: st.DataObject
+) -> None:
     # Given a hostile value for one flag, sent straight to the agent (as a hand-made SendCommand would)
     value = data.draw(_hostile(VALID_ARGV[name]), label=name)
     HOSTILE_CASES["agent flags"] += 1
@@ -355,13 +498,25 @@ def test_the_agent_refuses_what_the_document_refuses_even_when_sent_around_the_c
 
 
 # ------------------------------------------------------------------ the hardened grammar, by example
-@pytest.mark.parametrize("option", [
-    "--security-opt=seccomp=unconfined", "--security-opt=apparmor=unconfined",
-    "--security-opt=label=disable", "--security-opt=systempaths=unconfined",
-    "--security-opt=no-new-privileges=false", "--user=0", "--user=1000:0", "--pids-limit=-1",
-    "--memory-swap=-1", "--ulimit=memlock=-1", "--ulimit=rtprio=99", "--tmpfs=/tmp:exec",
-    "--label=deployer.digest=sha256:0", "--privileged=true",
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--security-opt=seccomp=unconfined",
+        "--security-opt=apparmor=unconfined",
+        "--security-opt=label=disable",
+        "--security-opt=systempaths=unconfined",
+        "--security-opt=no-new-privileges=false",
+        "--user=0",
+        "--user=1000:0",
+        "--pids-limit=-1",
+        "--memory-swap=-1",
+        "--ulimit=memlock=-1",
+        "--ulimit=rtprio=99",
+        "--tmpfs=/tmp:exec",
+        "--label=deployer.digest=sha256:0",
+        "--privileged=true",
+    ],
+)
 def test_options_that_weaken_the_host_are_refused_by_model_document_and_agent(option: str) -> None:
     # When the option is put in an app config, Then the config model names it
     with pytest.raises(InvalidAppConfig, match="docker_options"):
@@ -369,22 +524,35 @@ def test_options_that_weaken_the_host_are_refused_by_model_document_and_agent(op
     # and the deployed document's allowedPattern refuses it
     assert not re.fullmatch(DOCUMENT["dockerOptions"]["allowedPattern"], option)
     # and the agent refuses it with an input failure naming the flag, before touching anything
-    argv = ["swap", *(f"{AGENT_FLAG_OF[n]}={option if n == 'dockerOptions' else v}"
-                      for n, v in VALID_ARGV.items())]
+    argv = [
+        "swap",
+        *(f"{AGENT_FLAG_OF[n]}={option if n == 'dockerOptions' else v}" for n, v in VALID_ARGV.items()),
+    ]
     with pytest.raises(AGENT.Failure) as refused:
         AGENT.checked_args(argv)
     assert refused.value.failure_class == "input"
     assert "--docker-options" in refused.value.message
 
 
-@pytest.mark.parametrize("option", [
-    "--security-opt=no-new-privileges", "--security-opt=no-new-privileges:true", "--cap-drop=ALL",
-    "--read-only=true", "--user=1000:1000", "--tmpfs=/tmp:rw,noexec,nosuid,size=64m",
-    "--ulimit=nofile=1024:2048", "--pids-limit=200", "--memory=256m", "--cpus=0.5",
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--security-opt=no-new-privileges",
+        "--security-opt=no-new-privileges:true",
+        "--cap-drop=ALL",
+        "--read-only=true",
+        "--user=1000:1000",
+        "--tmpfs=/tmp:rw,noexec,nosuid,size=64m",
+        "--ulimit=nofile=1024:2048",
+        "--pids-limit=200",
+        "--memory=256m",
+        "--cpus=0.5",
+    ],
+)
 def test_options_that_harden_or_limit_pass_end_to_end(option: str) -> None:
-    parameters = builders.swap_parameters(AppConfig.parse(_config(docker_options=[option])),
-                                          _release(AppConfig.parse(_config()), _push()))
+    parameters = builders.swap_parameters(
+        AppConfig.parse(_config(docker_options=[option])), _release(AppConfig.parse(_config()), _push())
+    )
     assert _ssm_accepts(parameters)
     docker, _ = _on_the_host(["swap", *builders.agent_arguments(parameters)])
     assert option in docker
@@ -395,16 +563,20 @@ def _calls(tree: ast.AST) -> Iterator[ast.Call]:
     return (node for node in ast.walk(tree) if isinstance(node, ast.Call))
 
 
-@pytest.mark.parametrize("source", [AGENT_PATH, *sorted((ROOT / "layers/deployer/deployer").rglob("*.py"))],
-                         ids=lambda p: str(Path(p).relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "source",
+    [AGENT_PATH, *sorted((ROOT / "layers/deployer/deployer").rglob("*.py"))],
+    ids=lambda p: str(Path(p).relative_to(ROOT)),
+)
 def test_no_code_that_handles_these_values_can_start_a_shell(source: Path) -> None:
     # Given the agent and the control plane's code
     tree = ast.parse(source.read_text())
     for call in _calls(tree):
         name = ast.unparse(call.func)
         # Then no process is started through a shell
-        assert name not in {"os.system", "os.popen", "subprocess.getoutput",
-                            "subprocess.getstatusoutput"}, name
+        assert name not in {"os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"}, (
+            name
+        )
         for keyword in call.keywords:
             if keyword.arg == "shell":
                 assert isinstance(keyword.value, ast.Constant), name
@@ -416,8 +588,19 @@ def test_no_code_that_handles_these_values_can_start_a_shell(source: Path) -> No
 
 def test_every_property_ran_its_hostile_cases() -> None:
     print("\nHOSTILE CASES", dict(sorted(HOSTILE_CASES.items())))
-    properties = ["image tag", "digest", "repository", "app name", "registry", "env-file path",
-                  "health path", "log options", "log driver", "docker options", "agent flags"]
+    properties = [
+        "image tag",
+        "digest",
+        "repository",
+        "app name",
+        "registry",
+        "env-file path",
+        "health path",
+        "log options",
+        "log driver",
+        "docker options",
+        "agent flags",
+    ]
     ran = {name: HOSTILE_CASES[name] for name in properties}
     if not all(ran.values()):
         pytest.skip("run with the whole module to count the hostile cases")

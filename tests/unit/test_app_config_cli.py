@@ -10,10 +10,10 @@ from typing import Any
 import boto3
 import pytest
 from deployer import cli
+from deployer.admission import accept_push
 from deployer.errors import InvalidAppConfig
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
-from deployer.admission import accept_push
 
 from tests.conftest import REGION, WEB_CONFIG
 
@@ -34,8 +34,13 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
 
 def test_a_minimal_config_gets_the_documented_defaults() -> None:
     config = AppConfig.parse(
-        {"app": "web", "repository": "team/web", "auto_scaling_group": "g", "launch_template": "web-lt",
-         "container": {"port": 8080}}
+        {
+            "app": "web",
+            "repository": "team/web",
+            "auto_scaling_group": "g",
+            "launch_template": "web-lt",
+            "container": {"port": 8080},
+        }
     )
     assert config.tag_filter == ("*",)
     assert (config.rollout.max_concurrency, config.rollout.max_errors) == ("25%", "0")

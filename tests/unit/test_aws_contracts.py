@@ -26,7 +26,8 @@ from botocore.model import ListShape, MapShape, Shape, StructureShape
 from botocore.stub import ANY, Stubber
 from botocore.validate import validate_parameters
 from deployer.adapters import to_attributes
-from deployer.adapters.app_state import AppState
+from deployer.adapters.admissions import Admissions
+from deployer.adapters.app_state import AppState, StateChange
 from deployer.adapters.apps import AppsStore
 from deployer.adapters.command_results import CommandResults
 from deployer.adapters.fleet import Fleet
@@ -36,6 +37,7 @@ from deployer.adapters.launch_templates import GroupTemplate, LaunchTemplates
 from deployer.adapters.lifecycle_hooks import LifecycleHooks, LifecycleResult, ManagedInstances
 from deployer.adapters.pointer import PointerStore
 from deployer.adapters.releases import ReleasesStore
+from deployer.adapters.transactions import Transaction
 from deployer.models.config import AppConfig
 from deployer.models.records import HostOutcome, Pointer, Release, ReleaseSource, ReleaseStatus
 from deployer.notify import DeployNotice, NoticeKind, Notifier
@@ -572,22 +574,70 @@ def test_release_and_app_state_requests_are_valid(contract: Contract) -> None:
     # Given DynamoDB answering with the items our stores write
     dynamodb, stub = contract.client("dynamodb")
     releases = ReleasesStore(dynamodb, "ReleasesTable")
-    state = AppState(dynamodb, "AppStateTable")
+    state = AppState(dynamodb, "AppStateTable", clock=lambda: 1_767_225_600.0)
+    admissions = Admissions(dynamodb, "IdempotencyTable", clock=lambda: 1_767_225_600.0)
     item = to_attributes(release().to_item())
     stub.add_response("put_item", {})
     stub.add_response("get_item", {"Item": item})
     stub.add_response("query", {"Items": [item], "Count": 1, "ScannedCount": 1})
-    stub.add_response("update_item", {"Attributes": {"app": {"S": "web"}, "last_release": {"N": "9"}}})
+    stub.add_response("get_item", {"Item": {"app": {"S": "web"}, "last_release": {"N": "8"}}})
+    stub.add_response("transact_write_items", {})
+    stub.add_response("transact_write_items", {})
+    stub.add_response("update_item", {"Attributes": item})
+    stub.add_response("update_item", {})
 
-    # When a release is recorded, read, listed, and the next number taken
+    # When a release is recorded, read and listed, the app's state read, and two decisions
+    # committed (an admission that starts release 9 and supersedes 8; release 9 failing to start)
     releases.create(release())
     assert releases.get("web", 8).release == 8
     assert [r.release for r in releases.list_recent("web", limit=5)] == [8]
-    assert state.next_release("web") == 9
+    assert state.get("web").last_release == 8
+    admit = StateChange(
+        "web",
+        expect_owner=None,
+        expect_last=8,
+        last_release=9,
+        owner="web#9",
+        desired=9,
+        add_outbox=["9:started"],
+        refuse_if_refused=DIGEST,
+        require_unpaused=True,
+        last_pushed_at=1_767_225_000,
+    )
+    Transaction().add(
+        "admission", admissions.create_item("deployer-admission#web#team/web#x#v9", "web", 9)
+    ).add("state", state.change_item(admit)).add("release", releases.create_item(release(9))).add(
+        "supersede 8",
+        releases.transition_item(
+            "web", 8, ReleaseStatus.SUPERSEDED, "superseded", allowed_from=frozenset({ReleaseStatus.PENDING})
+        ),
+    ).commit(dynamodb, "admitting release 9")
+    failed = StateChange(
+        "web", expect_owner="web#9", clear_owner=True, desired=8, realign=True, refuse=DIGEST
+    )
+    Transaction().add(
+        "release", releases.transition_item("web", 9, ReleaseStatus.FAILED, "could not start")
+    ).add("state", state.change_item(failed)).commit(dynamodb, "failing release 9")
+    # and a command's send claimed, and a notice struck off the outbox
+    assert releases.claim_send("web", 8, "token", 1_767_225_600, 90) is not None
+    state.outbox_done("web", "9:failed")
 
-    # Then every request passed validation
+    # Then every request passed validation, and every state and release write is conditional
     contract.done()
-    assert [s.operation for s in contract.sent] == ["PutItem", "GetItem", "Query", "UpdateItem"]
+    assert [s.operation for s in contract.sent] == [
+        "PutItem",
+        "GetItem",
+        "Query",
+        "GetItem",
+        "TransactWriteItems",
+        "TransactWriteItems",
+        "UpdateItem",
+        "UpdateItem",
+    ]
+    for request in contract.requests("TransactWriteItems"):
+        for entry in request["TransactItems"]:
+            write = entry.get("Update") or entry.get("Put")
+            assert write["ConditionExpression"], entry
 
 
 def test_image_lookups_are_valid_against_ecrs_documented_answer(contract: Contract) -> None:

@@ -7,11 +7,11 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer.admission import accept_push
 from deployer.errors import LaunchTemplateMismatch
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release, ReleaseStatus, utcnow
-from deployer.admission import accept_push
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer.admission import PushAction, accept_push
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release, ReleaseStatus
-from deployer.admission import PushAction, accept_push
 
 from tests.conftest import REGION
 

@@ -141,6 +141,10 @@ def follow_admission(
                 return AppPushResult(app, PushAction.FAILED, why, number)
         if report.release == number:
             return AppPushResult(app, PushAction.STARTED, "deploy started", number, report.command_id)
+        if admitted.replayed:
+            earlier = ad.releases.get(app, number)
+            why = f"admitted before as release {number} ({earlier.status.value})"
+            return AppPushResult(app, PushAction.IGNORED, why, number)
         return AppPushResult(app, PushAction.PENDING, "recorded; the app is busy", number)
     if admitted.holder is not None and admitted.holder > number:
         # A newer push won the app first: deploying this one after it would go back.
