@@ -388,7 +388,6 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         command_log_group="/deployer/commands",
         notification_topic_arn=topic_arn,
         region=REGION,
-        lock_lease_seconds=3600,
     )
     core = Adapters.from_settings(settings, session=session())
     config = AppConfig.parse(

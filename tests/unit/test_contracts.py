@@ -220,13 +220,13 @@ def test_settings_name_every_bad_variable() -> None:
         "IDEMPOTENCY_TABLE": "IdempotencyTable",
         "SWAP_DOCUMENT_NAME": "SwapDocument",
         "COMMAND_LOG_GROUP": "/deployer/swap",
-        "LOCK_LEASE_SECONDS": "5",
+        "PARAMETER_PREFIX": "no-leading-slash",
     }
     with pytest.raises(InvalidSettings) as err:
         Settings.from_env(env)
     assert "APPS_TABLE" in str(err.value)
-    assert "LOCK_LEASE_SECONDS" in str(err.value)
-    ok = Settings.from_env({**env, "APPS_TABLE": "AppsTable", "LOCK_LEASE_SECONDS": "600"})
+    assert "PARAMETER_PREFIX" in str(err.value)
+    ok = Settings.from_env({**env, "APPS_TABLE": "AppsTable", "PARAMETER_PREFIX": "/deployer"})
     assert ok.pointer_parameter("web") == "/deployer/web/release"
 
 

@@ -27,7 +27,6 @@ ENV_NAMES: dict[str, str] = {
     "swap_document_name": "SWAP_DOCUMENT_NAME",
     "command_log_group": "COMMAND_LOG_GROUP",
     "notification_topic_arn": "NOTIFICATION_TOPIC_ARN",
-    "lock_lease_seconds": "LOCK_LEASE_SECONDS",
     "region": "AWS_REGION",
 }
 
@@ -50,7 +49,6 @@ class Settings(BaseModel):
     )
     # A deploy holds the lock from the push until the fleet reports; the lease only bounds how
     # long a crashed invocation can block the app.
-    lock_lease_seconds: int = Field(default=3600, ge=60, le=86400)
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
 
     @field_validator("notification_topic_arn", "region", mode="before")
