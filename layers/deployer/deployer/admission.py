@@ -133,7 +133,7 @@ def follow_admission(
         logger.info("push arrived after a newer one: recorded superseded", app=app, release=number)
         return AppPushResult(app, PushAction.SUPERSEDED, "a newer push arrived first", number)
     if admitted.started or admitted.replayed:
-        report = controller.converge(ad, app, config=config, token=token)
+        report = controller.converge(ad, app, config=config, token=token, known=admitted.known)
         if report.release == number and report.command_id is None and not admitted.replayed:
             failed = ad.releases.get(app, number)
             if failed.status is not ReleaseStatus.DEPLOYING:

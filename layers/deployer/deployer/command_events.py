@@ -18,7 +18,7 @@ from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
 from deployer.errors import DeployerError
 from deployer.metrics_names import LifecycleMetric
 from deployer.models.lifecycle_events import CommandInvocationStatusEvent, CommandStatusEvent, SsmStatus
-from deployer.models.records import HostOutcome, ReleaseStatus
+from deployer.models.records import HostOutcome
 from deployer.observability import count, logger
 from deployer.verdicts import host_outcome, serving
 
@@ -121,30 +121,28 @@ def on_command(ad: Adapters, event: CommandStatusEvent) -> dict[str, Any]:
     if not detail.status.terminal:
         return {"action": "progress", "release": release.release, "status": detail.status.value}
     report = controller.converge(ad, release.app, hint=(detail.command_id, detail.status))
-    after = ad.releases.get(release.app, release.release)
+    ended = report.ended if report.ended is not None and report.ended.release == release.release else None
+    if ended is None:
+        # Decided by an earlier delivery (or still running): report the record as it stands.
+        after = ad.releases.get(release.app, release.release)
+        return {
+            "action": "finished",
+            "release": release.release,
+            "release_status": after.status.value,
+            "reason": after.status_reason,
+            "steps": report.steps,
+        }
+    # Only the delivery that decided names what followed.
     result: dict[str, Any] = {
         "action": "finished",
         "release": release.release,
-        "release_status": after.status.value,
-        "reason": after.status_reason,
+        "release_status": ended.status.value,
+        "reason": ended.reason,
         "steps": report.steps,
     }
-    # Only the delivery that saw the release end names what followed it; a duplicate (the
-    # release had already ended) reports the release's status and nothing more.
-    ended_now = release.status is ReleaseStatus.DEPLOYING and after.status is not ReleaseStatus.DEPLOYING
-    if ended_now and report.release is not None and report.release != release.release:
-        key = (
-            "rollback_release"
-            if _is_rollback_of(ad, release.app, report.release, release.release)
-            else "next_release"
-        )
-        result[key] = report.release
+    if ended.followed_by is not None:
+        result["rollback_release" if ended.rollback else "next_release"] = ended.followed_by
     return result
-
-
-def _is_rollback_of(ad: Adapters, app: str, number: int, failed: int) -> bool:
-    follower = ad.releases.get_or_none(app, number)
-    return follower is not None and follower.rollback_of == failed
 
 
 def _on_tracked_invocation(ad: Adapters, tracked: TrackedCommand, status: SsmStatus) -> dict[str, Any]:

@@ -109,6 +109,17 @@ def transient(exc: BaseException) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Ended:
+    """A release this converge call decided the end of, and what it handed the app to."""
+
+    release: int
+    status: ReleaseStatus
+    reason: str
+    followed_by: int | None = None
+    rollback: bool = False
+
+
 @dataclass
 class Report:
     """What one converge call did, for the caller's answer and the log."""
@@ -118,6 +129,7 @@ class Report:
     release: int | None = None
     command_id: str | None = None
     state: AppStateRecord | None = None
+    ended: Ended | None = None
 
     def note(self, step: str, **context: Any) -> None:
         self.steps.append(step)
@@ -167,19 +179,27 @@ def converge(
     config: AppConfig | None = None,
     token: str | None = None,
     hint: tuple[str, SsmStatus] | None = None,
+    known: tuple[AppStateRecord, Release] | None = None,
 ) -> Report:
     """Move the app toward its recorded desired state; safe to call any time, any number of
     times, concurrently. `hint`: a terminal status an SSM event reported for a command (SSM's
-    own listing may lag behind its event). `token`: the caller's claims (a start it decided)."""
+    own listing may lag behind its event). `token`: the caller's claims (a start it decided).
+    `known`: the state and the lock's release exactly as the caller's own decision wrote them
+    (spares the first round's reads)."""
     token = token or new_token()
     report = Report(app)
     cfg = _Config(ad, app, config)
     for _ in range(MAX_ROUNDS):
-        state = ad.state.get(app)
-        report.state = state
-        if state.lock_owner is not None:
+        release: Release | None
+        if known is not None:
+            state, release = known
+            known = None
+        else:
+            state = ad.state.get(app)
             number = markers.owned_release(app, state.lock_owner)
             release = ad.releases.get_or_none(app, number) if number else None
+        report.state = state
+        if state.lock_owner is not None:
             if release is None:
                 _decide(ad, report, _free_stale_lock(ad, state, report))
                 continue
@@ -194,7 +214,27 @@ def converge(
                 if ending is None:
                     report.note("rolling out", release=release.release, command_id=release.command_id)
                     break
-                _decide(ad, report, _end(ad, cfg.get(), state, release, ending, token, report))
+                tx, change = _end(ad, cfg, state, release, ending, token, report)
+                decided = _decide(ad, report, tx)
+                if decided:
+                    ok = ending.verdict is Verdict.SUCCEEDED
+                    report.ended = Ended(
+                        release.release,
+                        ReleaseStatus.SUCCEEDED if ok else ReleaseStatus.FAILED,
+                        ending.reason,
+                        markers.owned_release(app, change.owner),
+                        "rollback" in tx.labels,
+                    )
+                if decided and change.clear_owner and not change.realign:
+                    # Ended and nothing follows: the state is what this decision wrote.
+                    report.state = state.model_copy(
+                        update={
+                            "lock_owner": None,
+                            "desired": change.desired or state.desired,
+                            "outbox": state.outbox | set(change.add_outbox),
+                        }
+                    )
+                    break
                 continue
             if release.status is ReleaseStatus.PENDING:
                 _decide(ad, report, _start_pending(ad, state, [release], token))
@@ -221,14 +261,16 @@ def converge(
     return report
 
 
-def _decide(ad: Adapters, report: Report, tx: Transaction | None) -> None:
+def _decide(ad: Adapters, report: Report, tx: Transaction | None) -> bool:
     """Commit a decision; a decision that raced another is simply made again from a fresh read."""
     if tx is None or not tx.items:
-        return
+        return False
     try:
         tx.commit(ad.dynamodb, f"recording a decision for {report.app}")
     except Refused as refused:
         report.note("decision overtaken; reading again", refused=sorted(refused.labels))
+        return False
+    return True
 
 
 # --- decisions -------------------------------------------------------------------------------
@@ -331,13 +373,13 @@ def _hand_on(
 
 def _end(  # noqa: PLR0917 - one decision's parts
     ad: Adapters,
-    config: AppConfig,
+    cfg: _Config,
     state: AppStateRecord,
     release: Release,
     ending: Ending,
     token: str,
     report: Report,
-) -> Transaction:
+) -> tuple[Transaction, StateChange]:
     """The decision at the end of a rollout: its verdict, and what the app does next."""
     app = release.app
     ok = ending.verdict is Verdict.SUCCEEDED
@@ -363,7 +405,8 @@ def _end(  # noqa: PLR0917 - one decision's parts
         _hand_on(ad, state, tx, change, last_good=release.release, token=token, after=release.release)
         report.note("release succeeded", release=release.release, reason=ending.reason)
         _count_end(release, ok=True)
-        return tx.add("state", ad.state.change_item(change))
+        return tx.add("state", ad.state.change_item(change)), change
+    config = cfg.get()
     if blames_image(release):
         # A digest that failed is never deployed automatically again (until an operator does).
         change.refuse = release.digest
@@ -380,7 +423,7 @@ def _end(  # noqa: PLR0917 - one decision's parts
         _hand_on(ad, state, tx, change, last_good=release.replaces, token=token, after=release.release)
         report.note("release failed", release=release.release, reason=ending.reason)
         _count_end(release, ok=False)
-        return tx.add("state", ad.state.change_item(change))
+        return tx.add("state", ad.state.change_item(change)), change
     number = state.last_release + 1
     rollback = new_record(
         config,
@@ -413,7 +456,7 @@ def _end(  # noqa: PLR0917 - one decision's parts
         rollback_release=number,
         reason=ending.reason,
     )
-    return tx.add("state", ad.state.change_item(change))
+    return tx.add("state", ad.state.change_item(change)), change
 
 
 def _mark_rolled_back(ad: Adapters, tx: Transaction, rollback: Release) -> None:
@@ -507,6 +550,8 @@ class Admitted:
     holder: int | None = None  # the release rolling out when this one was left pending
     paused: bool = False
     superseded: bool = False  # arrived after a newer push: recorded SUPERSEDED
+    # A start: the state and the release exactly as written (converge's first round reads neither).
+    known: tuple[AppStateRecord, Release] | None = None
 
 
 ADMIT_ATTEMPTS = 8
@@ -527,6 +572,7 @@ def admit(
     rollback_of: int | None = None,
     pushed_at: datetime | None = None,
     event_id: str | None = None,
+    state: AppStateRecord | None = None,
 ) -> Admitted:
     """Record a release in one transaction with the app's counter (and, for a push, its
     admission marker): started now when the app is free (an operator's deploy also while
@@ -534,7 +580,8 @@ def admit(
     deploy lifts the refusal in the same write and is refused while another deploy runs."""
     app = config.app
     for _ in range(ADMIT_ATTEMPTS):
-        state = ad.state.get(app)
+        # The caller's fresh read serves the first attempt; a refused write reads again.
+        state = state or ad.state.get(app)
         if not operator and digest in state.refused_digests:
             return Admitted(None)
         if operator and state.lock_owner is not None:
@@ -596,6 +643,7 @@ def admit(
                 earlier = ad.admissions.release_of(marker)
                 logger.info("push admitted before; carrying on with it", app=app, release=earlier)
                 return Admitted(earlier, replayed=True)
+            state = None
             continue
         logger.info(
             "release recorded",
@@ -609,8 +657,20 @@ def admit(
         if late:
             count(Metric.RELEASES_SUPERSEDED)
             return Admitted(number, superseded=True)
+        known = None
+        if start:
+            after = state.model_copy(
+                update={
+                    "last_release": number,
+                    "lock_owner": change.owner,
+                    "desired": number,
+                    "outbox": state.outbox | set(change.add_outbox),
+                }
+            )
+            known = (after, release)
         return Admitted(
             number,
+            known=known,
             started=start,
             holder=markers.owned_release(app, state.lock_owner),
             paused=state.paused,

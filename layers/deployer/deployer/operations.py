@@ -205,10 +205,14 @@ def _deploy(
         token=token,
         operator=True,
         rollback_of=rollback_of,
+        state=state,
     )
     assert admitted.release is not None
-    controller.converge(ad, config.app, config=config, token=token)
-    started = ad.releases.get(config.app, admitted.release)
+    report = controller.converge(ad, config.app, config=config, token=token, known=admitted.known)
+    if admitted.known is not None and report.release == admitted.release and report.command_id:
+        started = admitted.known[1].model_copy(update={"command_id": report.command_id})
+    else:
+        started = ad.releases.get(config.app, admitted.release)
     logger.info(
         "operator deploy started",
         app=config.app,
