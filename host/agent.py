@@ -99,7 +99,8 @@ DOCKER_OPTION_NAMES = (
 _SIZE = "[1-9][0-9]{0,12}[bkmg]?"
 _TMPFS_OPTION = "(rw|ro|noexec|nosuid|nodev|size=" + _SIZE + "|mode=[0-7]{3,4})"
 DOCKER_OPTION_VALUES = {
-    "cpus": "[0-9]{1,3}([.][0-9]{1,3})?",
+    # never 0 (docker: no CPU limit at all)
+    "cpus": "([1-9][0-9]{0,2}([.][0-9]{1,3})?|0[.]([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))",
     "cpu-shares": "[1-9][0-9]{0,5}",
     "memory": _SIZE,
     "memory-reservation": _SIZE,
@@ -111,7 +112,7 @@ DOCKER_OPTION_VALUES = {
     "user": "[1-9][0-9]{0,9}(:[1-9][0-9]{0,9})?",
     "read-only": "true",
     "tmpfs": "/[A-Za-z0-9._/-]{1,200}(:" + _TMPFS_OPTION + "(," + _TMPFS_OPTION + ")*)?",
-    "stop-timeout": "[0-9]{1,4}",
+    "stop-timeout": "[1-9][0-9]{0,3}",  # never 0: the old container gets a grace period
     "cap-drop": "[A-Za-z_]{1,40}",
     "security-opt": "no-new-privileges(:true|=true)?",
 }

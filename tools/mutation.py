@@ -217,8 +217,11 @@ from mutmut.__main__ import cli
 diffs = {}
 for name in sys.argv[1:]:
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        cli(["show", name], standalone_mode=False)
+    try:
+        with contextlib.redirect_stdout(buf):
+            cli(["show", name], standalone_mode=False)
+    except BaseException as exc:  # one mutant without a diff does not lose the others
+        buf.write(f"(mutmut show failed: {exc!r})")
     diffs[name] = buf.getvalue()
 print(json.dumps(diffs))
 """
@@ -250,7 +253,6 @@ def run_module(module: str, tests: list[str], max_children: int) -> ModuleResult
             stdout=out,
             stderr=subprocess.STDOUT,
             check=False,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         )
     result.seconds = time.monotonic() - started
     if proc.returncode != 0:
@@ -280,7 +282,8 @@ def run_module(module: str, tests: list[str], max_children: int) -> ModuleResult
         key=lambda n: (n.partition("__mutmut_")[0], int(n.rpartition("_")[2])),
     )
     diffs = _diffs(staging, alive)
-    starts = _function_lines((ROOT / module).read_text())
+    # Lines of the copy that was mutated (the work tree may have changed since).
+    starts = _function_lines((staging / "src" / Path(module).relative_to(PACKAGE_PARENT)).read_text())
     for name in alive:
         diff = diffs.get(name, "")
         function = name.partition("__mutmut_")[0].rpartition(".")[2]

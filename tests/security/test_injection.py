@@ -433,6 +433,9 @@ _docker_option = st.one_of(
 @example(options=["--security-opt=label=disable"])
 @example(options=["--security-opt=systempaths=unconfined"])
 @example(options=["--security-opt=no-new-privileges", "--cap-drop=ALL", "--read-only=true"])
+@example(options=["--cpus=0"])  # docker: no CPU limit at all
+@example(options=["--cpus=0.000"])
+@example(options=["--stop-timeout=0"])
 def test_hostile_docker_options_never_reach_a_host_or_weaken_it(options: list[str]) -> None:
     _run_path(_config(docker_options=options), _push(), "docker options")
 
