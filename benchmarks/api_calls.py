@@ -29,9 +29,9 @@ from typing import Any
 
 import botocore.handlers
 import pytest
-from deployer.lifecycle_handlers import handle_operation
+from deployer.entry.events import handle_operation
+from deployer.entry.push import handle_push_event
 from deployer.observability import logger
-from deployer.push import handle_push_event
 from moto import mock_aws
 
 from tests.lifecycle import conftest

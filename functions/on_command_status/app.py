@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deployer import runtime
-from deployer.lifecycle_handlers import handle_command_status
+from deployer.entry.events import handle_command_status
 from deployer.observability import logger, metrics, tracer
 
 

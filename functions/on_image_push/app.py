@@ -5,8 +5,8 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deployer import runtime
+from deployer.entry.push import handle_push_event
 from deployer.observability import logger, metrics, tracer
-from deployer.push import handle_push_event
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)

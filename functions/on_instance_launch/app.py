@@ -4,7 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deployer import runtime
-from deployer.lifecycle_handlers import handle_instance_launch
+from deployer.entry.events import handle_instance_launch
 from deployer.observability import logger, metrics, tracer
 
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deployer import operations, runtime  # noqa: F401 - operations: imported during init
-from deployer.lifecycle_handlers import handle_operation
+from deployer.entry.events import handle_operation
 from deployer.models.lifecycle_events import parse_operation
 from deployer.observability import logger, metrics, tracer
 

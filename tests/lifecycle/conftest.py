@@ -18,7 +18,7 @@ import yaml
 from deployer.adapters.apps import AppsStore
 from deployer.admission import accept_push
 from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
-from deployer.lifecycle_handlers import handle_command_status
+from deployer.entry.events import handle_command_status
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release

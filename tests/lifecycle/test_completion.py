@@ -9,7 +9,7 @@ from deployer.adapters.command_results import CommandCounts, InvocationTally
 from deployer.admission import accept_push
 from deployer.builders import swap_parameters
 from deployer.command_events import CommandNotRecordedYet
-from deployer.lifecycle_handlers import handle_reconcile
+from deployer.entry.events import handle_reconcile
 from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import ReleaseSource, ReleaseStatus

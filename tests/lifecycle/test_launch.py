@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from deployer import launch
+from deployer.entry.events import handle_instance_launch
 from deployer.launch import Recheck
-from deployer.lifecycle_handlers import handle_instance_launch
 from deployer.models.lifecycle_events import InstanceLaunchEvent
 from deployer.models.records import Release, utcnow
 

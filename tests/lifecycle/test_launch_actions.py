@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from deployer import launch, reconcile
-from deployer.lifecycle_handlers import handle_instance_launch
+from deployer.entry.events import handle_instance_launch
 from deployer.models.records import Release
 from deployer.observability import metrics
 

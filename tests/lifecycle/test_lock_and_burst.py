@@ -10,8 +10,8 @@ import pytest
 from deployer import controller
 from deployer.adapters.app_state import DISPLAY_LEASE_SECONDS, AppState
 from deployer.admission import accept_push
+from deployer.entry.events import handle_operation
 from deployer.errors import DeployInProgress
-from deployer.lifecycle_handlers import handle_operation
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import PromoteRequest

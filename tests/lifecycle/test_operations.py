@@ -8,8 +8,8 @@ import json
 import pytest
 from deployer import cli
 from deployer.admission import accept_push
+from deployer.entry.events import handle_operation
 from deployer.errors import AppNotFound, DeployInProgress, ImageNotFound, InvalidEvent, ReleaseNotFound
-from deployer.lifecycle_handlers import handle_operation
 from deployer.models.events import parse_push_event
 from deployer.models.lifecycle_events import parse_operation
 from deployer.models.records import ReleaseSource, ReleaseStatus

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from deployer.lifecycle_handlers import handle_reconcile
+from deployer.entry.events import handle_reconcile
 from deployer.models.records import Pointer, ReleaseSource, ReleaseStatus
 from deployer.reconcile import reconcile_app
 

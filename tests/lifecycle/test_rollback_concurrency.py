@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from deployer.lifecycle_handlers import handle_operation
+from deployer.entry.events import handle_operation
 
 from tests.lifecycle.conftest import World, client, load_event
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer.entry.events import _CommandEvents
 from deployer.errors import DeployerError, InvalidEvent
-from deployer.lifecycle_handlers import _CommandEvents
 from deployer.models.events import EcrImageAction
 from deployer.models.lifecycle_events import InstanceLaunchEvent, OperationRequest, parse_operation
 from hypothesis import HealthCheck, given, settings

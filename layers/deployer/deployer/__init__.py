@@ -4,7 +4,7 @@ The same package is the Lambda layer `DeployerLayer`, the library of tools and t
 `deployer` CLI. The flow reads in one direction (docs/architecture.md, "Layout"):
 
     functions/<name>/app.py  Powertools decorators, then the entry
-    entry points             `push` (parse, idempotency), `lifecycle_handlers` (SSM, launch,
+    entry                    `entry.push` (parse, idempotency), `entry.events` (SSM, launch,
                              operator and schedule events: parse, answer)
     core                     `admission` (a push becomes releases), `controller` (decisions as
                              transactions; `converge`), `command_events`, `operations`,

@@ -70,7 +70,7 @@ def run_action(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
     function = getattr(ctx.args, "function", None) or os.environ.get(FUNCTION_ENV)
     if function:
         return _invoke(ctx, function, payload)
-    from deployer.lifecycle_handlers import handle_operation  # noqa: PLC0415
+    from deployer.entry.events import handle_operation  # noqa: PLC0415
 
     return handle_operation(ctx.ld, payload)
 

@@ -1,8 +1,4 @@
-"""Use cases behind the lifecycle functions: parse the event, call the core, answer in JSON.
-
-Bad input is one log line, a metric and no state change. Operator requests that cannot be
-served raise the domain error (the direct invocation then fails with its message).
-"""
+"""Entry for the SSM status, launch, operator and schedule events: parse, call the core, answer."""
 
 from __future__ import annotations
 
