@@ -146,11 +146,6 @@ def follow_admission(
             why = f"admitted before as release {number} ({earlier.status.value})"
             return AppPushResult(app, PushAction.IGNORED, why, number)
         return AppPushResult(app, PushAction.PENDING, "recorded; the app is busy", number)
-    if admitted.holder is not None and admitted.holder > number:
-        # A newer push won the app first: deploying this one after it would go back.
-        controller.supersede_older_pending(ad, app, newer_than=admitted.holder)
-        why = f"superseded by release {admitted.holder}, which is deploying"
-        return AppPushResult(app, PushAction.PENDING, why, number)
     why = "app is paused" if admitted.paused else "another deploy is in progress"
     logger.info("release pending", app=app, release=number, why=why)
     count(Metric.PUSH_PENDING)

@@ -68,8 +68,8 @@ SUPERSEDE_PER_DECISION = 90
 KEEP_NEWEST_VERSIONS = 10
 # Statuses of a release that may have gone live on hosts, so hosts may still retain it.
 _MAY_BE_RETAINED = frozenset({ReleaseStatus.DEPLOYING, ReleaseStatus.SUCCEEDED, ReleaseStatus.ROLLED_BACK})
-# Error codes that say "try again": the step is retried by the next trigger, not failed.
-_TRANSIENT = frozenset(
+# Throttling codes: the request was refused before anything was done.
+_THROTTLES = frozenset(
     {
         "Throttling",
         "ThrottlingException",
@@ -79,18 +79,21 @@ _TRANSIENT = frozenset(
         "RequestThrottledException",
         "TooManyRequestsException",
         "ProvisionedThroughputExceededException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "InternalError",
-        "InternalFailure",
-        "InternalServerError",
-        "InternalServerErrorException",
-        "TransactionConflict",
-        "TransactionInProgressException",
     }
 )
+# Error codes that say "try again": the step is retried by the next trigger, not failed.
+_TRANSIENT = _THROTTLES | {
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServerErrorException",
+    "TransactionConflict",
+    "TransactionInProgressException",
+}
 
 
 def new_token() -> str:
@@ -118,6 +121,15 @@ class Ended:
     reason: str
     followed_by: int | None = None
     rollback: bool = False
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether AWS answered the call with a 4xx: the request was refused, nothing was done."""
+    cause = exc.__cause__ if isinstance(exc, DeployerError) else exc
+    if not isinstance(cause, ClientError):
+        return False
+    status = int(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return 400 <= status < 500 or (status == 0 and error_code(cause) in _THROTTLES)
 
 
 @dataclass
@@ -547,7 +559,6 @@ class Admitted:
     release: int | None  # None: the digest is refused
     started: bool = False
     replayed: bool = False  # admitted before (a redelivery): `release` is the earlier answer
-    holder: int | None = None  # the release rolling out when this one was left pending
     paused: bool = False
     superseded: bool = False  # arrived after a newer push: recorded SUPERSEDED
     # A start: the state and the release exactly as written (converge's first round reads neither).
@@ -604,7 +615,7 @@ def admit(
             token=token,
             now=ad.state.now(),
             deploying=start,
-            replaces=state.desired if start else None,
+            replaces=_replaces(ad, state) if start else None,
             rollback_of=rollback_of,
             pushed_at=pushed_at,
             event_id=event_id,
@@ -672,10 +683,18 @@ def admit(
             number,
             known=known,
             started=start,
-            holder=markers.owned_release(app, state.lock_owner),
             paused=state.paused,
         )
     raise AwsCallFailed(f"could not record a release of {app}: its state kept changing")
+
+
+def _replaces(ad: Adapters, state: AppStateRecord) -> int | None:
+    """The release a start goes back to if it fails: the desired one; for an app whose state
+    predates `desired` (recorded by an older version), the pointer's."""
+    if state.desired is not None or state.last_release == 0:
+        return state.desired
+    pointer = ad.pointer.get(state.app)
+    return pointer.release if pointer is not None else None
 
 
 def supersede_older_pending(ad: Adapters, app: str, newer_than: int) -> list[int]:
@@ -707,6 +726,7 @@ def _drive(  # noqa: PLR0917 - one step's parts
     recorded a decision (the release could not start), False when done for now."""
     app = config.app
     resumed = False
+    sending = False
     try:
         if release.send_claim != token:
             before = ad.releases.claim_send(app, release.release, token, ad.state.now(), SEND_CLAIM_SECONDS)
@@ -731,6 +751,7 @@ def _drive(  # noqa: PLR0917 - one step's parts
             since = (release.deploy_started_at or utcnow()) - timedelta(minutes=5)
             command_id = ad.fleet.find(comment, since)
         if command_id is None:
+            sending = True
             command_id = ad.fleet.send_swap(
                 config,
                 builders.swap_parameters(config, release),
@@ -738,12 +759,18 @@ def _drive(  # noqa: PLR0917 - one step's parts
                 hosts=group.max_size,
                 rollback=release.source is ReleaseSource.ROLLBACK,
             )
-        ad.releases.set_fields(app, release.release, command_id=command_id, launch_template_version=version)
     except DeployerError as exc:
-        if transient(exc):
-            raise
-        _decide(ad, report, _start_failed(ad, state, release, str(exc), token, report))
-        return True
+        if not transient(exc):
+            _decide(ad, report, _start_failed(ad, state, release, str(exc), token, report))
+            return True
+        if not resumed and (not sending or _refused(exc)):
+            # Nothing was sent under this claim nor before it (a throttle is a refusal; a 5xx
+            # or a timeout may have created the command): let the platform's retry (a new
+            # invocation) start at once instead of waiting for the claim to go stale.
+            _drop_claim(ad, release, token)
+        raise
+    # Sent: from here on a failure keeps the claim, so whoever resumes looks the command up.
+    ad.releases.set_fields(app, release.release, command_id=command_id, launch_template_version=version)
     report.command_id = command_id
     report.note(
         "deploy started",
@@ -756,6 +783,13 @@ def _drive(  # noqa: PLR0917 - one step's parts
     count(Metric.DEPLOY_STARTED)
     _prune_versions(ad, config, group, version)
     return False
+
+
+def _drop_claim(ad: Adapters, release: Release, token: str) -> None:
+    try:
+        ad.releases.drop_claim(release.app, release.release, token)
+    except DeployerError as exc:
+        logger.warning("send claim not dropped; it goes stale", app=release.app, error=str(exc))
 
 
 def _start_failed(  # noqa: PLR0917 - one decision's parts

@@ -275,9 +275,11 @@ def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
     change = StateChange(config.app, expect_owner=state.lock_owner)
     if target is None:
         change.clear_owner = True
+        change.realign = True
         if release.replaces is not None:
             change.desired = release.replaces
-            change.realign = True
+        else:
+            change.clear_desired = True  # a first deploy: nothing to go back to, no pointer
     else:
         number = state.last_release + 1
         change.expect_last = state.last_release

@@ -374,6 +374,21 @@ class ReleasesStore:
             raise AwsCallFailed(f"claiming the command of {app}#{release} failed: {exc}") from exc
         return Release.model_validate(from_attributes(response["Attributes"]))
 
+    def drop_claim(self, app: str, release: int, token: str) -> None:
+        """Give up invocation `token`'s claim to send, when nothing was sent under it."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"app": {"S": app}, "release": {"N": str(release)}},
+                UpdateExpression="REMOVE send_claim, send_claimed_at",
+                ConditionExpression="send_claim = :me AND attribute_not_exists(command_id)",
+                ExpressionAttributeValues={":me": {"S": token}},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return  # someone else's claim by now, or sent: nothing to give up
+            raise AwsCallFailed(f"dropping the send claim of {app}#{release} failed: {exc}") from exc
+
     def get_or_none(self, app: str, release: int) -> Release | None:
         try:
             return self.get(app, release)
