@@ -143,7 +143,7 @@ class LocalCloud:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> LocalCloud:
-        moto_gaps.install()
+        moto_gaps.install_process_wide()
         self._gaps = True
         self.moto.start()
         self.log(f"moto server on {self.moto.endpoint}")
@@ -223,7 +223,7 @@ class LocalCloud:
         self._remove_pulled_images()
         self.moto.stop()
         if self._gaps:
-            moto_gaps.uninstall()
+            moto_gaps.uninstall_process_wide()
             self._gaps = False
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)

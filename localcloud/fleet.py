@@ -102,8 +102,8 @@ class Fleet:
         self._threads: list[threading.Thread] = []
         self.asg = moto.client("autoscaling")
         self.ec2 = moto.client("ec2")
-        moto_gaps.lifecycle_callback = self._on_complete
-        moto_gaps.heartbeat_callback = self.heartbeats.append
+        moto_gaps.CLOUD.on_complete = self._on_complete
+        moto_gaps.CLOUD.on_heartbeat = self.heartbeats.append
 
     # -- lookups -------------------------------------------------------------------------
     def host_for(self, instance_id: str) -> HostSandbox | None:
@@ -153,7 +153,7 @@ class Fleet:
         user_data = base64.b64decode(raw).decode() if raw else ""
         sandbox = HostSandbox(iid, self.root / iid, **self.sandbox_settings)
         sandbox.start()
-        moto_gaps.ONLINE[iid] = {}
+        moto_gaps.CLOUD.online.add(iid)
         return Host(iid, group, sandbox, user_data)
 
     def _launch_hooks(self, group: str) -> list[dict[str, Any]]:
@@ -162,8 +162,8 @@ class Fleet:
 
     def _launch(self, host: Host, hooks: list[dict[str, Any]]) -> None:
         for hook in hooks:
-            # the token Auto Scaling (moto_gaps.LIFECYCLE) issued for this launch's action
-            issued = moto_gaps.LIFECYCLE.token_for(host.instance_id, hook["LifecycleHookName"])
+            # the token Auto Scaling (moto_gaps.CLOUD.lifecycle) issued for this launch's action
+            issued = moto_gaps.CLOUD.lifecycle.token_for(host.instance_id, hook["LifecycleHookName"])
             host.token = issued or str(uuid.uuid4())
             self.bus.put_event(
                 envelope(
@@ -191,13 +191,13 @@ class Fleet:
             # Wait while Auto Scaling keeps the action (heartbeats extend it), at most boot_timeout.
             deadline = time.monotonic() + self.boot_timeout
             while not host.lifecycle_done.wait(1.0):
-                moto_gaps.LIFECYCLE.expire_due()
-                action = moto_gaps.LIFECYCLE.actions.get(host.token)
+                moto_gaps.CLOUD.lifecycle.expire_due()
+                action = moto_gaps.CLOUD.lifecycle.actions.get(host.token)
                 if action is None or not action.active or time.monotonic() >= deadline:
                     break
             if not host.lifecycle_done.is_set():
-                moto_gaps.LIFECYCLE.expire(host.token)
-                action = moto_gaps.LIFECYCLE.actions.get(host.token)
+                moto_gaps.CLOUD.lifecycle.expire(host.token)
+                action = moto_gaps.CLOUD.lifecycle.actions.get(host.token)
                 default = action.result if action else hooks[0].get("DefaultResult", "ABANDON")
                 host.lifecycle = {"LifecycleActionResult": default, "timeout": True}
                 host.lifecycle_done.set()
@@ -251,7 +251,7 @@ class Fleet:
         if host is None or host.state == "terminated":
             return
         host.state = "terminated"
-        moto_gaps.ONLINE.pop(instance_id, None)
+        moto_gaps.CLOUD.online.pop(instance_id, None)
         try:
             self.asg.terminate_instance_in_auto_scaling_group(
                 InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement
@@ -262,9 +262,11 @@ class Fleet:
 
     def teardown(self) -> None:
         for host in list(self.hosts.values()):
-            moto_gaps.ONLINE.pop(host.instance_id, None)
+            moto_gaps.CLOUD.online.pop(host.instance_id, None)
             if host.state != "terminated":
                 host.state = "terminated"
                 host.sandbox.teardown()
-        if moto_gaps.lifecycle_callback == self._on_complete:
-            moto_gaps.lifecycle_callback = None
+        if moto_gaps.CLOUD.on_complete == self._on_complete:
+            moto_gaps.CLOUD.on_complete = None
+        if moto_gaps.CLOUD.on_heartbeat == self.heartbeats.append:
+            moto_gaps.CLOUD.on_heartbeat = None

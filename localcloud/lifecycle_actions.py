@@ -1,6 +1,6 @@
 """MOTO GAP-FILLER: Auto Scaling launch lifecycle actions as AWS documents them. Development
-tooling only; the test shims (`tests/moto_shim.py`, `tests/lifecycle/moto_shim.py`) and the
-local cloud (`localcloud/moto_gaps.py`) apply the same patches.
+tooling only; applied with every other gap by `localcloud.moto_gaps` (gap 9), for the tests and
+for the local cloud alike.
 
 moto 5.x puts every new instance straight into InService, and has no CompleteLifecycleAction
 or RecordLifecycleActionHeartbeat. What AWS does instead, and what these patches do:

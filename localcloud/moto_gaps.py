@@ -1,124 +1,270 @@
-"""MOTO GAP-FILLERS for the local cloud's in-process moto server. Development tooling only.
+"""MOTO GAP-FILLERS: the one module that fills moto 5.x's gaps, for every harness. Development
+tooling only; product code (layers/, functions/) never imports it.
 
-moto 5.x lacks or fakes a few APIs the product uses. Each patch below fills one gap, on the
-moto classes of this process (the ThreadedMotoServer serves from them), and never changes
-what the product's code does:
+Two ways to apply the same patches:
 
-1. Launch-template versions created with UserData crash later Auto Scaling launches
-   (moto asserts its own wrapper type): wrap the stored string.
-2. `send_command(InstanceIds=[...])` also targets every instance in the region (moto resolves
-   an empty Targets list as "no filter"): resolve Targets only when given.
-3. Every SSM command is `Success` at once: commands start `Pending`, and the SSM stand-in
-   (`localcloud.ssm_agent`) records real results and output through `record_invocation`
-   and `record_command`, which `get_command_invocation`, `list_commands` and
-   `list_command_invocations` then report as SSM does: the detail (Incomplete, Undeliverable,
-   Delivery Timed Out, Terminated, ...) in `StatusDetails`, botocore's coarse enum value in
-   `Status`, and the count of Delivery Timed Out invocations in `DeliveryTimedOutCount`
-   (moto always answers 0).
-4. `list_command_invocations` and `describe_instance_information` are missing: served from
-   the same records; an instance is "Online" once the fleet stand-in registers it.
-5. `complete_lifecycle_action` and `record_lifecycle_action_heartbeat` are missing, and moto
-   puts launches straight into InService: `localcloud.lifecycle_actions` (`LIFECYCLE`) keeps a
-   launch in a hooked group in Pending:Wait, refuses unknown, completed or timed-out tokens with
-   ValidationError, and applies the hook's default result on timeout; accepted calls reach the
-   fleet stand-in's callbacks.
-6. `send_command` drops `CloudWatchOutputConfig`: kept on the command, so the SSM stand-in can
-   write each invocation's output to CloudWatch Logs like the real agent.
-7. `send_command` accepts any parameters: like SSM, refuse (InvalidParameters) a value that
-   fails the document parameter's `allowedPattern`, an unknown parameter or a missing required
-   one, and an unknown document (InvalidDocument), before any host sees the command.
-8. `create_launch_template_version` ignores `SourceVersion`: the new version inherits the
+- in-process, for a test: `install(monkeypatch)` applies every patch through pytest's
+  monkeypatch (undone after the test) and returns the `MotoGaps` the test drives SSM outcomes
+  and observes lifecycle calls through (the unit, lifecycle, IAM and fault suites, benchmarks);
+- process-wide, for the local cloud's in-process moto server: `install_process_wide()` while a
+  local cloud runs, `uninstall_process_wide()` when the last one stops (so other tests in the
+  same process see plain moto); its state is `CLOUD`, where the fleet and SSM stand-ins
+  (`localcloud.fleet`, `localcloud.ssm_agent`) register hosts and record results.
+
+It lives in localcloud/, not tests/, because the local cloud needs it in the `demo` environment,
+which has no pytest and no test tree to import (`tools/bootstrap.sh demo`); tests already import
+from localcloud (this, `ratecontrol`, `lifecycle_actions`), never the other way round.
+
+The gaps, each filled as AWS documents the behaviour:
+
+1. Launch-template versions created with UserData crash later Auto Scaling launches (moto
+   asserts its own wrapper type on the stored value): the stored string is wrapped.
+2. `create_launch_template_version` ignores `SourceVersion`: the new version inherits the
    source's data, the given members overwrite it, and a block device's snapshot is not carried
-   over unless given again (as EC2 documents). `delete_launch_template_versions` is missing:
-   deleted versions disappear from DescribeLaunchTemplateVersions, the default version and
-   unknown versions are refused per version. (`launch_template_version_patches`, which the
-   test shims apply too.)
+   over unless given again. `delete_launch_template_versions` is missing: deleted versions
+   disappear from DescribeLaunchTemplateVersions, the default version and unknown versions are
+   refused per version (`launch_template_version_patches`).
+3. `send_command(InstanceIds=[...])` also targets every instance in the region (moto resolves an
+   empty Targets list as "no filter"): Targets are resolved only when given.
+4. Every SSM command is `Success` at once: commands start `Pending` (as SSM reports them right
+   after SendCommand); whoever plays the hosts records results and output (`MotoGaps.invocation`
+   and `MotoGaps.command` for a test, `record_invocation` / `record_command` for the SSM
+   stand-in), which `get_command_invocation`, `list_commands` and `list_command_invocations`
+   then report as SSM does: the detail (Incomplete, Undeliverable, Delivery Timed Out,
+   Terminated, ...) in `StatusDetails`, botocore's coarse enum value in `Status`
+   (`localcloud.ratecontrol` maps one to the other), and the count of Delivery Timed Out
+   invocations in `DeliveryTimedOutCount` (moto always answers 0).
+5. `send_command` accepts any parameters: like SSM, it refuses (InvalidParameters) a value that
+   fails the document parameter's `allowedPattern` or `allowedValues`, an unknown parameter or a
+   missing required one, and an unknown document (InvalidDocument), before any host sees the
+   command. It also drops `CloudWatchOutputConfig`: kept on the command, so the SSM stand-in
+   can write each invocation's output to CloudWatch Logs like the real agent.
+6. `list_command_invocations` is missing: served from the same invocations (by CommandId and/or
+   InstanceId, plugin output with `Details`), 50 per page with NextToken as SSM pages them.
+7. `cancel_command` is missing: the invocations that have not finished end `Cancelled`
+   (recorded in `MotoGaps.cancelled`). The local cloud's SSM stand-in does not stop a script
+   already running.
+8. `describe_instance_information` is missing: served from `MotoGaps.online` (an instance is
+   "Online" once registered there).
+9. moto puts launches straight into InService and has no `complete_lifecycle_action` /
+   `record_lifecycle_action_heartbeat`: `localcloud.lifecycle_actions` (`MotoGaps.lifecycle`)
+   keeps a launch in a group with a launch hook in Pending:Wait until its action completes,
+   refuses a token that was never issued, was completed or has timed out (ValidationError, as
+   Auto Scaling does), applies the hook's default result on timeout and lets a test expire
+   actions (`lifecycle.advance(seconds)`); accepted calls are recorded in `MotoGaps.completed` /
+   `MotoGaps.heartbeats` and passed to `on_complete` / `on_heartbeat` when set.
+10. moto evaluates a DynamoDB condition and then writes, with nothing in between held: two
+    threads can both pass the same condition. DynamoDB applies each conditional write
+    atomically, so the writes are serialized (a re-entrant lock: `transact_write_items` calls
+    `update_item` inside).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import copy
+import functools
+import re
 import threading
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from localcloud import lifecycle_actions
-
-_lock = threading.Lock()
-
-# instance id -> extra describe_instance_information fields; registered by the fleet stand-in
-ONLINE: dict[str, dict[str, Any]] = {}
-# (hook name, group, instance id, token, result) -> None; set by the fleet stand-in
-lifecycle_callback: Callable[[dict[str, Any]], None] | None = None
-heartbeat_callback: Callable[[dict[str, Any]], None] | None = None
-# the launch lifecycle actions moto's groups issued (tokens, Pending:Wait, timeouts)
-LIFECYCLE = lifecycle_actions.LifecycleActions()
+from localcloud.ratecontrol import command_status_of, invocation_status
 
 STDOUT_CAP_GET = 24000  # GetCommandInvocation: first 24,000 characters
 STDOUT_CAP_LIST = 2500  # ListCommandInvocations plugin Output: 2,500 characters
+INVOCATIONS_PAGE = 50  # ListCommandInvocations: MaxResults 1..50
+UNFINISHED = frozenset({"Pending", "InProgress", "Delayed"})  # invocation Status CancelCommand stops
+
+
+class Patcher(Protocol):
+    """What applies a patch: pytest's MonkeyPatch, or the process-wide patcher below."""
+
+    def setattr(self, target: Any, name: str, value: Any, raising: bool = ...) -> None: ...
+
+
+class OnlineInstances(dict[str, dict[str, Any]]):
+    """Instances registered with SSM: instance id -> extra describe_instance_information fields."""
+
+    def add(self, instance_id: str, **extra: Any) -> None:
+        self[instance_id] = dict(extra)
+
+
+@dataclass
+class MotoGaps:
+    """The state the gap-fillers serve from, and the handle to drive and observe it."""
+
+    online: OnlineInstances = field(default_factory=OnlineInstances)
+    lifecycle: lifecycle_actions.LifecycleActions = field(default_factory=lifecycle_actions.LifecycleActions)
+    completed: list[dict[str, Any]] = field(default_factory=list)  # accepted CompleteLifecycleAction calls
+    heartbeats: list[dict[str, Any]] = field(default_factory=list)  # accepted heartbeat calls
+    cancelled: list[str] = field(default_factory=list)  # command ids given to CancelCommand
+    on_complete: Callable[[dict[str, Any]], None] | None = None
+    on_heartbeat: Callable[[dict[str, Any]], None] | None = None
+
+    def _completed(self, call: dict[str, Any]) -> None:
+        self.completed.append(call)
+        if self.on_complete is not None:
+            self.on_complete(call)
+
+    def _heartbeat(self, call: dict[str, Any]) -> None:
+        self.heartbeats.append(call)
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(call)
+
+    def clear(self) -> None:
+        self.online.clear()
+        self.lifecycle.actions.clear()
+        self.completed.clear()
+        self.heartbeats.clear()
+        self.cancelled.clear()
+
+    # -- SSM commands, as a test drives them ----------------------------------------------------
+    @staticmethod
+    def commands() -> list[Any]:
+        return commands()
+
+    @staticmethod
+    def find(command_id: str) -> Any:
+        """moto's command `command_id` (any account and region)."""
+        for command in commands():
+            if command.command_id == command_id:
+                return command
+        raise KeyError(command_id)
+
+    def targets(self, command_id: str) -> list[str]:
+        return sorted(self.find(command_id).instance_ids)
+
+    def invocation(
+        self, command_id: str, instance_id: str, details: str, stdout: str = "", response_code: int = 0
+    ) -> None:
+        """One invocation ends with StatusDetails `details` (Success, Failed, Execution Timed Out,
+        Delivery Timed Out, Undeliverable, Terminated, Cancelled)."""
+        record_invocation(
+            self.find(command_id), instance_id, status=details, response_code=response_code, stdout=stdout
+        )
+
+    def command(
+        self,
+        command_id: str,
+        details: str,
+        *,
+        completed: int,
+        errors: int = 0,
+        delivery_timed_out: int = 0,
+    ) -> str:
+        """The command ends with StatusDetails `details` (Success, Failed, Incomplete, Delivery
+        Timed Out, ...); returns the coarse Status SSM reports beside it (and in its event)."""
+        return record_command(
+            self.find(command_id),
+            details,
+            completed=completed,
+            errors=errors,
+            delivery_timed_out=delivery_timed_out,
+        )
+
+
+# ------------------------------------------------------------------ applying the patches
+def install(monkeypatch: Patcher) -> MotoGaps:
+    """Every patch, applied through `monkeypatch` (pytest's: undone after the test); returns the
+    state they serve from."""
+    gaps = MotoGaps()
+    for owner, name, value in patches(gaps):
+        monkeypatch.setattr(owner, name, value, raising=False)
+    return gaps
 
 
 _MISSING = object()
-_originals: list[tuple[Any, str, Any]] = []
+
+
+class _ProcessPatcher:
+    """monkeypatch's setattr/undo for a process that has no pytest (the local cloud's)."""
+
+    def __init__(self) -> None:
+        self._originals: list[tuple[Any, str, Any]] = []
+
+    def setattr(self, target: Any, name: str, value: Any, raising: bool = True) -> None:
+        original = (
+            target.__dict__.get(name, _MISSING)
+            if isinstance(target, type)
+            else getattr(target, name, _MISSING)
+        )
+        if raising and original is _MISSING and not hasattr(target, name):
+            raise AttributeError(f"{target!r} has no attribute {name!r}")
+        self._originals.append((target, name, original))
+        setattr(target, name, value)
+
+    def undo(self) -> None:
+        while self._originals:
+            target, name, original = self._originals.pop()
+            if original is _MISSING:
+                delattr(target, name)
+            else:
+                setattr(target, name, original)
+
+
+# The local cloud's state: hosts register here (`online`), the lifecycle actions moto's groups
+# issued, and the fleet stand-in's callbacks (`on_complete`, `on_heartbeat`).
+CLOUD = MotoGaps()
+_process_lock = threading.Lock()
+_process_patcher = _ProcessPatcher()
 _users = 0
 
 
-def _set(obj: Any, name: str, value: Any) -> None:
-    _originals.append((obj, name, obj.__dict__.get(name, _MISSING)))
-    setattr(obj, name, value)
-
-
-def install() -> None:
-    """Apply every patch (once per process while any local cloud runs)."""
+def install_process_wide() -> MotoGaps:
+    """Apply every patch to this process's moto (once, while any local cloud runs); returns
+    `CLOUD`."""
     global _users  # noqa: PLW0603 - one process-wide count of running clouds
-    with _lock:
+    with _process_lock:
         _users += 1
-        if _users > 1:
-            return
-        _patch_launch_template_user_data()
-        for owner, name, value in launch_template_version_patches():
-            _set(owner, name, value)
-        _patch_ssm()
-        _patch_autoscaling()
+        if _users == 1:
+            for owner, name, value in patches(CLOUD):
+                _process_patcher.setattr(owner, name, value, raising=False)
+        return CLOUD
 
 
-def uninstall() -> None:
+def uninstall_process_wide() -> None:
     """Undo the patches when the last local cloud stops, so moto is itself again (for other
     tests in the same process)."""
     global _users  # noqa: PLW0603 - one process-wide count of running clouds
-    with _lock:
+    with _process_lock:
         if _users == 0:
             return
         _users -= 1
         if _users:
             return
-        while _originals:
-            obj, name, original = _originals.pop()
-            if original is _MISSING:
-                delattr(obj, name)
-            else:
-                setattr(obj, name, original)
-        ONLINE.clear()
-        LIFECYCLE.actions.clear()
+        _process_patcher.undo()
+        CLOUD.clear()
 
 
-def _patch_launch_template_user_data() -> None:
+def patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
+    """(owner, attribute, replacement) for every gap, serving from `gaps`; the caller applies
+    them (and undoes them)."""
+    return [
+        *_launch_template_user_data_patches(),
+        *launch_template_version_patches(),
+        *_ssm_patches(gaps),
+        *lifecycle_actions.patches(gaps.lifecycle, on_complete=gaps._completed, on_heartbeat=gaps._heartbeat),
+        *_dynamodb_patches(),
+    ]
+
+
+# ------------------------------------------------------------------ EC2 launch templates
+def _launch_template_user_data_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 1."""
     from moto.core.types import Base64EncodedString  # noqa: PLC0415
     from moto.ec2.models.launch_templates import LaunchTemplateVersion  # noqa: PLC0415
 
     def user_data(self: Any) -> Any:
         value = self.data.get("UserData")
-        if isinstance(value, str):
-            return Base64EncodedString(value)
-        return value
+        return Base64EncodedString(value) if isinstance(value, str) else value
 
-    _set(LaunchTemplateVersion, "user_data", property(user_data))
+    return [(LaunchTemplateVersion, "user_data", property(user_data))]
 
 
 def launch_template_version_patches() -> list[tuple[Any, str, Any]]:
-    """(owner, attribute, value) for gap 8: SourceVersion and DeleteLaunchTemplateVersions."""
-    import copy  # noqa: PLC0415
-
+    """Gap 2: SourceVersion and DeleteLaunchTemplateVersions."""
     from moto.core.responses import ActionResult  # noqa: PLC0415
     from moto.ec2.models.launch_templates import LaunchTemplateBackend  # noqa: PLC0415
     from moto.ec2.responses.launch_templates import LaunchTemplates as R  # noqa: PLC0415
@@ -197,17 +343,17 @@ def launch_template_version_patches() -> list[tuple[Any, str, Any]]:
     ]
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
-
-
-def _patch_ssm() -> None:
+# ------------------------------------------------------------------ SSM
+def _ssm_patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
+    """Gaps 3 to 8."""
     from moto.core.responses import ActionResult  # noqa: PLC0415
     from moto.ssm import models as ssm_models  # noqa: PLC0415
     from moto.ssm.responses import SimpleSystemManagerResponse as R  # noqa: PLC0415
 
     original_targets = ssm_models.Command._get_instance_ids_from_targets
     original_init = ssm_models.Command.__init__
+    original_response = ssm_models.Command.response_object
+    original_send = R.send_command
 
     def targets_only_when_given(self: Any) -> list[str]:
         return original_targets(self) if self.targets else []
@@ -218,6 +364,7 @@ def _patch_ssm() -> None:
         self.status_details = "Pending"
         self.completed_count = 0
         self.target_count = len(self.instance_ids)
+        self.delivery_timed_out_count = 0
         self.cloudwatch_output = None
         for inv in self.invocations:
             inv.update(
@@ -231,18 +378,10 @@ def _patch_ssm() -> None:
                 StandardErrorContent="",
             )
 
-    original_response = ssm_models.Command.response_object
-
     def response_object(self: Any) -> dict[str, Any]:
         data = original_response(self)
         data["DeliveryTimedOutCount"] = getattr(self, "delivery_timed_out_count", 0)
         return data
-
-    _set(ssm_models.Command, "_get_instance_ids_from_targets", targets_only_when_given)
-    _set(ssm_models.Command, "__init__", pending_init)
-    _set(ssm_models.Command, "response_object", response_object)
-
-    original_send = R.send_command
 
     def send_command(self: Any) -> Any:
         _validate_parameters(
@@ -259,55 +398,70 @@ def _patch_ssm() -> None:
         command_id = self._get_param("CommandId")
         instance_id = self._get_param("InstanceId")
         details = bool(self._get_param("Details", False))
+        size = int(self._get_param("MaxResults") or INVOCATIONS_PAGE)
+        start = int(self._get_param("NextToken") or 0)
         if command_id:
-            commands = [self.ssm_backend.get_command_by_id(command_id)]
+            chosen = [self.ssm_backend.get_command_by_id(command_id)]
         else:
-            commands = list(self.ssm_backend._commands)
-        out = []
-        for command in commands:
-            for inv in command.invocations:
-                if instance_id and inv["InstanceId"] != instance_id:
-                    continue
-                out.append(_invocation_entry(command, inv, details))
-        return ActionResult({"CommandInvocations": out})
+            chosen = list(self.ssm_backend._commands)
+        found = [
+            _invocation_entry(command, inv, details)
+            for command in chosen
+            for inv in command.invocations
+            if not instance_id or inv["InstanceId"] == instance_id
+        ]
+        result: dict[str, Any] = {"CommandInvocations": found[start : start + size]}
+        if start + size < len(found):
+            result["NextToken"] = str(start + size)
+        return ActionResult(result)
+
+    def cancel_command(self: Any) -> Any:
+        command = self.ssm_backend.get_command_by_id(self._get_param("CommandId"))
+        gaps.cancelled.append(command.command_id)
+        wanted = set(self._get_param("InstanceIds") or [])
+        for inv in command.invocations:
+            if inv["Status"] in UNFINISHED and (not wanted or inv["InstanceId"] in wanted):
+                inv.update(Status="Cancelled", StatusDetails="Cancelled")
+        return ActionResult({})
 
     def describe_instance_information(self: Any) -> Any:
         wanted: set[str] | None = None
-        ids = self._get_param("InstanceInformationFilterList") or []
-        for flt in ids:
+        for flt in self._get_param("InstanceInformationFilterList") or []:
             if flt.get("key") == "InstanceIds":
                 wanted = set(flt.get("valueSet") or [])
         for flt in self._get_param("Filters") or []:
             if flt.get("Key") == "InstanceIds":
                 wanted = set(flt.get("Values") or [])
-        infos = []
-        for iid, extra in sorted(ONLINE.items()):
-            if wanted is not None and iid not in wanted:
-                continue
-            infos.append(
-                {
-                    "InstanceId": iid,
-                    "PingStatus": "Online",
-                    "PlatformType": "Linux",
-                    "PlatformName": "Amazon Linux",
-                    "ResourceType": "EC2Instance",
-                    "AgentVersion": "3.3.0.0",
-                    "IsLatestVersion": True,
-                    **extra,
-                }
-            )
+        infos = [
+            {
+                "InstanceId": iid,
+                "PingStatus": "Online",
+                "PlatformType": "Linux",
+                "PlatformName": "Amazon Linux",
+                "ResourceType": "EC2Instance",
+                "AgentVersion": "3.3.0.0",
+                "IsLatestVersion": True,
+                **extra,
+            }
+            for iid, extra in sorted(gaps.online.items())
+            if wanted is None or iid in wanted
+        ]
         return ActionResult({"InstanceInformationList": infos})
 
-    _set(R, "send_command", send_command)
-    _set(R, "list_command_invocations", list_command_invocations)
-    _set(R, "describe_instance_information", describe_instance_information)
+    return [
+        (ssm_models.Command, "_get_instance_ids_from_targets", targets_only_when_given),
+        (ssm_models.Command, "__init__", pending_init),
+        (ssm_models.Command, "response_object", response_object),
+        (R, "send_command", send_command),
+        (R, "list_command_invocations", list_command_invocations),
+        (R, "cancel_command", cancel_command),
+        (R, "describe_instance_information", describe_instance_information),
+    ]
 
 
 def document_parameters(content: dict[str, Any], given: dict[str, list[str]]) -> dict[str, str]:
     """Check `given` against a document's parameter declarations; return every value (defaults
     filled). Raises ValueError naming the first problem."""
-    import re  # noqa: PLC0415
-
     declared: dict[str, Any] = content.get("parameters") or {}
     unknown = sorted(set(given) - set(declared))
     if unknown:
@@ -356,7 +510,7 @@ def _validate_parameters(backend: Any, name: str, given: dict[str, list[str]]) -
 
 
 def _invocation_entry(command: Any, inv: dict[str, Any], details: bool) -> dict[str, Any]:
-    entry = {
+    entry: dict[str, Any] = {
         "CommandId": command.command_id,
         "InstanceId": inv["InstanceId"],
         "DocumentName": command.document_name,
@@ -380,15 +534,18 @@ def _invocation_entry(command: Any, inv: dict[str, Any], details: bool) -> dict[
     return entry
 
 
-def _backend(account: str, region: str) -> Any:
+def commands() -> list[Any]:
+    """Every command moto holds (all accounts and regions), oldest first per region."""
     from moto.ssm.models import ssm_backends  # noqa: PLC0415
 
-    return ssm_backends[account][region]
+    return [c for regions in ssm_backends.values() for b in regions.values() for c in list(b._commands)]
 
 
 def new_commands(account: str, region: str, seen: set[str]) -> list[Any]:
     """Commands the product sent that the SSM stand-in has not picked up yet."""
-    return [c for c in list(_backend(account, region)._commands) if c.command_id not in seen]
+    from moto.ssm.models import ssm_backends  # noqa: PLC0415
+
+    return [c for c in list(ssm_backends[account][region]._commands) if c.command_id not in seen]
 
 
 def record_invocation(
@@ -405,8 +562,6 @@ def record_invocation(
 ) -> None:
     """Write one invocation's result and output where moto's API reads it; `status` is the
     StatusDetails value (Success, Failed, Execution Timed Out, Undeliverable, ...)."""
-    from localcloud.ratecontrol import invocation_status  # noqa: PLC0415
-
     for inv in command.invocations:
         if inv["InstanceId"] == instance_id:
             inv.update(
@@ -420,15 +575,13 @@ def record_invocation(
                 ExecutionElapsedTime=elapsed,
             )
             return
-    raise KeyError(f"command {command.command_id} has no invocation for {instance_id}")
+    raise KeyError(f"command {command.command_id} has no invocation on {instance_id}")
 
 
 def record_command(
     command: Any, status: str, *, completed: int, errors: int, delivery_timed_out: int = 0
 ) -> str:
     """Write the command's StatusDetails `status` and counts; returns the coarse Status."""
-    from localcloud.ratecontrol import command_status_of  # noqa: PLC0415
-
     command.status = command_status_of(status)
     command.status_details = status
     command.completed_count = completed
@@ -437,14 +590,20 @@ def record_command(
     return str(command.status)
 
 
-def _patch_autoscaling() -> None:
-    def completed(call: dict[str, Any]) -> None:
-        if lifecycle_callback is not None:
-            lifecycle_callback(call)
+# ------------------------------------------------------------------ DynamoDB
+def _dynamodb_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 10: each write applied atomically."""
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
 
-    def heartbeat(call: dict[str, Any]) -> None:
-        if heartbeat_callback is not None:
-            heartbeat_callback(call)
+    writes = threading.RLock()  # transact_write_items calls update_item inside
+    out: list[tuple[Any, str, Any]] = []
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
 
-    for owner, name, value in lifecycle_actions.patches(LIFECYCLE, completed, heartbeat):
-        _set(owner, name, value)
+        @functools.wraps(original)
+        def atomic(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with writes:
+                return __original(self, *args, **kwargs)
+
+        out.append((DynamoDBBackend, name, atomic))
+    return out

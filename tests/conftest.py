@@ -1,13 +1,20 @@
-"""Shared fixtures: events from `events/`, the SAM template, moto-backed AWS built FROM the
-template (tables, swap document), a fleet (launch template + Auto Scaling group), settings and
-the core's adapters, and a recorder of every AWS operation (for the IAM coverage test).
+"""The one harness's building blocks, and the shared fixtures built from them.
 
-Table schemas and the swap document are read from the deployable template (template.yaml
-rendered with the agent, `tools.render_template.ensure_built`), never restated here.
+Building blocks (every world is built from these; `tests/lifecycle/conftest.py`'s `build_world`
+adds ECR, the launch hook, the topic and the simulated hosts on top, and the fault suite and the
+benchmarks reuse that): the deployable template (template.yaml rendered with the agent,
+`tools.render_template.ensure_built`), events from `events/`, the fake AWS environment, and in
+moto, with its gaps filled (`localcloud.moto_gaps`): every table the template defines, the swap
+document the template defines, a fleet (launch template + Auto Scaling group). Table schemas
+and documents are read from the template, never restated here.
+
+Fixtures: moto-backed AWS (`aws`), settings and the core's adapters, an app config, and a
+recorder of every AWS operation (for the IAM coverage test).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +31,7 @@ from deployer.settings import ENV_NAMES, Settings
 from deployer.wiring import Adapters as Deps
 from moto import mock_aws
 
-from tests import moto_shim
+from localcloud import moto_gaps
 from tools.render_template import ensure_built
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +65,11 @@ def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str,
 _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 
+@functools.cache
 def read_template() -> dict[str, Any]:
-    return yaml.load(ensure_built().read_text(), Loader=_CfnLoader)
+    """The deployable template, parsed once per process (callers that change it copy it first)."""
+    data: dict[str, Any] = yaml.load(ensure_built().read_text(), Loader=_CfnLoader)
+    return data
 
 
 @pytest.fixture(scope="session")
@@ -79,27 +89,43 @@ def load_event() -> Callable[[str], dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ moto-backed AWS
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto for every AWS call, with the shim's gap-fillers; fake credentials, one region."""
+Clients = Callable[[str], Any]  # service name -> boto3 client
+
+
+def _default_clients(region: str) -> Clients:
+    return lambda service: boto3.client(service, region_name=region)  # type: ignore[call-overload]
+
+
+def fake_aws_environment(monkeypatch: pytest.MonkeyPatch, region: str = REGION) -> None:
+    """Fake credentials and one region for every client; no profile."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
         # moto's AMI catalogue takes seconds to load per test and no test needs it
         "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
     }.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[moto_gaps.MotoGaps]:
+    """moto for every AWS call, with its gaps filled (`localcloud.moto_gaps`, whose state this
+    yields); fake credentials, one region."""
+    fake_aws_environment(monkeypatch)
     with mock_aws():
-        moto_shim.install(monkeypatch)
-        yield
+        yield moto_gaps.install(monkeypatch)
 
 
-def create_tables(template: dict[str, Any], region: str = REGION) -> dict[str, str]:
-    """Create every DynamoDB table the template defines, named after its logical id."""
-    client = boto3.client("dynamodb", region_name=region)
+def create_tables(
+    template: dict[str, Any], region: str = REGION, clients: Clients | None = None
+) -> dict[str, str]:
+    """Create every DynamoDB table the template defines (keys, indexes, billing, TTL), named
+    after its logical id."""
+    client = (clients or _default_clients(region))("dynamodb")
     names: dict[str, str] = {}
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] != "AWS::DynamoDB::Table":
@@ -121,12 +147,36 @@ def create_tables(template: dict[str, Any], region: str = REGION) -> dict[str, s
     return names
 
 
-def create_swap_document(template: dict[str, Any], region: str = REGION) -> str:
+def create_swap_document(
+    template: dict[str, Any], region: str = REGION, name: str = DOCUMENT_NAME, clients: Clients | None = None
+) -> str:
+    """The template's swap document, as `name` (SendCommand checks its parameters against it)."""
     content = template["Resources"]["SwapDocument"]["Properties"]["Content"]
-    boto3.client("ssm", region_name=region).create_document(
-        Name=DOCUMENT_NAME, Content=json.dumps(content), DocumentType="Command", DocumentFormat="JSON"
+    (clients or _default_clients(region))("ssm").create_document(
+        Name=name, Content=json.dumps(content), DocumentType="Command", DocumentFormat="JSON"
     )
-    return DOCUMENT_NAME
+    return name
+
+
+# Parameters the swap document accepts (SendCommand checks them against it, as SSM does), for
+# tests about where and how a swap is sent rather than what it carries.
+SWAP_PARAMETERS: dict[str, list[str]] = {
+    "app": ["web"],
+    "image": [f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/team/web@sha256:{'1' * 64}"],
+    "release": ["1"],
+    "containerPort": ["8080"],
+}
+
+
+def commands_succeed() -> int:
+    """SSM's side of a swap every host ran: each command still Pending ends Success on every
+    target (`localcloud.moto_gaps` starts commands Pending, as SSM does). Returns how many."""
+    pending = [c for c in moto_gaps.commands() if c.status == "Pending"]
+    for command in pending:
+        for instance_id in command.instance_ids:
+            moto_gaps.record_invocation(command, instance_id, status="Success", response_code=0)
+        moto_gaps.record_command(command, "Success", completed=len(command.instance_ids), errors=0)
+    return len(pending)
 
 
 @dataclass
@@ -137,12 +187,24 @@ class Fleet:
     instance_ids: list[str] = field(default_factory=list)
 
 
-def create_fleet(size: int = 2, group: str = GROUP, region: str = REGION) -> Fleet:
-    """A launch template (no user data yet) and an Auto Scaling group on its version 1."""
-    ec2 = boto3.client("ec2", region_name=region)
+def create_fleet(
+    size: int = 2,
+    group: str = GROUP,
+    region: str = REGION,
+    *,
+    launch_template: str | None = None,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    clients: Clients | None = None,
+) -> Fleet:
+    """A launch template (`launch_template`, default `<group>-lt`; no user data yet) and an Auto
+    Scaling group of `size` instances on its version 1 (MinSize `size`, MaxSize `size + 4`
+    unless given)."""
+    clients = clients or _default_clients(region)
+    ec2 = clients("ec2")
     image = "ami-0123456789abcdef0"  # moto does not validate AMI ids; listing its catalogue is slow
     template_id = ec2.create_launch_template(
-        LaunchTemplateName=f"{group}-lt",
+        LaunchTemplateName=launch_template or f"{group}-lt",
         LaunchTemplateData={
             "ImageId": image,
             "InstanceType": "t3.micro",
@@ -150,12 +212,12 @@ def create_fleet(size: int = 2, group: str = GROUP, region: str = REGION) -> Fle
             "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "team", "Value": "web"}]}],
         },
     )["LaunchTemplate"]["LaunchTemplateId"]
-    autoscaling = boto3.client("autoscaling", region_name=region)
+    autoscaling = clients("autoscaling")
     autoscaling.create_auto_scaling_group(
         AutoScalingGroupName=group,
         LaunchTemplate={"LaunchTemplateId": template_id, "Version": "1"},
-        MinSize=size,
-        MaxSize=size + 4,
+        MinSize=size if min_size is None else min_size,
+        MaxSize=size + 4 if max_size is None else max_size,
         DesiredCapacity=size,
         AvailabilityZones=[f"{region}a"],
     )

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tests.faults.world import FaultWorld, SimHost
+    from tests.faults.world import FaultWorld
+    from tests.lifecycle.conftest import SimHost
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "ROLLED_BACK", "SUPERSEDED", "CANCELLED"})
 # What a release's final status must have been announced as (notify.build_message's `event`).

@@ -15,11 +15,9 @@ import copy
 import importlib
 import json
 import os
-import shlex
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,6 +30,7 @@ from localcloud.ratecontrol import ERROR_STATUSES, command_status, invocation_st
 from tests.faults import CLOCK
 from tests.faults.inject import Injector, InvocationDied
 from tests.lifecycle import conftest as harness
+from tests.lifecycle.conftest import Carried, SimHost, boot_flags
 
 APP = "web"
 GROUP = harness.GROUP
@@ -57,22 +56,6 @@ class Delivery:
     @property
     def label(self) -> str:
         return f"{self.function}:{self.event.get('detail-type') or self.event.get('action') or 'invoke'}"
-
-
-@dataclass
-class SimHost:
-    """A host as the agent keeps it: the release and image it serves, and every swap it was sent."""
-
-    release: int | None
-    image: str | None
-    refuses: set[str] = field(default_factory=set)  # digests whose health check fails here
-    # Commands sent before the host registered with SSM: SSM cannot deliver them (Undeliverable).
-    unregistered_for: set[str] = field(default_factory=set)
-    received: list[tuple[str, str, int, bool]] = field(default_factory=list)  # (command, digest, release, ok)
-
-    @property
-    def digest(self) -> str | None:
-        return self.image.rpartition("@")[2] if self.image else None
 
 
 class Context:
@@ -283,9 +266,7 @@ class FaultWorld:
         for command in self.base.shim.commands():
             if command.status != "Pending":
                 continue
-            params = command.parameters
-            image, release = params["image"][0], int(params["release"][0])
-            digest = image.rpartition("@")[2]
+            carried = Carried.of(command)
             details = []
             for iid in sorted(command.instance_ids):
                 host = self.hosts.get(iid)
@@ -293,15 +274,13 @@ class FaultWorld:
                     detail = "Undeliverable"
                     self.base.shim.invocation(command.command_id, iid, detail, "", -1)
                 else:
-                    ok = digest not in host.refuses
-                    host.received.append((command.command_id, digest, release, ok))
+                    ok = carried.digest not in host.refuses
+                    host.run(command.command_id, carried, ok)
                     cls = "none" if ok else "health"
-                    if ok:
-                        host.release, host.image = release, image
                     detail = "Success" if ok else "Failed"
                     summary = harness.summary_line(
                         iid,
-                        SimpleNamespace(app=params["app"][0], release=release, digest=digest),  # type: ignore[arg-type]
+                        carried,
                         cls,
                         "GET /health answered 500 for 60s" if not ok else "",
                     )
@@ -372,13 +351,10 @@ class FaultWorld:
         encoded = versions[0]["LaunchTemplateData"].get("UserData") if versions else None
         if not encoded:
             return None, None
-        script = base64.b64decode(encoded).decode()
-        for line in script.splitlines():
-            words = shlex.split(line) if "agent.py" in line and " boot " in line else []
-            if "boot" in words:
-                flags = dict(w[2:].split("=", 1) for w in words if w.startswith("--") and "=" in w)
-                return int(flags["release"]), flags["image"]
-        return None, None
+        flags = boot_flags(base64.b64decode(encoded).decode())
+        if not flags:
+            return None, None
+        return int(flags["release"]), flags["image"]
 
     def pointer(self) -> dict[str, Any] | None:
         try:

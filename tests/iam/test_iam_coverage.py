@@ -23,6 +23,7 @@ import pytest
 from deployer.models.config import AppConfig
 
 from functions.on_image_push.app import handler as on_image_push
+from localcloud.moto_gaps import MotoGaps
 from tests.conftest import ACCOUNT, REGION, CallRecorder
 from tests.lifecycle.iam_scenarios import EXPECTED_OPERATIONS, LIFECYCLE_SCENARIOS, FakeContext
 
@@ -38,6 +39,7 @@ class World:
     config: AppConfig
     load_event: Callable[[str], dict[str, Any]]
     template: dict[str, Any]
+    gaps: MotoGaps  # moto's gaps, filled by the `aws` fixture: scenarios drive SSM outcomes with it
 
 
 def drive_on_image_push(world: World) -> None:
@@ -243,12 +245,13 @@ def test_every_aws_operation_of_the_function_is_allowed_by_its_policy(
     registered_app: Any,
     load_event: Any,
     aws_calls: CallRecorder,
+    aws: MotoGaps,
 ) -> None:
     # Given the function's statements in template.yaml
     statements = function_statements(template, function)
 
     # When its scenarios run, with every AWS operation recorded
-    SCENARIOS[function](World(deps, registered_app, load_event, template))
+    SCENARIOS[function](World(deps, registered_app, load_event, template, aws))
 
     # Then operations were made, and each is allowed on the resource it touched
     expected = EXPECTED_OPERATIONS.get(

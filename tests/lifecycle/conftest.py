@@ -1,20 +1,23 @@
-"""A moto world for the lifecycle: tables from template.yaml, an ECR repository with images,
-an Auto Scaling group of instances on a launch template, an SNS topic, and a simulated fleet
-whose SSM results the tests decide (through `moto_shim`)."""
+"""The lifecycle's moto world, built from the one harness's blocks (`tests/conftest.py`: tables
+and the swap document from template.yaml, a fleet), plus an ECR repository with images, the
+stack's launch hook, an SNS topic with an SQS subscription, and simulated hosts that run what the
+swap commands carry, whose SSM results the tests decide (through `localcloud.moto_gaps`).
+
+Observations read the world, never the test's own expectations: a host records the release and
+image of the SendCommand parameters it received (`SimHost`, `Carried`), and `assert_agree`
+reads the agent's boot line in the group's launch-template user data (`boot_flags`)."""
 
 from __future__ import annotations
 
-import functools
 import json
+import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 import botocore.session
 import pytest
-import yaml
 from deployer.adapters.apps import AppsStore
 from deployer.admission import accept_push
 from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
@@ -26,16 +29,22 @@ from deployer.settings import Settings
 from deployer.wiring import Adapters
 from moto import mock_aws
 
+from localcloud import moto_gaps
 from localcloud.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
-from tests.lifecycle import moto_shim
-from tools.render_template import ensure_built
+from tests.conftest import (
+    ACCOUNT,
+    GROUP,
+    REGION,
+    create_fleet,
+    create_swap_document,
+    create_tables,
+    fake_aws_environment,
+    read_event,
+    read_template,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
 REPOSITORY = "web"
-GROUP = "web-asg"
+LAUNCH_TEMPLATE = "web-lt"
 LAUNCH_HOOK = "deployer-launch"
 DOCUMENT = "deployer-Swap"
 
@@ -63,60 +72,28 @@ def client(service: str) -> Any:
 
 
 def load_event(name: str) -> dict[str, Any]:
-    """A sample event from events/ (the one loader every test uses)."""
-    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return data
-
-
-class _CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _any_tag(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node)
-    return loader.construct_mapping(node)  # type: ignore[arg-type]
-
-
-_CfnLoader.add_multi_constructor("!", _any_tag)
-
-
-@functools.cache
-def template() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.load(ensure_built().read_text(), Loader=_CfnLoader)
-    return data
-
-
-def create_tables() -> dict[str, str]:
-    """Every DynamoDB table of the template, with the template's keys and indexes."""
-    dynamodb = client("dynamodb")
-    names = {}
-    for logical, resource in template()["Resources"].items():
-        if resource["Type"] != "AWS::DynamoDB::Table":
-            continue
-        props = resource["Properties"]
-        kwargs: dict[str, Any] = {
-            "TableName": logical,
-            "AttributeDefinitions": props["AttributeDefinitions"],
-            "KeySchema": props["KeySchema"],
-            "BillingMode": "PAY_PER_REQUEST",
-        }
-        if props.get("GlobalSecondaryIndexes"):
-            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-        dynamodb.create_table(**kwargs)
-        names[logical] = logical
-    return names
+    """A sample event from events/ (`tests.conftest.read_event`, the one loader)."""
+    return read_event(name.removesuffix(".json"))
 
 
 def digest_of(n: int) -> str:
     return "sha256:" + f"{n:x}".rjust(64, "0")
 
 
+class Ran(Protocol):
+    """What an agent reports having run: a `Release`, or what a command carried (`Carried`)."""
+
+    @property
+    def app(self) -> str: ...
+    @property
+    def release(self) -> int: ...
+    @property
+    def digest(self) -> str: ...
+
+
 def summary_line(
     instance_id: str,
-    release: Release,
+    release: Ran,
     failure_class: str = "none",
     message: str = "",
     warning: str | None = None,
@@ -145,19 +122,87 @@ def summary_line(
     )
 
 
+# ------------------------------------------------------------------ what the world says
+@dataclass(frozen=True)
+class Carried:
+    """What a swap command carries: its SendCommand parameters `app`, `release` and `image`, as
+    the agent on a host reads them."""
+
+    app: str
+    release: int
+    image: str
+
+    @property
+    def digest(self) -> str:
+        return self.image.rpartition("@")[2]
+
+    @classmethod
+    def of(cls, command: Any) -> Carried:
+        """From moto's command (its `parameters`, as SendCommand received them)."""
+        params = command.parameters
+        return cls(app=params["app"][0], release=int(params["release"][0]), image=params["image"][0])
+
+
+@dataclass
+class SimHost:
+    """A host as the agent keeps it: the release and image it serves (from the last swap command
+    it ran to the end), and every swap it was sent."""
+
+    release: int | None = None
+    image: str | None = None
+    refuses: set[str] = field(default_factory=set)  # digests whose health check fails here
+    # Commands sent before the host registered with SSM: SSM cannot deliver them (Undeliverable).
+    unregistered_for: set[str] = field(default_factory=set)
+    received: list[tuple[str, str, int, bool]] = field(default_factory=list)  # (command, digest, release, ok)
+
+    @property
+    def digest(self) -> str | None:
+        return self.image.rpartition("@")[2] if self.image else None
+
+    def run(self, command_id: str, carried: Carried, ok: bool) -> None:
+        """Run a swap command: record it; when it went live, serve what it carried."""
+        self.received.append((command_id, carried.digest, carried.release, ok))
+        if ok:
+            self.release, self.image = carried.release, carried.image
+
+
+def boot_flags(user_data: str) -> dict[str, str]:
+    """The `--name=value` flags of the agent's boot line (`python3 .../agent.py boot ...`) in a
+    launch-template user data script; {} when it has none."""
+    lines = [line for line in user_data.splitlines() if "agent.py" in line and " boot " in line]
+    assert len(lines) <= 1, f"more than one boot line in the user data: {lines}"
+    words = shlex.split(lines[0]) if lines else []
+    if "boot" not in words:
+        return {}
+    flags = [w[2:].partition("=") for w in words[words.index("boot") + 1 :] if w.startswith("--")]
+    return {name: value for name, sep, value in flags if sep}
+
+
+def assert_boots(user_data: str, release: int, image: str) -> None:
+    """The user data boots exactly `release` with exactly `image` (not a substring match)."""
+    flags = boot_flags(user_data)
+    booted = (flags.get("release"), flags.get("image"))
+    assert booted == (str(release), image), f"user data boots {booted}, expected {(str(release), image)}"
+
+
 @dataclass
 class World:
     core: Adapters
     ld: Adapters
-    shim: moto_shim.SsmShim
+    shim: moto_gaps.MotoGaps
     config: AppConfig
     topic_arn: str
     queue_url: str
     instances: list[str]
-    # what each simulated host runs: instance id -> digest
-    running: dict[str, str] = field(default_factory=dict)
+    # the simulated hosts: instance id -> what it serves and what it was sent
+    hosts: dict[str, SimHost] = field(default_factory=dict)
     pushes: int = 0
     event_seq: int = 0
+
+    @property
+    def running(self) -> dict[str, str]:
+        """What each serving host runs: instance id -> digest (from the commands it ran)."""
+        return {iid: host.digest for iid, host in self.hosts.items() if host.digest}
 
     # -- ECR ------------------------------------------------------------------------------
     def image(self, n: int, tag: str | None = None) -> str:
@@ -256,7 +301,9 @@ class World:
         warnings: dict[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Let the simulated hosts run `release`'s command: record every invocation's result in
-        moto and return (invocation events, command event) without delivering them.
+        moto and return (invocation events, command event) without delivering them. Each host
+        runs what the command carries (its `app`, `release` and `image` parameters), whatever
+        `release` the test expects; `release` only names the command.
 
         `failures`: host -> the agent's failure class; `unreached`: hosts whose invocation ends
         Delivery Timed Out; `not_run`: host -> the StatusDetails of an invocation that never ran
@@ -268,6 +315,7 @@ class World:
         warnings = warnings or {}
         command_id = release.command_id
         assert command_id, f"release {release.release} has no command"
+        carried = Carried.of(self.shim.find(command_id))
         invocation_events = []
         details = []
         for iid in self.shim.targets(command_id):
@@ -278,13 +326,12 @@ class World:
                 cls = failures.get(iid, "none")
                 line = summary_line(
                     iid,
-                    release,
+                    carried,
                     cls,
                     "GET /health answered 500 for 60s" if cls == "health" else "",
                     warning=warnings.get(iid),
                 )
-                if cls == "none":
-                    self.running[iid] = release.digest
+                self.hosts.setdefault(iid, SimHost()).run(command_id, carried, ok=cls == "none")
                 detail = "Success" if cls == "none" else "Failed"
                 code = int(EXIT_CODE_BY_CLASS[FailureClass(cls)])
                 self.shim.invocation(command_id, iid, detail, line + "\n", code)
@@ -310,55 +357,47 @@ class World:
 
     # -- invariant ------------------------------------------------------------------------
     def assert_agree(self) -> Release:
-        """pointer = group's launch-template version's release = every serving host's release."""
+        """The pointer, the group's launch-template version, what that version boots (the
+        agent's `--release=` and `--image=` in its user data) and what every serving host runs
+        (from the commands it ran) name the same release and image, exactly."""
         pointer = self.core.pointer.get(self.config.app)
         assert pointer is not None
         release = self.release(pointer.release)
+        assert (release.image, release.digest) == (pointer.image, pointer.digest), (release, pointer)
         group = self.core.launch_templates.current(self.config)
         assert group.version == release.launch_template_version, (group.version, release)
         user_data = self.core.launch_templates.user_data(group.template_id, group.version) or ""
-        assert f"--release {release.release}" in user_data or str(release.release) in user_data
-        assert set(self.running.values()) == {pointer.digest}, (self.running, pointer)
+        assert_boots(user_data, pointer.release, pointer.image)
+        serving = {iid: (h.release, h.image) for iid, h in self.hosts.items() if h.image}
+        assert serving, "no host serves anything"
+        assert set(serving.values()) == {(pointer.release, pointer.image)}, (
+            f"hosts serve {serving}, the pointer says {(pointer.release, pointer.image)}"
+        )
         return release
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    # moto loads thousands of public AMIs into every new EC2 backend; these tests need none.
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+    fake_aws_environment(monkeypatch)
 
 
 def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: bool = True) -> World:
-    shim = moto_shim.install(monkeypatch)
-    tables = create_tables()
+    """The lifecycle's world in moto (inside `mock_aws`), from the one harness's blocks."""
+    shim = moto_gaps.install(monkeypatch)
+    template = read_template()
+    tables = create_tables(template, clients=client)
+    create_swap_document(template, name=DOCUMENT, clients=client)
     client("ecr").create_repository(repositoryName=REPOSITORY)
-    ec2 = client("ec2")
-    ec2.create_launch_template(
-        LaunchTemplateName="web-lt",
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
+    fleet = create_fleet(
+        hosts,
+        GROUP,
+        launch_template=LAUNCH_TEMPLATE,
+        min_size=0,
+        max_size=max(hosts, 1) * 2,
+        clients=client,
     )
-    autoscaling = client("autoscaling")
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=GROUP,
-        LaunchTemplate={"LaunchTemplateName": "web-lt", "Version": "1"},
-        MinSize=0,
-        MaxSize=max(hosts, 1) * 2,
-        DesiredCapacity=hosts,
-        AvailabilityZones=[f"{REGION}a"],
-    )
-    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
-    instances = sorted(i["InstanceId"] for i in group["Instances"])
     # The stack's launch hook (template.yaml LaunchHook): later launches wait in Pending:Wait.
-    autoscaling.put_lifecycle_hook(
+    client("autoscaling").put_lifecycle_hook(
         LifecycleHookName=LAUNCH_HOOK,
         AutoScalingGroupName=GROUP,
         LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
@@ -395,7 +434,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
             "app": "web",
             "repository": REPOSITORY,
             "auto_scaling_group": GROUP,
-            "launch_template": "web-lt",
+            "launch_template": LAUNCH_TEMPLATE,
             "container": {"port": 8080, "health_path": "/health"},
             "auto_rollback": auto_rollback,
         }
@@ -409,7 +448,8 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         config=config,
         topic_arn=topic_arn,
         queue_url=queue_url,
-        instances=instances,
+        instances=fleet.instance_ids,
+        hosts={iid: SimHost() for iid in fleet.instance_ids},
     )
 
 

@@ -28,7 +28,7 @@ from functions.on_command_status.app import handler as on_command_status
 from functions.on_instance_launch.app import handler as on_instance_launch
 from functions.reconciler.app import handler as reconciler
 from functions.rollback.app import handler as rollback
-from tests.lifecycle import moto_shim
+from localcloud import moto_gaps
 from tests.lifecycle.conftest import summary_line
 
 REGION = "us-east-1"
@@ -88,18 +88,18 @@ class FakeContext:
 
 
 @contextlib.contextmanager
-def _lifecycle(world: Any, env: dict[str, str] | None = None) -> Iterator[moto_shim.SsmShim]:
-    """The lifecycle's moto shim, a notification topic, and handler wiring rebuilt from env."""
+def _lifecycle(world: Any, env: dict[str, str] | None = None) -> Iterator[moto_gaps.MotoGaps]:
+    """moto's gaps (`world.gaps`, filled by the `aws` fixture), a notification topic, and handler
+    wiring rebuilt from env."""
     patcher = pytest.MonkeyPatch()
     try:
-        shim = moto_shim.install(patcher)
         SETUP.client("ecr").create_repository(repositoryName=world.config.repository)
         topic = SETUP.client("sns").create_topic(Name="DeployNotificationsTopic")["TopicArn"]
         patcher.setenv("NOTIFICATION_TOPIC_ARN", topic)
         for name, value in (env or {}).items():
             patcher.setenv(name, value)
         runtime.reset()
-        yield shim
+        yield world.gaps
     finally:
         patcher.undo()
         runtime.reset()
@@ -130,7 +130,7 @@ def _push(world: Any, n: int, tag: str) -> Release:
     return release
 
 
-def _succeed(world: Any, shim: moto_shim.SsmShim, release: Release) -> None:
+def _succeed(world: Any, shim: moto_gaps.MotoGaps, release: Release) -> None:
     """Setup for scenarios that start from a deployed app: the release's command succeeds in SSM
     and the controller, run through the World's (unrecorded) adapters, records its end."""
     command_id = world.deps.releases.get(release.app, release.release).command_id
@@ -155,7 +155,7 @@ def _envelope(detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run(shim: moto_shim.SsmShim, release: Release, failing: str | None = None) -> None:
+def _run(shim: moto_gaps.MotoGaps, release: Release, failing: str | None = None) -> None:
     """Hosts run the release's command; every status event goes to on-command-status."""
     command_id = release.command_id or ""
     targets = shim.targets(command_id)

@@ -21,7 +21,8 @@ from deployer.cli.context import INVOKE_CONFIG, CliClients
 from deployer.models.records import ReleaseStatus
 from moto.logs.responses import LogsResponse
 
-from tests.lifecycle.conftest import GROUP, REGION, World, client, template
+from tests.conftest import read_template
+from tests.lifecycle.conftest import GROUP, REGION, World, client
 
 pytestmark = pytest.mark.unit
 
@@ -435,7 +436,7 @@ def test_diagnose_runs_the_diagnose_document_on_the_host_and_reports_the_agents_
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the stack's diagnose document and a host that will report its app failing
-    content = template()["Resources"]["DiagnoseDocument"]["Properties"]["Content"]
+    content = read_template()["Resources"]["DiagnoseDocument"]["Properties"]["Content"]
     ssm = client("ssm")
     ssm.create_document(
         Name="deployer-Diagnose", Content=json.dumps(content), DocumentType="Command", DocumentFormat="JSON"
@@ -478,7 +479,7 @@ def test_diagnose_runs_the_diagnose_document_on_the_host_and_reports_the_agents_
 def test_diagnose_of_a_host_that_gives_no_report_is_one_error_line(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    content = template()["Resources"]["DiagnoseDocument"]["Properties"]["Content"]
+    content = read_template()["Resources"]["DiagnoseDocument"]["Properties"]["Content"]
     client("ssm").create_document(
         Name="deployer-Diagnose", Content=json.dumps(content), DocumentType="Command", DocumentFormat="JSON"
     )

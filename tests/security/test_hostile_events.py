@@ -183,9 +183,9 @@ def _fuzz_case(name: str, handler: Callable[..., Any], check: Callable[[Any], An
 
 
 @pytest.fixture
-def world(lambda_env: Any, deps: Any, registered_app: Any) -> Any:
+def world(lambda_env: Any, deps: Any, registered_app: Any, aws: Any) -> Any:
     """Tables, a registered app and its fleet in moto, and the lifecycle wiring."""
-    holder = type("W", (), {"config": registered_app})()
+    holder = type("W", (), {"config": registered_app, "gaps": aws})()
     # clients made once per test (inside moto), not once per case: creating one costs more than a call
     _CLIENTS.update({name: boto3.client(name, region_name=REGION) for name in ("dynamodb", "ssm", "ec2")})
     with _lifecycle(holder, {"LAUNCH_RECHECK_QUEUE_URL": boto3.client("sqs", region_name=REGION)

@@ -15,7 +15,7 @@ from deployer.models.records import Release, ReleaseStatus, utcnow
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse
 
-from tests.conftest import GROUP, REGION, WEB_CONFIG
+from tests.conftest import GROUP, REGION, SWAP_PARAMETERS, WEB_CONFIG
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +74,7 @@ def test_a_config_naming_another_template_is_refused_with_both_names(deps: Any, 
 def test_a_swap_to_explicit_instances_targets_only_them(aws_calls: Any, deps: Any, fleet: Any) -> None:
     # Given the web app and one of the group's instances
     config = AppConfig.parse({**WEB_CONFIG, "launch_template": fleet.template_id})
-    parameters = {"app": ["web"]}
+    parameters = SWAP_PARAMETERS
 
     # When the swap is sent to that instance
     target = [fleet.instance_ids[0]]

@@ -125,6 +125,21 @@ def test_admission_keys_differ_per_app_repository_digest_and_tag() -> None:
     assert all(key.startswith("deployer-admission#") for key in keys)
 
 
+def test_an_admission_key_is_spelled_as_documented_with_an_empty_tag_for_an_untagged_push() -> None:
+    # The key is stored: another spelling would admit a redelivered push a second time
+    digest = "sha256:" + "a" * 64
+    assert (
+        markers.admission_key("web", "team/web", digest, "v1")
+        == f"deployer-admission#web#team/web#{digest}#v1"
+    )
+    assert (
+        markers.admission_key("web", "team/web", digest, None) == f"deployer-admission#web#team/web#{digest}#"
+    )
+    assert markers.admission_key("web", "team/web", digest, "") == markers.admission_key(
+        "web", "team/web", digest, None
+    )
+
+
 # ------------------------------------------------------------------ transactions
 def _release(number: int) -> Release:
     digest = "sha256:" + f"{number:064x}"

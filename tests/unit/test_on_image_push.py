@@ -13,7 +13,7 @@ from deployer.models.config import AppConfig
 from deployer.observability import logger
 
 from functions.on_image_push.app import handler
-from tests import moto_shim
+from localcloud import moto_gaps
 from tests.conftest import GROUP, REGION, create_fleet
 
 pytestmark = pytest.mark.unit
@@ -51,7 +51,7 @@ def snapshot(fleet: Any) -> dict[str, Any]:
             ec2.describe_launch_template_versions(LaunchTemplateId=fleet.template_id)["LaunchTemplateVersions"]
         ),
         "group_version": group["LaunchTemplate"]["Version"],
-        "commands": len(moto_shim.ssm_commands()),
+        "commands": len(moto_gaps.commands()),
     }
 
 
@@ -97,7 +97,7 @@ def test_a_push_yields_one_release_the_pointer_one_template_version_and_one_comm
     assert group["LaunchTemplate"]["Version"] == "2"
     assert release["launch_template_version"]["N"] == "2"
     # and one command targets the group's tag at the app's rate, with CloudWatch output
-    commands = moto_shim.ssm_commands()
+    commands = moto_gaps.commands()
     assert len(commands) == 1
     command = commands[0]
     assert command.document_name == "SwapDocument"
@@ -337,7 +337,7 @@ def test_re_tagging_a_pushed_digest_deploys_to_the_app_whose_filter_matches_the_
     prod = deps.releases.list_recent("web-prod")
     assert [(r.digest, r.tag) for r in prod] == [(DIGEST, "v1.4.2")]
     prod_commands = [
-        c for c in moto_shim.ssm_commands() if c.targets[0]["Values"] == [prod_fleet.group]
+        c for c in moto_gaps.commands() if c.targets[0]["Values"] == [prod_fleet.group]
     ]
     assert [c.command_id for c in prod_commands] == [prod[0].command_id]
 
@@ -353,7 +353,7 @@ def test_the_exact_same_retag_event_delivered_again_is_still_deduplicated(
     retag = load_event("ecr_image_push")
     first = invoke(retag)
     before = snapshot(fleet)
-    commands = len(moto_shim.ssm_commands())
+    commands = len(moto_gaps.commands())
 
     # When EventBridge delivers the same push again under a new event id
     again = copy.deepcopy(retag)
@@ -363,4 +363,4 @@ def test_the_exact_same_retag_event_delivered_again_is_still_deduplicated(
     # Then the stored answer comes back and nothing changed
     assert second == first
     assert snapshot(fleet) == before
-    assert len(moto_shim.ssm_commands()) == commands
+    assert len(moto_gaps.commands()) == commands

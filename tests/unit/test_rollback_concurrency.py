@@ -9,7 +9,7 @@ import pytest
 from deployer.errors import InvalidAppConfig
 from deployer.models.config import AppConfig
 
-from tests.conftest import REGION, WEB_CONFIG
+from tests.conftest import REGION, SWAP_PARAMETERS, WEB_CONFIG
 
 pytestmark = pytest.mark.unit
 
@@ -24,8 +24,8 @@ def test_a_rollback_swap_goes_to_every_host_at_once_by_default(deps: Any, fleet:
     config = AppConfig.parse({**WEB_CONFIG, "launch_template": fleet.template_id,
                               "rollout": {"max_concurrency": "25%"}})
     # When a deploy and then a rollback are sent to the group
-    deploy = deps.fleet.send_swap(config, {"app": ["web"]}, "deploy", hosts=2)
-    rollback = deps.fleet.send_swap(config, {"app": ["web"]}, "rollback", hosts=2, rollback=True)
+    deploy = deps.fleet.send_swap(config, SWAP_PARAMETERS, "deploy", hosts=2)
+    rollback = deps.fleet.send_swap(config, SWAP_PARAMETERS, "rollback", hosts=2, rollback=True)
     # Then the deploy keeps its 25% and the rollback goes at 100%
     assert sent_concurrency(deploy) == "25%"
     assert sent_concurrency(rollback) == "100%"
@@ -36,8 +36,8 @@ def test_a_configured_rollback_concurrency_is_used_for_rollbacks_only(deps: Any,
     config = AppConfig.parse({**WEB_CONFIG, "launch_template": fleet.template_id,
                               "rollout": {"max_concurrency": "1", "rollback_max_concurrency": "2"}})
     # When a rollback and a deploy are sent
-    rollback = deps.fleet.send_swap(config, {"app": ["web"]}, "rollback", hosts=2, rollback=True)
-    deploy = deps.fleet.send_swap(config, {"app": ["web"]}, "deploy", hosts=2)
+    rollback = deps.fleet.send_swap(config, SWAP_PARAMETERS, "rollback", hosts=2, rollback=True)
+    deploy = deps.fleet.send_swap(config, SWAP_PARAMETERS, "deploy", hosts=2)
     # Then each uses its own setting
     assert sent_concurrency(rollback) == "2"
     assert sent_concurrency(deploy) == "1"

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from deployer.models.config import AppConfig
 
-from tests.conftest import GROUP, REGION, WEB_CONFIG, create_fleet
+from tests.conftest import GROUP, REGION, SWAP_PARAMETERS, WEB_CONFIG, create_fleet
 
 pytestmark = pytest.mark.unit
 
@@ -39,7 +39,7 @@ def test_a_quarter_at_a_time_gets_a_deadline_for_every_wave_plus_the_delivery_ti
     config = _config(fleet.template_id, max_concurrency="25%", command_timeout=600, delivery_timeout=600)
     group = deps.launch_templates.current(config)
     # When the swap is sent to the group
-    deps.fleet.send_swap(config, {"app": ["web"]}, "deploy", hosts=group.max_size)
+    deps.fleet.send_swap(config, SWAP_PARAMETERS, "deploy", hosts=group.max_size)
     # Then TimeoutSeconds covers the slowest pacing 25% of up to 8 hosts can take (7 hosts at
     # one a time: 7 waves of 600 s) plus 600 s to deliver, not the 600 s of one wave
     assert _sent(aws_calls)["TimeoutSeconds"] == 7 * 600 + 600
@@ -51,7 +51,7 @@ def test_an_absolute_concurrency_gets_one_wave_per_batch_of_hosts(aws_calls: Any
     config = _config(fleet.template_id, max_concurrency="2", command_timeout=300, delivery_timeout=120)
     group = deps.launch_templates.current(config)
     # When the swap is sent
-    deps.fleet.send_swap(config, {"app": ["web"]}, "deploy", hosts=group.max_size)
+    deps.fleet.send_swap(config, SWAP_PARAMETERS, "deploy", hosts=group.max_size)
     # Then the deadline is 3 waves of 300 s plus 120 s
     assert group.max_size == 6
     assert _sent(aws_calls)["TimeoutSeconds"] == 3 * 300 + 120
@@ -64,7 +64,7 @@ def test_the_deadline_is_capped_at_ssms_maximum(aws_calls: Any, deps: Any) -> No
     config = _config(fleet.template_id, max_concurrency="1", command_timeout=28800)
     group = deps.launch_templates.current(config)
     # When the swap is sent
-    deps.fleet.send_swap(config, {"app": ["web"]}, "deploy", hosts=group.max_size)
+    deps.fleet.send_swap(config, SWAP_PARAMETERS, "deploy", hosts=group.max_size)
     # Then TimeoutSeconds is SSM's documented maximum (30 days), which SSM accepts
     assert _sent(aws_calls)["TimeoutSeconds"] == 2_592_000
 
@@ -74,6 +74,6 @@ def test_a_single_instance_swap_needs_one_wave(aws_calls: Any, deps: Any) -> Non
     fleet = create_fleet(size=1)
     config = _config(fleet.template_id, command_timeout=300, delivery_timeout=600)
     # When the swap is sent to it alone
-    deps.fleet.send_swap_to_instances(config, fleet.instance_ids, {"app": ["web"]}, "launch")
+    deps.fleet.send_swap_to_instances(config, fleet.instance_ids, SWAP_PARAMETERS, "launch")
     # Then the deadline is one command time plus the delivery timeout
     assert _sent(aws_calls)["TimeoutSeconds"] == 300 + 600

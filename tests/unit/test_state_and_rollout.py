@@ -26,8 +26,8 @@ from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse
 from pydantic import ValidationError
 
-from tests import moto_shim
-from tests.conftest import GROUP, REGION
+from localcloud import moto_gaps
+from tests.conftest import GROUP, REGION, commands_succeed
 
 pytestmark = pytest.mark.unit
 
@@ -68,8 +68,9 @@ def group_version() -> str:
 
 
 def deploy_first_release(deps: Any, load_event: Any) -> None:
-    """Release 1 pushed and, its command ended (moto: Success), SUCCEEDED."""
+    """Release 1 pushed and, its command ended Success on every host, SUCCEEDED."""
     accept_push(deps, push(load_event, "1", "v1"))
+    assert commands_succeed() == 1
     controller.converge(deps, "web")
     assert deps.releases.get("web", 1).status == ReleaseStatus.SUCCEEDED
 
@@ -153,7 +154,8 @@ def test_the_lock_has_one_holder_until_a_decision_moves_it(
     with pytest.raises(DeployInProgress):
         admit(deps, registered_app, "2", operator=True)
 
-    # When release 1's command has ended (moto: Success) and the controller decides
+    # When release 1's command has ended (Success on every host) and the controller decides
+    assert commands_succeed() == 1
     controller.converge(deps, "web")
 
     # Then release 1 SUCCEEDED and the decision freed the lock
@@ -180,7 +182,7 @@ def test_a_lock_is_never_taken_over_when_its_display_lease_runs_out(
     assert deps.state.get("web").lock_owner == "web#1"
     assert deps.releases.get("web", 1).status == ReleaseStatus.DEPLOYING
     assert deps.releases.get("web", 2).status == ReleaseStatus.PENDING
-    assert len(moto_shim.ssm_commands()) == 1
+    assert len(moto_gaps.commands()) == 1
 
 
 def test_a_dead_invocations_send_claim_is_taken_over_without_sending_twice(
@@ -194,7 +196,7 @@ def test_a_dead_invocations_send_claim_is_taken_over_without_sending_twice(
         patch.setattr(deps.releases, "set_fields", crash)
         with pytest.raises(RuntimeError):
             accept_push(deps, push(load_event, "1", "v1"))
-    sent = moto_shim.ssm_commands()
+    sent = moto_gaps.commands()
     assert len(sent) == 1
     assert deps.releases.get("web", 1).command_id is None
 
@@ -204,14 +206,14 @@ def test_a_dead_invocations_send_claim_is_taken_over_without_sending_twice(
 
     # Then it leaves the release to its claimant
     assert deps.releases.get("web", 1).command_id is None
-    assert len(moto_shim.ssm_commands()) == 1
+    assert len(moto_gaps.commands()) == 1
 
     # When it runs after the claim outlived any invocation (91 s)
     clock[0] = T0 + controller.SEND_CLAIM_SECONDS + 1
     controller.converge(deps, "web")
 
     # Then it found the command the dead invocation sent and recorded it: none sent twice
-    assert len(moto_shim.ssm_commands()) == 1
+    assert len(moto_gaps.commands()) == 1
     assert deps.releases.get("web", 1).command_id == sent[0].command_id
 
 
@@ -253,7 +255,7 @@ def test_pushes_during_a_deploy_wait_and_only_the_newest_stays_pending(
         4: ReleaseStatus.PENDING,
     }
     assert [r.release for r in deps.releases.pending("web")] == [4]
-    assert len(moto_shim.ssm_commands()) == 1
+    assert len(moto_gaps.commands()) == 1
     assert deps.state.get("web").lock_owner == "web#1"
 
 
@@ -261,7 +263,7 @@ def test_a_paused_app_records_pushes_as_pending(deps: Any, registered_app: Any, 
     deps.state.set_paused("web", True, reason="incident")
     result = accept_push(deps, push(load_event, "1", "v1"))
     assert result.results[0].action == PushAction.PENDING
-    assert len(moto_shim.ssm_commands()) == 0
+    assert len(moto_gaps.commands()) == 0
     assert deps.pointer.get("web") is None
 
 
@@ -308,7 +310,7 @@ def test_a_deploy_whose_launch_template_version_is_refused_fails_and_is_put_back
     assert published[(2, "deploy_failed")]["dedupe_id"] == "web#2#failed"
     assert "InvalidParameterValue" in published[(2, "deploy_failed")]["reason"]
     # and no command was sent for release 2 (release 1's is the only one)
-    assert len(moto_shim.ssm_commands()) == 1
+    assert len(moto_gaps.commands()) == 1
 
 
 def test_a_deploy_that_cannot_find_its_group_is_failed_put_back_and_unlocked(
@@ -380,14 +382,14 @@ def test_a_throttled_start_is_retried_and_a_later_converge_completes_it_with_one
     # and the release is still DEPLOYING, holding the lock, with nothing sent
     assert deps.releases.get("web", 1).status == ReleaseStatus.DEPLOYING
     assert deps.state.get("web").lock_owner == "web#1"
-    assert len(moto_shim.ssm_commands()) == 0
+    assert len(moto_gaps.commands()) == 0
 
     # When EC2 answers again and a later trigger converges (its claim outlived the invocation)
     clock[0] = T0 + controller.SEND_CLAIM_SECONDS + 1
     report = controller.converge(ad, "web")
 
     # Then the release went out with exactly one SendCommand, its command recorded
-    commands = moto_shim.ssm_commands()
+    commands = moto_gaps.commands()
     assert len(commands) == 1
     started = deps.releases.get("web", 1)
     assert started.status == ReleaseStatus.DEPLOYING
@@ -530,4 +532,4 @@ def test_a_push_delivered_after_a_newer_one_is_superseded_at_once(
     assert deps.releases.get("web", 2).status == ReleaseStatus.SUPERSEDED
     assert deps.releases.pending("web") == []
     assert deps.state.get("web").lock_owner == "web#1"
-    assert len(moto_shim.ssm_commands()) == 1
+    assert len(moto_gaps.commands()) == 1
