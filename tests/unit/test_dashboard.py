@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployer.metrics_names import LifecycleMetric
+from deployer.metrics_names import DeployMetric
 from deployer.observability import Metric
 
 from tests.conftest import ROOT
@@ -33,7 +33,7 @@ def emitted() -> dict[str, str]:
     sources = "\n".join(
         p.read_text() for p in CORE.rglob("*.py") if p.name not in {"metrics_names.py", "observability.py"}
     )
-    for holder, prefix in ((LifecycleMetric, "LifecycleMetric"), (Metric, "Metric")):
+    for holder, prefix in ((DeployMetric, "DeployMetric"), (Metric, "Metric")):
         for attr, value in vars(holder).items():
             if attr.isupper() and re.search(rf"\b{prefix}\.{attr}\b", sources):
                 names[value] = f"{prefix}.{attr}"
@@ -57,12 +57,12 @@ def test_the_dashboard_covers_deploys_failures_durations_rollbacks_and_drift(
 ) -> None:
     shown = {m[1] for m in dashboard_metrics(template)}
     wanted = {
-        LifecycleMetric.DEPLOY_SUCCEEDED,
-        LifecycleMetric.DEPLOY_FAILED,
-        LifecycleMetric.DEPLOY_DURATION,
-        LifecycleMetric.ROLLBACKS,
-        LifecycleMetric.DRIFT_DETECTED,
-        LifecycleMetric.DEPLOY_CANCELLED,
+        DeployMetric.DEPLOY_SUCCEEDED,
+        DeployMetric.DEPLOY_FAILED,
+        DeployMetric.DEPLOY_DURATION,
+        DeployMetric.ROLLBACKS,
+        DeployMetric.DRIFT_DETECTED,
+        DeployMetric.DEPLOY_CANCELLED,
         "Errors",
         "Throttles",
         "ApproximateNumberOfMessagesVisible",

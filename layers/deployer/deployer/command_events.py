@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from deployer import controller, launch, markers
 from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
 from deployer.errors import DeployerError
-from deployer.metrics_names import LifecycleMetric
+from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import CommandInvocationStatusEvent, CommandStatusEvent, SsmStatus
 from deployer.models.records import HostOutcome
 from deployer.observability import count, logger
@@ -82,7 +82,7 @@ def record_outcome(
     if warning:
         # Live, but the old release was not stopped or images not pruned: the host serves and
         # the release is not failed for it; an operator should look at the host.
-        count(LifecycleMetric.HOST_WARNINGS)
+        count(DeployMetric.HOST_WARNINGS)
         logger.warning(
             "host live with a warning",
             app=app,
@@ -96,7 +96,7 @@ def record_outcome(
             "host not reached", app=app, release=release, instance_id=instance_id, status=outcome.status
         )
     elif not serving(outcome):
-        count(LifecycleMetric.HOSTS_FAILED)
+        count(DeployMetric.HOSTS_FAILED)
         logger.warning(
             "host failed",
             app=app,

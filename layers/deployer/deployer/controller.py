@@ -35,7 +35,7 @@ from deployer.adapters.launch_templates import GroupTemplate, release_version_de
 from deployer.adapters.transactions import Refused, Transaction
 from deployer.errors import AwsCallFailed, DeployerError, DeployInProgress, ImageNotFound
 from deployer.markers import OutboxEntry
-from deployer.metrics_names import LifecycleMetric
+from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import Pointer, Release, ReleaseSource, ReleaseStatus, utcnow
 from deployer.notify import DeployNotice, NoticeKind, summarize_hosts
@@ -460,7 +460,7 @@ def _end(  # noqa: PLR0917 - one decision's parts
         OutboxEntry(number, NoticeKind.STARTED.value).encode(),
     ]
     _count_end(release, ok=False)
-    count(LifecycleMetric.ROLLBACKS)
+    count(DeployMetric.ROLLBACKS)
     report.note(
         "release failed; rolling back",
         release=release.release,
@@ -916,7 +916,7 @@ def drain_outbox(ad: Adapters, app: str, entries: frozenset[str]) -> int:
             ad.state.outbox_done(app, raw)
         except DeployerError as exc:
             logger.error("notice not sent; it stays owed", app=app, entry=raw, error=str(exc))
-            count(LifecycleMetric.NOTICES_OWED)
+            count(DeployMetric.NOTICES_OWED)
     return published
 
 
@@ -966,5 +966,5 @@ def _count_end(release: Release, *, ok: bool) -> None:
     """Deploy metrics for a release that just ended."""
     if release.deploy_started_at is not None:
         duration = max((utcnow() - release.deploy_started_at).total_seconds(), 0.0)
-        metrics.add_metric(name=LifecycleMetric.DEPLOY_DURATION, unit="Seconds", value=duration)
-    count(LifecycleMetric.DEPLOY_SUCCEEDED if ok else LifecycleMetric.DEPLOY_FAILED)
+        metrics.add_metric(name=DeployMetric.DEPLOY_DURATION, unit="Seconds", value=duration)
+    count(DeployMetric.DEPLOY_SUCCEEDED if ok else DeployMetric.DEPLOY_FAILED)

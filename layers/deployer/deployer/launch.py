@@ -32,7 +32,7 @@ from deployer.adapters.lifecycle_hooks import LifecycleResult
 from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
 from deployer.builders import swap_parameters
 from deployer.errors import AppNotFound, DeployerError
-from deployer.metrics_names import LifecycleMetric
+from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import InstanceLaunchEvent, LifecycleActionDetail
 from deployer.models.records import utcnow
 from deployer.observability import count, logger
@@ -123,7 +123,7 @@ def on_launch(
             logger.error(
                 "instance never came online in SSM; abandoning the launch", app=config.app, extra=base
             )
-            count(LifecycleMetric.LAUNCH_ABANDONED)
+            count(DeployMetric.LAUNCH_ABANDONED)
             if not _complete(ad, detail, LifecycleResult.ABANDON):
                 return {**base, "action": "expired"}
             return {**base, "action": "abandon", "reason": "not online in SSM before the deadline"}
@@ -246,7 +246,7 @@ def on_swap_finished(ad: Adapters, tracked: TrackedCommand, ok: bool) -> dict[st
         _action_gone(tracked.instance_id, "complete", app=tracked.app, result=result.value)
         return {**base, "action": "expired"}
     if not ok:
-        count(LifecycleMetric.LAUNCH_ABANDONED)
+        count(DeployMetric.LAUNCH_ABANDONED)
     logger.info("launch completed", app=tracked.app, result=result.value, extra=base)
     return {**base, "action": result.value.lower()}
 
@@ -305,7 +305,7 @@ def _action_gone(instance_id: str, call: str, **context: Any) -> None:
         call=call,
         **context,
     )
-    count(LifecycleMetric.LAUNCH_ACTION_EXPIRED)
+    count(DeployMetric.LAUNCH_ACTION_EXPIRED)
 
 
 def _instance(d: LifecycleActionDetail | TrackedCommand) -> str:

@@ -1,9 +1,9 @@
-"""Metric names of the deploy lifecycle, so producers and the template's alarms agree."""
+"""Metric names of deploys, so producers and the template's alarms agree."""
 
 from __future__ import annotations
 
 
-class LifecycleMetric:
+class DeployMetric:
     DEPLOY_DURATION = "DeployDuration"
     DEPLOY_SUCCEEDED = "DeploySucceeded"
     DEPLOY_FAILED = "DeployFailed"

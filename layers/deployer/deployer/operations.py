@@ -17,7 +17,7 @@ from deployer.adapters.transactions import Refused, Transaction
 from deployer.admission import image_reference
 from deployer.errors import DeployerError, ReleaseNotFound
 from deployer.markers import OutboxEntry
-from deployer.metrics_names import LifecycleMetric
+from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import (
     CancelRequest,
     OperationRequest,
@@ -103,7 +103,7 @@ def rollback(ad: Adapters, request: RollbackRequest) -> dict[str, Any]:
         reason=reason,
         rollback_of=current.release if current is not None and current.release != target.release else None,
     )
-    count(LifecycleMetric.ROLLBACKS)
+    count(DeployMetric.ROLLBACKS)
     return {
         "action": "rollback",
         "app": config.app,
@@ -313,7 +313,7 @@ def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
             f"{config.app} release {release.release} ended or moved on before it could be cancelled; "
             "check status, then roll back if needed"
         ) from exc
-    count(LifecycleMetric.DEPLOY_CANCELLED)
+    count(DeployMetric.DEPLOY_CANCELLED)
     if release.command_id:
         ad.fleet.cancel(release.command_id)
     controller.converge(ad, config.app, config=config, token=token)

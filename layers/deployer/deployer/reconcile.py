@@ -19,7 +19,7 @@ from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
 from deployer.admission import follow_admission, image_reference
 from deployer.builders import swap_parameters
 from deployer.errors import DeployerError
-from deployer.metrics_names import LifecycleMetric
+from deployer.metrics_names import DeployMetric
 from deployer.models.records import Pointer, ReleaseSource, ReleaseStatus
 from deployer.observability import count, logger
 from deployer.verdicts import serving
@@ -60,7 +60,7 @@ def reconcile_app(ad: Adapters, config: AppConfig) -> dict[str, Any]:
         if known is None and newest.digest not in state.refused_digests:
             tag = newest.tags[0] if newest.tags else None
             drift["missed_push"] = newest.digest
-            count(LifecycleMetric.DRIFT_DETECTED)
+            count(DeployMetric.DRIFT_DETECTED)
             logger.warning("missed push found", app=app, digest=newest.digest, tag=tag, paused=state.paused)
             admitted = controller.admit(
                 ad,
@@ -110,7 +110,7 @@ def reconcile_app(ad: Adapters, config: AppConfig) -> dict[str, Any]:
             commands = _resend(ad, config, desired, drifted)
     items = len(drift.get("hosts", [])) + len({"pointer", "launch_template_version"} & set(drift))
     if items:
-        count(LifecycleMetric.DRIFT_DETECTED, items)
+        count(DeployMetric.DRIFT_DETECTED, items)
         logger.warning("drift repaired", app=app, release=desired.release, drift=drift, commands=commands)
     return {
         "action": "repaired" if items else "none",

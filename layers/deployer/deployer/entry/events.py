@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deployer import command_events
 from deployer.adapters import aws_errors
 from deployer.errors import DeployerError, InvalidEvent
-from deployer.metrics_names import LifecycleMetric
+from deployer.metrics_names import DeployMetric
 from deployer.models import describe_errors
 from deployer.models.lifecycle_events import (
     CommandInvocationStatusEvent,
@@ -71,7 +71,7 @@ def handle_operation(ad: Adapters, event: Any) -> dict[str, Any]:
             error=str(exc),
             error_type=type(exc).__name__,
         )
-        count(LifecycleMetric.OPERATION_REFUSED)
+        count(DeployMetric.OPERATION_REFUSED)
         raise
     return {"status": "ok", **result}
 
