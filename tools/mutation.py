@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tokenize
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,38 @@ DECISION_MODULES: dict[str, list[str]] = {
         "tests/test_agent_contract.py",
         "!tests/unit/test_contracts.py::test_user_data_reads_the_agent_from_the_swap_document_and_boots_the_release",
     ],
+    "layers/deployer/deployer/verdicts.py": [
+        "tests/unit/test_mutation_verdicts.py",
+        "tests/lifecycle/test_completion.py",
+    ],
+    "layers/deployer/deployer/markers.py": [
+        "tests/unit/test_markers_and_transactions.py",
+        "tests/unit/test_controller_requests.py",
+    ],
+    "layers/deployer/deployer/controller.py": [
+        "tests/unit/test_controller_decisions.py",
+        "tests/lifecycle/test_controller_decisions.py",
+        "tests/lifecycle/test_completion.py",
+        "tests/lifecycle/test_lock_and_burst.py",
+        "tests/lifecycle/test_operations.py",
+        "tests/unit/test_start_recovery.py",
+    ],
 }
+
+# Modules mutated in part: module -> the functions mutated ("name", or "Class.method" for a
+# method). Every other function of the module is left out: in the staging copy only (never in the
+# repository), its header gets mutmut's `# pragma: no mutate block`. For a module whose full run
+# is too slow: the decisions are mutated, the AWS steps they drive are not. A name listed here
+# that the module no longer has is an error (a renamed decision must not drop out unnoticed).
+DECISION_FUNCTIONS: dict[str, list[str]] = {
+    "layers/deployer/deployer/controller.py": [
+        "admit", "_hand_on", "_ending", "_replaces", "_decide", "_outbox_order", "_free_stale_lock",
+    ],
+}
+# Statements that only log or count (a call standing alone whose callee matches) are not mutated,
+# in any module: what a decision logs or counts is not what it decides, and the tests pin
+# decisions. Marked `# pragma: no mutate` on each of their lines, in the staging copy only.
+OBSERVABILITY_CALL = re.compile(r"^(logger\.\w+|report\.note|count|_count_end|metrics\.\w+)$")
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_PARENT = "layers/deployer"  # the directory that holds the `deployer` package
@@ -135,6 +167,11 @@ def stage(module: str, tests: list[str]) -> Path:
     for name in STAGED:
         if (ROOT / name).exists():
             (staging / name).symlink_to(ROOT / name)
+    mutated = staging / "src" / rel
+    source = exclude_observability(mutated.read_text())
+    if module in DECISION_FUNCTIONS:
+        source = exclude_functions(source, DECISION_FUNCTIONS[module], module)
+    mutated.write_text(source)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     selected = [t for t in tests if not t.startswith("!")]
     deselect = [arg for t in tests if t.startswith("!") for arg in ("--deselect", t[1:])]
@@ -159,6 +196,89 @@ def stage(module: str, tests: list[str]) -> Path:
         )
     )
     return staging
+
+
+def _functions(source: str) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Every top-level function and method of a module, by "name" / "Class.method"."""
+    found: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found[node.name] = node
+        elif isinstance(node, ast.ClassDef):
+            for member in node.body:
+                if isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef):
+                    found[f"{node.name}.{member.name}"] = member
+    return found
+
+
+def _header_colon_lines(source: str) -> dict[int, int]:
+    """`def` line -> the line of the colon that ends its header (after the signature)."""
+    ends: dict[int, int] = {}
+    start = None
+    depth = 0
+    for tok in tokenize.generate_tokens(iter(source.splitlines(keepends=True)).__next__):
+        if tok.type == tokenize.NAME and tok.string == "def" and start is None:
+            start, depth = tok.start[0], 0
+        elif start is not None and tok.type == tokenize.OP:
+            if tok.string in "([{":
+                depth += 1
+            elif tok.string in ")]}":
+                depth -= 1
+            elif tok.string == ":" and depth == 0:
+                ends[start] = tok.start[0]
+                start = None
+    return ends
+
+
+def _mark(lines: list[str], numbers: set[int], pragma: str) -> None:
+    """Append `pragma` as a comment to each line number given (1-based), in place."""
+    for number in sorted(numbers):
+        line = lines[number - 1]
+        body = line.rstrip("\r\n")
+        lines[number - 1] = f"{body}  {pragma}{line[len(body) :]}"
+
+
+def _callee(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_callee(node.value)}.{node.attr}"
+    return ""
+
+
+def exclude_observability(source: str) -> str:
+    """The source with every log or metric statement (OBSERVABILITY_CALL) marked
+    `# pragma: no mutate` on each of its lines (lines keep their numbers)."""
+    # Lines that end inside a string (a triple-quoted one) cannot take a comment.
+    in_string: set[int] = set()
+    for tok in tokenize.generate_tokens(iter(source.splitlines(keepends=True)).__next__):
+        if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+            in_string.update(range(tok.start[0], tok.end[0]))
+    marked: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and OBSERVABILITY_CALL.match(_callee(node.value.func))
+        ):
+            marked.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    lines = source.splitlines(keepends=True)
+    _mark(lines, marked - in_string, "# pragma: no mutate")
+    return "".join(lines)
+
+
+def exclude_functions(source: str, keep: list[str], module: str) -> str:
+    """The module's source with every function not in `keep` marked `# pragma: no mutate block`
+    on its header's last line (lines keep their numbers)."""
+    functions = _functions(source)
+    unknown = sorted(set(keep) - set(functions))
+    if unknown:
+        raise SystemExit(f"mutation: DECISION_FUNCTIONS of {module} names no function: {', '.join(unknown)}")
+    colons = _header_colon_lines(source)
+    lines = source.splitlines(keepends=True)
+    headers = {colons[node.lineno] for name, node in functions.items() if name not in keep}
+    _mark(lines, headers, "# pragma: no mutate block")
+    return "".join(lines)
 
 
 def _function_lines(source: str) -> dict[str, int]:
