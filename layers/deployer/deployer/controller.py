@@ -436,29 +436,20 @@ def _end(  # noqa: PLR0917 - one decision's parts
         report.note("release failed", release=release.release, reason=ending.reason)
         _count_end(release, ok=False)
         return tx.add("state", ad.state.change_item(change)), change
-    number = state.last_release + 1
-    rollback = new_record(
+    number = add_rollback(
+        ad,
         config,
-        number,
-        image=target.image,
-        digest=target.digest,
-        tag=target.tag,
-        source=ReleaseSource.ROLLBACK,
+        state,
+        tx,
+        change,
+        target=target,
+        of=release,
         reason=f"automatic rollback: release {release.release} failed: {ending.reason}",
         token=token,
-        now=ad.state.now(),
-        replaces=target.release,
-        rollback_of=release.release,
     )
-    tx.add("rollback", ad.releases.create_item(rollback))
-    change.expect_last = state.last_release
-    change.last_release = number
-    change.owner = markers.owner(app, number)
-    change.desired = number
-    change.add_outbox += [
-        OutboxEntry(release.release, NoticeKind.ROLLED_BACK.value, target.release).encode(),
-        OutboxEntry(number, NoticeKind.STARTED.value).encode(),
-    ]
+    change.add_outbox.insert(
+        0, OutboxEntry(release.release, NoticeKind.ROLLED_BACK.value, target.release).encode()
+    )
     _count_end(release, ok=False)
     count(DeployMetric.ROLLBACKS)
     report.note(
@@ -469,6 +460,43 @@ def _end(  # noqa: PLR0917 - one decision's parts
         reason=ending.reason,
     )
     return tx.add("state", ad.state.change_item(change)), change
+
+
+def add_rollback(
+    ad: Adapters,
+    config: AppConfig,
+    state: AppStateRecord,
+    tx: Transaction,
+    change: StateChange,
+    *,
+    target: Release,
+    of: Release,
+    reason: str,
+    token: str,
+) -> int:
+    """Add to a decision a rollback release to `target`'s image taking `of`'s place: recorded
+    DEPLOYING with the lock, the next number, desired, its `started` notice owed."""
+    number = state.last_release + 1
+    rollback = new_record(
+        config,
+        number,
+        image=target.image,
+        digest=target.digest,
+        tag=target.tag,
+        source=ReleaseSource.ROLLBACK,
+        reason=reason,
+        token=token,
+        now=ad.state.now(),
+        replaces=target.release,
+        rollback_of=of.release,
+    )
+    tx.add("rollback", ad.releases.create_item(rollback))
+    change.expect_last = state.last_release
+    change.last_release = number
+    change.owner = markers.owner(config.app, number)
+    change.desired = number
+    change.add_outbox.append(OutboxEntry(number, NoticeKind.STARTED.value).encode())
+    return number
 
 
 def _mark_rolled_back(ad: Adapters, tx: Transaction, rollback: Release) -> None:

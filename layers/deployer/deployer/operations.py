@@ -16,7 +16,6 @@ from deployer.adapters.app_state import StateChange
 from deployer.adapters.transactions import Refused, Transaction
 from deployer.admission import image_reference
 from deployer.errors import DeployerError, ReleaseNotFound
-from deployer.markers import OutboxEntry
 from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import (
     CancelRequest,
@@ -28,7 +27,6 @@ from deployer.models.lifecycle_events import (
     StatusRequest,
 )
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
-from deployer.notify import NoticeKind
 from deployer.observability import count, logger
 
 if TYPE_CHECKING:
@@ -281,29 +279,16 @@ def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
         else:
             change.clear_desired = True  # a first deploy: nothing to go back to, no pointer
     else:
-        number = state.last_release + 1
-        change.expect_last = state.last_release
-        change.last_release = number
-        change.owner = markers.owner(config.app, number)
-        change.desired = number
-        change.add_outbox.append(OutboxEntry(number, NoticeKind.STARTED.value).encode())
-        tx.add(
-            "rollback",
-            ad.releases.create_item(
-                controller.new_record(
-                    config,
-                    number,
-                    image=target.image,
-                    digest=target.digest,
-                    tag=target.tag,
-                    source=ReleaseSource.ROLLBACK,
-                    reason=f"cancel of release {release.release}: back to release {target.release}",
-                    token=token,
-                    now=ad.state.now(),
-                    replaces=target.release,
-                    rollback_of=release.release,
-                )
-            ),
+        controller.add_rollback(
+            ad,
+            config,
+            state,
+            tx,
+            change,
+            target=target,
+            of=release,
+            reason=f"cancel of release {release.release}: back to release {target.release}",
+            token=token,
         )
     tx.add("state", ad.state.change_item(change))
     try:
