@@ -16,6 +16,7 @@ from deployer.adapters.transactions import Refused, Transaction
 from deployer.admission import accept_push
 from deployer.entry.events import handle_operation
 from deployer.errors import AwsCallFailed, InvalidTransition
+from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import ReleaseSource, ReleaseStatus
 
@@ -724,3 +725,229 @@ def test_a_late_event_of_an_earlier_command_does_not_end_the_running_release(wor
     # And its own event, once SSM lists it done, ends it
     world.complete(second)
     assert world.release(2).status is ReleaseStatus.SUCCEEDED
+
+
+def test_a_terminal_event_ahead_of_ssm_s_listing_decides_the_release(world: World) -> None:
+    # Given release 1 deploying, its command still listed Pending by SSM
+    first = world.push(1, "v1")
+    assert first.command_id is not None
+    assert world.core.results.counts(first.command_id).status == "Pending"  # type: ignore[union-attr]
+    # When SSM's event says the command succeeded
+    answer = world.deliver(world.command_event(first.command_id, "Success"))
+    # Then the event decides: release 1 SUCCEEDED and the app is free
+    assert (answer["release_status"], answer["reason"]) == (
+        "SUCCEEDED",
+        "every targeted host is live on the release",
+    )
+    assert world.release(1).status is ReleaseStatus.SUCCEEDED
+    assert world.core.state.get("web").lock_owner is None
+
+
+def test_a_failed_event_for_a_command_ssm_does_not_list_fails_the_release_on_its_word(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given release 1 deploying, and SSM's ListCommands not knowing its command (yet)
+    first = world.push(1, "v1")
+    assert first.command_id is not None
+    monkeypatch.setattr(world.core.results, "counts", lambda _command_id: None)
+    # When SSM's event says the command failed
+    answer = world.deliver(world.command_event(first.command_id, "Failed"))
+    # Then, with no per-host answer to read, the release fails safe on the event's word
+    assert (answer["release_status"], answer["reason"]) == ("FAILED", "MaxErrors or more host(s) failed")
+    assert world.release(1).status is ReleaseStatus.FAILED
+
+
+def test_a_decision_overtaken_by_another_is_not_reported_as_made(world: World) -> None:
+    # Given what an invocation read while release 1 was deploying
+    first = world.push(1, "v1")
+    seen = (world.core.state.get("web"), world.release(1))
+    # and another invocation that decided its end meanwhile
+    _, commands = world.run_command(first)
+    world.deliver(commands[0])
+    assert world.release(1).status is ReleaseStatus.SUCCEEDED
+    # When the first decides from what it read
+    report = controller.converge(world.core, "web", known=seen)
+    # Then its decision is refused, it reads again, and it reports no end of its own
+    assert report.ended is None
+    assert world.core.state.get("web").lock_owner is None
+
+
+def test_a_lock_naming_a_pending_release_of_a_paused_app_starts_nothing(world: World) -> None:
+    # Given release 1 live and release 2 PENDING, named by the lock, while the app is paused
+    world.complete(world.push(1, "v1"))
+    handle_operation(world.ld, {"action": "pause", "app": "web"})
+    world.push(2, "v2")
+    _set_lock(world, "web#2")
+    # When the app converges
+    report = controller.converge(world.core, "web")
+    # Then nothing starts (and nothing fails)
+    assert report.command_id is None
+    assert world.release(2).status is ReleaseStatus.PENDING
+    assert _sent(world) == [1]
+
+
+def test_a_decision_dynamodb_fails_names_what_it_was_recording(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given release 1's command done in SSM, and DynamoDB failing transactions
+    first = world.push(1, "v1")
+    world.run_command(first)
+
+    def fails(**_kwargs: Any) -> Any:
+        raise ClientError(
+            {
+                "Error": {"Code": "InternalServerError", "Message": "boom"},
+                "ResponseMetadata": {"HTTPStatusCode": 500},
+            },
+            "TransactWriteItems",
+        )
+
+    monkeypatch.setattr(world.core.dynamodb, "transact_write_items", fails)
+    # When the app converges, then the failure says which decision could not be recorded
+    with pytest.raises(AwsCallFailed, match="recording a decision for web failed: InternalServerError"):
+        controller.converge(world.core, "web")
+    monkeypatch.undo()
+    assert world.release(1).status is ReleaseStatus.DEPLOYING
+
+
+def test_a_release_ending_while_the_app_is_paused_frees_it_and_the_next_one_waits(world: World) -> None:
+    # Given release 1 deploying, release 2 waiting, and the app paused
+    first = world.push(1, "v1")
+    world.push(2, "v2")
+    handle_operation(world.ld, {"action": "pause", "app": "web"})
+    # When release 1 succeeds
+    answer = world.complete(first)
+    # Then the app is free and release 2 waits for the resume
+    assert "next_release" not in answer
+    assert world.release(2).status is ReleaseStatus.PENDING
+    state = world.core.state.get("web")
+    assert (state.lock_owner, state.desired) == (None, 1)
+    assert _sent(world) == [1]
+
+
+def test_an_automatic_rollback_skips_a_release_whose_image_is_gone_from_ecr(world: World) -> None:
+    # Given releases 1 and 2 live in turn, release 2's image deleted from ECR, release 3 deploying
+    first = world.push(1, "v1")
+    world.complete(first)
+    second = world.push(2, "v2")
+    world.complete(second)
+    client("ecr").batch_delete_image(repositoryName="web", imageIds=[{"imageDigest": second.digest}])
+    third = world.push(3, "v3")
+    # When release 3 fails
+    answer = world.complete(third, failures={world.instances[0]: "health"})
+    # Then the rollback goes to release 1, whose image is still there
+    rollback = world.release(answer["rollback_release"])
+    assert (rollback.digest, rollback.replaces, rollback.rollback_of) == (first.digest, 1, 3)
+
+
+# ------------------------------------------------------------------ push acceptance (admission.py)
+def _accept(world: World, n: int | None, tag: str | None, *, digest: str | None = None) -> dict[str, Any]:
+    """Deliver a push of image n (or of `digest`) tagged `tag`; the push's answer as a dict."""
+    pushed = digest or world.image(n or 0, tag)
+    return accept_push(world.core, parse_push_event(world.push_event(pushed, tag))).as_dict()
+
+
+def _result(answer: dict[str, Any]) -> tuple[Any, ...]:
+    (only,) = answer["results"]
+    return (only["app"], only["action"], only["reason"], only["release"])
+
+
+def test_a_push_answer_names_the_event_the_image_and_what_each_app_did(world: World) -> None:
+    answer = _accept(world, 1, "v1")
+    release = world.release(1)
+    assert answer == {
+        "event_id": "00000000-0000-4000-8000-000000000001",
+        "repository": "web",
+        "digest": digest_of(1),
+        "tag": "v1",
+        "results": [
+            {
+                "app": "web",
+                "action": "started",
+                "reason": "deploy started",
+                "release": 1,
+                "command_id": release.command_id,
+            }
+        ],
+    }
+    assert release.command_id is not None
+    assert release.image == f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/web@{digest_of(1)}"
+    assert (release.tag, release.reason, release.source) == ("v1", "push of v1", ReleaseSource.PUSH)
+    assert release.event_id == answer["event_id"]
+
+
+def test_a_push_to_a_repository_no_app_deploys_is_answered_with_no_results(world: World) -> None:
+    event = world.push_event(world.image(1, "v1"), "v1")
+    event["detail"]["repository-name"] = "another"
+    answer = accept_push(world.core, parse_push_event(event)).as_dict()
+    assert (answer["repository"], answer["results"]) == ("another", [])
+    assert world.core.releases.list_recent("web", 100) == []
+
+
+def test_pushes_an_app_does_not_deploy_are_ignored_saying_why(world: World) -> None:
+    config = AppConfig.parse({**world.config.to_document(), "tag_filter": ["v*"]})
+    world.core.apps.put(config)
+    assert _result(_accept(world, 1, None)) == ("web", "ignored", "untagged push", None)
+    assert _result(_accept(world, 2, "staging-2")) == (
+        "web",
+        "ignored",
+        "tag staging-2 does not pass the filter",
+        None,
+    )
+    assert world.core.releases.list_recent("web", 100) == []
+
+
+def test_each_admission_is_answered_with_what_became_of_the_push(
+    world_no_rollback: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = world_no_rollback
+    # a push that deploys at once, then one that waits behind it
+    first = _accept(world, 1, "v1")
+    assert _result(first) == ("web", "started", "deploy started", 1)
+    assert _result(_accept(world, 2, "v2")) == ("web", "pending", "another deploy is in progress", 2)
+    # the same push delivered again while its release deploys: that release, still started
+    again = accept_push(
+        world.core, parse_push_event(world.push_event(digest_of(1), "v1") | {"id": first["event_id"]})
+    ).as_dict()
+    assert _result(again) == ("web", "started", "deploy started", 1)
+    assert again["results"][0]["command_id"] == world.release(1).command_id
+    # and once it ended: that release, ignored, naming its fate
+    world.complete(world.release(1))
+    replay = accept_push(
+        world.core, parse_push_event(world.push_event(digest_of(1), "v1") | {"id": first["event_id"]})
+    ).as_dict()
+    assert _result(replay) == ("web", "ignored", "admitted before as release 1 (SUCCEEDED)", 1)
+    # a digest that failed is refused when pushed again
+    world.complete(world.release(2), failures={world.instances[0]: "health"})
+    assert _result(_accept(world, None, "v2-again", digest=digest_of(2))) == (
+        "web",
+        "refused",
+        "digest failed before and is refused",
+        None,
+    )
+    # a push whose start fails for good: recorded, failed, saying why
+    _send_fails_once(world, monkeypatch, "InvalidDocument")
+    assert _result(_accept(world, 3, "v3")) == (
+        "web",
+        "failed",
+        "could not start: SendCommand failed: InvalidDocument",
+        3,
+    )
+
+
+def test_a_late_push_is_answered_superseded(world: World) -> None:
+    _accept(world, 1, "v1")
+    event = world.push_event(world.image(2, "v2"), "v2")
+    event["time"] = "2001-01-01T00:00:00Z"
+    answer = accept_push(world.core, parse_push_event(event)).as_dict()
+    assert _result(answer) == ("web", "superseded", "a newer push arrived first", 2)
+
+
+def test_a_waiting_push_supersedes_the_older_waiting_ones(world: World) -> None:
+    _accept(world, 1, "v1")
+    _accept(world, 2, "v2")
+    assert _result(_accept(world, 3, "v3")) == ("web", "pending", "another deploy is in progress", 3)
+    assert (world.release(2).status, world.release(2).status_reason) == (
+        ReleaseStatus.SUPERSEDED,
+        "superseded by release 3",
+    )
