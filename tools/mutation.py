@@ -80,6 +80,10 @@ DECISION_MODULES: dict[str, list[str]] = {
         "tests/lifecycle/test_completion.py",
         "tests/unit/test_start_recovery.py",
     ],
+    "layers/deployer/deployer/admission.py": [
+        "tests/lifecycle/test_controller_decisions.py",
+        "tests/unit/test_on_image_push.py",
+    ],
 }
 
 # Modules mutated in part: module -> the functions mutated ("name", or "Class.method" for a
@@ -100,6 +104,7 @@ DECISION_FUNCTIONS: dict[str, list[str]] = {
         "_start",
         "_hand_on",
         "_end",
+        "add_rollback",
         "_mark_rolled_back",
         "rollback_target",
         "admit",

@@ -1,8 +1,14 @@
 """The local cloud for end-to-end tests: one per module (starting it, warming five Lambda
-workers and booting hosts is the expensive part), with helpers that read its state."""
+workers and booting hosts is the expensive part), with helpers that read its state.
+
+Tests share the cloud, never what another test did to it: a test that needs an app in some
+state gets it from its module's fixture, which reads the state back from the cloud, reuses the
+app when it is already there and otherwise sets it up (on a fresh app when it cannot be reached
+from the current one), so every test passes alone, in any order, and after a failed one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -86,3 +92,12 @@ def boot_fleet(cloud: LocalCloud, app: str, hosts: int, **config: Any) -> dict[s
     cloud.fleet.wait_settled(240)
     cloud.settle(120)
     return v1
+
+
+def retire(cloud: LocalCloud, app: str) -> None:
+    """Terminate an app's hosts (a fixture starting afresh on a new app no longer needs them)."""
+    assert cloud.fleet is not None
+    with contextlib.suppress(TimeoutError):
+        cloud.settle()
+    for host in cloud.fleet.live(f"{app}-asg"):
+        cloud.fleet.terminate(host.instance_id)

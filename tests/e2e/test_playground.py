@@ -1,21 +1,28 @@
 """The playground: `make up` leaves a local cloud running, the `deployer` CLI works against it from
 the environment `.localcloud/env` gives, a `docker push` deploys like an ECR push, and
-`make down` leaves nothing behind. One playground for the module (in a temporary directory, so
-a developer's own playground is untouched); the steps run in order."""
+`make down` leaves nothing behind. One playground directory for the module (a temporary one, so
+a developer's own playground is untouched). `make up` is the expensive part, so the playground is
+shared, but no test relies on what another did to it: each asks the `playground` fixture for the
+state it starts from (up; as `make up` left it; a broken release deployed), which the fixture
+reads back and, when the playground is not in that state, brings it to (`make up` again after a
+test took it down, `make down` + `make up` when a test needs it untouched)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from deployer.settings import Settings
 
@@ -37,24 +44,110 @@ def make(target: str, state: Path, timeout: float = 900) -> subprocess.Completed
     )
 
 
+class Playground:
+    """The module's playground, brought to the state a test starts from."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.made: list[tuple[Any, ...]] = []  # the history as `make up` left it
+
+    def up(self) -> Path:
+        """The playground is up (started unless it is)."""
+        if not self.answers():
+            started = make("up", self.state)
+            assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+            self.made = self.rows()
+        return self.state
+
+    def answers(self) -> bool:
+        """Its env file is there and its endpoint takes connections (`playground.healthy` asks the
+        endpoint for all of moto's data, most of a second per test)."""
+        env = paths(self.state)["env"]
+        if not env.exists():
+            return False
+        endpoint = urllib.parse.urlsplit(read_env(env).get("AWS_ENDPOINT_URL", ""))
+        address = (endpoint.hostname or "127.0.0.1", endpoint.port or 80)
+        try:
+            socket.create_connection(address, timeout=2).close()
+        except OSError:
+            return False
+        return True
+
+    def env(self) -> dict[str, str]:
+        """A shell after `source .localcloud/env`, with nothing of the caller's AWS setup."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return {**base, **read_env(paths(self.up())["env"]), "COLUMNS": "200"}
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """(release, tag, status, source) of every release of the app, read from the releases
+        table directly (in-process: the CLI costs a second per call, and the fixture asks often)."""
+        env = self.env()
+        ddb = boto3.client(
+            "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+        items = ddb.query(
+            TableName=env["RELEASES_TABLE"], KeyConditionExpression="app = :a",
+            ExpressionAttributeValues={":a": {"S": APP}},
+        )["Items"]
+        plain = [{k: next(iter(v.values())) for k, v in item.items()} for item in items]
+        return sorted((int(r["release"]), r.get("tag"), r.get("status"), r.get("source")) for r in plain)
+
+    def as_made(self) -> dict[str, str]:
+        """Up, and nothing deployed since `make up`."""
+        return self.fresh_unless(lambda rows: rows == self.made)
+
+    def fresh_unless(self, wanted: Callable[[list[tuple[Any, ...]]], bool]) -> dict[str, str]:
+        """Up, with a history that is `wanted`; a fresh playground (down, up) when it is not."""
+        self.up()
+        if not wanted(self.rows()):
+            self.down()
+            self.up()
+        return self.env()
+
+    def with_broken_deployed(self) -> dict[str, str]:
+        """Up, with the broken image deployed once (and rolled back)."""
+        env = self.env()
+        if all(row[1] != "broken" for row in self.rows()):
+            proc = deployer(env, "deploy", APP, "--tag", "broken", "--wait")
+            assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr
+        return env
+
+    def without_tag(self, tag: str) -> dict[str, str]:
+        """Up, and no release of `tag` yet."""
+        return self.fresh_unless(lambda rows: all(row[1] != tag for row in rows))
+
+    def down(self) -> None:
+        make("down", self.state)
+
+
 @pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]:
     if not docker_ready():
         pytest.fail("the e2e tests need the Docker engine and nginx (tools/services.sh start)")
-    state = tmp_path_factory.mktemp("playground") / ".localcloud"
-    started = make("up", state)
-    assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+    pg = Playground(tmp_path_factory.mktemp("playground") / ".localcloud")
     try:
-        yield state
+        yield pg
     finally:
-        make("down", state)
+        pg.down()
 
 
-@pytest.fixture(scope="module")
-def shell_env(state: Path) -> dict[str, str]:
-    """A shell after `source .localcloud/env`, with nothing of the caller's AWS setup."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return {**base, **read_env(paths(state)["env"]), "COLUMNS": "200"}
+@pytest.fixture
+def state(playground: Playground) -> Path:
+    """The playground's directory, the playground up."""
+    return playground.up()
+
+
+@pytest.fixture
+def shell_env(playground: Playground) -> dict[str, str]:
+    """A shell after `source .localcloud/env` of the playground, up."""
+    return playground.env()
+
+
+@pytest.fixture
+def as_made_env(playground: Playground) -> dict[str, str]:
+    """The shell of a playground as `make up` left it: nothing deployed since."""
+    return playground.as_made()
 
 
 def deployer(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -95,8 +188,8 @@ def test_the_env_file_gives_the_endpoint_credentials_region_and_the_stacks_outpu
     assert out.stdout.strip() == settings.apps_table
 
 
-def test_status_shows_web_on_v1_on_three_hosts_without_drift(shell_env: dict[str, str]) -> None:
-    proc = deployer(shell_env, "--json", "status", APP)
+def test_status_shows_web_on_v1_on_three_hosts_without_drift(as_made_env: dict[str, str]) -> None:
+    proc = deployer(as_made_env, "--json", "status", APP)
     assert proc.returncode == 0, proc.stderr
     view = json.loads(proc.stdout)
     assert view["app"] == APP
@@ -107,8 +200,8 @@ def test_status_shows_web_on_v1_on_three_hosts_without_drift(shell_env: dict[str
     assert view["launch_template"]["in_sync"]
 
 
-def test_history_has_v1_succeeded_and_the_broken_push_not_deployed(shell_env: dict[str, str]) -> None:
-    rows = history(shell_env)
+def test_history_has_v1_succeeded_and_the_broken_push_not_deployed(as_made_env: dict[str, str]) -> None:
+    rows = history(as_made_env)
     assert [(r["tag"], r["status"]) for r in rows] == [("v1", "SUCCEEDED")]
     assert rows[0]["source"] == "push"
 
@@ -146,8 +239,12 @@ def test_an_invalid_config_is_refused_in_one_line(shell_env: dict[str, str], tmp
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_a_docker_push_to_the_local_registry_deploys_like_an_ecr_push(shell_env: dict[str, str]) -> None:
-    # Given an image pushed with docker to $DEPLOYER_LOCAL_REGISTRY/web:v2
+def test_a_docker_push_to_the_local_registry_deploys_like_an_ecr_push(
+    playground: Playground,
+) -> None:
+    # Given a playground where web:v2 was never pushed
+    shell_env = playground.without_tag("v2")
+    # and an image pushed with docker to $DEPLOYER_LOCAL_REGISTRY/web:v2
     local = "localcloud/playground-test:v2"
     image_id = build_app_image(local, 2, app=APP)
     remote = f"{shell_env['DEPLOYER_LOCAL_REGISTRY']}/{APP}:v2"
@@ -174,15 +271,21 @@ def test_a_docker_push_to_the_local_registry_deploys_like_an_ecr_push(shell_env:
 def test_deploy_wait_of_the_broken_image_exits_2_and_names_the_health_failure(
     shell_env: dict[str, str],
 ) -> None:
+    # Given the app on a good release
+    before = json.loads(deployer(shell_env, "--json", "status", APP).stdout)["current"]["tag"]
+    assert before != "broken"
+    # When the broken image is deployed by name
     proc = deployer(shell_env, "deploy", APP, "--tag", "broken", "--wait")
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr
     assert "health" in (proc.stdout + proc.stderr).lower()
     status = json.loads(deployer(shell_env, "--json", "status", APP).stdout)
-    assert status["current"]["tag"] == "v2"  # back on the last good release
+    assert status["current"]["tag"] == before  # back on the last good release
 
 
-def test_logs_show_the_swap_output_and_the_app_containers_lines(shell_env: dict[str, str]) -> None:
-    # The broken release's container wrote why it is broken; the forwarder shipped it as awslogs would
+def test_logs_show_the_swap_output_and_the_app_containers_lines(playground: Playground) -> None:
+    # Given the broken image deployed once: its container wrote why it is broken
+    shell_env = playground.with_broken_deployed()
+    # Then the forwarder shipped that line as awslogs would
     deadline = time.monotonic() + 30
     while True:
         proc = deployer(shell_env, "--json", "logs", APP, "--since", "30m")

@@ -122,11 +122,16 @@ def test_what_moto_skips_exists_after_the_gap_filler(
 
 def test_a_type_moto_skips_that_no_gap_filler_knows_is_an_error(aws: Clients) -> None:
     # Given a stack whose template has a resource moto's CloudFormation does not create
+    # (removed afterwards: the module's other tests read the account the stack fixture deployed to)
     template = {"Resources": {"Rule": {"Type": "AWS::CloudWatch::InsightRule", "Properties": {}}}}
-    aws.client("cloudformation").create_stack(StackName="gap", TemplateBody=json.dumps(template))
-    # Then the gap-filler refuses to pretend the stack is complete
-    with pytest.raises(cfn_gaps.UnfilledGap, match="Rule"):
-        cfn_gaps.fill(aws, "gap", template)
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(StackName="gap", TemplateBody=json.dumps(template))
+    try:
+        # Then the gap-filler refuses to pretend the stack is complete
+        with pytest.raises(cfn_gaps.UnfilledGap, match="Rule"):
+            cfn_gaps.fill(aws, "gap", template)
+    finally:
+        cfn.delete_stack(StackName="gap")
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,10 @@ from deployer.adapters.app_state import AppState
 from deployer.adapters.transactions import Refused, Transaction
 from deployer.admission import accept_push
 from deployer.entry.events import handle_operation
-from deployer.errors import AwsCallFailed, InvalidTransition
+from deployer.errors import AwsCallFailed, DeployInProgress, InvalidTransition
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
-from deployer.models.records import ReleaseSource, ReleaseStatus
+from deployer.models.records import Pointer, ReleaseSource, ReleaseStatus
 
 from tests.conftest import ACCOUNT, REGION
 from tests.lifecycle.conftest import World, client, digest_of, notifications
@@ -951,3 +951,95 @@ def test_a_waiting_push_supersedes_the_older_waiting_ones(world: World) -> None:
         ReleaseStatus.SUPERSEDED,
         "superseded by release 3",
     )
+
+
+def test_an_operator_deploy_while_a_deploy_runs_is_refused_saying_what_to_do(world: World) -> None:
+    world.complete(world.push(1, "v1"))
+    world.push(2, "v2")
+    with pytest.raises(DeployInProgress) as refused:
+        handle_operation(world.ld, {"action": "rollback", "app": "web", "to": 1})
+    assert (
+        str(refused.value)
+        == "web is deploying (web#2); wait until it ends, or cancel it, then run this again"
+    )
+    assert world.core.state.get("web").last_release == 2
+
+
+def test_a_promote_deploys_a_refused_digest_and_lifts_its_refusal(world_no_rollback: World) -> None:
+    world = world_no_rollback
+    # Given release 2's digest refused after it failed
+    world.complete(world.push(1, "v1"))
+    second = world.push(2, "v2")
+    world.complete(second, failures={world.instances[0]: "health"})
+    assert second.digest in world.core.state.get("web").refused_digests
+    # When an operator promotes it
+    answer = handle_operation(world.ld, {"action": "promote", "app": "web", "to": 2})
+    # Then it deploys as release 3 and pushes of it are accepted again
+    assert answer["release"] == 3
+    assert world.release(3).digest == second.digest
+    assert second.digest not in world.core.state.get("web").refused_digests
+
+
+def test_a_release_records_when_its_image_was_pushed_and_a_waiting_one_replaces_nothing_yet(
+    world: World,
+) -> None:
+    pushed = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    first = _admit_push(world, 1, pushed_at=pushed)
+    assert world.release(first.release or 0).pushed_at == pushed
+    waiting = _admit_push(world, 2, pushed_at=pushed + timedelta(seconds=1))
+    record = world.release(waiting.release or 0)
+    assert (record.status, record.replaces, record.pushed_at) == (
+        ReleaseStatus.PENDING,
+        None,
+        pushed + timedelta(seconds=1),
+    )
+
+
+def test_a_start_replaces_the_desired_release_not_whatever_the_pointer_says(world: World) -> None:
+    # Given releases 1 and 2 live in turn, and the pointer moved back to release 1 by hand
+    world.complete(world.push(1, "v1"))
+    world.complete(world.push(2, "v2"))
+    world.core.pointer.put(Pointer.for_release(world.release(1)))
+    # When release 3 is pushed, it replaces release 2 (the desired one)
+    assert world.push(3, "v3").replaces == 2
+
+
+def test_a_start_after_a_first_deploy_that_never_started_replaces_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a first deploy that could not start (no pointer, nothing desired)
+    _send_fails_once(world, monkeypatch, "InvalidDocument")
+    world.push(1, "v1")
+    assert world.core.pointer.get("web") is None
+    # When release 2 is pushed, it starts replacing nothing
+    second = world.push(2, "v2")
+    assert (second.status, second.replaces) == (ReleaseStatus.DEPLOYING, None)
+
+
+def test_a_push_admitted_on_a_read_from_before_a_pause_waits(world: World) -> None:
+    # Given an invocation that read the app free and unpaused, then an operator's pause
+    stale = world.core.state.get("web")
+    handle_operation(world.ld, {"action": "pause", "app": "web"})
+    # When it admits a push from what it read
+    admitted = _admit_push(world, 1, state=stale)
+    # Then the push waits: the pause won
+    assert (admitted.release, admitted.started, admitted.paused) == (1, False, True)
+    assert world.release(1).status is ReleaseStatus.PENDING
+    assert world.core.state.get("web").lock_owner is None
+
+
+def test_an_admission_dynamodb_fails_names_the_release_it_was_recording(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(**_kwargs: Any) -> Any:
+        raise ClientError(
+            {
+                "Error": {"Code": "InternalServerError", "Message": "boom"},
+                "ResponseMetadata": {"HTTPStatusCode": 500},
+            },
+            "TransactWriteItems",
+        )
+
+    monkeypatch.setattr(world.core.dynamodb, "transact_write_items", fails)
+    with pytest.raises(AwsCallFailed, match=r"^recording release 1 of web failed: InternalServerError"):
+        _admit_push(world, 1)
