@@ -12,17 +12,17 @@ bootstrap = $(if $(BOOTSTRAPPED),,tools/bootstrap.sh $(1))
 
 demo:
 	$(call bootstrap,demo)
-	$(PY) -m localcloud.demo
+	$(PY) -m localcloud.stories.demo
 
 # The playground: a local cloud left running in the background (web on 3 hosts; README,
 # "The playground"). up writes .localcloud/env; down removes everything up created.
 up:
 	$(call bootstrap,demo)
-	$(PY) -m localcloud.playground up
+	$(PY) -m localcloud.stories.playground up
 
 down:
 	$(call bootstrap,demo)
-	$(PY) -m localcloud.playground down
+	$(PY) -m localcloud.stories.playground down
 
 # Everything CI checks: linters, the SAM build, every test (unit, integration, e2e), then the
 # fault-injection suite, which must converge in every case.

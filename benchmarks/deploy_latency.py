@@ -7,7 +7,7 @@ is SUCCEEDED and every host serves the new image. The app rolls with MaxConcurre
 Both flows use the busybox test app plus a random layer of BENCH_IMAGE_MB megabytes
 (default 100; 0 for the bare 1 MB app).
 The baseline, in the same run on the same machine, is the old flow on as many plain hosts:
-one host after another, pull, restart, nginx reload (`localcloud.oldflow`).
+one host after another, pull, restart, nginx reload (`localcloud.stories.oldflow`).
 Prints progress on stderr and `BENCH {"hosts": [...], "seconds": [...], "sequential_seconds": [...]}`.
 """
 
@@ -21,9 +21,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from localcloud import breakdown
 from localcloud.cloud import LocalCloud, Timeline
-from localcloud.oldflow import OldHost, publish, sequential_deploy
+from localcloud.stories import breakdown
+from localcloud.stories.oldflow import OldHost, publish, sequential_deploy
 
 SIZES = [1, 5, 10]
 APP = "bench"

@@ -6,7 +6,7 @@ The local cloud runs the real stack on a fleet of HOSTS hosts (MaxConcurrency 10
 v1 and then v2. The clock runs from invoking the rollback function until every host serves v1
 again: a pointer move plus a swap to the image the hosts retained (no pull). The baseline, in
 the same run, is the old rollback on as many plain hosts: pull the old image, re-tag it
-`latest`, push it, redeploy host after host (pull, restart, nginx reload) (`localcloud.oldflow`).
+`latest`, push it, redeploy host after host (pull, restart, nginx reload) (`localcloud.stories.oldflow`).
 "Serving" is observed, not inferred: each host's nginx is asked for `/` every 10 ms until it
 answers with v1's body. Prints where the time went, on stderr: invoke → the rollback function
 answered → swap command picked up → each host's script and agent phases → that host serving
@@ -34,11 +34,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from localcloud import breakdown
 from localcloud.cloud import LocalCloud, Timeline
-from localcloud.images import SERVERS, build_app_image, release_body
-from localcloud.oldflow import OldHost, old_rollback, publish, sequential_deploy
-from localcloud.sandbox import HostSandbox, free_port
+from localcloud.hosts.images import SERVERS, build_app_image, release_body
+from localcloud.hosts.sandbox import HostSandbox, free_port
+from localcloud.stories import breakdown
+from localcloud.stories.oldflow import OldHost, old_rollback, publish, sequential_deploy
 
 HOSTS = 5
 APP = "bench"

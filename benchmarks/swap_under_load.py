@@ -38,10 +38,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from localcloud.images import ECHO_PATH, SLOW_PATH, AppImage, publish_app_image, release_body, remove_images
-from localcloud.load import LoadGenerator, LoadResult
-from localcloud.registry import Registry
-from localcloud.sandbox import HostSandbox
+from localcloud.hosts.images import (
+    ECHO_PATH,
+    SLOW_PATH,
+    AppImage,
+    publish_app_image,
+    release_body,
+    remove_images,
+)
+from localcloud.hosts.load import LoadGenerator, LoadResult
+from localcloud.hosts.registry import Registry
+from localcloud.hosts.sandbox import HostSandbox
 
 APP = "web"
 PHASES = ("lock", "pull", "start", "health", "switch", "drain", "cleanup", "total")

@@ -1,16 +1,16 @@
 """The local cloud: the stack of the deployable template (build/template.yaml) on this machine.
 
 `LocalCloud` wires the stand-ins together:
-- AWS APIs: an in-process moto server on 127.0.0.1 (`localcloud.motoserver`) with the gaps
-  filled (`localcloud.moto_gaps`, `localcloud.invoke_gap`);
-- the stack: deployed as AWS would (`localcloud.stack`: package, SAM transform, CloudFormation
-  `create_stack`, then `localcloud.cfn_gaps`); every stand-in acts on what the stack created;
-- EventBridge: `localcloud.eventbridge` with the stack's rules, read with the events API;
-- Lambda: `localcloud.lambdas`, one warm worker process per function of the stack;
-- ECR: the Debian registry (`localcloud.registry`); `push()` builds an image, pushes it, stores
+- AWS APIs: an in-process moto server on 127.0.0.1 (`localcloud.aws.motoserver`) with the gaps
+  filled (`localcloud.moto_gaps`, `localcloud.aws.invoke_gap`);
+- the stack: deployed as AWS would (`localcloud.aws.stack`: package, SAM transform, CloudFormation
+  `create_stack`, then `localcloud.aws.cfn_gaps`); every stand-in acts on what the stack created;
+- EventBridge: `localcloud.aws.eventbridge` with the stack's rules, read with the events API;
+- Lambda: `localcloud.aws.lambdas`, one warm worker process per function of the stack;
+- ECR: the Debian registry (`localcloud.hosts.registry`); `push()` builds an image, pushes it, stores
   the same manifest in moto's repository and emits the ECR push event with the real digest;
-- EC2 / Auto Scaling / SSM: `localcloud.fleet` (hosts are `HostSandbox`es booting the real user
-  data) and `localcloud.ssm_agent` (runs the real document on them).
+- EC2 / Auto Scaling / SSM: `localcloud.aws.fleet` (hosts are `HostSandbox`es booting the real user
+  data) and `localcloud.aws.ssm_agent` (runs the real document on them).
 Development tooling only: no Lambda code imports it.
 """
 
@@ -28,17 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localcloud import invoke_gap, moto_gaps
-from localcloud.eventbridge import Delivery, EventBus, envelope
-from localcloud.fleet import Fleet
-from localcloud.images import build_app_image, push_image, remove_images
-from localcloud.lambdas import LambdaService
-from localcloud.motoserver import ACCOUNT, MotoServer
-from localcloud.push_events import PushEvents
-from localcloud.registry import Registry
-from localcloud.sqs_source import SqsSource
-from localcloud.ssm_agent import CommandRun, SsmAgents
-from localcloud.stack import Stack, deploy
+from localcloud import moto_gaps
+from localcloud.aws import invoke_gap
+from localcloud.aws.eventbridge import Delivery, EventBus, envelope
+from localcloud.aws.fleet import Fleet
+from localcloud.aws.lambdas import LambdaService
+from localcloud.aws.motoserver import ACCOUNT, MotoServer
+from localcloud.aws.push_events import PushEvents
+from localcloud.aws.sqs_source import SqsSource
+from localcloud.aws.ssm_agent import CommandRun, SsmAgents
+from localcloud.aws.stack import Stack, deploy
+from localcloud.hosts.images import build_app_image, push_image, remove_images
+from localcloud.hosts.registry import Registry
 from tools.render_template import ensure_built
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +114,7 @@ class LocalCloud:
         registry_events: bool = False,
     ) -> None:
         """`registry_events`: a `docker push` to the registry emits ECR's push event
-        (`localcloud.push_events`; the playground). Leave it off where `push()` is used: it
+        (`localcloud.aws.push_events`; the playground). Leave it off where `push()` is used: it
         mirrors and emits itself."""
         self._own_root = root_dir is None
         self.root = Path(root_dir) if root_dir else Path(tempfile.mkdtemp(prefix="localcloud-"))
@@ -150,7 +151,7 @@ class LocalCloud:
         self.stack = stk = deploy(self.moto, self.template_path, self.stack_name, self.parameters)
         self.log(
             f"stack {stk.name} {stk.status}: {len(stk.physical)} resources; "
-            f"{len(stk.gap_filled)} filled in by localcloud.cfn_gaps"
+            f"{len(stk.gap_filled)} filled in by localcloud.aws.cfn_gaps"
         )
         for topic in stk.of_type("AWS::SNS::Topic").values():
             self.notifications_queue(topic)
@@ -310,7 +311,7 @@ class LocalCloud:
         and the app's config in the apps table, as an operator would set them up."""
         assert self.registry is not None
         assert self.stack is not None
-        from localcloud.sandbox import free_port  # noqa: PLC0415
+        from localcloud.hosts.sandbox import free_port  # noqa: PLC0415
 
         repository = repository or app
         group = f"{app}-asg"

@@ -9,7 +9,7 @@ Two ways to apply the same patches:
 - process-wide, for the local cloud's in-process moto server: `install_process_wide()` while a
   local cloud runs, `uninstall_process_wide()` when the last one stops (so other tests in the
   same process see plain moto); its state is `CLOUD`, where the fleet and SSM stand-ins
-  (`localcloud.fleet`, `localcloud.ssm_agent`) register hosts and record results.
+  (`localcloud.aws.fleet`, `localcloud.aws.ssm_agent`) register hosts and record results.
 
 It lives in localcloud/, not tests/, because the local cloud needs it in the `demo` environment,
 which has no pytest and no test tree to import (`tools/bootstrap.sh demo`); tests already import
@@ -32,7 +32,7 @@ The gaps, each filled as AWS documents the behaviour:
    stand-in), which `get_command_invocation`, `list_commands` and `list_command_invocations`
    then report as SSM does: the detail (Incomplete, Undeliverable, Delivery Timed Out,
    Terminated, ...) in `StatusDetails`, botocore's coarse enum value in `Status`
-   (`localcloud.ratecontrol` maps one to the other), and the count of Delivery Timed Out
+   (`localcloud.aws.ratecontrol` maps one to the other), and the count of Delivery Timed Out
    invocations in `DeliveryTimedOutCount` (moto always answers 0).
 5. `send_command` accepts any parameters: like SSM, it refuses (InvalidParameters) a value that
    fails the document parameter's `allowedPattern` or `allowedValues`, an unknown parameter or a
@@ -47,7 +47,7 @@ The gaps, each filled as AWS documents the behaviour:
 8. `describe_instance_information` is missing: served from `MotoGaps.online` (an instance is
    "Online" once registered there).
 9. moto puts launches straight into InService and has no `complete_lifecycle_action` /
-   `record_lifecycle_action_heartbeat`: `localcloud.lifecycle_actions` (`MotoGaps.lifecycle`)
+   `record_lifecycle_action_heartbeat`: `localcloud.aws.lifecycle_actions` (`MotoGaps.lifecycle`)
    keeps a launch in a group with a launch hook in Pending:Wait until its action completes,
    refuses a token that was never issued, was completed or has timed out (ValidationError, as
    Auto Scaling does), applies the hook's default result on timeout and lets a test expire
@@ -69,8 +69,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from localcloud import lifecycle_actions
-from localcloud.ratecontrol import command_status_of, invocation_status
+from localcloud.aws import lifecycle_actions
+from localcloud.aws.ratecontrol import command_status_of, invocation_status
 
 STDOUT_CAP_GET = 24000  # GetCommandInvocation: first 24,000 characters
 STDOUT_CAP_LIST = 2500  # ListCommandInvocations plugin Output: 2,500 characters

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from deployer import agent_contract
 
-from localcloud.stack import load_yaml
+from localcloud.aws.stack import load_yaml
 from tools import render_template
 from tools.render_template import PLACEHOLDER, ensure_built
 

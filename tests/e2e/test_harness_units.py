@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from localcloud.fleet import interpreter
+from localcloud.aws.fleet import interpreter
+from localcloud.aws.push_events import tagged_manifest_pushes
+from localcloud.aws.ssm_agent import render, steps
 from localcloud.moto_gaps import document_parameters
-from localcloud.playground import env_file_text, read_env
-from localcloud.push_events import tagged_manifest_pushes
-from localcloud.ssm_agent import render, steps
+from localcloud.stories.playground import env_file_text, read_env
 
 pytestmark = pytest.mark.unit
 

@@ -26,8 +26,8 @@ import boto3
 import pytest
 from deployer.settings import Settings
 
-from localcloud.images import build_app_image, remove_images
-from localcloud.playground import APP, paths, read_env
+from localcloud.hosts.images import build_app_image, remove_images
+from localcloud.stories.playground import APP, paths, read_env
 from tests.e2e.conftest import docker_ready
 
 pytestmark = pytest.mark.e2e
@@ -245,7 +245,7 @@ def test_a_docker_push_to_the_local_registry_deploys_like_an_ecr_push(
     # Given a playground where web:v2 was never pushed
     shell_env = playground.without_tag("v2")
     # and an image pushed with docker to $DEPLOYER_LOCAL_REGISTRY/web:v2
-    local = "localcloud/playground-test:v2"
+    local = "localcloud/stories/playground-test:v2"
     image_id = build_app_image(local, 2, app=APP)
     remote = f"{shell_env['DEPLOYER_LOCAL_REGISTRY']}/{APP}:v2"
     try:

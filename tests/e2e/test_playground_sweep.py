@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from localcloud.playground import _sweep, processes_using
-from localcloud.sandbox import free_port
+from localcloud.hosts.sandbox import free_port
+from localcloud.stories.playground import _sweep, processes_using
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import time
 import botocore.session
 import pytest
 
-from localcloud.ratecontrol import (
+from localcloud.aws.ratecontrol import (
     RateError,
     command_status,
     command_status_of,

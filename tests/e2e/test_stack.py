@@ -1,6 +1,6 @@
 """The local stack is deployed the way AWS would deploy it: the deployable template, the SAM
 transform (aws-sam-translator), CloudFormation's create_stack (moto), then the types moto skips
-filled in by localcloud.cfn_gaps. The stand-ins act on what the stack created, read back with
+filled in by localcloud.aws.cfn_gaps. The stand-ins act on what the stack created, read back with
 the AWS APIs: rules and patterns, each function's configuration, the documents, the outputs."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 from deployer.settings import Settings
 from moto import mock_aws
 
-from localcloud import cfn_gaps
-from localcloud.eventbridge import matches
-from localcloud.stack import OUTPUT_ENV, Stack, deploy, load_yaml, package, sam_transform
+from localcloud.aws import cfn_gaps
+from localcloud.aws.eventbridge import matches
+from localcloud.aws.stack import OUTPUT_ENV, Stack, deploy, load_yaml, package, sam_transform
 from tools.render_template import ensure_built
 
 pytestmark = pytest.mark.unit
@@ -29,7 +29,7 @@ REGION = "us-east-1"
 
 
 class Clients:
-    """boto3 clients in one region (what localcloud.stack takes; MotoServer is the other)."""
+    """boto3 clients in one region (what localcloud.aws.stack takes; MotoServer is the other)."""
 
     region = REGION
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from localcloud.cloud import LocalCloud
-from localcloud.load import LoadGenerator
+from localcloud.hosts.load import LoadGenerator
 from tests.e2e.conftest import (
     boot_fleet,
     host_digests,

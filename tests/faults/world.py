@@ -26,7 +26,7 @@ from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
 from deployer.settings import ENV_NAMES
 from moto.ecr.models import ecr_backends
 
-from localcloud.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
+from localcloud.aws.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
 from tests.faults import CLOCK
 from tests.faults.inject import Injector, InvocationDied
 from tests.lifecycle import conftest as harness

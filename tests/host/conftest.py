@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from localcloud.images import AppImage, publish_app_image, remove_images
-from localcloud.registry import Registry
-from localcloud.sandbox import HostSandbox
+from localcloud.hosts.images import AppImage, publish_app_image, remove_images
+from localcloud.hosts.registry import Registry
+from localcloud.hosts.sandbox import HostSandbox
 from tests.host.helpers import APP
 
 

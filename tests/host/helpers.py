@@ -6,8 +6,8 @@ import json
 import subprocess
 from typing import Any
 
-from localcloud.images import AppImage, release_body
-from localcloud.sandbox import HostSandbox
+from localcloud.hosts.images import AppImage, release_body
+from localcloud.hosts.sandbox import HostSandbox
 
 APP = "web"
 

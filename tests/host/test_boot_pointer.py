@@ -9,8 +9,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from localcloud.images import AppImage
-from localcloud.sandbox import HostSandbox, free_port
+from localcloud.hosts.images import AppImage
+from localcloud.hosts.sandbox import HostSandbox, free_port
 from tests.host.helpers import APP, body
 
 pytestmark = pytest.mark.integration

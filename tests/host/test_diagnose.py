@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from localcloud.images import AppImage
-from localcloud.registry import Registry
-from localcloud.sandbox import HostSandbox
+from localcloud.hosts.images import AppImage
+from localcloud.hosts.registry import Registry
+from localcloud.hosts.sandbox import HostSandbox
 from tests.host.helpers import APP, swap
 
 pytestmark = pytest.mark.integration

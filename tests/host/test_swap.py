@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from localcloud.images import AppImage
-from localcloud.registry import Registry
-from localcloud.sandbox import HostSandbox
+from localcloud.hosts.images import AppImage
+from localcloud.hosts.registry import Registry
+from localcloud.hosts.sandbox import HostSandbox
 from tests.host.helpers import APP, body, container_id, image_present, swap
 
 pytestmark = pytest.mark.integration

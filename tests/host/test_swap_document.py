@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from localcloud.images import AppImage
-from localcloud.sandbox import HostSandbox
-from localcloud.stack import load_yaml
+from localcloud.aws.stack import load_yaml
+from localcloud.hosts.images import AppImage
+from localcloud.hosts.sandbox import HostSandbox
 from tests.host.helpers import APP, body
 from tools.render_template import ensure_built
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from localcloud.images import ECHO_PATH, SLOW_PATH, AppImage
-from localcloud.load import LoadGenerator
-from localcloud.sandbox import HostSandbox
+from localcloud.hosts.images import ECHO_PATH, SLOW_PATH, AppImage
+from localcloud.hosts.load import LoadGenerator
+from localcloud.hosts.sandbox import HostSandbox
 from tests.host.helpers import body, swap
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from deployer.wiring import Adapters
 from moto import mock_aws
 
 from localcloud import moto_gaps
-from localcloud.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
+from localcloud.aws.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
 from tests.conftest import (
     ACCOUNT,
     GROUP,
@@ -309,7 +309,7 @@ class World:
         Delivery Timed Out; `not_run`: host -> the StatusDetails of an invocation that never ran
         (Undeliverable, Delivery Timed Out, Terminated); `warnings`: host -> the warning of a
         host that went live (exit 0). The command's StatusDetails follows SSM's rules for the
-        app's MaxErrors (`localcloud.ratecontrol`); every event carries the coarse Status."""
+        app's MaxErrors (`localcloud.aws.ratecontrol`); every event carries the coarse Status."""
         failures = failures or {}
         skipped = dict.fromkeys(unreached, "Delivery Timed Out") | (not_run or {})
         warnings = warnings or {}

@@ -28,7 +28,7 @@ from deployer.models.records import Release
 from deployer.settings import ENV_NAMES, Settings
 from moto.server import ThreadedMotoServer
 
-from localcloud.sandbox import free_port
+from localcloud.hosts.sandbox import free_port
 from tests.conftest import WEB_CONFIG
 from tools import render_template
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from localcloud.lambdas import LambdaService
+from localcloud.aws.lambdas import LambdaService
 
 
 class SqsSource:

@@ -2,7 +2,7 @@
 
 moto's `Invoke` runs a function in a Docker image of the Lambda runtime, or answers a canned
 "Simple Lambda happy path OK". While a local cloud runs, `Invoke` of one of the stack's functions
-goes to its warm worker (`localcloud.lambdas`) instead, so `aws lambda invoke` and the `deployer`
+goes to its warm worker (`localcloud.aws.lambdas`) instead, so `aws lambda invoke` and the `deployer`
 CLI (DEPLOYER_ROLLBACK_FUNCTION) reach the real handler, as in AWS:
 - `RequestResponse`: the handler's result as the payload; a handler error is the payload
   `{"errorType", "errorMessage"}` with the header `X-Amz-Function-Error: Unhandled`;
@@ -18,7 +18,7 @@ import json
 import threading
 from typing import Any
 
-from localcloud.lambdas import LambdaService
+from localcloud.aws.lambdas import LambdaService
 
 _state: dict[str, Any] = {"original": None, "lambdas": None}
 _lock = threading.Lock()

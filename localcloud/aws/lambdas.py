@@ -1,8 +1,8 @@
 """Lambda stand-in: invokes `functions/<name>/app.py:handler` the way the Lambda service does.
 
-Each function gets its own warm worker process (`localcloud.lambda_worker`), started on first
+Each function gets its own warm worker process (`localcloud.aws.lambda_worker`), started on first
 use with exactly the environment the stack gave that function (`GetFunctionConfiguration`, see
-`localcloud.stack`), plus the variables the Lambda runtime itself sets and the moto endpoint.
+`localcloud.aws.stack`), plus the variables the Lambda runtime itself sets and the moto endpoint.
 The module is imported once per worker, like a warm container, so import-time reads of the
 environment behave as in Lambda, and functions never share module state. Invocations of one
 function run one at a time; a timed out invocation kills its worker (the next one starts a
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from localcloud.stack import Function
+from localcloud.aws.stack import Function
 
 
 class LambdaError(RuntimeError):

@@ -6,7 +6,7 @@
    stack's parameter values and a static map of the AWS-managed policies the template names;
 3. **create_stack** on moto's CloudFormation (the template uploaded to the bucket and passed by
    `TemplateURL`, as `sam deploy` does for templates over 51,200 bytes), then the resource types
-   moto's CloudFormation skips are created by `localcloud.cfn_gaps`.
+   moto's CloudFormation skips are created by `localcloud.aws.cfn_gaps`.
 
 `Stack` is what the stand-ins act on, read back through the AWS APIs, never from the template:
 the outputs, the physical ids CloudFormation generated, each function's configuration
@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_BUCKET = "localcloud-artifacts"
 FUNCTION_TYPE = "AWS::Lambda::Function"
 
@@ -251,7 +251,7 @@ def read_stack(clients: Any, name: str, code: dict[str, Path]) -> Stack:
     """What the stack created, through the AWS APIs (`clients.client(service)`)."""
     cfn = clients.client("cloudformation")
     described = cfn.describe_stacks(StackName=name)["Stacks"][0]
-    # moto lists a blank summary for each resource it skipped (localcloud.cfn_gaps creates those)
+    # moto lists a blank summary for each resource it skipped (localcloud.aws.cfn_gaps creates those)
     summaries = [
         s
         for s in _paged(cfn.list_stack_resources, "StackResourceSummaries", StackName=name)
@@ -333,7 +333,7 @@ def deploy(
     timeout: float = 60.0,
 ) -> Stack:
     """package → SAM transform → create_stack → fill moto's CloudFormation gaps → read back."""
-    from localcloud import cfn_gaps  # noqa: PLC0415
+    from localcloud.aws import cfn_gaps  # noqa: PLC0415
 
     parameters = dict(parameters or {})
     packaged = package(load_yaml(template_path.read_text()), template_path.parent)

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from localcloud import moto_gaps
-from localcloud.eventbridge import EventBus, envelope
-from localcloud.hostexec import ScriptResult, run_script
-from localcloud.sandbox import HostSandbox
+from localcloud.aws.eventbridge import EventBus, envelope
+from localcloud.hosts.hostexec import ScriptResult, run_script
+from localcloud.hosts.sandbox import HostSandbox
 
 
 @dataclass

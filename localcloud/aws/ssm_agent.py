@@ -4,8 +4,8 @@ A watcher thread picks up every command the product sends to the moto server (in
 backend, see `localcloud.moto_gaps`), then for each command:
 - renders each `aws:runShellScript` step of the document from template.yaml, substituting
   `{{ name }}` textually with the command's parameters (defaults filled), as the SSM agent does;
-- runs it with bash on each target host (`localcloud.hostexec`), paced by MaxConcurrency and
-  MaxErrors (`localcloud.ratecontrol`), killed at the step's `timeoutSeconds`;
+- runs it with bash on each target host (`localcloud.hosts.hostexec`), paced by MaxConcurrency and
+  MaxErrors (`localcloud.aws.ratecontrol`), killed at the step's `timeoutSeconds`;
 - records each invocation's status, exit code and output for `get_command_invocation` /
   `list_command_invocations`, writes the output to CloudWatch Logs when the command asked for
   it, and emits `EC2 Command Invocation Status-change Notification` per host and
@@ -15,7 +15,7 @@ Targets that are not running hosts are `Undeliverable` (they do not count agains
 Vocabulary as SSM reports it: each result is recorded as `StatusDetails` (Success, Failed,
 Execution Timed Out, Undeliverable, Terminated; for the command Incomplete, ...) with the coarse
 `Status` beside it, and the events carry the coarse `Status`, as AWS's documented samples do
-(`localcloud.ratecontrol` maps one to the other).
+(`localcloud.aws.ratecontrol` maps one to the other).
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localcloud import moto_gaps
-from localcloud.eventbridge import EventBus, envelope
-from localcloud.hostexec import ScriptResult, run_script
-from localcloud.ratecontrol import (
+from localcloud.aws.eventbridge import EventBus, envelope
+from localcloud.aws.ratecontrol import (
     command_status,
     command_status_of,
     invocation_status,
     max_errors,
     run_rate_controlled,
 )
+from localcloud.hosts.hostexec import ScriptResult, run_script
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
 

@@ -1,5 +1,5 @@
 """EventBridge stand-in: the default bus, with the rules the STACK CREATED (read back with the
-events API, `localcloud.stack.Rule`).
+events API, `localcloud.aws.stack.Rule`).
 
 `put_event` matches every enabled pattern rule with moto's own EventBridge pattern matcher
 (`moto.events.models.EventPattern`: exact values, prefix, suffix, anything-but, numeric, exists,
@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from localcloud.lambdas import Invocation, LambdaService
-from localcloud.stack import Rule
+from localcloud.aws.lambdas import Invocation, LambdaService
+from localcloud.aws.stack import Rule
 
 
 def compile_pattern(pattern: str) -> Any:

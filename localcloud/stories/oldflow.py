@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from localcloud.sandbox import HostSandbox, free_port
+from localcloud.hosts.sandbox import HostSandbox, free_port
 
 
 def _run(*argv: str) -> str:
@@ -105,7 +105,7 @@ def publish(
     """Build a test app image (padded to a realistic size), push it, drop the local copy;
     returns its by-digest reference through `pull_registry`."""
     from localcloud.cloud import pad_image  # noqa: PLC0415
-    from localcloud.images import build_app_image, push_image, remove_images  # noqa: PLC0415
+    from localcloud.hosts.images import build_app_image, push_image, remove_images  # noqa: PLC0415
 
     tag = f"localcloud-oldflow/{repository}:{release}"
     ids = [build_app_image(tag, release, app=app)]

@@ -85,7 +85,7 @@ def fill(clients: Any, name: str, template: dict[str, Any], account: str | None 
             if rtype in SKIPPED_BY_DESIGN:
                 continue
             raise UnfilledGap(
-                f"moto's CloudFormation skipped {lid} ({rtype}) and localcloud.cfn_gaps cannot create it"
+                f"moto's CloudFormation skipped {lid} ({rtype}) and localcloud.aws.cfn_gaps cannot create it"
             )
         filled.append(f"{lid} ({rtype}): " + handler(clients, name, lid, props))
     return filled

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from localcloud.cloud import LocalCloud, Timeline
-from localcloud.load import LoadGenerator, LoadResult
-from localcloud.playground import cli_environment
+from localcloud.hosts.load import LoadGenerator, LoadResult
+from localcloud.stories.playground import cli_environment
 
 APP = "web"
 

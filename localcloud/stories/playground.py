@@ -1,12 +1,12 @@
 """`make up` / `make down`: a local cloud left running in the background, to try things by hand.
 
-    python -m localcloud.playground up       start it (in the background) unless it is up
-    python -m localcloud.playground down     stop it and remove everything it created
-    python -m localcloud.playground status   exit 0 when it is up and answering
+    python -m localcloud.stories.playground up       start it (in the background) unless it is up
+    python -m localcloud.stories.playground down     stop it and remove everything it created
+    python -m localcloud.stories.playground status   exit 0 when it is up and answering
 
 `up` starts `serve` as a daemon (its own session, stdin closed, output to
 `.localcloud/playground.log`) and returns once the playground is ready:
-- the moto server, the registry, the stack (`localcloud.stack`: SAM transform + create_stack),
+- the moto server, the registry, the stack (`localcloud.aws.stack`: SAM transform + create_stack),
   the Lambda, EventBridge, SSM-agent and Auto Scaling stand-ins (`localcloud.cloud.LocalCloud`);
 - the app `web` (tag filter `v*`) on a 3-host group running `web:v1`;
 - `web:broken` (fails its health check) in the registry and in ECR, NOT deployed: its push
@@ -16,9 +16,9 @@ Both images are pushed with `docker push` to the registry, as a user does, so th
 same path as a user's push: registry notification → ECR → `ECR Image Action` → on-image-push.
 
 It writes `.localcloud/env`: shell `export` lines with the endpoint, fake credentials, region,
-the CLI's variables from the stack's outputs (`localcloud.stack.OUTPUT_ENV`, the pairs of the
+the CLI's variables from the stack's outputs (`localcloud.aws.stack.OUTPUT_ENV`, the pairs of the
 README's AWS instructions) and `DEPLOYER_LOCAL_REGISTRY`. The app containers' logs are shipped to
-CloudWatch Logs as the awslogs driver would (`localcloud.app_logs`), for `deployer logs`.
+CloudWatch Logs as the awslogs driver would (`localcloud.aws.app_logs`), for `deployer logs`.
 The env file appears when the playground is ready; `up` waits for it. `down` sends SIGTERM (the
 daemon removes hosts, containers, nginx, the registry and moto) and, should the daemon not exit,
 kills its session and removes what it left (containers by label, nginx and registry processes by
@@ -42,7 +42,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("LOCALCLOUD_PLAYGROUND_DIR", str(ROOT / ".localcloud")))
 APP = "web"
 HOSTS = 3
@@ -99,7 +99,7 @@ def _docker(*args: str) -> str:
 
 def docker_push(cloud: Any, kind: str, release: int, tag: str) -> str:
     """Build a test image and `docker push` it to the registry as `<app>:<tag>`, like a user."""
-    from localcloud.images import build_app_image, remove_images  # noqa: PLC0415
+    from localcloud.hosts.images import build_app_image, remove_images  # noqa: PLC0415
 
     assert cloud.registry is not None
     local = f"localcloud/{APP}:{tag}-{kind}"
@@ -127,7 +127,7 @@ def _wait_release(cloud: Any, tag: str, statuses: set[str], timeout: float = 240
 
 def serve(state: Path = STATE, hosts: int = HOSTS) -> int:
     """The playground process: start, set up, write the env file, run until SIGTERM."""
-    from localcloud.app_logs import AppLogForwarder  # noqa: PLC0415
+    from localcloud.aws.app_logs import AppLogForwarder  # noqa: PLC0415
     from localcloud.cloud import LocalCloud, Timeline  # noqa: PLC0415
 
     p = paths(state)
@@ -225,7 +225,7 @@ def up(state: Path = STATE, hosts: int = HOSTS) -> int:
     started = time.monotonic()
     with open(p["log"], "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "localcloud.playground", "serve", "--hosts", str(hosts),
+            [sys.executable, "-m", "localcloud.stories.playground", "serve", "--hosts", str(hosts),
              "--dir", str(state)],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
@@ -380,7 +380,7 @@ def _rel(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcloud.playground")
+    parser = argparse.ArgumentParser(prog="python -m localcloud.stories.playground")
     parser.add_argument("command", choices=["up", "down", "status", "serve"])
     parser.add_argument("--hosts", type=int, default=HOSTS)
     parser.add_argument("--dir", type=Path, default=STATE)

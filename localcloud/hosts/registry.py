@@ -15,7 +15,7 @@ Public API (stable; the local cloud and the host tests build on it):
 - ``requests_seen`` / ``failures_served``: counters of requests through the front.
 - ``notify_url``: when given, the registry posts its notifications (one envelope of events per
   push or pull, docker distribution's webhook format) to that URL; the playground turns a
-  manifest push into ECR's push event this way (``localcloud.push_events``).
+  manifest push into ECR's push event this way (``localcloud.aws.push_events``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 
-from localcloud.sandbox import free_port
+from localcloud.hosts.sandbox import free_port
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",

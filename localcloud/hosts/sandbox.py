@@ -44,7 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-AGENT_PATH = Path(__file__).resolve().parents[1] / "host" / "agent.py"
+AGENT_PATH = Path(__file__).resolve().parents[2] / "host" / "agent.py"
 
 
 def free_port() -> int:

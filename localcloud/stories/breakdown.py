@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from localcloud.ssm_agent import CommandRun
+from localcloud.aws.ssm_agent import CommandRun
 
 PHASES = ("lock", "pull", "start", "health", "switch", "drain", "cleanup", "total")
 

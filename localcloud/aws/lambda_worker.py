@@ -1,7 +1,7 @@
 """One warm Lambda "container": a child process that imports one handler once and serves
-invocations sent by `localcloud.lambdas` over a pipe (one JSON line each way).
+invocations sent by `localcloud.aws.lambdas` over a pipe (one JSON line each way).
 
-Run as `python -m localcloud.lambda_worker <task_root> <module.handler> <req_fd> <resp_fd>`
+Run as `python -m localcloud.aws.lambda_worker <task_root> <module.handler> <req_fd> <resp_fd>`
 with the function's environment already set, so module-level code (Powertools, settings)
 sees exactly what it would see in Lambda. The handler's own stdout/stderr are its logs.
 """

@@ -1,0 +1,1 @@
+"""The host world: sandboxed hosts (own nginx, ports, nft table), the registry, test images, load."""

@@ -1,0 +1,1 @@
+"""What people run: the demo, the playground, the flow deployer replaces, latency breakdowns."""
