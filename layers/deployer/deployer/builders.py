@@ -21,6 +21,7 @@ from deployer.agent_contract import AGENT_FLAGS, PARAMETER_PATTERNS
 from deployer.errors import InvalidAppConfig, UserDataTooLarge
 from deployer.models.config import AppConfig
 from deployer.models.records import Release
+from deployer.names import REGION_PATTERN
 
 # EC2 limit on raw user data (before base64).
 USER_DATA_LIMIT = 16 * 1024
@@ -29,7 +30,6 @@ AGENT_DIR = "/opt/deployer"
 AGENT_MARKER = "DEPLOYER_AGENT_XZ"
 # A fresh instance retries reading the document this many times (1 s, 2 s, ... apart).
 DOCUMENT_ATTEMPTS = 8
-REGION_PATTERN = r"[a-z]{2}(-[a-z]+)+-\d"
 # botocore's ssm model: DocumentARN / DocumentName.
 DOCUMENT_NAME_PATTERN = r"[a-zA-Z0-9_\-.:/]{3,128}"
 

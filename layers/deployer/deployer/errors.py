@@ -3,8 +3,6 @@ handler logs one line and emits one metric without string-matching AWS messages.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class DeployerError(Exception):
     """Base of every error the core raises on purpose."""
@@ -28,16 +26,6 @@ class AppNotFound(DeployerError):
 
 class ReleaseNotFound(DeployerError):
     """The release (number, tag or digest) is not in the app's history."""
-
-
-class InvalidTransition(DeployerError):
-    """A release status change that the lifecycle does not allow.
-
-    `current` is the release as the refused write found it (a `Release`), when known."""
-
-    def __init__(self, message: str, current: Any = None) -> None:
-        super().__init__(message)
-        self.current = current
 
 
 class DeployInProgress(DeployerError):

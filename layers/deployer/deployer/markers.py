@@ -14,11 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-APP_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
-DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
-# Commercial, China and GovCloud regions: us-east-1, cn-north-1, us-gov-west-1, eu-central-2.
-REGION_PATTERN = r"[a-z]{2}(-[a-z]+)+-\d"
-
 COMMENT_PREFIX = "deployer "
 _RELEASE_COMMENT = re.compile(r"^deployer ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 _HOST_COMMENT = re.compile(r"^deployer (launch|drift) ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")

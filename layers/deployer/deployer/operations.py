@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from deployer import controller, markers
-from deployer.adapters.app_state import StateChange
-from deployer.adapters.transactions import Refused, Transaction
+from deployer.adapters.transactions import Refused
 from deployer.admission import image_reference
+from deployer.controller import decisions
 from deployer.errors import DeployerError, ReleaseNotFound
 from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import (
@@ -27,6 +27,7 @@ from deployer.models.lifecycle_events import (
     StatusRequest,
 )
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
+from deployer.names import ecr_registry
 from deployer.observability import count, logger
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
         if isinstance(ref, str) and not ref.startswith("sha256:")
         else (image.tags[0] if image.tags else None)
     )
-    registry = _registry(ad, image)
+    registry = ecr_registry(image.registry_id, ad.region)
     reason = request.reason or f"explicit deploy of {_describe(ref)}"
     started = _deploy(
         ad,
@@ -154,12 +155,6 @@ def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
         "tag": tag,
         "command_id": started.command_id,
     }
-
-
-def _registry(ad: Adapters, image: Image) -> str:
-    region = ad.region
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{image.registry_id}.dkr.ecr.{region}.{suffix}"
 
 
 def _deploy(
@@ -225,22 +220,23 @@ def _deploy(
 def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
     """Stop the app's deploy in progress and put back the release it replaced.
 
-    One decision marks the release CANCELLED (its command's end no longer decides anything) and
-    starts a rollback release to the last good image in its place (or frees the app and puts
-    pointer and group back when there is none); then the command is cancelled. Running it again
-    after a failure part-way carries on from where it stopped."""
+    One decision (`decisions.cancel`) marks the release CANCELLED (its command's end no longer
+    decides anything) and starts a rollback release to the last good image in its place (or
+    frees the app and puts pointer and group back when there is none); then the command is
+    cancelled. Running it again after a failure part-way carries on from where it stopped."""
     config = ad.apps.get(request.app)
     state = ad.state.get(config.app)
     number = markers.owned_release(config.app, state.lock_owner)
     release = ad.releases.get_or_none(config.app, number) if number else None
     result: dict[str, Any] = {"action": "cancel", "app": config.app, "rollback_release": None, "target": None}
-    if (
-        release is not None
-        and release.rollback_of is not None
-        and release.reason.startswith("cancel of release")
-    ):
-        # Run again: the cancel was decided; make sure the cancelled command is stopped.
-        cancelled = ad.releases.get(config.app, release.rollback_of)
+    cancelled = (
+        ad.releases.get_or_none(config.app, release.rollback_of)
+        if release is not None and release.rollback_of is not None
+        else None
+    )
+    if release is not None and cancelled is not None and cancelled.status is ReleaseStatus.CANCELLED:
+        # Run again: the app is rolling back from the cancelled release; make sure its command
+        # is stopped.
         if cancelled.command_id:
             ad.fleet.cancel(cancelled.command_id)
         controller.converge(ad, config.app, config=config)
@@ -255,62 +251,27 @@ def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
     if release is None or release.status is not ReleaseStatus.DEPLOYING:
         raise ReleaseNotFound(f"{config.app} has no deploy in progress: there is nothing to cancel")
     reason = f"cancelled by an operator: {request.reason or 'deployer cancel'}"
-    # A cancelled rollback is not rolled back again (that would walk back through the history).
     target = (
         None if release.source is ReleaseSource.ROLLBACK else controller.rollback_target(ad, config, release)
     )
     token = controller.new_token()
-    tx = Transaction().add(
-        "release",
-        ad.releases.transition_item(
-            config.app,
-            release.release,
-            ReleaseStatus.CANCELLED,
-            reason,
-            allowed_from=frozenset({ReleaseStatus.DEPLOYING}),
-        ),
-    )
-    change = StateChange(config.app, expect_owner=state.lock_owner)
-    if target is None:
-        change.clear_owner = True
-        change.realign = True
-        if release.replaces is not None:
-            change.desired = release.replaces
-        else:
-            change.clear_desired = True  # a first deploy: nothing to go back to, no pointer
-    else:
-        controller.add_rollback(
-            ad,
-            config,
-            state,
-            tx,
-            change,
-            target=target,
-            of=release,
-            reason=f"cancel of release {release.release}: back to release {target.release}",
-            token=token,
-        )
-    tx.add("state", ad.state.change_item(change))
+    decision = decisions.cancel(config, state, release, target, reason, token, controller.now(ad))
     try:
-        tx.commit(ad.dynamodb, f"cancelling {config.app} release {release.release}")
+        controller.commit(ad, decision)
     except Refused as exc:
         raise DeployerError(
             f"{config.app} release {release.release} ended or moved on before it could be cancelled; "
             "check status, then roll back if needed"
         ) from exc
-    count(DeployMetric.DEPLOY_CANCELLED)
     if release.command_id:
         ad.fleet.cancel(release.command_id)
     controller.converge(ad, config.app, config=config, token=token)
-    logger.info(
-        "deploy cancelled", app=config.app, release=release.release, target=target.release if target else None
-    )
     result.update(
         release=release.release,
         status=ReleaseStatus.CANCELLED.value,
         command_id=release.command_id,
-        rollback_release=change.last_release if target is not None else None,
-        target=target.release if target is not None else None,
+        rollback_release=decision.started,
+        target=target.release if decision.started is not None and target is not None else None,
     )
     return result
 

@@ -20,7 +20,8 @@ from deployer.admission import follow_admission, image_reference
 from deployer.builders import swap_parameters
 from deployer.errors import DeployerError
 from deployer.metrics_names import DeployMetric
-from deployer.models.records import Pointer, ReleaseSource, ReleaseStatus
+from deployer.models.records import ReleaseSource, ReleaseStatus
+from deployer.names import ecr_registry
 from deployer.observability import count, logger
 from deployer.verdicts import serving
 
@@ -53,7 +54,6 @@ def reconcile_app(ad: Adapters, config: AppConfig) -> dict[str, Any]:
         return {"action": "converging", **report.as_dict()}
     drift: dict[str, Any] = {}
     pointer = ad.pointer.get(app)
-
     newest = ad.images.newest(config.repository, config.accepts_tag)
     if newest is not None and (pointer is None or newest.digest != pointer.digest):
         known = ad.releases.find(app, lambda r: r.digest == newest.digest)
@@ -65,7 +65,7 @@ def reconcile_app(ad: Adapters, config: AppConfig) -> dict[str, Any]:
             admitted = controller.admit(
                 ad,
                 config,
-                image=image_reference(config, _registry(ad, newest.registry_id), newest.digest),
+                image=image_reference(config, ecr_registry(newest.registry_id, ad.region), newest.digest),
                 digest=newest.digest,
                 tag=tag,
                 source=ReleaseSource.PUSH,
@@ -74,31 +74,20 @@ def reconcile_app(ad: Adapters, config: AppConfig) -> dict[str, Any]:
                 marker=markers.admission_key(app, config.repository, newest.digest, tag),
             )
             result = follow_admission(ad, config, admitted, token)
-            action = "deployed" if result.action.value == "started" else result.action.value
             return {
-                "action": action,
+                "action": result.action.value,
                 "release": result.release,
                 "command_id": result.command_id,
                 "drift": drift,
             }
 
-    desired_number = state.desired or (pointer.release if pointer else None)
-    if desired_number is None:
+    if state.desired is None:
         return {"action": "none", "reason": "no release yet"}
     if state.paused:
         return {"action": "skipped", "reason": "paused"}
-    desired = ad.releases.get(app, desired_number)
-    if pointer is None or pointer.release != desired.release:
-        drift["pointer"] = {"pointer": pointer.release if pointer else None, "desired": desired.release}
-        ad.pointer.put(Pointer.for_release(desired))
-    if desired.launch_template_version is not None:
-        group = ad.launch_templates.current(config)
-        if group.version != desired.launch_template_version:
-            drift["launch_template_version"] = {
-                "group": group.version,
-                "release": desired.launch_template_version,
-            }
-            ad.launch_templates.point_group(group, desired.launch_template_version)
+    desired = ad.releases.get(app, state.desired)
+    repaired = controller.realign(ad, config, desired)
+    drift.update(repaired.as_dict())
 
     commands: list[str] = []
     if desired.status is ReleaseStatus.SUCCEEDED:
@@ -108,7 +97,7 @@ def reconcile_app(ad: Adapters, config: AppConfig) -> dict[str, Any]:
         if drifted:
             drift["hosts"] = drifted
             commands = _resend(ad, config, desired, drifted)
-    items = len(drift.get("hosts", [])) + len({"pointer", "launch_template_version"} & set(drift))
+    items = len(drift.get("hosts", [])) + repaired.repaired
     if items:
         count(DeployMetric.DRIFT_DETECTED, items)
         logger.warning("drift repaired", app=app, release=desired.release, drift=drift, commands=commands)
@@ -140,8 +129,3 @@ def _resend(ad: Adapters, config: AppConfig, release: Any, drifted: list[str]) -
                 )
             )
     return commands
-
-
-def _registry(ad: Adapters, registry_id: str | None) -> str:
-    suffix = "amazonaws.com.cn" if ad.region.startswith("cn-") else "amazonaws.com"
-    return f"{registry_id}.dkr.ecr.{ad.region}.{suffix}"

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from deployer.errors import InvalidSettings
+from deployer.names import REGION_PATTERN
 
 _TABLE = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -27,12 +28,13 @@ ENV_NAMES: dict[str, str] = {
     "swap_document_name": "SWAP_DOCUMENT_NAME",
     "command_log_group": "COMMAND_LOG_GROUP",
     "notification_topic_arn": "NOTIFICATION_TOPIC_ARN",
+    "launch_recheck_queue_url": "LAUNCH_RECHECK_QUEUE_URL",
     "region": "AWS_REGION",
 }
 
 
 class Settings(BaseModel):
-    """Where the stack's state lives and how long a deploy may hold an app's lock."""
+    """Where the stack's state lives, and the resources the functions use."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -47,11 +49,11 @@ class Settings(BaseModel):
     notification_topic_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
     )
-    # A deploy holds the lock from the push until the fleet reports; the lease only bounds how
-    # long a crashed invocation can block the app.
-    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # Only the launch function has one (its delay queue).
+    launch_recheck_queue_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    region: str | None = Field(default=None, pattern=REGION_PATTERN)
 
-    @field_validator("notification_topic_arn", "region", mode="before")
+    @field_validator("notification_topic_arn", "launch_recheck_queue_url", "region", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -18,6 +18,7 @@ from deployer.adapters.images import Images
 from deployer.adapters.launch_templates import LaunchTemplates
 from deployer.adapters.lifecycle_hooks import LifecycleHooks, ManagedInstances
 from deployer.adapters.pointer import PointerStore
+from deployer.adapters.rechecks import RecheckQueue
 from deployer.adapters.releases import ReleasesStore
 from deployer.adapters.tracked_commands import TrackedCommands
 from deployer.aws import ClientFactory
@@ -49,6 +50,7 @@ class Adapters:
     instances: ManagedInstances
     tracked: TrackedCommands
     notifier: Notifier
+    rechecks: RecheckQueue
     clock: Callable[[], float] = field(default_factory=lambda: time.time)
 
     @classmethod
@@ -82,6 +84,7 @@ class Adapters:
             instances=ManagedInstances(ssm),
             tracked=TrackedCommands(dynamodb, settings.host_outcomes_table),
             notifier=Notifier(settings.notification_topic_arn, lambda: clients.client("sns")),
+            rechecks=RecheckQueue(settings.launch_recheck_queue_url, lambda: clients.client("sqs")),
         )
 
     @property

@@ -17,7 +17,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deployer.errors import AwsCallFailed
+from deployer.errors import AwsCallFailed, DeployerError
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -63,3 +63,70 @@ def aws_errors(what: str) -> Iterator[None]:
         raise AwsCallFailed(f"{what} failed: {error_code(exc)}: {exc}") from exc
     except BotoCoreError as exc:
         raise AwsCallFailed(f"{what} failed: {exc}") from exc
+
+
+# Throttling codes: the request was refused before anything was done.
+THROTTLES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+    }
+)
+# Top-level codes that say "try again": the step is retried by the next trigger, not failed.
+# (DynamoDB answers a write that collides with a transaction with TransactionConflictException,
+# which botocore's standard retries do not retry.)
+TRANSIENT = THROTTLES | {
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServerErrorException",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+}
+# Cancellation reasons of a transaction that say "try again" (DynamoDB's CancellationReasons
+# vocabulary; "None" marks the items that did not cause the cancellation).
+_TRANSIENT_CANCELLATIONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+
+
+def _client_error(exc: BaseException) -> BaseException | None:
+    """The botocore error behind a deployer error (or the error itself)."""
+    return exc.__cause__ if isinstance(exc, DeployerError) else exc
+
+
+def _http_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call should be retried later rather than fail what it was for."""
+    cause = _client_error(exc)
+    if isinstance(cause, BotoCoreError):
+        return True
+    if not isinstance(cause, ClientError):
+        return False
+    code = error_code(cause)
+    if code == "TransactionCanceledException":
+        reasons = {str(r.get("Code")) for r in cause.response.get("CancellationReasons") or []} - {"None"}
+        return bool(reasons) and reasons <= _TRANSIENT_CANCELLATIONS
+    return code in TRANSIENT or _http_status(cause) >= 500
+
+
+def was_refused(exc: BaseException) -> bool:
+    """Whether AWS answered the call with a 4xx: the request was refused, nothing was done."""
+    cause = _client_error(exc)
+    if not isinstance(cause, ClientError):
+        return False
+    status = _http_status(cause)
+    return 400 <= status < 500 or (status == 0 and error_code(cause) in THROTTLES)

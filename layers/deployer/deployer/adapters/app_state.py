@@ -14,7 +14,7 @@
 
 Decisions write this item inside a transaction (`StateChange`, deployer.adapters.transactions),
 conditioned on what the decision read (`last_release`, `lock_owner`), so two deciders cannot both
-win. `lock_expires_at` is still written for readers of older versions; nothing relies on it.
+win.
 """
 
 from __future__ import annotations
@@ -31,15 +31,10 @@ from deployer.adapters import aws_errors, from_attributes
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-# Shown as the lock's expiry to older readers; the controller never reads it.
-DISPLAY_LEASE_SECONDS = 3600
-
-
 class AppStateRecord(BaseModel):
     app: str
     last_release: int = 0
     lock_owner: str | None = None
-    lock_expires_at: int | None = None
     desired: int | None = None
     outbox: frozenset[str] = Field(default_factory=frozenset)
     realign: bool = False
@@ -49,8 +44,8 @@ class AppStateRecord(BaseModel):
     last_pushed_at: int = 0
     refused_digests: frozenset[str] = Field(default_factory=frozenset)
 
-    def locked(self, now: float | None = None) -> bool:
-        """A release is rolling out (`now` is accepted for older callers and ignored)."""
+    def locked(self) -> bool:
+        """A release is rolling out."""
         return self.lock_owner is not None
 
 
@@ -79,6 +74,31 @@ class StateChange:
     allow: str | None = None
     last_pushed_at: int | None = None
 
+    def applied_to(self, state: AppStateRecord) -> AppStateRecord:
+        """The state as this change leaves it, once committed (spares a read after a decision)."""
+        update: dict[str, Any] = {"outbox": state.outbox | set(self.add_outbox)}
+        if self.last_release is not None:
+            update["last_release"] = self.last_release
+        if self.owner is not None:
+            update["lock_owner"] = self.owner
+        elif self.clear_owner:
+            update["lock_owner"] = None
+        if self.desired is not None:
+            update["desired"] = self.desired
+        elif self.clear_desired:
+            update["desired"] = None
+        if self.realign is not None:
+            update["realign"] = self.realign
+        if self.last_pushed_at is not None:
+            update["last_pushed_at"] = self.last_pushed_at
+        refused = set(state.refused_digests)
+        if self.refuse:
+            refused.add(self.refuse)
+        if self.allow:
+            refused.discard(self.allow)
+        update["refused_digests"] = frozenset(refused)
+        return state.model_copy(update=update)
+
     def item(self, table: str, now: int) -> dict[str, Any]:
         sets: list[str] = []
         removes: list[str] = []
@@ -90,12 +110,11 @@ class StateChange:
             sets.append("last_release = :n")
             values[":n"] = {"N": str(self.last_release)}
         if self.owner is not None:
-            sets += ["lock_owner = :o", "lock_expires_at = :e", "lock_acquired_at = :t"]
+            sets += ["lock_owner = :o", "lock_acquired_at = :t"]
             values[":o"] = {"S": self.owner}
-            values[":e"] = {"N": str(now + DISPLAY_LEASE_SECONDS)}
             values[":t"] = {"N": str(now)}
         elif self.clear_owner:
-            removes += ["lock_owner", "lock_expires_at", "lock_acquired_at"]
+            removes += ["lock_owner", "lock_acquired_at"]
         if self.desired is not None:
             sets.append("desired = :d")
             values[":d"] = {"N": str(self.desired)}

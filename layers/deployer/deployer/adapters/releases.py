@@ -8,10 +8,10 @@ from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from botocore.exceptions import ClientError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from deployer.adapters import aws_errors, error_code, from_attributes, to_attributes, to_value
-from deployer.errors import AwsCallFailed, InvalidTransition, ReleaseNotFound
+from deployer.errors import AwsCallFailed, ReleaseNotFound
 from deployer.models.records import ALLOWED_TRANSITIONS, PENDING_KEY, Release, ReleaseStatus, utcnow
 
 if TYPE_CHECKING:
@@ -79,67 +79,7 @@ class ReleasesStore:
         items = response.get("Items", [])
         if not items:
             return None
-        found = from_attributes(items[0])
-        try:
-            return Release.model_validate(found)
-        except ValidationError:
-            # An index that projects only keys (an older stack): read the item.
-            return self.get(str(found["app"]), int(found["release"]))
-
-    def update_status(
-        self,
-        app: str,
-        release: int,
-        status: ReleaseStatus,
-        reason: str = "",
-        **fields: Any,
-    ) -> Release:
-        """Move a release to `status` if the lifecycle allows it from the current status.
-
-        Setting the status a release already has is a no-op that returns it unchanged, so
-        duplicate events are harmless. InvalidTransition otherwise (it carries the release as
-        found). One conditional write: the allowed previous statuses are its condition, so two
-        concurrent writers cannot both win."""
-        return self.transition(app, release, status, reason, **fields)[0]
-
-    def transition(
-        self,
-        app: str,
-        release: int,
-        status: ReleaseStatus,
-        reason: str = "",
-        **fields: Any,
-    ) -> tuple[Release, bool]:
-        """`update_status`, also telling whether this call made the change (False: it already
-        had `status`), so a duplicate event does not repeat what follows a decision."""
-        now = utcnow()
-        updates: dict[str, Any] = {
-            "status": status.value,
-            "status_reason": reason,
-            "updated_at": now,
-            **fields,
-        }
-        if status in FINAL_STATUSES and "finished_at" not in fields:
-            updates["finished_at"] = now
-        sources = sorted(s.value for s, allowed in ALLOWED_TRANSITIONS.items() if status in allowed)
-        if not sources:
-            current = self.get(app, release)
-            if current.status == status:
-                return current, False
-            raise InvalidTransition(
-                f"release {app}#{release} cannot go from {current.status} to {status}", current=current
-            )
-        try:
-            return self._update(app, release, updates, allowed_statuses=sources), True
-        except _ConditionFailed as failed:
-            if failed.old is None:
-                raise ReleaseNotFound(f"{app} has no release {release}") from failed
-            if failed.old.status == status:
-                return failed.old, False
-            raise InvalidTransition(
-                f"release {app}#{release} cannot go from {failed.old.status} to {status}",
-                current=failed.old,
-            ) from failed
+        return Release.model_validate(from_attributes(items[0]))
 
     def set_fields(self, app: str, release: int, **fields: Any) -> Release:
         """Set attributes (command id, launch-template version, host counts...) on a release."""

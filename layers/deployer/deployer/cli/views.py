@@ -120,7 +120,7 @@ def status_view(deps: Adapters, app: str) -> dict[str, Any]:
             }
         )
     deploying = None
-    if state.locked(deps.clock()):
+    if state.locked():
         active = next((r for r in recent if r.status is ReleaseStatus.DEPLOYING), None)
         deploying = {"owner": state.lock_owner, "release": active.release if active else None}
     return {

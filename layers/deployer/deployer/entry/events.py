@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deployer import command_events
-from deployer.adapters import aws_errors
 from deployer.errors import DeployerError, InvalidEvent
 from deployer.metrics_names import DeployMetric
 from deployer.models import describe_errors
@@ -25,7 +22,6 @@ if TYPE_CHECKING:
     from deployer import launch
     from deployer.wiring import Adapters
 
-RECHECK_QUEUE_ENV = "LAUNCH_RECHECK_QUEUE_URL"
 
 
 class _CommandEvents(BaseModel):
@@ -115,17 +111,8 @@ def handle_instance_launch(ad: Adapters, event: Any) -> dict[str, Any]:
 
 
 def _scheduler(ad: Adapters) -> Any:
-    queue_url = os.environ.get(RECHECK_QUEUE_ENV, "")
-
     def schedule(recheck: launch.Recheck | launch.SwapHeartbeat, delay: int) -> None:
-        if not queue_url:
-            raise DeployerError(f"{RECHECK_QUEUE_ENV} is not set: cannot wait for the instance")
-        with aws_errors("scheduling a launch re-check"):
-            ad.clients.client("sqs").send_message(
-                QueueUrl=queue_url,
-                MessageBody=json.dumps(recheck.model_dump(mode="json")),
-                DelaySeconds=delay,
-            )
+        ad.rechecks.schedule(recheck.model_dump(mode="json"), delay)
 
     return schedule
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deployer.errors import InvalidEvent
 from deployer.models import describe_errors
 from deployer.models.config import REPOSITORY_PATTERN
-from deployer.models.records import DIGEST_PATTERN, TAG_PATTERN
+from deployer.names import DIGEST_PATTERN, REGION_PATTERN, TAG_PATTERN, ecr_registry
 
 
 class EcrImageActionDetail(BaseModel):
@@ -38,15 +38,14 @@ class EcrImageAction(BaseModel):
     detail_type: Literal["ECR Image Action"] = Field(alias="detail-type")
     source: Literal["aws.ecr"]
     account: str = Field(pattern=r"^\d{12}$")
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    region: str = Field(pattern=REGION_PATTERN)
     time: datetime
     detail: EcrImageActionDetail
 
     @property
     def registry(self) -> str:
         """The pushing account's ECR registry host."""
-        suffix = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
-        return f"{self.account}.dkr.ecr.{self.region}.{suffix}"
+        return ecr_registry(self.account, self.region)
 
 
 def parse_push_event(raw: Any) -> EcrImageAction:

@@ -18,12 +18,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deployer.names import APP_PATTERN, DIGEST_PATTERN, REGION_PATTERN, TAG_PATTERN
+
 COMMAND_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 INSTANCE_ID_PATTERN = r"^(i-[0-9a-f]{8}([0-9a-f]{9})?|mi-[0-9a-f]{17})$"
-APP_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
-DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
-# ECR tag rules; the same set the push path accepts.
-TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 REASON_MAX = 300
 
 CommandId = Annotated[str, Field(pattern=COMMAND_ID_PATTERN)]
@@ -42,7 +40,7 @@ class _Envelope(BaseModel):
     source: str
     account: str = Field(pattern=r"^\d{12}$")
     time: datetime
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    region: str = Field(pattern=REGION_PATTERN)
     resources: list[str] = Field(default_factory=list)
 
 

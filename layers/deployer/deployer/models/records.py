@@ -17,9 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
-# Docker/ECR tag grammar: no shell metacharacters can pass.
-TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+from deployer.names import DIGEST_PATTERN, TAG_PATTERN
+
 # Attribute a release carries only while PENDING (the hash key of the sparse `pending-index`).
 PENDING_KEY = "pending_app"
 

@@ -1,0 +1,111 @@
+"""Admission: a new release recorded with the app's counter (and a push's admission marker) in
+one decision, started now or left PENDING; and the PENDING releases a newer one makes pointless."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from deployer.adapters.transactions import Refused
+from deployer.controller import decisions
+from deployer.controller.loop import commit, now
+from deployer.errors import AwsCallFailed
+from deployer.models.records import Release, ReleaseSource, ReleaseStatus
+from deployer.observability import logger
+
+if TYPE_CHECKING:
+    from deployer.adapters.app_state import AppStateRecord
+    from deployer.models.config import AppConfig
+    from deployer.wiring import Adapters
+
+# Decisions tried when other writers keep moving the app's state.
+ADMIT_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Admitted:
+    release: int | None  # None: the digest is refused
+    started: bool = False
+    replayed: bool = False  # admitted before (a redelivery): `release` is the earlier answer
+    paused: bool = False
+    superseded: bool = False  # arrived after a newer push: recorded SUPERSEDED
+    # A start: the state and the release exactly as written (converge's first round reads neither).
+    known: tuple[AppStateRecord, Release] | None = None
+
+
+def admit(
+    ad: Adapters,
+    config: AppConfig,
+    *,
+    image: str,
+    digest: str,
+    tag: str | None,
+    source: ReleaseSource,
+    reason: str,
+    token: str,
+    marker: str | None = None,
+    operator: bool = False,
+    rollback_of: int | None = None,
+    pushed_at: datetime | None = None,
+    event_id: str | None = None,
+    state: AppStateRecord | None = None,
+) -> Admitted:
+    """Record a release (decisions.admission). A push's second delivery finds its marker and
+    answers the release it was."""
+    app = config.app
+    for _ in range(ADMIT_ATTEMPTS):
+        # The caller's fresh read serves the first attempt; a refused write reads again.
+        state = state or ad.state.get(app)
+        decision = decisions.admission(
+            config,
+            state,
+            image=image,
+            digest=digest,
+            tag=tag,
+            source=source,
+            reason=reason,
+            token=token,
+            now=now(ad),
+            marker=marker,
+            operator=operator,
+            rollback_of=rollback_of,
+            pushed_at=pushed_at,
+            event_id=event_id,
+        )
+        if decision is None:
+            return Admitted(None)
+        try:
+            commit(ad, decision)
+        except Refused as refused:
+            if marker and "admission" in refused.labels:
+                earlier = ad.admissions.release_of(marker)
+                logger.info("push admitted before; carrying on with it", app=app, release=earlier)
+                return Admitted(earlier, replayed=True)
+            state = None
+            continue
+        (release,) = decision.creates
+        started = decision.started == release.release
+        assert decision.change is not None
+        return Admitted(
+            release.release,
+            started=started,
+            paused=state.paused,
+            superseded=release.status is ReleaseStatus.SUPERSEDED,
+            known=(decision.change.applied_to(state), release) if started else None,
+        )
+    raise AwsCallFailed(f"could not record a release of {app}: its state kept changing")
+
+
+def supersede_older_pending(ad: Adapters, app: str, newer_than: int) -> list[int]:
+    """Mark PENDING releases older than `newer_than` SUPERSEDED, in one decision."""
+    for _ in range(ADMIT_ATTEMPTS):
+        decision = decisions.supersede(app, ad.releases.pending(app), newer_than)
+        if decision is None:
+            return []
+        try:
+            commit(ad, decision)
+        except Refused:
+            continue  # one of them started or was superseded meanwhile: read again
+        return [t.release for t in decision.transitions]
+    return []

@@ -1,0 +1,57 @@
+"""What decisions read, read before deciding: how a command ended, the rollback target."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from deployer.controller.types import Ending
+from deployer.errors import ImageNotFound
+from deployer.models.lifecycle_events import SsmStatus
+from deployer.observability import logger
+from deployer.verdicts import command_detail, command_verdict, rollback_candidates
+
+if TYPE_CHECKING:
+    from deployer.models.config import AppConfig
+    from deployer.models.records import Release
+    from deployer.wiring import Adapters
+
+
+def ending(ad: Adapters, release: Release, hint: tuple[str, SsmStatus] | None) -> Ending | None:
+    """How the release's command ended, or None while it runs. `hint`: a terminal status an SSM
+    event reported for a command (SSM's own listing may lag behind its event)."""
+    assert release.command_id is not None
+    counts = ad.results.counts(release.command_id)
+    reported = hint[1] if hint is not None and hint[0] == release.command_id else None
+    listed = None
+    if counts is not None:
+        listed = SsmStatus.parse(counts.status_details) or SsmStatus.parse(counts.status)
+    if listed is not None and listed.terminal:
+        status = listed
+    elif reported is not None and reported.terminal:
+        status = reported  # the event is ahead of SSM's listing
+    else:
+        return None
+    tally = None
+    if counts is not None and command_detail(status, counts) is not SsmStatus.SUCCESS:
+        # Only a command that is not a plain Success needs the per-host StatusDetails.
+        tally = ad.results.tally(release.command_id)
+    verdict, reason = command_verdict(status, counts, tally)
+    return Ending(status, counts, tally, verdict, reason)
+
+
+def rollback_target(ad: Adapters, config: AppConfig, failed: Release) -> Release | None:
+    """The newest release before `failed` that succeeded with another image still in ECR (the
+    automatic and the operator rollback both choose so)."""
+    history = ad.releases.succeeded_before(config.app, failed.release)
+    for candidate in rollback_candidates(history, failed):
+        try:
+            ad.images.by_digest(config.repository, candidate.digest)
+        except ImageNotFound:
+            logger.warning(
+                "rollback candidate's image is gone from ECR; trying an older one",
+                app=config.app,
+                release=candidate.release,
+            )
+            continue
+        return candidate
+    return None
