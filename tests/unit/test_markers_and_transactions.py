@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from deployer import markers
+from deployer import markers, names
 from deployer.adapters.app_state import StateChange
 from deployer.adapters.transactions import MAX_ITEMS, Refused, Transaction
 from deployer.errors import AwsCallFailed, DeployerError
@@ -22,7 +22,7 @@ from tests.conftest import REGION
 
 pytestmark = pytest.mark.unit
 
-apps = st.from_regex(markers.APP_PATTERN, fullmatch=True)
+apps = st.from_regex(names.APP_PATTERN, fullmatch=True)
 numbers = st.integers(min_value=1, max_value=10**12)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer import controller
 from deployer.admission import PushAction, accept_push
 from deployer.models.events import parse_push_event
 from deployer.models.records import Release, ReleaseStatus
@@ -83,7 +84,8 @@ def test_every_move_out_of_pending_removes_the_index_key_in_the_same_write(
     assert _raw(1)["pending_app"] == {"S": "web"}
 
     # When it leaves PENDING
-    deps.releases.update_status("web", 1, target, reason="test")
+    leave = controller.Transition(1, target, "test", frozenset({ReleaseStatus.PENDING}))
+    controller.commit(deps, controller.Decision("web").transition(leave))
 
     # Then the key is gone and the release is no longer pending
     item = _raw(1)

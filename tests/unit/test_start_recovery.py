@@ -21,7 +21,7 @@ from deployer.wiring import Adapters
 
 from localcloud import moto_gaps
 from tests.conftest import REGION
-from tests.unit.test_state_and_rollout import T0, admit, clock, deploy_first_release, push
+from tests.unit.test_state_and_rollout import T0, clock, push
 
 __all__ = ["clock"]  # the fixture, used by name
 
@@ -141,18 +141,3 @@ def test_a_command_ssm_refuses_fails_the_start_and_frees_the_app(
     assert "InvalidDocument" in release.status_reason
     assert deps.state.get("web").lock_owner is None
     assert moto_gaps.commands() == []
-
-
-def test_an_app_recorded_before_desired_existed_goes_back_to_its_pointers_release(
-    deps: Any, registered_app: Any, load_event: Any
-) -> None:
-    # Given release 1 live, and the app's state as an older version wrote it (no `desired`)
-    deploy_first_release(deps, load_event)
-    deps.clients.client("dynamodb").update_item(
-        TableName=deps.state.table, Key={"app": {"S": "web"}}, UpdateExpression="REMOVE desired"
-    )
-    # When release 2 is admitted and starts
-    admitted = admit(deps, registered_app, "2")
-    # Then it records release 1 (the pointer's) as the release it replaces
-    assert admitted.started
-    assert deps.releases.get("web", admitted.release).replaces == 1

@@ -12,11 +12,11 @@ import boto3
 import pytest
 from botocore.config import Config
 from deployer import controller
-from deployer.adapters.app_state import DISPLAY_LEASE_SECONDS, AppState, StateChange
+from deployer.adapters.app_state import AppState, StateChange
 from deployer.adapters.transactions import Refused, Transaction
 from deployer.admission import PushAction, accept_push
 from deployer.aws import ClientFactory
-from deployer.errors import AwsCallFailed, DeployInProgress, InvalidTransition, ReleaseNotFound
+from deployer.errors import AwsCallFailed, DeployInProgress, ReleaseNotFound
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import ReleaseSource, ReleaseStatus
@@ -166,15 +166,14 @@ def test_the_lock_has_one_holder_until_a_decision_moves_it(
     assert state.desired == 1
 
 
-def test_a_lock_is_never_taken_over_when_its_display_lease_runs_out(
+def test_a_lock_is_never_taken_over_by_a_timer(
     deps: Any, registered_app: Any, load_event: Any, clock: list[float]
 ) -> None:
     # Given release 1 rolling out (pending commands: SSM has not finished it)
     accept_push(deps, push(load_event, "1", "v1"))
 
-    # When far more than the lease shown to older readers has passed, and another push arrives
-    clock[0] = T0 + DISPLAY_LEASE_SECONDS * 24
-    assert deps.state.get("web").lock_expires_at < clock[0]
+    # When a day has passed, and another push arrives
+    clock[0] = T0 + 86_400
     result = accept_push(deps, push(load_event, "2", "v2"))
 
     # Then the push waits: only a decision moves the lock, never a timer
@@ -217,21 +216,36 @@ def test_a_dead_invocations_send_claim_is_taken_over_without_sending_twice(
     assert deps.releases.get("web", 1).command_id == sent[0].command_id
 
 
-def test_status_changes_follow_the_lifecycle(deps: Any, registered_app: Any, load_event: Any) -> None:
-    # Given a release started by a push
-    outcome = accept_push(deps, push(load_event, "1", "v1"))
-    number = outcome.results[0].release
+def ended(number: int, status: ReleaseStatus, reason: str) -> controller.Decision:
+    """A decision that only moves release `number` of web from DEPLOYING to `status`."""
+    return controller.Decision("web").transition(
+        controller.Transition(number, status, reason, frozenset({ReleaseStatus.DEPLOYING}))
+    )
 
-    # When it is marked SUCCEEDED twice, then the second is a no-op
-    deps.releases.update_status("web", number, ReleaseStatus.SUCCEEDED, reason="fleet ok")
-    again = deps.releases.update_status("web", number, ReleaseStatus.SUCCEEDED)
-    assert again.status == ReleaseStatus.SUCCEEDED
-    assert again.finished_at is not None
-    # and a move back to DEPLOYING is refused
-    with pytest.raises(InvalidTransition):
-        deps.releases.update_status("web", number, ReleaseStatus.DEPLOYING)
+
+def test_status_changes_follow_the_lifecycle(deps: Any, registered_app: Any, load_event: Any) -> None:
+    # Given a release started by a push, and a decision that it SUCCEEDED
+    number = accept_push(deps, push(load_event, "1", "v1")).results[0].release
+    controller.commit(deps, ended(number, ReleaseStatus.SUCCEEDED, "fleet ok"))
+    first = deps.releases.get("web", number)
+    assert (first.status, first.status_reason) == (ReleaseStatus.SUCCEEDED, "fleet ok")
+    assert first.finished_at is not None
+
+    # When the same decision is made again (a duplicate event), or a late one sends it back
+    with pytest.raises(Refused):
+        controller.commit(deps, ended(number, ReleaseStatus.SUCCEEDED, "again"))
+    with pytest.raises(Refused):
+        controller.commit(
+            deps,
+            controller.Decision("web").transition(
+                controller.Transition(number, ReleaseStatus.DEPLOYING, "late", frozenset({ReleaseStatus.PENDING}))
+            ),
+        )
+
+    # Then the release is as the first decision left it
+    assert deps.releases.get("web", number) == first
     assert deps.releases.latest_succeeded("web").release == number
-    assert deps.releases.by_command_id(again.command_id).release == number
+    assert deps.releases.by_command_id(first.command_id).release == number
 
 
 def test_pushes_during_a_deploy_wait_and_only_the_newest_stays_pending(
@@ -399,43 +413,9 @@ def test_a_throttled_start_is_retried_and_a_later_converge_completes_it_with_one
 
 
 # ------------------------------------------------------------------ release records
-def test_a_status_change_reports_whether_it_made_the_change(
-    deps: Any, registered_app: Any, load_event: Any
-) -> None:
-    # Given a deploying release
-    number = accept_push(deps, push(load_event, "1", "v1")).results[0].release
-
-    # When it is decided twice (a duplicate event)
-    first, first_changed = deps.releases.transition("web", number, ReleaseStatus.SUCCEEDED, reason="fleet ok")
-    second, second_changed = deps.releases.transition("web", number, ReleaseStatus.SUCCEEDED, reason="again")
-
-    # Then only the first made the change, and the second returns the release as stored
-    assert (first_changed, second_changed) == (True, False)
-    assert second.status_reason == "fleet ok"
-    assert second.updated_at == first.updated_at
-
-
-def test_a_refused_transition_carries_the_release_as_found(
-    deps: Any, registered_app: Any, load_event: Any
-) -> None:
-    # Given a release that succeeded
-    number = accept_push(deps, push(load_event, "1", "v1")).results[0].release
-    deps.releases.update_status("web", number, ReleaseStatus.SUCCEEDED)
-
-    # When it is asked to go back to DEPLOYING
-    with pytest.raises(InvalidTransition) as err:
-        deps.releases.update_status("web", number, ReleaseStatus.DEPLOYING, reason="late event")
-
-    # Then the error names both statuses, carries the stored release, and nothing changed
-    assert "SUCCEEDED" in str(err.value)
-    assert "DEPLOYING" in str(err.value)
-    assert err.value.current.status == ReleaseStatus.SUCCEEDED
-    assert deps.releases.get("web", number).status == ReleaseStatus.SUCCEEDED
-
-
-def test_a_status_change_of_an_unknown_release_is_release_not_found(deps: Any) -> None:
-    with pytest.raises(ReleaseNotFound):
-        deps.releases.update_status("web", 42, ReleaseStatus.FAILED, reason="nothing there")
+def test_a_status_change_of_an_unknown_release_is_refused_and_writes_nothing(deps: Any) -> None:
+    with pytest.raises(Refused):
+        controller.commit(deps, ended(42, ReleaseStatus.FAILED, "nothing there"))
     with pytest.raises(ReleaseNotFound):
         deps.releases.set_fields("web", 42, hosts_ok=1)
     assert deps.releases.list_recent("web") == []
