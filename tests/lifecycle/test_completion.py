@@ -189,8 +189,8 @@ def test_invocation_events_after_the_command_event_give_the_same_outcome(world: 
 def test_a_release_whose_command_still_runs_keeps_the_lock_however_long_it_runs(world: World) -> None:
     # Given release 1 rolling out, and far more time gone by than any lease would have lasted
     release = world.push(1, "v1")
-    expires = world.core.state.get("web").lock_expires_at or 0
-    world.core.state._clock = lambda: expires + 30 * 24 * 3600
+    started = world.core.state.now()
+    world.core.state._clock = lambda: started + 30 * 24 * 3600
     # When an invocation reports InProgress, a newer push arrives and the reconciler ticks
     answer = world.deliver(world.invocation_event(release.command_id or "", world.instances[0], "InProgress"))
     newer = world.push(2, "v2")

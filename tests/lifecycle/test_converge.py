@@ -15,7 +15,7 @@ from deployer.adapters.app_state import AppState
 from deployer.adapters.transactions import Refused, Transaction
 from deployer.admission import accept_push
 from deployer.entry.events import handle_operation
-from deployer.errors import AwsCallFailed, DeployInProgress, InvalidTransition
+from deployer.errors import AwsCallFailed, DeployInProgress
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
 from deployer.models.records import Pointer, ReleaseSource, ReleaseStatus
@@ -514,22 +514,29 @@ def test_a_push_supersedes_every_older_pending_release_and_names_them(world: Wor
         for n in (2, 3, 4):
             with pytest.raises(RuntimeError):
                 accept_push(world.core, parse_push_event(world.push_event(world.image(n, f"v{n}"), f"v{n}")))
-    # When release 2 leaves PENDING concurrently, and the supersede for release 4 runs
+    # When another decision starts release 2 while the supersede for release 4 reads a pending
+    # list that still names it (the pending index is eventually consistent)
+    before = world.core.releases.pending("web")
+    start = controller.Transition(
+        2, ReleaseStatus.DEPLOYING, "started elsewhere", frozenset({ReleaseStatus.PENDING})
+    )
+    controller.commit(world.core, controller.Decision("web").transition(start))
+    fresh = world.core.releases.pending
+    reads: list[str] = []
+
+    def lagging(app: str) -> list[Any]:
+        reads.append(app)
+        return before if len(reads) == 1 else fresh(app)
+
     with pytest.MonkeyPatch.context() as patch:
-        update = world.core.releases.update_status
-
-        def moved_on(app: str, release: int, *args: Any, **kwargs: Any) -> Any:
-            if release == 2:
-                raise InvalidTransition("release 2 is no longer PENDING")
-            return update(app, release, *args, **kwargs)
-
-        patch.setattr(world.core.releases, "update_status", moved_on)
+        patch.setattr(world.core.releases, "pending", lagging)
         superseded = controller.supersede_older_pending(world.core, "web", newer_than=4)
+    assert len(reads) == 2  # the stale read's decision was refused as a whole, and made again
     # Then every other older pending release is superseded, naming the newer one
     assert superseded == [3]
     third = world.release(3)
     assert (third.status, third.status_reason) == (ReleaseStatus.SUPERSEDED, "superseded by release 4")
-    assert world.release(2).status is ReleaseStatus.PENDING
+    assert world.release(2).status is ReleaseStatus.DEPLOYING
     assert world.release(4).status is ReleaseStatus.PENDING
 
 

@@ -212,7 +212,8 @@ def test_the_template_gives_functions_exactly_the_settings_variables(template: d
     own = {
         name
         for name, resource in template["Resources"].items()
-        if "LAUNCH_RECHECK_QUEUE_URL" in resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
+        if "LAUNCH_RECHECK_QUEUE_URL"
+        in resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
     }
     assert own == {"OnInstanceLaunchFunction"}
 

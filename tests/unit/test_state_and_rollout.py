@@ -238,7 +238,9 @@ def test_status_changes_follow_the_lifecycle(deps: Any, registered_app: Any, loa
         controller.commit(
             deps,
             controller.Decision("web").transition(
-                controller.Transition(number, ReleaseStatus.DEPLOYING, "late", frozenset({ReleaseStatus.PENDING}))
+                controller.Transition(
+                    number, ReleaseStatus.DEPLOYING, "late", frozenset({ReleaseStatus.PENDING})
+                )
             ),
         )
 
