@@ -73,15 +73,19 @@ DECISION_MODULES: dict[str, list[str]] = {
         "tests/unit/test_markers_and_transactions.py",
         "tests/unit/test_controller_requests.py",
     ],
-    "layers/deployer/deployer/controller.py": [
-        # Mutated in part: the functions of DECISION_FUNCTIONS below.
+    # The controller's decisions, moto-free: every mutant costs a second.
+    "layers/deployer/deployer/controller/decisions.py": [
         "tests/unit/test_controller_decisions.py",
-        "tests/lifecycle/test_controller_decisions.py",
-        "tests/lifecycle/test_completion.py",
-        "tests/unit/test_start_recovery.py",
+    ],
+    # Mutated in part (DECISION_FUNCTIONS): how a failed AWS call is read.
+    "layers/deployer/deployer/adapters/__init__.py": [
+        "tests/unit/test_error_classes.py",
+    ],
+    "layers/deployer/deployer/controller/outbox.py": [
+        "tests/unit/test_error_classes.py",
     ],
     "layers/deployer/deployer/admission.py": [
-        "tests/lifecycle/test_controller_decisions.py",
+        "tests/lifecycle/test_converge.py",
         "tests/unit/test_on_image_push.py",
     ],
 }
@@ -92,27 +96,16 @@ DECISION_MODULES: dict[str, list[str]] = {
 # is too slow: the decisions are mutated, the AWS steps they drive are not. A name listed here
 # that the module no longer has is an error (a renamed decision must not drop out unnoticed).
 DECISION_FUNCTIONS: dict[str, list[str]] = {
-    # Left out: converge (the loop that dispatches to these), the steps that drive a release
-    # out (_drive, _realign, _prune_versions, _drop_claim), building records and notices
-    # (new_record, notice_for), publishing the outbox (drain_outbox), Report and _Config.
-    "layers/deployer/deployer/controller.py": [
-        "transient",
-        "_refused",
-        "_decide",
-        "_free_stale_lock",
-        "_start_pending",
-        "_start",
-        "_hand_on",
-        "_end",
-        "add_rollback",
-        "_mark_rolled_back",
-        "rollback_target",
-        "admit",
-        "_replaces",
-        "supersede_older_pending",
-        "_start_failed",
-        "_ending",
-        "_outbox_order",
+    # Left out: converting botocore's data to plain values and back (exercised by every store).
+    "layers/deployer/deployer/adapters/__init__.py": [
+        "_client_error",
+        "_http_status",
+        "is_transient",
+        "was_refused",
+    ],
+    # Left out: publishing the outbox and building a notice (AWS calls; tests/lifecycle).
+    "layers/deployer/deployer/controller/outbox.py": [
+        "outbox_order",
     ],
 }
 # Statements that only log or count (a call standing alone whose callee matches) are not mutated,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from deployer import controller
-from deployer.adapters.app_state import DISPLAY_LEASE_SECONDS, AppState
+from deployer.adapters.app_state import AppState
 from deployer.admission import accept_push
 from deployer.entry.events import handle_operation
 from deployer.errors import DeployInProgress
@@ -144,10 +144,10 @@ def test_a_lost_command_event_is_finished_by_the_reconcilers_converge(world: Wor
 
 
 def test_the_lock_is_never_taken_over_by_time_only_the_deploys_end_moves_it(world: World) -> None:
-    # Given release 1 deploying, and its lock's display expiry long past
+    # Given release 1 deploying for five hours
     now = _clock(world, 2_000_000.0)
     release = world.push(1, "v1")
-    now[0] += DISPLAY_LEASE_SECONDS * 5
+    now[0] += 5 * 3600
     # When a push, the reconciler and an operator's resume come by
     assert world.push(2, "v2").status is ReleaseStatus.PENDING
     reconcile_app(world.ld, world.config)
