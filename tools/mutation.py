@@ -111,7 +111,9 @@ DECISION_FUNCTIONS: dict[str, list[str]] = {
 # Statements that only log or count (a call standing alone whose callee matches) are not mutated,
 # in any module: what a decision logs or counts is not what it decides, and the tests pin
 # decisions. Marked `# pragma: no mutate` on each of their lines, in the staging copy only.
-OBSERVABILITY_CALL = re.compile(r"^(logger\.\w+|report\.note|count|_count_end|metrics\.\w+)$")
+OBSERVABILITY_CALL = re.compile(
+    r"^(logger\.\w+|report\.note|count|_count_end|metrics\.\w+|decision\.explain)$"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_PARENT = "layers/deployer"  # the directory that holds the `deployer` package

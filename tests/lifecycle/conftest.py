@@ -408,7 +408,6 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
     topic_arn = client("sns").create_topic(Name="deployer-notifications")["TopicArn"]
     # The delay queue on-instance-launch schedules its re-checks and swap heartbeats on.
     recheck_queue = client("sqs").create_queue(QueueName="LaunchRecheckQueue")["QueueUrl"]
-    monkeypatch.setenv("LAUNCH_RECHECK_QUEUE_URL", recheck_queue)
     sqs = client("sqs")
     queue_url = sqs.create_queue(QueueName="notifications")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -426,6 +425,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         swap_document_name=DOCUMENT,
         command_log_group="/deployer/commands",
         notification_topic_arn=topic_arn,
+        launch_recheck_queue_url=recheck_queue,
         region=REGION,
     )
     core = Adapters.from_settings(settings, session=session())

@@ -75,8 +75,9 @@ def admit(
         )
         if decision is None:
             return Admitted(None)
+        (release,) = decision.creates
         try:
-            commit(ad, decision)
+            commit(ad, decision, f"recording release {release.release} of {app}")
         except Refused as refused:
             if marker and "admission" in refused.labels:
                 earlier = ad.admissions.release_of(marker)
@@ -84,7 +85,6 @@ def admit(
                 return Admitted(earlier, replayed=True)
             state = None
             continue
-        (release,) = decision.creates
         started = decision.started == release.release
         assert decision.change is not None
         return Admitted(

@@ -266,8 +266,9 @@ def admission(
         change,
         creates=[release],
         admission=(marker, number) if marker else None,
-        note="release recorded",
-        context={"release": number, "digest": digest, "tag": tag, "source": source.value, "started": start},
+    )
+    decision.explain(
+        "release recorded", release=number, digest=digest, tag=tag, source=source.value, started=start
     )
     if late:
         decision.count(Metric.RELEASES_SUPERSEDED)
@@ -280,8 +281,8 @@ def start_pending(state: AppStateRecord, pending: Sequence[Release], token: str,
     if chosen is None:
         return None
     change = StateChange(state.app, expect_owner=state.lock_owner, require_unpaused=True)
-    decision = Decision(state.app, change, note="pending release started")
-    decision.context["release"] = chosen.release
+    decision = Decision(state.app, change)
+    decision.explain("pending release started", release=chosen.release)
     _start(decision, change, chosen, older, last_good=state.desired, token=token, now=now)
     return decision
 
@@ -306,7 +307,8 @@ def end(
     ok = ending.verdict is Verdict.SUCCEEDED
     hosts_ok, hosts_failed = host_counts(ending.status, ending.counts, ending.tally)
     change = StateChange(app, expect_owner=state.lock_owner)
-    decision = Decision(app, change, context={"release": release.release, "reason": ending.reason})
+    decision = Decision(app, change)
+    decision.explain("release ended", release=release.release, reason=ending.reason)
     decision.transition(
         Transition(
             release.release,
@@ -320,7 +322,7 @@ def end(
         decision.duration = max((now.at - release.deploy_started_at).total_seconds(), 0.0)
     rollback: int | None = None
     if ok:
-        decision.note = "release succeeded"
+        decision.explain("release succeeded")
         decision.count(DeployMetric.DEPLOY_SUCCEEDED)
         change.desired = release.release
         change.add_outbox.append(_notice(release.release, NoticeKind.SUCCEEDED))
@@ -342,7 +344,7 @@ def end(
             # A digest that failed is never deployed automatically again (until an operator does).
             change.refuse = release.digest
         if target is not None and rolls_back_automatically(release, config.auto_rollback):
-            decision.note = "release failed; rolling back"
+            decision.explain("release failed; rolling back", target=target.release)
             rollback = _add_rollback(
                 decision,
                 config,
@@ -356,11 +358,11 @@ def end(
             )
             change.add_outbox.insert(0, _notice(release.release, NoticeKind.ROLLED_BACK, target.release))
             decision.count(DeployMetric.ROLLBACKS)
-            decision.context.update(target=target.release, rollback_release=rollback)
+            decision.explain("release failed; rolling back", rollback_release=rollback)
         else:
             # Held: the failed release stays what the app runs where it went live; nothing re-sends
             # it, and an operator decides (roll back, promote, or push a fix).
-            decision.note = "release failed"
+            decision.explain("release failed")
             change.desired = release.release
             change.add_outbox.append(_notice(release.release, NoticeKind.FAILED))
             _hand_on(
@@ -405,8 +407,8 @@ def start_failed(  # noqa: PLR0917 - one decision's facts
     """A start that failed for good (not a throttle): the release FAILED, pointer and group go
     back to the release it replaced (`realign`), and the app moves on."""
     change = StateChange(release.app, expect_owner=state.lock_owner, realign=True)
-    decision = Decision(release.app, change, note="deploy could not start")
-    decision.context.update(release=release.release, error=error)
+    decision = Decision(release.app, change)
+    decision.explain("deploy could not start", release=release.release, error=error)
     decision.transition(
         Transition(release.release, ReleaseStatus.FAILED, f"could not start: {error}", _FROM_DEPLOYING)
     )
@@ -431,7 +433,8 @@ def start_failed(  # noqa: PLR0917 - one decision's facts
 def hand_on(state: AppStateRecord, pending: Sequence[Release], token: str, now: Now) -> Decision:
     """The lock's release ended elsewhere (an operator cancelled it): the app moves on."""
     change = StateChange(state.app, expect_owner=state.lock_owner)
-    decision = Decision(state.app, change, note="the lock's release has ended; handing the app on")
+    decision = Decision(state.app, change)
+    decision.explain("the lock's release has ended; handing the app on")
     _hand_on(decision, state, change, pending, last_good=state.desired, token=token, now=now)
     return decision
 
@@ -439,19 +442,16 @@ def hand_on(state: AppStateRecord, pending: Sequence[Release], token: str, now: 
 def free_stale_lock(state: AppStateRecord) -> Decision:
     """The lock names a release that does not exist: free it."""
     change = StateChange(state.app, expect_owner=state.lock_owner, clear_owner=True)
-    return Decision(
-        state.app, change, note="lock held by no release; freeing it", context={"owner": state.lock_owner}
-    )
+    decision = Decision(state.app, change)
+    decision.explain("lock held by no release; freeing it", owner=state.lock_owner)
+    return decision
 
 
 def realigned(state: AppStateRecord) -> Decision:
     """Pointer and group are back on the desired release: the flag that asked for it goes."""
-    return Decision(
-        state.app,
-        StateChange(state.app, expect_owner=None, realign=False),
-        note="pointer and group put back",
-        context={"desired": state.desired},
-    )
+    decision = Decision(state.app, StateChange(state.app, expect_owner=None, realign=False))
+    decision.explain("pointer and group put back", desired=state.desired)
+    return decision
 
 
 def cancel(  # noqa: PLR0917 - one decision's facts
@@ -468,7 +468,8 @@ def cancel(  # noqa: PLR0917 - one decision's facts
     would walk back through the history) the lock is freed and pointer and group go back."""
     app = config.app
     change = StateChange(app, expect_owner=state.lock_owner)
-    decision = Decision(app, change, note="deploy cancelled", context={"release": release.release})
+    decision = Decision(app, change)
+    decision.explain("deploy cancelled", release=release.release)
     decision.transition(Transition(release.release, ReleaseStatus.CANCELLED, reason, _FROM_DEPLOYING))
     if target is None or release.source is ReleaseSource.ROLLBACK:
         change.clear_owner = True
@@ -489,7 +490,7 @@ def cancel(  # noqa: PLR0917 - one decision's facts
             now=now,
             reason=f"cancel of release {release.release}: back to release {target.release}",
         )
-        decision.context.update(target=target.release, rollback_release=number)
+        decision.explain("deploy cancelled", target=target.release, rollback_release=number)
     return decision.count(DeployMetric.DEPLOY_CANCELLED)
 
 
@@ -498,8 +499,10 @@ def supersede(app: str, pending: Sequence[Release], newer_than: int) -> Decision
     older = sorted((r for r in pending if r.release < newer_than), key=lambda r: r.release)
     if not older:
         return None
-    decision = Decision(app, note="pending releases superseded", context={"by": newer_than})
+    decision = Decision(app)
     for release in older[:SUPERSEDE_PER_DECISION]:
         decision.transition(_superseded(release, newer_than))
-    decision.context["releases"] = [t.release for t in decision.transitions]
+    decision.explain(
+        "pending releases superseded", by=newer_than, releases=[t.release for t in decision.transitions]
+    )
     return decision.count(Metric.RELEASES_SUPERSEDED, len(decision.transitions))

@@ -77,9 +77,10 @@ def transaction(ad: Adapters, decision: Decision) -> Transaction:
     return tx
 
 
-def commit(ad: Adapters, decision: Decision) -> None:
-    """Write a decision, all or nothing (Refused: its conditions no longer hold), then count it."""
-    transaction(ad, decision).commit(ad.dynamodb, f"recording a decision for {decision.app}")
+def commit(ad: Adapters, decision: Decision, what: str | None = None) -> None:
+    """Write a decision, all or nothing (Refused: its conditions no longer hold), then count it.
+    `what`: the decision in an error's words (default: "recording a decision for <app>")."""
+    transaction(ad, decision).commit(ad.dynamodb, what or f"recording a decision for {decision.app}")
     logger.info(decision.note or "decision recorded", app=decision.app, **decision.context)
     for metric, value in decision.counts:
         count(metric, value)

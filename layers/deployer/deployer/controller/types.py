@@ -87,6 +87,11 @@ class Decision:
         self.transitions.append(write)
         return self
 
+    def explain(self, note: str, **context: Any) -> None:
+        """What the log says once the decision is committed (for people; it decides nothing)."""
+        self.note = note
+        self.context.update(context)
+
     def count(self, metric: str, value: int = 1) -> Decision:
         self.counts.append((metric, value))
         return self
