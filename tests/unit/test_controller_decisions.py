@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from deployer.adapters.app_state import AppStateRecord
-from deployer.adapters.command_results import CommandCounts
+from deployer.adapters.command_results import CommandCounts, InvocationTally
 from deployer.controller import Ending, Now, decisions
 from deployer.errors import DeployInProgress
 from deployer.metrics_names import DeployMetric
@@ -71,6 +71,8 @@ def written(
     """Each release the decision writes: its new status and the statuses it must be in now (None: a
     new record)."""
     assert decision is not None
+    assert decision.app == "web"
+    assert decision.change is None or decision.change.app == "web"
     out: dict[int, tuple[ReleaseStatus, frozenset[ReleaseStatus] | None]] = {
         r.release: (r.status, None) for r in decision.creates
     }
@@ -94,21 +96,29 @@ def admit(st: AppStateRecord, n_digest: int = 9, **kw: Any) -> decisions.Decisio
         "now": NOW,
         "marker": "marker-9",
         "pushed_at": T0,
+        "event_id": "event-9",
     }
     return decisions.admission(config(), st, **{**facts, **kw})
 
 
 def test_a_push_to_a_free_app_starts_at_once_with_the_next_number() -> None:
     decision = admit(state(last_release=4, desired=4))
+    assert written(decision) == {5: (S.DEPLOYING, None)}
     assert decision is not None
     (new,) = decision.creates
     assert (new.release, new.status, new.replaces, new.send_claim) == (5, S.DEPLOYING, 4, TOKEN)
-    assert new.deploy_started_at == T0
+    assert (new.status_reason, new.deploy_started_at, new.send_claimed_at) == (
+        "push deploy started",
+        T0,
+        NOW.epoch,
+    )
+    assert (new.tag, new.pushed_at, new.event_id, new.rollback_of) == ("v9", T0, "event-9", None)
     change = decision.change
     assert change is not None
     assert (change.owner, change.desired, change.last_release, change.expect_last) == ("web#5", 5, 5, 4)
     assert change.expect_owner is None
     assert change.refuse_if_refused == digest(9)
+    assert change.allow is None
     assert change.require_unpaused
     assert change.add_outbox == ["5:started"]
     assert change.last_pushed_at == int(T0.timestamp())
@@ -131,12 +141,14 @@ def test_a_push_while_another_release_rolls_out_waits_pending() -> None:
 def test_a_push_to_a_paused_app_waits_but_an_operator_deploy_starts() -> None:
     paused = state(last_release=4, desired=4, paused=True)
     assert written(admit(paused)) == {5: (S.PENDING, None)}
-    operator = admit(paused, operator=True, marker=None, pushed_at=None, source=ReleaseSource.MANUAL)
+    operator = admit(paused, operator=True, marker=None, source=ReleaseSource.MANUAL, rollback_of=3)
     assert written(operator) == {5: (S.DEPLOYING, None)}
     assert operator is not None
     assert operator.change is not None
     assert not operator.change.require_unpaused
+    assert operator.change.last_pushed_at is None  # only a push moves the newest push time
     assert operator.admission is None
+    assert operator.creates[0].rollback_of == 3
 
 
 def test_a_refused_digest_is_not_admitted_from_a_push_and_an_operator_lifts_the_refusal() -> None:
@@ -196,6 +208,16 @@ def test_the_newest_pending_release_starts_and_supersedes_the_older_ones() -> No
     assert decision.change.add_outbox == ["7:started"]
 
 
+def test_a_pending_release_holding_the_lock_starts_on_condition_it_still_holds_it() -> None:
+    st = state(last_release=7, lock_owner="web#7")
+    decision = decisions.start_pending(st, [release(7, S.PENDING)], TOKEN, NOW)
+    assert written(decision) == {7: (S.DEPLOYING, PENDING_ONLY)}
+    assert decision is not None
+    assert decision.transitions[0].reason == "push deploy started"
+    assert decision.change is not None
+    assert decision.change.expect_owner == "web#7"
+
+
 def test_nothing_starts_without_pending_releases_or_while_paused() -> None:
     assert decisions.start_pending(state(), [], TOKEN, NOW) is None
     assert decisions.start_pending(state(paused=True), [release(2, S.PENDING)], TOKEN, NOW) is None
@@ -253,6 +275,7 @@ def test_a_release_that_succeeded_hands_the_app_to_the_newest_pending_one() -> N
     }
     start = next(t for t in decision.transitions if t.release == 7)
     assert start.fields["replaces"] == 5  # the release that just succeeded is the last good one
+    assert start.fields["send_claim"] == TOKEN
     change = decision.change
     assert change is not None
     assert (change.owner, change.desired, change.clear_owner) == ("web#7", 7, False)
@@ -269,6 +292,45 @@ def test_a_pending_release_older_than_the_one_that_ended_is_superseded_not_start
     assert decision.transitions[1].reason == "superseded by release 5"
     assert decision.change is not None
     assert decision.change.clear_owner
+
+
+def test_a_lagging_pending_index_that_still_names_the_ended_release_changes_nothing_about_it() -> None:
+    rel = release(5, S.DEPLOYING)
+    decision = end(rel, Verdict.SUCCEEDED, pending=[release(5, S.PENDING)])
+    assert written(decision) == {5: (S.SUCCEEDED, DEPLOYING_ONLY)}
+    assert decision.change is not None
+    assert decision.change.clear_owner
+
+
+def ended(rel: Release, how: Ending) -> decisions.Decision:
+    return decisions.end(
+        state(lock_owner=f"web#{rel.release}"),
+        rel,
+        how,
+        config=config(),
+        pending=[],
+        target=None,
+        rolled_back=None,
+        token=TOKEN,
+        now=NOW,
+    )
+
+
+def test_the_hosts_counts_come_from_the_invocations_when_ssm_counted_them() -> None:
+    tally = InvocationTally(succeeded=2, failed=1)
+    decision = ended(
+        release(5, S.DEPLOYING), Ending(SsmStatus.FAILED, None, tally, Verdict.FAILED, "one failed")
+    )
+    assert decision.transitions[0].fields == {"hosts_ok": 2, "hosts_failed": 1}
+
+
+def test_an_event_ahead_of_ssm_s_listing_counts_the_hosts_by_the_event_s_status() -> None:
+    # SSM's listing still says InProgress; the event that woke us said Success
+    lagging = CommandCounts(command_id="c", status="InProgress", target_count=2, completed_count=2)
+    done = Ending(SsmStatus.SUCCESS, lagging, None, Verdict.SUCCEEDED, "every targeted host is live")
+    decision = ended(release(5, S.DEPLOYING, deploy_started_at=T0), done)
+    assert decision.transitions[0].fields == {"hosts_ok": 2, "hosts_failed": 0}
+    assert decision.duration == 0.0
 
 
 def test_a_paused_app_starts_nothing_when_its_release_ends() -> None:
@@ -320,7 +382,8 @@ def test_a_failed_release_is_rolled_back_to_the_target_and_its_digest_refused() 
     assert (rollback.image, rollback.digest, rollback.tag) == (target.image, target.digest, target.tag)
     assert (rollback.source, rollback.replaces, rollback.rollback_of) == (ReleaseSource.ROLLBACK, 3, 5)
     assert rollback.reason == "automatic rollback: release 5 failed: the fleet's verdict"
-    assert rollback.send_claim == TOKEN
+    assert (rollback.send_claim, rollback.send_claimed_at) == (TOKEN, NOW.epoch)
+    assert rollback.status_reason == "rollback deploy started"
     change = decision.change
     assert change is not None
     assert (change.owner, change.desired, change.last_release, change.expect_last) == ("web#6", 6, 6, 5)
@@ -338,12 +401,21 @@ def test_a_failed_release_without_a_target_is_held_and_the_app_moves_on() -> Non
     assert written(decision) == {5: (S.FAILED, DEPLOYING_ONLY), 6: (S.DEPLOYING, PENDING_ONLY)}
     start = decision.transitions[1]
     assert start.fields["replaces"] == 4  # the failed release is not a last good one
+    assert start.fields["send_claim"] == TOKEN
     change = decision.change
     assert change is not None
     assert change.refuse == digest(5)
     assert change.add_outbox == ["5:failed", "6:started"]
     assert decision.ended is not None
     assert not decision.ended.rollback
+
+
+def test_a_failed_release_supersedes_a_pending_one_older_than_itself() -> None:
+    rel = release(5, S.DEPLOYING, replaces=3)
+    decision = end(rel, Verdict.FAILED, pending=[release(4, S.PENDING)])
+    assert written(decision) == {5: (S.FAILED, DEPLOYING_ONLY), 4: (S.SUPERSEDED, PENDING_ONLY)}
+    assert decision.change is not None
+    assert decision.change.clear_owner
 
 
 def test_an_app_without_automatic_rollback_holds_its_failed_release() -> None:
@@ -383,6 +455,7 @@ def test_a_start_that_failed_for_good_puts_the_replaced_release_back() -> None:
         False,
     )
     assert change.add_outbox == ["5:failed"]
+    assert change.expect_owner == "web#5"
     assert decision.counts == [(Metric.DEPLOY_START_FAILED, 1)]
     assert decision.ended is None
 
@@ -400,8 +473,17 @@ def test_a_start_that_failed_hands_the_app_to_a_newer_pending_release() -> None:
     decision = decisions.start_failed(st, rel, "x", [release(6, S.PENDING)], TOKEN, NOW)
     assert written(decision) == {5: (S.FAILED, DEPLOYING_ONLY), 6: (S.DEPLOYING, PENDING_ONLY)}
     assert decision.transitions[1].fields["replaces"] == 4
+    assert decision.transitions[1].fields["send_claim"] == TOKEN
     assert decision.change is not None
     assert (decision.change.owner, decision.change.desired) == ("web#6", 6)
+
+
+def test_a_start_that_failed_supersedes_a_pending_release_older_than_itself() -> None:
+    rel = release(5, S.DEPLOYING, replaces=3)
+    decision = decisions.start_failed(
+        state(lock_owner="web#5"), rel, "x", [release(4, S.PENDING)], TOKEN, NOW
+    )
+    assert written(decision) == {5: (S.FAILED, DEPLOYING_ONLY), 4: (S.SUPERSEDED, PENDING_ONLY)}
 
 
 # ------------------------------------------------------------------ hand_on, free_stale_lock, realigned
@@ -410,8 +492,16 @@ def test_a_lock_whose_release_ended_elsewhere_goes_to_the_newest_pending_release
     decision = decisions.hand_on(st, [release(6, S.PENDING), release(7, S.PENDING)], TOKEN, NOW)
     assert written(decision) == {7: (S.DEPLOYING, PENDING_ONLY), 6: (S.SUPERSEDED, PENDING_ONLY)}
     assert decision.transitions[0].fields["replaces"] == 4
+    assert decision.transitions[0].fields["send_claim"] == TOKEN
     assert decision.change is not None
     assert (decision.change.expect_owner, decision.change.owner) == ("web#5", "web#7")
+
+
+def test_every_pending_release_may_take_a_lock_whose_release_ended_elsewhere() -> None:
+    decision = decisions.hand_on(
+        state(last_release=1, lock_owner="web#9"), [release(1, S.PENDING)], TOKEN, NOW
+    )
+    assert written(decision) == {1: (S.DEPLOYING, PENDING_ONLY)}
 
 
 def test_a_lock_whose_release_ended_elsewhere_is_freed_when_nothing_waits() -> None:
@@ -448,7 +538,9 @@ def test_a_cancelled_release_is_replaced_by_a_rollback_to_the_target() -> None:
     (rollback,) = decision.creates
     assert (rollback.rollback_of, rollback.replaces, rollback.digest) == (5, 4, digest(4))
     assert rollback.reason == "cancel of release 5: back to release 4"
+    assert rollback.send_claim == TOKEN
     assert decision.change is not None
+    assert decision.change.expect_owner == "web#5"
     assert (decision.change.owner, decision.change.desired, decision.change.realign) == ("web#6", 6, None)
     assert decision.started == 6
     assert decision.counts == [(DeployMetric.DEPLOY_CANCELLED, 1)]

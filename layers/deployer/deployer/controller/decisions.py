@@ -140,8 +140,9 @@ def _hand_on(
 ) -> None:
     """The app's next step once its rollout ended: the newest PENDING release newer than `after`
     starts (unless paused) and supersedes the others; else the lock is freed."""
+    # The release that just ended is in neither list (a lagging pending index may still name it).
     newer = [r for r in pending if r.release > after]
-    stale = [r for r in pending if r.release <= after]
+    stale = [r for r in pending if r.release < after]
     chosen, older = next_pending(newer, state.paused)
     if chosen is not None:
         _start(decision, change, chosen, stale + older, last_good=last_good, token=token, now=now)
@@ -449,7 +450,8 @@ def free_stale_lock(state: AppStateRecord) -> Decision:
 
 def realigned(state: AppStateRecord) -> Decision:
     """Pointer and group are back on the desired release: the flag that asked for it goes."""
-    decision = Decision(state.app, StateChange(state.app, expect_owner=None, realign=False))
+    # On condition that the lock is still free (a StateChange's default).
+    decision = Decision(state.app, StateChange(state.app, realign=False))
     decision.explain("pointer and group put back", desired=state.desired)
     return decision
 
