@@ -237,7 +237,7 @@ def end(rel: Release, verdict: Verdict, **facts: Any) -> decisions.Decision:
         "st", state(last_release=rel.release, desired=rel.release, lock_owner=f"web#{rel.release}")
     )
     base: dict[str, Any] = {
-        "config": config(),
+        "auto_rollback": True,
         "pending": [],
         "target": None,
         "rolled_back": None,
@@ -307,7 +307,7 @@ def ended(rel: Release, how: Ending) -> decisions.Decision:
         state(lock_owner=f"web#{rel.release}"),
         rel,
         how,
-        config=config(),
+        auto_rollback=True,
         pending=[],
         target=None,
         rolled_back=None,
@@ -420,7 +420,7 @@ def test_a_failed_release_supersedes_a_pending_one_older_than_itself() -> None:
 
 def test_an_app_without_automatic_rollback_holds_its_failed_release() -> None:
     rel = release(5, S.DEPLOYING, replaces=4)
-    decision = end(rel, Verdict.FAILED, target=release(3), config=config(auto_rollback=False))
+    decision = end(rel, Verdict.FAILED, target=release(3), auto_rollback=False)
     assert written(decision) == {5: (S.FAILED, DEPLOYING_ONLY)}
     assert decision.change is not None
     assert (decision.change.desired, decision.change.clear_owner) == (5, True)
@@ -532,7 +532,7 @@ def test_realigned_clears_the_flag_while_the_app_stays_free() -> None:
 def test_a_cancelled_release_is_replaced_by_a_rollback_to_the_target() -> None:
     rel = release(5, S.DEPLOYING, replaces=4)
     st = state(last_release=5, desired=5, lock_owner="web#5")
-    decision = decisions.cancel(config(), st, rel, release(4), "cancelled by an operator: oops", TOKEN, NOW)
+    decision = decisions.cancel(st, rel, release(4), "cancelled by an operator: oops", TOKEN, NOW)
     assert written(decision) == {5: (S.CANCELLED, DEPLOYING_ONLY), 6: (S.DEPLOYING, None)}
     assert decision.transitions[0].reason == "cancelled by an operator: oops"
     (rollback,) = decision.creates
@@ -558,7 +558,7 @@ def test_a_cancel_without_a_rollback_frees_the_app_and_puts_pointer_and_group_ba
     rel: Release, target: Release | None, desired: int | None
 ) -> None:
     st = state(last_release=rel.release, lock_owner=f"web#{rel.release}")
-    decision = decisions.cancel(config(), st, rel, target, "cancelled", TOKEN, NOW)
+    decision = decisions.cancel(st, rel, target, "cancelled", TOKEN, NOW)
     assert written(decision) == {rel.release: (S.CANCELLED, DEPLOYING_ONLY)}
     change = decision.change
     assert change is not None

@@ -255,7 +255,7 @@ def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
         None if release.source is ReleaseSource.ROLLBACK else controller.rollback_target(ad, config, release)
     )
     token = controller.new_token()
-    decision = decisions.cancel(config, state, release, target, reason, token, controller.now(ad))
+    decision = decisions.cancel(state, release, target, reason, token, controller.now(ad))
     try:
         controller.commit(ad, decision)
     except Refused as exc:

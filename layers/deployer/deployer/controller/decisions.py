@@ -48,7 +48,8 @@ def _notice(release: int, kind: NoticeKind, rolled_back_to: int | None = None) -
 
 
 def new_record(
-    config: AppConfig,
+    app: str,
+    repository: str,
     number: int,
     *,
     image: str,
@@ -75,9 +76,9 @@ def new_record(
             "send_claimed_at": now.epoch,
         }
     return Release(
-        app=config.app,
+        app=app,
         release=number,
-        repository=config.repository,
+        repository=repository,
         image=image,
         digest=digest,
         tag=tag,
@@ -155,7 +156,6 @@ def _hand_on(
 
 def _add_rollback(
     decision: Decision,
-    config: AppConfig,
     state: AppStateRecord,
     change: StateChange,
     *,
@@ -170,7 +170,8 @@ def _add_rollback(
     number = state.last_release + 1
     decision.creates.append(
         new_record(
-            config,
+            of.app,
+            target.repository,
             number,
             image=target.image,
             digest=target.digest,
@@ -185,7 +186,7 @@ def _add_rollback(
     )
     change.expect_last = state.last_release
     change.last_release = number
-    change.owner = markers.owner(config.app, number)
+    change.owner = markers.owner(of.app, number)
     change.desired = number
     change.add_outbox.append(_notice(number, NoticeKind.STARTED))
     return number
@@ -224,7 +225,8 @@ def admission(
     late = pushed is not None and pushed < state.last_pushed_at
     start = not late and state.lock_owner is None and (operator or not state.paused)
     release = new_record(
-        config,
+        app,
+        config.repository,
         number,
         image=image,
         digest=digest,
@@ -293,7 +295,7 @@ def end(
     release: Release,
     ending: Ending,
     *,
-    config: AppConfig,
+    auto_rollback: bool,
     pending: Sequence[Release],
     target: Release | None,
     rolled_back: Release | None,
@@ -302,7 +304,8 @@ def end(
 ) -> Decision:
     """The end of a rollout: its verdict, and what the app does next.
 
-    `target`: the automatic rollback's target, if there is one; `rolled_back`: for a rollback
+    `auto_rollback`: the app's setting; `target`: the automatic rollback's target, if there is
+    one; `rolled_back`: for a rollback
     release, the release it put back (ROLLED_BACK once the rollback succeeded, never before)."""
     app = release.app
     ok = ending.verdict is Verdict.SUCCEEDED
@@ -344,11 +347,10 @@ def end(
         if blames_image(release):
             # A digest that failed is never deployed automatically again (until an operator does).
             change.refuse = release.digest
-        if target is not None and rolls_back_automatically(release, config.auto_rollback):
+        if target is not None and rolls_back_automatically(release, auto_rollback):
             decision.explain("release failed; rolling back", target=target.release)
             rollback = _add_rollback(
                 decision,
-                config,
                 state,
                 change,
                 target=target,
@@ -457,7 +459,6 @@ def realigned(state: AppStateRecord) -> Decision:
 
 
 def cancel(  # noqa: PLR0917 - one decision's facts
-    config: AppConfig,
     state: AppStateRecord,
     release: Release,
     target: Release | None,
@@ -468,7 +469,7 @@ def cancel(  # noqa: PLR0917 - one decision's facts
     """An operator stops the release rolling out: CANCELLED, and a rollback release to `target`
     takes its place; without a target (or for a rollback, which is not rolled back again: that
     would walk back through the history) the lock is freed and pointer and group go back."""
-    app = config.app
+    app = release.app
     change = StateChange(app, expect_owner=state.lock_owner)
     decision = Decision(app, change)
     decision.explain("deploy cancelled", release=release.release)
@@ -483,7 +484,6 @@ def cancel(  # noqa: PLR0917 - one decision's facts
     else:
         number = _add_rollback(
             decision,
-            config,
             state,
             change,
             target=target,

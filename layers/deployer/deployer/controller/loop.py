@@ -224,11 +224,12 @@ def _finish(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
     if ending is None:
         report.note("rolling out", release=release.release, command_id=release.command_id)
         return False
-    config = ctx.cfg.get()
     ok = ending.verdict is Verdict.SUCCEEDED
+    # The app's config matters only to a failure (a success reads nothing more).
+    auto_rollback = not ok and ctx.cfg.get().auto_rollback
     target = None
-    if not ok and rolls_back_automatically(release, config.auto_rollback):
-        target = facts.rollback_target(ad, config, release)
+    if rolls_back_automatically(release, auto_rollback):
+        target = facts.rollback_target(ad, ctx.cfg.get(), release)
     rolled_back = None
     if ok and release.rollback_of is not None:
         rolled_back = ad.releases.get_or_none(release.app, release.rollback_of)
@@ -236,7 +237,7 @@ def _finish(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
         state,
         release,
         ending,
-        config=config,
+        auto_rollback=auto_rollback,
         pending=ad.releases.pending(state.app),
         target=target,
         rolled_back=rolled_back,
