@@ -28,6 +28,7 @@ S = ReleaseStatus
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 NOW = Now(epoch=int(T0.timestamp()), at=T0)
 TOKEN = "t" * 32
+PUSHED = T0 - timedelta(minutes=3)
 
 
 def config(**overrides: Any) -> AppConfig:
@@ -95,7 +96,7 @@ def admit(st: AppStateRecord, n_digest: int = 9, **kw: Any) -> decisions.Decisio
         "token": TOKEN,
         "now": NOW,
         "marker": "marker-9",
-        "pushed_at": T0,
+        "pushed_at": PUSHED,
         "event_id": "event-9",
     }
     return decisions.admission(config(), st, **{**facts, **kw})
@@ -112,7 +113,7 @@ def test_a_push_to_a_free_app_starts_at_once_with_the_next_number() -> None:
         T0,
         NOW.epoch,
     )
-    assert (new.tag, new.pushed_at, new.event_id, new.rollback_of) == ("v9", T0, "event-9", None)
+    assert (new.tag, new.pushed_at, new.event_id, new.rollback_of) == ("v9", PUSHED, "event-9", None)
     change = decision.change
     assert change is not None
     assert (change.owner, change.desired, change.last_release, change.expect_last) == ("web#5", 5, 5, 4)
@@ -121,7 +122,7 @@ def test_a_push_to_a_free_app_starts_at_once_with_the_next_number() -> None:
     assert change.allow is None
     assert change.require_unpaused
     assert change.add_outbox == ["5:started"]
-    assert change.last_pushed_at == int(T0.timestamp())
+    assert change.last_pushed_at == int(PUSHED.timestamp())
     assert decision.admission == ("marker-9", 5)
     assert decision.started == 5
 
@@ -167,7 +168,7 @@ def test_an_operator_deploy_while_one_rolls_out_is_refused() -> None:
 
 
 def test_a_push_older_than_one_admitted_is_recorded_superseded() -> None:
-    later = int(T0.timestamp()) + 60
+    later = int(PUSHED.timestamp()) + 60
     decision = admit(state(last_release=4, desired=4, last_pushed_at=later))
     assert decision is not None
     (new,) = decision.creates
@@ -180,7 +181,7 @@ def test_a_push_older_than_one_admitted_is_recorded_superseded() -> None:
 
 
 def test_a_push_as_old_as_the_newest_admitted_is_not_late() -> None:
-    decision = admit(state(last_pushed_at=int(T0.timestamp())))
+    decision = admit(state(last_pushed_at=int(PUSHED.timestamp())))
     assert written(decision) == {1: (S.DEPLOYING, None)}
 
 
@@ -520,6 +521,7 @@ def test_a_lock_naming_no_release_is_freed_on_condition_it_still_names_it() -> N
 
 def test_realigned_clears_the_flag_while_the_app_stays_free() -> None:
     decision = decisions.realigned(state(realign=True, desired=4))
+    assert written(decision) == {}
     assert decision.change is not None
     assert (decision.change.realign, decision.change.expect_owner, decision.change.check_owner) == (
         False,
