@@ -12,7 +12,7 @@ sources are never modified.
 Prints per-module counts and every surviving mutant (file:line and its diff), writes the
 survivors to build/mutation-survivors.txt and ends with one line:
 
-    MUTATION {"killed": n, "survived": n, "untested": n, "score": x}
+    MUTATION {"killed": n, "survived": n, "untested": n, "score": x, "modules": {path: x}}
 
 score = killed / (killed + survived + untested), 3 decimals. A mutant that made the tests time
 out counts as killed (the tests noticed: a loop that no longer ends is a behaviour change), and
@@ -512,18 +512,22 @@ def main(argv: list[str] | None = None) -> int:
     survived = sum(r.survived for r in results)
     untested = sum(r.untested for r in results)
     total = score(killed, survived, untested)
+    modules = {r.module: score(r.killed, r.survived, r.untested) for r in results if not r.error}
     print(f"mutation: {time.monotonic() - started:.0f} s in all")
     summary: dict[str, object] = {
         "killed": killed,
         "survived": survived,
         "untested": untested,
         "score": total,
+        "modules": modules,
     }
     errors = [r.module for r in results if r.error]
     if errors:
         summary["errors"] = errors
     print("MUTATION " + json.dumps(summary))
-    return 1 if errors or total < args.min_score else 0
+    # Every module must reach the score: a strong module must not hide a weak one.
+    low = any(value < args.min_score for value in modules.values())
+    return 1 if errors or total < args.min_score or low else 0
 
 
 if __name__ == "__main__":
