@@ -29,6 +29,7 @@ from deployer import runtime
 from deployer.models.config import AppConfig
 from deployer.settings import ENV_NAMES, Settings
 from deployer.wiring import Adapters as Deps
+from hypothesis import settings as hypothesis_settings
 from moto import mock_aws
 
 from localcloud import moto_gaps
@@ -42,6 +43,14 @@ TABLES = ("AppsTable", "AppStateTable", "ReleasesTable", "HostOutcomesTable", "I
 DOCUMENT_NAME = "SwapDocument"
 COMMAND_LOG_GROUP = "/deployer/test/swap"
 GROUP = "web-asg"
+
+# Property tests try the same examples on every run, on every machine (CI included): each test's
+# examples are seeded from the test itself and no example database is read, so a failure
+# `make test` shows is the failure CI shows, and a pass is not luck. New examples are explored by
+# hand with `--hypothesis-profile=random` (README, "Tests"), which prints how to replay a failure.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("random", print_blob=True)
+hypothesis_settings.load_profile("ci")
 
 
 # ------------------------------------------------------------------ template and events
