@@ -50,7 +50,12 @@ GROUP = "web-asg"
 # hand with `--hypothesis-profile=random` (README, "Tests"), which prints how to replay a failure.
 hypothesis_settings.register_profile("ci", derandomize=True, database=None)
 hypothesis_settings.register_profile("random", print_blob=True)
-hypothesis_settings.load_profile("ci")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Here, not at import: test modules import this file again as `tests.conftest`.
+    if not config.getoption("--hypothesis-profile", None):
+        hypothesis_settings.load_profile("ci")
 
 
 # ------------------------------------------------------------------ template and events
