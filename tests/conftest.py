@@ -9,7 +9,8 @@ document the template defines, a fleet (launch template + Auto Scaling group). T
 and documents are read from the template, never restated here.
 
 Fixtures: moto-backed AWS (`aws`), settings and the core's adapters, an app config, and a
-recorder of every AWS operation (for the IAM coverage test).
+recorder of every AWS operation (for the IAM coverage test). Records: `make_release`, the one
+way a test builds a `Release`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import pytest
 import yaml
 from deployer import runtime
 from deployer.models.config import AppConfig
+from deployer.models.records import Release
 from deployer.settings import ENV_NAMES, Settings
 from deployer.wiring import Adapters as Deps
 from hypothesis import settings as hypothesis_settings
@@ -100,6 +103,41 @@ def read_event(name: str) -> dict[str, Any]:
 def load_event() -> Callable[[str], dict[str, Any]]:
     """The one loader of `events/*.json` (real AWS shapes)."""
     return read_event
+
+
+# ------------------------------------------------------------------ records
+REGISTRY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+
+
+def digest_of(number: int) -> str:
+    """A valid image digest of its own for each number."""
+    return "sha256:" + f"{number:064x}"
+
+
+def make_release(
+    number: int = 7,
+    *,
+    app: str = "web",
+    repository: str = "team/web",
+    digest: str | None = None,
+    image: str | None = None,
+    tag: str | None = "v{number}",
+    pushed_at: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    **fields: Any,
+) -> Release:
+    """Release `number` of `app`: by default its own digest (`digest_of`) in the account's ECR,
+    tagged `v<number>`, PENDING; any other field of the record by keyword."""
+    digest = digest or digest_of(number)
+    return Release(
+        app=app,
+        release=number,
+        repository=repository,
+        image=image or f"{REGISTRY}/{repository}@{digest}",
+        digest=digest,
+        tag=tag.format(number=number) if tag else None,
+        pushed_at=pushed_at,
+        **fields,
+    )
 
 
 # ------------------------------------------------------------------ moto-backed AWS

@@ -6,7 +6,6 @@ import ast
 import os
 import re
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from deployer.settings import ENV_NAMES, Settings
 from moto.server import ThreadedMotoServer
 
 from localcloud.hosts.sandbox import free_port
-from tests.conftest import WEB_CONFIG
+from tests.conftest import WEB_CONFIG, make_release
 from tools import render_template
 
 pytestmark = pytest.mark.unit
@@ -45,15 +44,7 @@ def config(**changes: Any) -> AppConfig:
 
 
 def release(number: int = 7) -> Release:
-    return Release(
-        app="web",
-        release=number,
-        repository="team/web",
-        image=IMAGE,
-        digest=DIGEST,
-        tag="v1",
-        pushed_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    return make_release(number, image=IMAGE, digest=DIGEST, tag="v1")
 
 
 def agent_module() -> ast.Module:

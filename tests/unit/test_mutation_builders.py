@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from deployer.errors import InvalidAppConfig, UserDataTooLarge
 from deployer.models.config import AppConfig
 from deployer.models.records import Release
 
+from tests.conftest import make_release
 from tools import render_template
 
 pytestmark = pytest.mark.unit
@@ -66,15 +66,7 @@ def config(**changes: Any) -> AppConfig:
 
 
 def release(image: str = IMAGE) -> Release:
-    return Release(
-        app="web",
-        release=7,
-        repository="team/web",
-        image=image,
-        digest=DIGEST,
-        tag="v7",
-        pushed_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    return make_release(7, image=image, digest=DIGEST)
 
 
 @dataclass
