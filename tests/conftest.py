@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import boto3
@@ -121,12 +122,13 @@ def make_release(
     repository: str = "team/web",
     digest: str | None = None,
     image: str | None = None,
-    tag: str | None = "v{number}",
+    tag: str | EllipsisType | None = ...,
     pushed_at: datetime = datetime(2026, 1, 1, tzinfo=UTC),
     **fields: Any,
 ) -> Release:
     """Release `number` of `app`: by default its own digest (`digest_of`) in the account's ECR,
-    tagged `v<number>`, PENDING; any other field of the record by keyword."""
+    tagged `v<number>` unless `tag` is given (None: untagged), PENDING; any other field of the
+    record by keyword."""
     digest = digest or digest_of(number)
     return Release(
         app=app,
@@ -134,7 +136,7 @@ def make_release(
         repository=repository,
         image=image or f"{REGISTRY}/{repository}@{digest}",
         digest=digest,
-        tag=tag.format(number=number) if tag else None,
+        tag=f"v{number}" if tag is ... else tag,
         pushed_at=pushed_at,
         **fields,
     )

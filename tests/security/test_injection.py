@@ -20,7 +20,6 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,7 +34,7 @@ from deployer.models.records import Release
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import WEB_CONFIG, read_event, read_template
+from tests.conftest import WEB_CONFIG, make_release, read_event, read_template
 
 pytestmark = pytest.mark.unit
 
@@ -239,14 +238,13 @@ class _Runner:
 def _release(config: AppConfig, event: dict[str, Any]) -> Release:
     push = parse_push_event(event)
     digest = push.detail.image_digest
-    return Release(
+    return make_release(
+        7,
         app=config.app,
-        release=7,
         repository=config.repository,
         image=image_reference(config, push.registry, digest),
         digest=digest,
         tag=push.detail.image_tag,
-        pushed_at=datetime.now(UTC),
     )
 
 
