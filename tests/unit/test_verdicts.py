@@ -1,7 +1,6 @@
 """The controller's pure decisions (deployer.verdicts): a command's verdict and its reason, a
 host's outcome, the hosts counted, rollback targets, which pending release starts. Inputs in,
-decision out: every assertion is on what the function returns. Written to kill the mutants
-`make mutation` found alive in deployer/verdicts.py (docs/mutation.md)."""
+decision out: every assertion is on what the function returns."""
 
 from __future__ import annotations
 
