@@ -9,7 +9,8 @@ document the template defines, a fleet (launch template + Auto Scaling group). T
 and documents are read from the template, never restated here.
 
 Fixtures: moto-backed AWS (`aws`), settings and the core's adapters, an app config, and a
-recorder of every AWS operation (for the IAM coverage test).
+recorder of every AWS operation (for the IAM coverage test). Records: `make_release`, the one
+way a test builds a `Release`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import boto3
@@ -27,8 +30,10 @@ import pytest
 import yaml
 from deployer import runtime
 from deployer.models.config import AppConfig
+from deployer.models.records import Release
 from deployer.settings import ENV_NAMES, Settings
 from deployer.wiring import Adapters as Deps
+from hypothesis import settings as hypothesis_settings
 from moto import mock_aws
 
 from localcloud import moto_gaps
@@ -42,6 +47,19 @@ TABLES = ("AppsTable", "AppStateTable", "ReleasesTable", "HostOutcomesTable", "I
 DOCUMENT_NAME = "SwapDocument"
 COMMAND_LOG_GROUP = "/deployer/test/swap"
 GROUP = "web-asg"
+
+# Property tests try the same examples on every run, on every machine (CI included): each test's
+# examples are seeded from the test itself and no example database is read, so a failure
+# `make test` shows is the failure CI shows, and a pass is not luck. New examples are explored by
+# hand with `--hypothesis-profile=random` (README, "Tests"), which prints how to replay a failure.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("random", print_blob=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Here, not at import: test modules import this file again as `tests.conftest`.
+    if not config.getoption("--hypothesis-profile", None):
+        hypothesis_settings.load_profile("ci")
 
 
 # ------------------------------------------------------------------ template and events
@@ -86,6 +104,42 @@ def read_event(name: str) -> dict[str, Any]:
 def load_event() -> Callable[[str], dict[str, Any]]:
     """The one loader of `events/*.json` (real AWS shapes)."""
     return read_event
+
+
+# ------------------------------------------------------------------ records
+REGISTRY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+
+
+def digest_of(number: int) -> str:
+    """A valid image digest of its own for each number."""
+    return "sha256:" + f"{number:064x}"
+
+
+def make_release(
+    number: int = 7,
+    *,
+    app: str = "web",
+    repository: str = "team/web",
+    digest: str | None = None,
+    image: str | None = None,
+    tag: str | EllipsisType | None = ...,
+    pushed_at: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    **fields: Any,
+) -> Release:
+    """Release `number` of `app`: by default its own digest (`digest_of`) in the account's ECR,
+    tagged `v<number>` unless `tag` is given (None: untagged), PENDING; any other field of the
+    record by keyword."""
+    digest = digest or digest_of(number)
+    return Release(
+        app=app,
+        release=number,
+        repository=repository,
+        image=image or f"{REGISTRY}/{repository}@{digest}",
+        digest=digest,
+        tag=f"v{number}" if tag is ... else tag,
+        pushed_at=pushed_at,
+        **fields,
+    )
 
 
 # ------------------------------------------------------------------ moto-backed AWS

@@ -43,30 +43,28 @@ from pathlib import Path
 # state behind in the process: mutants are forked from the process that ran the tests once).
 DECISION_MODULES: dict[str, list[str]] = {
     "layers/deployer/deployer/models/config.py": [
-        "tests/unit/test_mutation_config.py",
+        "tests/unit/test_app_config_cli.py",
         "tests/unit/test_ssm_bound_config.py",
         "tests/unit/test_rollback_concurrency.py",
     ],
     "layers/deployer/deployer/builders.py": [
-        "tests/unit/test_mutation_builders.py",
+        "tests/unit/test_user_data.py",
         "tests/unit/test_contracts.py",
         "tests/unit/test_send_timeout.py",
         # Boots the user data against a moto server with the real AWS CLI: seconds per mutant, and
-        # its document stays in the server's backend. test_mutation_builders pins the script.
-        "!tests/unit/test_contracts.py::test_user_data_reads_the_agent_from_the_swap_document_and_boots_the_release",
+        # its document stays in the server's backend. The file's other tests pin the script.
+        "!tests/unit/test_user_data.py::test_user_data_reads_the_agent_from_the_swap_document_and_boots_the_release",
     ],
     "layers/deployer/deployer/notify.py": [
-        "tests/unit/test_mutation_notify.py",
         "tests/lifecycle/test_notify_and_events.py",
     ],
     "layers/deployer/deployer/agent_contract.py": [
-        "tests/unit/test_mutation_agent_contract.py",
+        "tests/unit/test_agent_summary.py",
         "tests/unit/test_contracts.py",
         "tests/test_agent_contract.py",
-        "!tests/unit/test_contracts.py::test_user_data_reads_the_agent_from_the_swap_document_and_boots_the_release",
     ],
     "layers/deployer/deployer/verdicts.py": [
-        "tests/unit/test_mutation_verdicts.py",
+        "tests/unit/test_verdicts.py",
         "tests/lifecycle/test_completion.py",
     ],
     "layers/deployer/deployer/markers.py": [

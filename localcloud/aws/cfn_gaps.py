@@ -17,12 +17,17 @@ types and drops some properties. `fill` creates them through the regular AWS API
 | `AWS::DynamoDB::Table` `PointInTimeRecoverySpecification` | `dynamodb:UpdateContinuousBackups` |
 
 Any other type moto skips is an error (`UnfilledGap`), so a new resource type in the template
-cannot silently go missing from the local stack. Development tooling only.
+cannot silently go missing from the local stack. moto announces each type it skips, once per
+resource and pass (about 40 lines per stack); `quiet_filled_types` silences those announcements
+for the types above only, so a type nobody fills is still announced. Development tooling only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import warnings
 from typing import Any
 
 # Types moto's CloudFormation creates nothing for, but which are no AWS resource to create
@@ -32,6 +37,30 @@ SKIPPED_BY_DESIGN: frozenset[str] = frozenset()
 
 class UnfilledGap(RuntimeError):
     """moto skipped a resource type this gap-filler does not know how to create."""
+
+
+class _FilledTypesFilter(logging.Filter):
+    """Drops moto's "No Moto CloudFormation support for <type>" for the types `fill` creates."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        skipped = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        return not (record.msg == "No Moto CloudFormation support for %s" and skipped in _CREATORS)
+
+
+def quiet_filled_types() -> None:
+    """Silence moto's announcements of a skipped type (a line on the "moto" logger per resource
+    and pass, a UserWarning per type) for the types `fill` creates, in this process and so in a
+    moto server it runs. Any other message, and any other skipped type, still shows."""
+    moto_logger = logging.getLogger("moto")
+    if not any(isinstance(f, _FilledTypesFilter) for f in moto_logger.filters):
+        moto_logger.addFilter(_FilledTypesFilter())
+    types = "|".join(re.escape(t) for t in sorted(_CREATORS))
+    warnings.filterwarnings(
+        "ignore",
+        message=f"Tried to parse ({types}) but it's not supported by moto's CloudFormation",
+        category=UserWarning,
+        module=r"moto\.cloudformation\.",
+    )
 
 
 def _moto_stack(account: str, region: str, name: str) -> Any:

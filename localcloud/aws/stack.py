@@ -337,6 +337,7 @@ def deploy(
 
     parameters = dict(parameters or {})
     packaged = package(load_yaml(template_path.read_text()), template_path.parent)
+    cfn_gaps.quiet_filled_types()  # moto would announce every resource of a type it fills
     s3 = clients.client("s3")
     s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
     packaged.upload(s3)

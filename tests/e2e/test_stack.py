@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +124,8 @@ def test_what_moto_skips_exists_after_the_gap_filler(
     assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "ENABLED"
 
 
+# moto announces the type it skips (test_a_type_no_gap_filler_knows_is_still_announced_by_moto)
+@pytest.mark.filterwarnings("ignore:Tried to parse .*InsightRule:UserWarning")
 def test_a_type_moto_skips_that_no_gap_filler_knows_is_an_error(aws: Clients) -> None:
     # Given a stack whose template has a resource moto's CloudFormation does not create
     # (removed afterwards: the module's other tests read the account the stack fixture deployed to)
@@ -132,6 +138,54 @@ def test_a_type_moto_skips_that_no_gap_filler_knows_is_an_error(aws: Clients) ->
             cfn_gaps.fill(aws, "gap", template)
     finally:
         cfn.delete_stack(StackName="gap")
+
+
+def test_deploying_the_stack_prints_nothing_but_what_the_caller_prints() -> None:
+    # Given a fresh process, as `make demo` and `make up` start one (no warning filters of ours)
+    script = (
+        "from localcloud.aws.motoserver import MotoServer\n"
+        "from localcloud.aws.stack import deploy\n"
+        "from tools.render_template import ensure_built\n"
+        "with MotoServer() as moto:\n"
+        "    print(deploy(moto, ensure_built()).status)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "AWS_PROFILE")}
+    # When it starts a moto server and deploys the stack to it
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    # Then the stack is complete and nothing else was printed: no library warning or log line
+    assert (result.returncode, result.stdout) == (0, "CREATE_COMPLETE\n"), result.stderr
+    assert result.stderr == ""
+
+
+def test_a_type_no_gap_filler_knows_is_still_announced_by_moto(
+    aws: Clients, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
+    # Given moto quieted for the types the gap-filler creates
+    cfn_gaps.quiet_filled_types()
+    template = {
+        "Resources": {
+            "Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {}},
+            "Rule": {"Type": "AWS::CloudWatch::InsightRule", "Properties": {}},
+        }
+    }
+    cfn = aws.client("cloudformation")
+    # When a stack holds one of them and a type nobody fills
+    with caplog.at_level(logging.WARNING, logger="moto"):
+        cfn.create_stack(StackName="announced", TemplateBody=json.dumps(template))
+    cfn.delete_stack(StackName="announced")
+    # Then moto still announces the unfilled type, and only that one
+    announced = {r.getMessage() for r in caplog.records if r.name == "moto"}
+    assert announced == {"No Moto CloudFormation support for AWS::CloudWatch::InsightRule"}
+    warned = {str(w.message).split(" but ")[0] for w in recwarn if w.category is UserWarning}
+    assert warned == {"Tried to parse AWS::CloudWatch::InsightRule"}
 
 
 @pytest.mark.parametrize(

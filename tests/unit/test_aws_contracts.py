@@ -42,7 +42,7 @@ from deployer.models.config import AppConfig
 from deployer.models.records import HostOutcome, Pointer, Release, ReleaseSource, ReleaseStatus
 from deployer.notify import DeployNotice, NoticeKind, Notifier
 
-from tests.conftest import WEB_CONFIG
+from tests.conftest import WEB_CONFIG, make_release
 
 pytestmark = pytest.mark.unit
 
@@ -558,16 +558,7 @@ def test_pointer_requests_are_valid(contract: Contract) -> None:
 
 
 def release(number: int = 8, status: ReleaseStatus = ReleaseStatus.DEPLOYING) -> Release:
-    return Release(
-        app="web",
-        release=number,
-        repository="team/web",
-        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@{DIGEST}",
-        digest=DIGEST,
-        tag="v8",
-        pushed_at=datetime(2026, 1, 1, tzinfo=UTC),
-        status=status,
-    )
+    return make_release(number, digest=DIGEST, tag="v8", status=status)
 
 
 def test_release_and_app_state_requests_are_valid(contract: Contract) -> None:

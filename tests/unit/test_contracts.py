@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import ast
-import os
 import re
-import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import yaml
 from deployer import builders
 from deployer.agent_contract import (
     AGENT_FLAGS,
     DOCKER_OPTION_NAMES,
     EXIT_CODE_BY_CLASS,
     PARAMETER_PATTERNS,
-    FailureClass,
-    parse_summary,
 )
-from deployer.errors import InvalidAppConfig, InvalidSettings, UserDataTooLarge
+from deployer.errors import InvalidAppConfig, InvalidSettings
 from deployer.models.config import AppConfig
 from deployer.models.records import Release
 from deployer.settings import ENV_NAMES, Settings
-from moto.server import ThreadedMotoServer
 
-from localcloud.hosts.sandbox import free_port
-from tests.conftest import WEB_CONFIG
-from tools import render_template
+from tests.conftest import WEB_CONFIG, make_release
 
 pytestmark = pytest.mark.unit
 
@@ -45,15 +35,7 @@ def config(**changes: Any) -> AppConfig:
 
 
 def release(number: int = 7) -> Release:
-    return Release(
-        app="web",
-        release=number,
-        repository="team/web",
-        image=IMAGE,
-        digest=DIGEST,
-        tag="v1",
-        pushed_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    return make_release(number, image=IMAGE, digest=DIGEST, tag="v1")
 
 
 def agent_module() -> ast.Module:
@@ -130,78 +112,10 @@ def test_swap_parameters_are_exact() -> None:
     assert all(re.fullmatch(PARAMETER_PATTERNS[k], v[0]) for k, v in params.items())
 
 
-def test_user_data_reads_the_agent_from_the_swap_document_and_boots_the_release(tmp_path: Path) -> None:
-    # Given the deployable swap document in SSM (moto behind the real AWS CLI, as on an instance)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint,
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
-        document = render_template.swap_document(render_template.ensure_built().read_text())
-        ssm.create_document(Name="deployer-swap", Content=yaml.safe_dump(document), DocumentType="Command",
-                            DocumentFormat="YAML")
-        # When user data for release 7 runs up to the agent's boot
-        script = builders.user_data(config(), release(), "deployer-swap", POINTER, "us-east-1")
-        lines = script.splitlines()
-        proc = subprocess.run(
-            ["sh", "-c", "\n".join(lines[:-1]).replace("/opt/deployer", str(tmp_path))],
-            env={"PATH": os.environ["PATH"], "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                 "AWS_SECRET_ACCESS_KEY": "testing", "HOME": str(tmp_path)},
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-    finally:
-        server.stop()
-    # Then the host holds exactly host/agent.py, and boots the baked release with the pointer first
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "agent.py").read_bytes() == (ROOT / "host" / "agent.py").read_bytes()
-    assert DIGEST in lines[1]
-    assert lines[-1].startswith("python3 /opt/deployer/agent.py boot --app=web --image=")
-    assert f"@{DIGEST}" in lines[-1]
-    assert "--release=7 " in lines[-1]
-    assert lines[-1].endswith("--pointer-parameter=/deployer/web/release --region=us-east-1 "
-                              ">>/var/log/deployer-boot.log 2>&1")
-    # and it fits EC2's 16 KB with room to spare, whatever the agent's size
-    assert len(script.encode()) < 4096
-
-
-def test_the_user_data_and_the_document_agree_on_the_agent_marker() -> None:
-    assert builders.AGENT_MARKER == render_template.DELIMITER
-
-
-@pytest.mark.parametrize(
-    ("document", "pointer", "region"),
-    [("bad name!", "/deployer/web/release", "us-east-1"), ("deployer-swap", "no-slash", "us-east-1"),
-     ("deployer-swap", "/deployer/web/release", "us-east-1; reboot")],
-)
-def test_user_data_refuses_names_that_could_break_the_script(
-    document: str, pointer: str, region: str
-) -> None:
-    with pytest.raises(InvalidAppConfig):
-        builders.user_data(config(), release(), document, pointer, region)
-
-
-def test_user_data_that_would_exceed_16_kb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given a limit smaller than any boot script
-    monkeypatch.setattr(builders, "USER_DATA_LIMIT", 512)
-    # When user data is built, then it is refused instead of being cut by EC2
-    with pytest.raises(UserDataTooLarge):
-        builders.user_data(config(), release(), "deployer-swap", "/deployer/web/release", "us-east-1")
-
-
-def test_an_agent_summary_is_parsed_and_garbage_yields_none() -> None:
-    line = (
-        '{"agent":"deployer","version":1,"host":"h","app":"web","release":7,"digest":"' + DIGEST + '",'
-        '"outcome":"failed","failure_class":"health","exit_code":6,"message":"health gate failed",'
-        '"previous_release":6,"timings":{"total":1.5},"pull_attempts":1,"container_exit":null,"log_tail":["x"]}'
-    )
-    summary = parse_summary("some log\n" + line + "\n")
-    assert summary is not None
-    assert (summary.failure_class, summary.exit_code, summary.serving) == (FailureClass.HEALTH, 6, False)
-    assert parse_summary(line[:-40]) is None
-    assert parse_summary("") is None
-    assert parse_summary('{"agent":"other"}') is None
+def test_a_release_image_outside_the_documents_grammar_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidAppConfig) as refused:
+        builders.swap_parameters(config(), make_release(7, image="Team/Web:latest"))
+    assert str(refused.value).startswith("swap parameter image='Team/Web:latest' does not match ")
 
 
 def test_the_template_gives_functions_exactly_the_settings_variables(template: dict[str, Any]) -> None:

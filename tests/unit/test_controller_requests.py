@@ -23,6 +23,8 @@ from deployer.adapters.fleet import Fleet
 from deployer.adapters.releases import ReleasesStore
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
 
+from tests.conftest import make_release
+
 pytestmark = pytest.mark.unit
 
 REGION = "us-east-1"
@@ -51,13 +53,10 @@ def assert_expressions_consistent(request: dict[str, Any]) -> None:
 
 
 def release(status: ReleaseStatus = ReleaseStatus.DEPLOYING) -> Release:
-    return Release(
-        app="web",
-        release=7,
+    return make_release(
+        7,
         repository="web",
-        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/web@{DIGEST}",
         digest=DIGEST,
-        tag="v7",
         pushed_at=datetime(2026, 11, 27, tzinfo=UTC),
         source=ReleaseSource.ROLLBACK,
         status=status,

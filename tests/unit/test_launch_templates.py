@@ -11,11 +11,11 @@ from deployer.admission import accept_push
 from deployer.errors import LaunchTemplateMismatch
 from deployer.models.config import AppConfig
 from deployer.models.events import parse_push_event
-from deployer.models.records import Release, ReleaseStatus, utcnow
+from deployer.models.records import ReleaseStatus
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse
 
-from tests.conftest import GROUP, REGION, SWAP_PARAMETERS, WEB_CONFIG
+from tests.conftest import GROUP, REGION, SWAP_PARAMETERS, WEB_CONFIG, make_release
 
 pytestmark = pytest.mark.unit
 
@@ -131,16 +131,7 @@ def test_a_deploy_deletes_the_release_versions_nobody_needs(
     # default still 1, and an old succeeded release that hosts retain, on version 3
     seed_versions(fleet, 15, by_hand=frozenset({4}))
     deps.releases.create(
-        Release(
-            app="web",
-            release=3,
-            repository="team/web",
-            image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@sha256:{3:064x}",
-            digest=f"sha256:{3:064x}",
-            pushed_at=utcnow(),
-            status=ReleaseStatus.SUCCEEDED,
-            launch_template_version=3,
-        )
+        make_release(3, tag=None, status=ReleaseStatus.SUCCEEDED, launch_template_version=3)
     )
 
     # When a push deploys (version 17)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -14,11 +13,11 @@ from deployer.adapters.app_state import StateChange
 from deployer.adapters.transactions import MAX_ITEMS, Refused, Transaction
 from deployer.errors import AwsCallFailed, DeployerError
 from deployer.markers import OutboxEntry
-from deployer.models.records import Release, ReleaseStatus
+from deployer.models.records import ReleaseStatus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import REGION
+from tests.conftest import REGION, make_release
 
 pytestmark = pytest.mark.unit
 
@@ -141,17 +140,6 @@ def test_an_admission_key_is_spelled_as_documented_with_an_empty_tag_for_an_unta
 
 
 # ------------------------------------------------------------------ transactions
-def _release(number: int) -> Release:
-    digest = "sha256:" + f"{number:064x}"
-    return Release(
-        app="web",
-        release=number,
-        repository="team/web",
-        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@{digest}",
-        digest=digest,
-        pushed_at=datetime.now(UTC),
-        status=ReleaseStatus.DEPLOYING,
-    )
 
 
 def _admission(deps: Any, number: int, expect_last: int) -> Transaction:
@@ -166,7 +154,7 @@ def _admission(deps: Any, number: int, expect_last: int) -> Transaction:
     return (
         Transaction()
         .add("state", deps.state.change_item(change))
-        .add("release", deps.releases.create_item(_release(number)))
+        .add("release", deps.releases.create_item(make_release(number, status=ReleaseStatus.DEPLOYING)))
     )
 
 
@@ -216,7 +204,8 @@ def test_every_refused_label_is_named(deps: Any) -> None:
 
 def test_a_transaction_dynamodb_rejects_for_another_reason_is_an_aws_failure(deps: Any) -> None:
     # Given a transaction writing the same item twice (DynamoDB refuses it as a whole)
-    tx = _admission(deps, 1, expect_last=0).add("again", deps.releases.create_item(_release(1)))
+    again = deps.releases.create_item(make_release(1, status=ReleaseStatus.DEPLOYING))
+    tx = _admission(deps, 1, expect_last=0).add("again", again)
 
     # When it is committed
     with pytest.raises(AwsCallFailed) as err:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -11,25 +10,11 @@ import pytest
 from deployer import controller
 from deployer.admission import PushAction, accept_push
 from deployer.models.events import parse_push_event
-from deployer.models.records import Release, ReleaseStatus
+from deployer.models.records import ReleaseStatus
 
-from tests.conftest import REGION
+from tests.conftest import REGION, make_release
 
 pytestmark = pytest.mark.unit
-
-
-def _release(number: int, status: ReleaseStatus) -> Release:
-    digest = "sha256:" + f"{number:064x}"
-    return Release(
-        app="web",
-        release=number,
-        repository="team/web",
-        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@{digest}",
-        digest=digest,
-        tag=f"v{number}",
-        pushed_at=datetime.now(UTC),
-        status=status,
-    )
 
 
 def _raw(number: int) -> dict[str, Any]:
@@ -58,9 +43,9 @@ class QueryLog:
 def test_reading_pending_releases_reads_only_the_pending_ones(deps: Any) -> None:
     # Given a long history (40 finished releases) and two PENDING releases
     for number in range(1, 41):
-        deps.releases.create(_release(number, ReleaseStatus.SUCCEEDED))
-    deps.releases.create(_release(41, ReleaseStatus.PENDING))
-    deps.releases.create(_release(42, ReleaseStatus.PENDING))
+        deps.releases.create(make_release(number, status=ReleaseStatus.SUCCEEDED))
+    deps.releases.create(make_release(41, status=ReleaseStatus.PENDING))
+    deps.releases.create(make_release(42, status=ReleaseStatus.PENDING))
     log = QueryLog(deps.clients.client("dynamodb"))
 
     # When the pending releases are read
@@ -80,7 +65,7 @@ def test_every_move_out_of_pending_removes_the_index_key_in_the_same_write(
     deps: Any, target: ReleaseStatus
 ) -> None:
     # Given a PENDING release, which carries the index key
-    deps.releases.create(_release(1, ReleaseStatus.PENDING))
+    deps.releases.create(make_release(1, status=ReleaseStatus.PENDING))
     assert _raw(1)["pending_app"] == {"S": "web"}
 
     # When it leaves PENDING
@@ -95,7 +80,7 @@ def test_every_move_out_of_pending_removes_the_index_key_in_the_same_write(
 
 
 def test_a_release_recorded_deploying_never_carries_the_key(deps: Any) -> None:
-    deps.releases.create(_release(1, ReleaseStatus.DEPLOYING))
+    deps.releases.create(make_release(1, status=ReleaseStatus.DEPLOYING))
     assert "pending_app" not in _raw(1)
 
 

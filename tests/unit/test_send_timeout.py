@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer import builders
 from deployer.models.config import AppConfig
 
 from tests.conftest import GROUP, REGION, SWAP_PARAMETERS, WEB_CONFIG, create_fleet
@@ -77,3 +78,20 @@ def test_a_single_instance_swap_needs_one_wave(aws_calls: Any, deps: Any) -> Non
     deps.fleet.send_swap_to_instances(config, fleet.instance_ids, SWAP_PARAMETERS, "launch")
     # Then the deadline is one command time plus the delivery timeout
     assert _sent(aws_calls)["TimeoutSeconds"] == 300 + 600
+
+
+@pytest.mark.parametrize(
+    ("max_concurrency", "hosts", "expected"),
+    [
+        ("50%", 1, 1),  # one host: one wave, whatever the percentage
+        ("50%", 2, 2),  # 50% of 2 is 1 at a time
+        ("50%", 4, 3),  # with 3 hosts left, 50% rounds down to 1: 3 waves
+        ("100%", 5, 1),
+        ("2", 5, 3),
+        ("2", 0, 1),  # an empty group still gets one wave of time
+    ],
+)
+def test_waves_cover_the_slowest_pacing_of_any_fleet_size_up_to_the_hosts(
+    max_concurrency: str, hosts: int, expected: int
+) -> None:
+    assert builders.waves(max_concurrency, hosts) == expected

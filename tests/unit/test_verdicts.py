@@ -1,12 +1,10 @@
 """The controller's pure decisions (deployer.verdicts): a command's verdict and its reason, a
 host's outcome, the hosts counted, rollback targets, which pending release starts. Inputs in,
-decision out: every assertion is on what the function returns. Written to kill the mutants
-`make mutation` found alive in deployer/verdicts.py (docs/mutation.md)."""
+decision out: every assertion is on what the function returns."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -27,6 +25,9 @@ from deployer.verdicts import (
     rolls_back_automatically,
     serving,
 )
+
+from tests.conftest import digest_of as numbered_digest
+from tests.conftest import make_release
 
 pytestmark = pytest.mark.unit
 
@@ -74,17 +75,8 @@ def release(
     digest_of: int | None = None,
     source: ReleaseSource = ReleaseSource.PUSH,
 ) -> Release:
-    digest = "sha256:" + f"{digest_of or number:064x}"
-    return Release(
-        app="web",
-        release=number,
-        repository="team/web",
-        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@{digest}",
-        digest=digest,
-        pushed_at=datetime(2024, 1, 1, tzinfo=UTC),
-        status=status,
-        source=source,
-    )
+    digest = None if digest_of is None else numbered_digest(digest_of)
+    return make_release(number, digest=digest, tag=None, status=status, source=source)
 
 
 # ------------------------------------------------------------------ command_detail

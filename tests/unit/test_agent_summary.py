@@ -1,6 +1,5 @@
 """Reading the agent's summary out of a command's output, as SSM returns it: mixed with other
-lines, with other JSON, cut short. Written to kill the mutants `make mutation` found alive in
-deployer/agent_contract.py (docs/mutation.md)."""
+lines, with other JSON, cut short."""
 
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ from deployer.agent_contract import FailureClass, Outcome, parse_summary
 
 pytestmark = pytest.mark.unit
 
+DIGEST = "sha256:" + "ab" * 32
 SUMMARY = json.dumps(
     {
         "agent": "deployer",
@@ -60,3 +60,17 @@ def test_output_without_a_complete_summary_yields_none(output: str | None) -> No
 def test_a_summary_that_breaks_the_contract_yields_none_rather_than_an_older_one() -> None:
     broken = SUMMARY.replace('"outcome": "live"', '"outcome": "exploded"')
     assert parse_summary(f"{SUMMARY}\n{broken}\n") is None
+
+
+def test_a_failed_host_s_summary_is_read_in_full_and_garbage_yields_none() -> None:
+    line = (
+        '{"agent":"deployer","version":1,"host":"h","app":"web","release":7,"digest":"' + DIGEST + '",'
+        '"outcome":"failed","failure_class":"health","exit_code":6,"message":"health gate failed",'
+        '"previous_release":6,"timings":{"total":1.5},"pull_attempts":1,"container_exit":null,"log_tail":["x"]}'
+    )
+    summary = parse_summary("some log\n" + line + "\n")
+    assert summary is not None
+    assert (summary.failure_class, summary.exit_code, summary.serving) == (FailureClass.HEALTH, 6, False)
+    assert parse_summary(line[:-40]) is None
+    assert parse_summary("") is None
+    assert parse_summary('{"agent":"other"}') is None

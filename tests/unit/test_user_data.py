@@ -1,31 +1,36 @@
-"""What the builders hand to EC2 and SSM, observed where it acts.
+"""The user data a launch-template version boots with, observed where it acts.
 
 The user data is run with sh, as cloud-init runs it, against a stand-in `aws` (it serves the
 swap document, rendered by tools/render_template.py around a stand-in agent that records its
 arguments) and a stand-in `sleep`: the test sees the AWS CLI call, the retries, the agent
-extracted and the exact arguments the agent boots with. Written to kill the mutants `make
-mutation` found alive in deployer/builders.py (docs/mutation.md)."""
+extracted and the exact arguments the agent boots with. The names it refuses, and its size."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+import yaml
 from deployer import builders
 from deployer.errors import InvalidAppConfig, UserDataTooLarge
 from deployer.models.config import AppConfig
 from deployer.models.records import Release
+from moto.server import ThreadedMotoServer
 
+from localcloud.hosts.sandbox import free_port
+from tests.conftest import make_release
 from tools import render_template
 
 pytestmark = pytest.mark.unit
 
+ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ef" * 32
 IMAGE = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/web@{DIGEST}"
 POINTER = "/deployer/web/release"
@@ -66,15 +71,7 @@ def config(**changes: Any) -> AppConfig:
 
 
 def release(image: str = IMAGE) -> Release:
-    return Release(
-        app="web",
-        release=7,
-        repository="team/web",
-        image=image,
-        digest=DIGEST,
-        tag="v7",
-        pushed_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    return make_release(7, image=image, digest=DIGEST)
 
 
 @dataclass
@@ -261,25 +258,62 @@ def test_user_data_of_exactly_the_limit_is_refused_and_one_byte_less_passes(
     assert str(refused.value) == f"user data is {size} bytes; EC2 allows {size}"
 
 
-# ------------------------------------------------------------------ swap_parameters, waves
-def test_a_release_image_outside_the_documents_grammar_is_refused_naming_it() -> None:
-    with pytest.raises(InvalidAppConfig) as refused:
-        builders.swap_parameters(config(), release(image="Team/Web:latest"))
-    assert str(refused.value).startswith("swap parameter image='Team/Web:latest' does not match ")
+# ------------------------------------------------------------------ against the real AWS CLI
+def test_user_data_reads_the_agent_from_the_swap_document_and_boots_the_release(tmp_path: Path) -> None:
+    # Given the deployable swap document in SSM (moto behind the real AWS CLI, as on an instance)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        document = render_template.swap_document(render_template.ensure_built().read_text())
+        ssm.create_document(Name="deployer-swap", Content=yaml.safe_dump(document), DocumentType="Command",
+                            DocumentFormat="YAML")
+        # When user data for release 7 runs up to the agent's boot
+        script = builders.user_data(config(), release(), "deployer-swap", POINTER, "us-east-1")
+        lines = script.splitlines()
+        proc = subprocess.run(
+            ["sh", "-c", "\n".join(lines[:-1]).replace("/opt/deployer", str(tmp_path))],
+            env={"PATH": os.environ["PATH"], "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                 "AWS_SECRET_ACCESS_KEY": "testing", "HOME": str(tmp_path)},
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        server.stop()
+    # Then the host holds exactly host/agent.py, and boots the baked release with the pointer first
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "agent.py").read_bytes() == (ROOT / "host" / "agent.py").read_bytes()
+    assert DIGEST in lines[1]
+    assert lines[-1].startswith("python3 /opt/deployer/agent.py boot --app=web --image=")
+    assert f"@{DIGEST}" in lines[-1]
+    assert "--release=7 " in lines[-1]
+    assert lines[-1].endswith("--pointer-parameter=/deployer/web/release --region=us-east-1 "
+                              ">>/var/log/deployer-boot.log 2>&1")
+    # and it fits EC2's 16 KB with room to spare, whatever the agent's size
+    assert len(script.encode()) < 4096
+
+
+def test_the_user_data_and_the_document_agree_on_the_agent_marker() -> None:
+    assert builders.AGENT_MARKER == render_template.DELIMITER
 
 
 @pytest.mark.parametrize(
-    ("max_concurrency", "hosts", "expected"),
-    [
-        ("50%", 1, 1),  # one host: one wave, whatever the percentage
-        ("50%", 2, 2),  # 50% of 2 is 1 at a time
-        ("50%", 4, 3),  # with 3 hosts left, 50% rounds down to 1: 3 waves
-        ("100%", 5, 1),
-        ("2", 5, 3),
-        ("2", 0, 1),  # an empty group still gets one wave of time
-    ],
+    ("document", "pointer", "region"),
+    [("bad name!", "/deployer/web/release", "us-east-1"), ("deployer-swap", "no-slash", "us-east-1"),
+     ("deployer-swap", "/deployer/web/release", "us-east-1; reboot")],
 )
-def test_waves_cover_the_slowest_pacing_of_any_fleet_size_up_to_the_hosts(
-    max_concurrency: str, hosts: int, expected: int
+def test_user_data_refuses_names_that_could_break_the_script(
+    document: str, pointer: str, region: str
 ) -> None:
-    assert builders.waves(max_concurrency, hosts) == expected
+    with pytest.raises(InvalidAppConfig):
+        builders.user_data(config(), release(), document, pointer, region)
+
+
+def test_user_data_that_would_exceed_16_kb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a limit smaller than any boot script
+    monkeypatch.setattr(builders, "USER_DATA_LIMIT", 512)
+    # When user data is built, then it is refused instead of being cut by EC2
+    with pytest.raises(UserDataTooLarge):
+        builders.user_data(config(), release(), "deployer-swap", "/deployer/web/release", "us-east-1")
