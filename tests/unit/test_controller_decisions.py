@@ -20,7 +20,7 @@ from deployer.models.records import Release, ReleaseSource, ReleaseStatus
 from deployer.observability import Metric
 from deployer.verdicts import Verdict
 
-from tests.conftest import WEB_CONFIG
+from tests.conftest import WEB_CONFIG, digest_of, make_release
 
 pytestmark = pytest.mark.unit
 
@@ -36,24 +36,9 @@ def config(**overrides: Any) -> AppConfig:
     return AppConfig.parse(raw)
 
 
-def digest(n: int) -> str:
-    return f"sha256:{n:064x}"
-
-
 def release(n: int, status: ReleaseStatus = S.SUCCEEDED, **fields: Any) -> Release:
-    """Release n of web, image n unless `digest` says otherwise."""
-    values: dict[str, Any] = {
-        "app": "web",
-        "release": n,
-        "repository": "team/web",
-        "digest": digest(n),
-        "image": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web@{digest(n)}",
-        "tag": f"v{n}",
-        "pushed_at": T0 - timedelta(hours=1),
-        "status": status,
-        **fields,
-    }
-    return Release(**values)
+    """Release n of web in `status`, image n unless `digest` says otherwise."""
+    return make_release(n, status=status, **fields)
 
 
 def state(**fields: Any) -> AppStateRecord:
@@ -88,8 +73,8 @@ DEPLOYING_ONLY = frozenset({S.DEPLOYING})
 # ------------------------------------------------------------------ admission
 def admit(st: AppStateRecord, n_digest: int = 9, **kw: Any) -> decisions.Decision | None:
     facts: dict[str, Any] = {
-        "image": f"r/team/web@{digest(n_digest)}",
-        "digest": digest(n_digest),
+        "image": f"r/team/web@{digest_of(n_digest)}",
+        "digest": digest_of(n_digest),
         "tag": f"v{n_digest}",
         "source": ReleaseSource.PUSH,
         "reason": "push",
@@ -118,7 +103,7 @@ def test_a_push_to_a_free_app_starts_at_once_with_the_next_number() -> None:
     assert change is not None
     assert (change.owner, change.desired, change.last_release, change.expect_last) == ("web#5", 5, 5, 4)
     assert change.expect_owner is None
-    assert change.refuse_if_refused == digest(9)
+    assert change.refuse_if_refused == digest_of(9)
     assert change.allow is None
     assert change.require_unpaused
     assert change.add_outbox == ["5:started"]
@@ -153,12 +138,12 @@ def test_a_push_to_a_paused_app_waits_but_an_operator_deploy_starts() -> None:
 
 
 def test_a_refused_digest_is_not_admitted_from_a_push_and_an_operator_lifts_the_refusal() -> None:
-    refused = state(last_release=4, refused_digests=frozenset({digest(9)}))
+    refused = state(last_release=4, refused_digests=frozenset({digest_of(9)}))
     assert admit(refused) is None
     operator = admit(refused, operator=True, marker=None, source=ReleaseSource.MANUAL)
     assert operator is not None
     assert operator.change is not None
-    assert operator.change.allow == digest(9)
+    assert operator.change.allow == digest_of(9)
     assert operator.change.refuse_if_refused is None
 
 
@@ -348,7 +333,7 @@ def test_a_rollback_that_succeeded_marks_the_release_it_replaced_rolled_back(
     previous_status: ReleaseStatus,
 ) -> None:
     rollback = release(
-        6, S.DEPLOYING, digest=digest(3), source=ReleaseSource.ROLLBACK, rollback_of=5, replaces=3
+        6, S.DEPLOYING, digest=digest_of(3), source=ReleaseSource.ROLLBACK, rollback_of=5, replaces=3
     )
     previous = release(5, previous_status, status_reason="health check failed")
     decision = end(rollback, Verdict.SUCCEEDED, rolled_back=previous)
@@ -388,7 +373,7 @@ def test_a_failed_release_is_rolled_back_to_the_target_and_its_digest_refused() 
     change = decision.change
     assert change is not None
     assert (change.owner, change.desired, change.last_release, change.expect_last) == ("web#6", 6, 6, 5)
-    assert change.refuse == digest(5)
+    assert change.refuse == digest_of(5)
     assert change.add_outbox == ["5:rolled_back:3", "6:started"]
     assert decision.ended == decisions.Ended(5, S.FAILED, "the fleet's verdict", 6, rollback=True)
     assert decision.counts == [(DeployMetric.DEPLOY_FAILED, 1), (DeployMetric.ROLLBACKS, 1)]
@@ -405,7 +390,7 @@ def test_a_failed_release_without_a_target_is_held_and_the_app_moves_on() -> Non
     assert start.fields["send_claim"] == TOKEN
     change = decision.change
     assert change is not None
-    assert change.refuse == digest(5)
+    assert change.refuse == digest_of(5)
     assert change.add_outbox == ["5:failed", "6:started"]
     assert decision.ended is not None
     assert not decision.ended.rollback
@@ -430,7 +415,7 @@ def test_an_app_without_automatic_rollback_holds_its_failed_release() -> None:
 
 def test_a_failed_rollback_is_not_rolled_back_again_nor_its_image_refused() -> None:
     rollback = release(
-        6, S.DEPLOYING, digest=digest(3), source=ReleaseSource.ROLLBACK, rollback_of=5, replaces=3
+        6, S.DEPLOYING, digest=digest_of(3), source=ReleaseSource.ROLLBACK, rollback_of=5, replaces=3
     )
     decision = end(rollback, Verdict.FAILED, target=release(2))
     assert written(decision) == {6: (S.FAILED, DEPLOYING_ONLY)}
@@ -538,7 +523,7 @@ def test_a_cancelled_release_is_replaced_by_a_rollback_to_the_target() -> None:
     assert written(decision) == {5: (S.CANCELLED, DEPLOYING_ONLY), 6: (S.DEPLOYING, None)}
     assert decision.transitions[0].reason == "cancelled by an operator: oops"
     (rollback,) = decision.creates
-    assert (rollback.rollback_of, rollback.replaces, rollback.digest) == (5, 4, digest(4))
+    assert (rollback.rollback_of, rollback.replaces, rollback.digest) == (5, 4, digest_of(4))
     assert rollback.reason == "cancel of release 5: back to release 4"
     assert rollback.send_claim == TOKEN
     assert decision.change is not None
