@@ -1,7 +1,7 @@
-"""The release controller's decisions, each observed in what it records: the release records
-(status, reason, what a start replaces), the app's state (lock, desired release, refused
-digests), the commands SSM received and the notices published. Written to kill the mutants
-`make mutation` found alive in deployer/controller.py (docs/mutation.md)."""
+"""`controller.converge` through AWS stand-ins: each decision observed in what it recorded (the
+release records, the app's state: lock, desired release, refused digests), the commands SSM
+received and the notices published. The decisions alone, without moto, are in
+tests/unit/test_controller_decisions.py."""
 
 from __future__ import annotations
 
