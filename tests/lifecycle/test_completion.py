@@ -11,8 +11,8 @@ from deployer.builders import swap_parameters
 from deployer.command_events import CommandNotRecordedYet
 from deployer.entry.events import handle_reconcile
 from deployer.models.events import parse_push_event
-from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import ReleaseSource, ReleaseStatus
+from deployer.models.ssm_status import SsmStatus
 from deployer.observability import metrics
 from deployer.verdicts import Verdict, command_verdict, host_outcome, serving
 

@@ -15,8 +15,8 @@ from deployer.controller import Ending, Now, decisions
 from deployer.errors import DeployInProgress
 from deployer.metrics_names import DeployMetric
 from deployer.models.config import AppConfig
-from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
+from deployer.models.ssm_status import SsmStatus
 from deployer.observability import Metric
 from deployer.verdicts import Verdict
 

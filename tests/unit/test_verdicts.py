@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from deployer.adapters.command_results import CommandCounts, InvocationResult, InvocationTally
-from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
+from deployer.models.ssm_status import SsmStatus
 from deployer.verdicts import (
     Verdict,
     blames_image,

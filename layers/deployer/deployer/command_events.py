@@ -17,8 +17,9 @@ from deployer import controller, launch, markers
 from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
 from deployer.errors import DeployerError
 from deployer.metrics_names import DeployMetric
-from deployer.models.lifecycle_events import CommandInvocationStatusEvent, CommandStatusEvent, SsmStatus
+from deployer.models.lifecycle_events import CommandInvocationStatusEvent, CommandStatusEvent
 from deployer.models.records import HostOutcome
+from deployer.models.ssm_status import SsmStatus
 from deployer.observability import count, logger
 from deployer.verdicts import host_outcome, serving
 

@@ -10,8 +10,8 @@ from enum import StrEnum
 from deployer import markers
 from deployer.adapters.command_results import CommandCounts, InvocationResult, InvocationTally
 from deployer.agent_contract import SERVING_OUTCOMES, AgentSummary, parse_summary
-from deployer.models.lifecycle_events import SsmStatus
 from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
+from deployer.models.ssm_status import SsmStatus
 from deployer.notify import HostResult
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from deployer.controller.types import Ending
 from deployer.errors import ImageNotFound
-from deployer.models.lifecycle_events import SsmStatus
+from deployer.models.ssm_status import SsmStatus
 from deployer.observability import logger
 from deployer.verdicts import command_detail, command_verdict, rollback_candidates
 

@@ -34,7 +34,7 @@ from deployer.verdicts import Verdict, rolls_back_automatically
 if TYPE_CHECKING:
     from deployer.adapters.app_state import AppStateRecord
     from deployer.models.config import AppConfig
-    from deployer.models.lifecycle_events import SsmStatus
+    from deployer.models.ssm_status import SsmStatus
     from deployer.wiring import Adapters
 
 # Decisions per converge call; each round reads the state again. A push-start-finish-handoff

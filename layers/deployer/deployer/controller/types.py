@@ -15,7 +15,7 @@ from deployer.verdicts import Verdict
 
 if TYPE_CHECKING:
     from deployer.adapters.command_results import CommandCounts, InvocationTally
-    from deployer.models.lifecycle_events import SsmStatus
+    from deployer.models.ssm_status import SsmStatus
 
 
 @dataclass(frozen=True)

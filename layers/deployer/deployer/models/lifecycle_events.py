@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deployer.models.ssm_status import SsmStatus, normalise_status
 from deployer.names import APP_PATTERN, DIGEST_PATTERN, REGION_PATTERN, TAG_PATTERN
 
 COMMAND_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -44,65 +44,6 @@ class _Envelope(BaseModel):
     resources: list[str] = Field(default_factory=list)
 
 
-class SsmStatus(StrEnum):
-    """Every status SSM reports for a command or one of its invocations.
-
-    `Status` (and the EventBridge event's `status`) is coarse: botocore's CommandStatus /
-    CommandInvocationStatus enums (Pending, InProgress, Delayed, Success, Cancelled, Failed,
-    TimedOut, Cancelling). The distinctions (Incomplete, Execution / Delivery Timed Out,
-    Undeliverable, Terminated, ...) exist only in `StatusDetails`, read from SSM's API. Both
-    vocabularies and spellings are accepted so a new or finer value never breaks parsing;
-    decisions read StatusDetails (docs/lifecycle.md).
-    """
-
-    PENDING = "Pending"
-    IN_PROGRESS = "InProgress"
-    IN_PROGRESS_SPACED = "In Progress"
-    DELAYED = "Delayed"
-    CANCELLING = "Cancelling"
-    SUCCESS = "Success"
-    FAILED = "Failed"
-    TIMED_OUT = "TimedOut"
-    EXECUTION_TIMED_OUT = "Execution Timed Out"
-    DELIVERY_TIMED_OUT = "Delivery Timed Out"
-    CANCELLED = "Cancelled"
-    UNDELIVERABLE = "Undeliverable"
-    TERMINATED = "Terminated"
-    INCOMPLETE = "Incomplete"
-    RATE_EXCEEDED = "Rate Exceeded"
-    ACCESS_DENIED = "Access Denied"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in _NON_TERMINAL
-
-    @classmethod
-    def parse(cls, value: str | None) -> SsmStatus | None:
-        """The status whatever SSM's spelling (`InProgress`, `In Progress`...), None if unknown."""
-        normalised = _status(value)
-        return cls(normalised) if normalised in cls._value2member_map_ else None
-
-
-_NON_TERMINAL = frozenset(
-    {
-        SsmStatus.PENDING,
-        SsmStatus.IN_PROGRESS,
-        SsmStatus.IN_PROGRESS_SPACED,
-        SsmStatus.DELAYED,
-        SsmStatus.CANCELLING,
-    }
-)
-
-
-def _status(value: Any) -> Any:
-    # SSM spells a few statuses both ways ("InProgress" / "In Progress", "TimedOut"); normalise
-    # case and spacing so one enum member matches.
-    if isinstance(value, str):
-        folded = re.sub(r"\s+", "", value).lower()
-        for member in SsmStatus:
-            if member.value.replace(" ", "").lower() == folded:
-                return member.value
-    return value
 
 
 class CommandStatusDetail(BaseModel):
@@ -115,7 +56,7 @@ class CommandStatusDetail(BaseModel):
     expire_after: str | None = Field(default=None, alias="expire-after")
     parameters: dict[str, list[str]] = Field(default_factory=dict)
 
-    _norm = field_validator("status", mode="before")(_status)
+    _norm = field_validator("status", mode="before")(normalise_status)
 
 
 class CommandStatusEvent(_Envelope):
@@ -135,7 +76,7 @@ class CommandInvocationDetail(BaseModel):
     status: SsmStatus
     requested_date_time: str | None = Field(default=None, alias="requested-date-time")
 
-    _norm = field_validator("status", mode="before")(_status)
+    _norm = field_validator("status", mode="before")(normalise_status)
 
 
 class CommandInvocationStatusEvent(_Envelope):
