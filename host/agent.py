@@ -738,9 +738,13 @@ class Agent:
         colour = state.get("colour")
         return colour if colour in COLOURS else None
 
-    def already_live(self, state: dict[str, Any], colour: str | None) -> bool:
-        # By digest, not release number: a rollback is a new number for an image a host may run.
-        if colour is None or state.get("digest") != self.digest:
+    def serving(self, colour: str | None) -> bool:
+        """Whether ``colour``'s container runs this run's image and answers healthy.
+
+        Judged by the container's digest label, not by the state file: a run killed between the
+        rule's commit and the state's save leaves the new release serving with the old state.
+        """
+        if colour is None:
             return False
         info = self.host.inspect(self.container_name(colour))
         if not info or not info.get("State", {}).get("Running"):
@@ -934,29 +938,60 @@ class Agent:
             time.sleep(0.1)
         return False
 
-    def drain_and_stop(self, old: str | None) -> list[str]:
+    def app_containers(self) -> list[tuple[str, str, str]] | None:
+        """(name, state, colour) of every container of this app on this host, or None when the
+        engine cannot list them."""
+        proc = self.host.docker("ps", "-a", "--filter", "label=deployer.host=" + self.c["host_id"],
+                                "--filter", "label=deployer.app=" + self.app, "--format",
+                                '{{.Names}}\t{{.State}}\t{{.Label "deployer.colour"}}', timeout=30)
+        if proc.returncode != 0:
+            return None
+        found = []
+        for line in proc.stdout.splitlines():
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[0]:
+                found.append((fields[0], fields[1], fields[2]))
+        return found
+
+    def converge(self, live: str) -> list[str]:
+        """Drain, stop and remove every container of this app but the live colour's.
+
+        Whatever an interrupted run left behind (the previous release still running or only
+        stopped, a new container that never went live) goes here, on every run, so a summary
+        without a warning means exactly one container of the app remains: the live one.
+        """
         problems: list[str] = []
-        if old is None:
-            return problems
-        name = self.container_name(old)
-        if self.host.inspect(name) is None:
-            return problems
-        started = time.monotonic()
-        # In-flight requests on the old colour finish; new connections already reach the new one.
-        deadline = started + float(self.c["drain_seconds"])
-        while time.monotonic() < deadline and self.host.connections(self.colour_port(old)) != 0:
-            time.sleep(0.05)
-        self.timed("drain", started)
-        started = time.monotonic()
-        stop = self.host.docker("stop", "-t", str(int(self.c["stop_timeout"])), name,
-                                timeout=float(self.c["stop_timeout"]) + 60)
-        if stop.returncode != 0:
-            problems.append("stopping " + name + " failed: " + last_line(stop.stderr))
-        elif not self.host.remove_container(name):
-            problems.append("removing " + name + " failed")
-        if self.c["conntrack_command"]:  # off by default: the guard makes it unnecessary
-            self.host.forget_flows(self.colour_port(old))
-        self.timed("cleanup", started)
+        found = self.app_containers()
+        if found is None:
+            return ["listing the containers of " + self.app + " failed"]
+        keep = self.container_name(live)
+        for name, state, colour in found:
+            if name == keep:
+                continue
+            started = time.monotonic()
+            if state == "running" and colour in COLOURS:
+                # In-flight requests finish; new connections already reach the live colour.
+                port = self.colour_port(colour)
+                deadline = started + float(self.c["drain_seconds"])
+                while time.monotonic() < deadline and self.host.connections(port) != 0:
+                    time.sleep(0.05)
+            self.timed("drain", started)
+            started = time.monotonic()
+            if state in ("running", "restarting", "paused"):
+                stop = self.host.docker("stop", "-t", str(int(self.c["stop_timeout"])), name,
+                                        timeout=float(self.c["stop_timeout"]) + 60)
+                if stop.returncode != 0 and self.host.inspect(name) is not None:
+                    problems.append("stopping " + name + " failed: " + last_line(stop.stderr))
+                    self.timed("cleanup", started)
+                    continue
+            proc = self.host.docker("rm", name, timeout=60)
+            if proc.returncode != 0 and self.host.inspect(name) is not None:
+                problems.append("removing " + name + " failed: " + last_line(proc.stderr))
+            else:
+                log("removed " + name)
+            if self.c["conntrack_command"] and colour in COLOURS:  # off by default: the guard covers it
+                self.host.forget_flows(self.colour_port(colour))
+            self.timed("cleanup", started)
         return problems
 
     def prune(self, retained: list[dict[str, Any]],
@@ -1070,18 +1105,61 @@ class Agent:
         self.messages.append(f"live release {release} kept over baked release {self.release}")
         self.release, self.image, self.digest = release, image, image.rsplit("@", 1)[1]
 
-    def renumber(self, state: dict[str, Any]) -> None:
-        """Record a new release number for the image already serving; no container changes."""
-        live = state.get("release")
-        self.previous_release = live if isinstance(live, int) else None
-        retained = [e for e in state.get("retained", [])
-                    if isinstance(e, dict) and e.get("digest") != self.digest]
+    def live_state(self, state: dict[str, Any], colour: str) -> dict[str, Any]:
+        """The state recording this run's release as live on ``colour``. The image it replaces
+        becomes the previous release (the rollback target); the same image under a new number
+        keeps the previous one."""
+        retained = [e for e in state.get("retained", []) if isinstance(e, dict)
+                    and e.get("digest") != self.digest]
         retained.append({"release": self.release, "digest": self.digest, "image": self.image,
                          "at": now_iso()})
-        self.state.save({**state, "release": self.release, "image": self.image, "updated_at": now_iso(),
-                         "retained": retained})
-        self.messages.append(f"its image already served as release {live}; release number recorded")
-        log(f"release {self.release} runs the image of live release {live}: recorded, nothing swapped")
+        replaced = state.get("digest") != self.digest
+        return {
+            "app": self.app, "release": self.release, "digest": self.digest, "image": self.image,
+            "colour": colour, "port": self.colour_port(colour), "container": self.container_name(colour),
+            "host": self.c["host_id"], "updated_at": now_iso(),
+            "previous_release": state.get("release") if replaced else state.get("previous_release"),
+            "previous_digest": state.get("digest") if replaced else state.get("previous_digest"),
+            "retained": retained,
+        }
+
+    def record_live(self, state: dict[str, Any], colour: str) -> dict[str, Any]:
+        """The state for the release already serving on ``colour``, saved when it differs."""
+        live = state.get("release")
+        if state.get("digest") == self.digest and state.get("colour") == colour:
+            self.previous_release = state.get("previous_release")
+            if live == self.release:
+                return state
+            # A rollback to the image already serving: only the release number changes.
+            self.previous_release = live if isinstance(live, int) else None
+            self.messages.append(f"its image already served as release {live}; release number recorded")
+            log(f"release {self.release} runs the image of live release {live}: recorded, nothing swapped")
+        else:
+            # An earlier run switched traffic to this release and was stopped before recording it.
+            self.previous_release = (live if state.get("digest") != self.digest
+                                     else state.get("previous_release"))
+            self.messages.append("an interrupted run had switched to it; state recorded")
+            log(f"release {self.release} already serves on {colour}; recording it")
+        recorded = self.live_state(state, colour)
+        self.state.save(recorded)
+        return recorded
+
+    def finish(self, recorded: dict[str, Any]) -> None:
+        """Converge the host on the live release: remove every other container of the app and
+        prune images; anything that fails here is the cleanup warning."""
+        problems = self.converge(str(recorded["colour"]))
+        retained = [e for e in recorded.get("retained", []) if isinstance(e, dict)]
+        keep = {str(e.get("digest")) for e in retained[-int(self.args.retain):]}
+        keep.add(self.digest)
+        if recorded.get("previous_digest"):
+            keep.add(str(recorded["previous_digest"]))  # the rollback target
+        kept, prune_problems = self.prune(retained, keep)
+        if kept != retained:
+            self.state.save({**recorded, "retained": kept})
+        problems += prune_problems
+        if problems:
+            self.warning = "cleanup"
+            self.warning_message = f"release {self.release} is live, but: " + "; ".join(problems)
 
     def execute_locked(self) -> str:
         state = self.state.load()
@@ -1090,16 +1168,15 @@ class Agent:
         self.phase = "switch"
         self.ensure_site()
         old = self.live_colour(state)
-        if self.already_live(state, old):
-            assert old is not None
+        if old is not None and self.serving(old):
             if self.host.dnat_target() != self.colour_port(old):
                 proc = self.host.set_dnat(self.colour_port(old), f"app {self.app} release {self.release}")
                 if proc.returncode != 0:
                     raise Failure("switch", "restoring the traffic rule failed: " + last_line(proc.stderr))
                 log("traffic rule restored for the live release")
-            self.previous_release = state.get("previous_release")
-            if state.get("release") != self.release:
-                self.renumber(state)
+            recorded = self.record_live(state, old)
+            self.phase = "cleanup"
+            self.finish(recorded)
             return "already_live"
         if old is not None and self.host.inspect(self.container_name(old)) is None:
             old = None
@@ -1114,30 +1191,10 @@ class Agent:
         self.phase = "switch"
         self.switch(new, old)
         self.phase = "cleanup"
-        retained = [e for e in state.get("retained", []) if isinstance(e, dict)
-                    and e.get("digest") != self.digest]
-        retained.append({"release": self.release, "digest": self.digest, "image": self.image,
-                         "at": now_iso()})
-        new_state = {
-            "app": self.app, "release": self.release, "digest": self.digest, "image": self.image,
-            "colour": new, "port": self.colour_port(new), "container": self.container_name(new),
-            "host": self.c["host_id"], "updated_at": now_iso(),
-            "previous_release": state.get("release"), "previous_digest": state.get("digest"),
-            "retained": retained,
-        }
-        self.state.save(new_state)
-        problems = self.drain_and_stop(old)
-        keep = {str(e["digest"]) for e in retained[-int(self.args.retain):]}
-        keep.add(self.digest)
-        if state.get("digest"):
-            keep.add(str(state["digest"]))  # the rollback target
-        kept, prune_problems = self.prune(retained, keep)
-        new_state["retained"] = kept
-        self.state.save(new_state)
-        problems += prune_problems
-        if problems:
-            self.warning = "cleanup"
-            self.warning_message = f"release {self.release} is live, but: " + "; ".join(problems)
+        recorded = self.live_state(state, new)
+        self.previous_release = recorded["previous_release"]
+        self.state.save(recorded)
+        self.finish(recorded)
         return "live"
 
 
@@ -1274,8 +1331,10 @@ def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, An
                 continue
             spare = host.inspect(str(config["host_id"]) + "-" + app + "-" + other)
             if spare is not None:
-                check("previous container", "app", True,
-                      f"{other}: {spare.get('State', {}).get('Status', '?')} (kept for rollback)")
+                # Every agent run removes it; one left means a run was interrupted or its
+                # cleanup failed. Rollback needs only the retained image, never this container.
+                check("leftover container", "app", False,
+                      f"{other}: {spare.get('State', {}).get('Status', '?')}; the next agent run removes it")
     check("proxy target", "proxy", target is not None and target == (
         int(config[live_colour + "_port"]) if live_colour else -1),
           f"stable port {config['stable_port']} -> " + (f"127.0.0.1:{target}" if target else "no DNAT rule")
