@@ -171,6 +171,8 @@ HOST_DEFAULTS: dict[str, Any] = {
     "upstream_keepalive": 0,
     "systemd_unit_dir": "/etc/systemd/system",
     "systemctl_command": ["systemctl"],
+    "proxy_unit": "nginx.service",
+    "nginx_pid_file": "/run/nginx.pid",
 }
 COLOURS = ("blue", "green")
 LOG_TAIL_LINES = 15
@@ -211,6 +213,24 @@ server {
     }
 }
 """
+
+
+# systemd drop-in for the proxy's unit, installed by boot: nginx comes back by itself when it
+# dies, with no agent run. A master killed alone leaves a worker that still holds the listen
+# socket, so the whole unit is stopped (SIGQUIT: the worker finishes its requests) before a new
+# master starts; no start limit, so a proxy that keeps dying keeps being restarted.
+PROXY_DROP_IN = """# Managed by the deployer host agent (boot): restart the proxy whenever it dies.
+[Unit]
+StartLimitIntervalSec=0
+
+[Service]
+Restart=always
+RestartSec=500ms
+KillMode=control-group
+KillSignal=SIGQUIT
+TimeoutStopSec=5
+"""
+PROXY_DROP_IN_NAME = "deployer-restart.conf"
 
 
 class Failure(Exception):
@@ -269,6 +289,8 @@ def load_host_config() -> dict[str, Any]:
             raise Failure("input", "host config " + key + " must be a TCP port number")
     if config["network_mode"] not in ("host", "publish"):
         raise Failure("input", "host config network_mode must be 'host' or 'publish'")
+    if config["proxy_unit"] and not re.match(r"^[A-Za-z0-9@._-]{1,100}\.service$", str(config["proxy_unit"])):
+        raise Failure("input", "host config proxy_unit must be a systemd service name or null")
     if not re.match(r"^[a-z][a-z0-9-]{0,30}$", str(config["host_id"])):
         raise Failure("input", "host config host_id must match [a-z][a-z0-9-]{0,30}")
     if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,63}$", str(config["nft_table"])):
@@ -714,6 +736,16 @@ class Agent:
         if check.returncode != 0:
             raise Failure("switch", "nginx -t failed; nginx was not started",
                           log_tail=[line[:200] for line in check.stderr.splitlines() if line.strip()])
+        unit = self.c["proxy_unit"]
+        if self.c["systemd_unit_dir"] and unit:
+            # Under systemd: start the unit, so the nginx that runs is the supervised one.
+            log("starting " + unit)
+            for step in (["reset-failed", unit], ["start", unit]):
+                proc = run([*self.c["systemctl_command"], *step], timeout=60)
+            if proc.returncode != 0:
+                raise Failure("switch", "systemctl start " + unit + " failed: " + last_line(proc.stderr))
+            self.wait_listening()
+            return
         log("starting nginx")
         proc = self.host.nginx()
         if proc.returncode != 0:
@@ -1030,12 +1062,34 @@ class Agent:
         self.timings["lock"] = round(lock.acquire(), 3)
         try:
             outcome = self.execute_locked()
+            self.supervise_proxy()
             if self.args.mode == "boot":
                 self.install_boot_unit()
             return outcome
         finally:
             lock.release()
             self.timed("total", started)
+
+    def supervise_proxy(self) -> None:
+        """Install the proxy unit's restart drop-in (PROXY_DROP_IN); best effort, like the boot
+        unit: without systemd only the automatic restart is lost."""
+        unit_dir, unit = self.c["systemd_unit_dir"], self.c["proxy_unit"]
+        if not unit_dir or not unit:
+            return
+        path = Path(unit_dir) / (unit + ".d") / PROXY_DROP_IN_NAME
+        try:
+            if path.exists() and path.read_text(encoding="utf-8") == PROXY_DROP_IN:
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(PROXY_DROP_IN, encoding="utf-8")
+        except OSError as exc:
+            log(f"proxy restart drop-in not installed: {exc}")
+            return
+        proc = run([*self.c["systemctl_command"], "daemon-reload"], timeout=60)
+        if proc.returncode != 0:
+            log("systemctl daemon-reload failed: " + last_line(proc.stderr))
+            return
+        log(f"installed {path}: {unit} restarts by itself")
 
     def install_boot_unit(self) -> None:
         """A systemd unit that re-runs this boot command at every boot.
@@ -1282,6 +1336,17 @@ def registry_reachable(image: str, timeout: float = 5.0) -> tuple[bool, str]:
     return False, f"{host} unreachable: " + "; ".join(errors)
 
 
+def proxy_master(config: dict[str, Any]) -> int | None:
+    """The pid of the running nginx master named by the pid file, or None."""
+    try:
+        pid = int(Path(str(config["nginx_pid_file"])).read_text(encoding="ascii").strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if "master process" in cmdline and state not in ("Z", "X") else None
+
+
 def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, Any]:
     """Read-only checks of one app on this host; names the first failing layer."""
     host = Host(config)
@@ -1339,6 +1404,11 @@ def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, An
         int(config[live_colour + "_port"]) if live_colour else -1),
           f"stable port {config['stable_port']} -> " + (f"127.0.0.1:{target}" if target else "no DNAT rule")
           + (f" ({colour})" if colour else ""))
+    master = proxy_master(config)
+    check("proxy master", "proxy", master is not None,
+          f"nginx master pid {master}" if master else
+          "no nginx master process (pid file " + str(config["nginx_pid_file"]) + "); workers left "
+          "by a killed master serve until they exit, and nothing reloads them")
     listening = host.listening()
     front = http_status(int(config["listen_port"]), health_path) if listening else 0
     check("proxy answers", "proxy", 200 <= front < 300,

@@ -427,7 +427,12 @@ def test_boot_installs_a_systemd_unit_that_reruns_the_same_boot_after_a_reboot(
     assert " boot " in unit
     assert f'"--image={image.reference}"' in unit
     assert '"--docker-options=--memory=64m --cpus=0.5"' in unit
-    assert record.read_text().splitlines() == ["daemon-reload", f"enable deployer-{APP}-boot.service"]
+    # and the proxy's unit got the drop-in that restarts it whenever it dies
+    drop_in = (units / "nginx.service.d" / "deployer-restart.conf").read_text()
+    assert "Restart=always" in drop_in
+    assert "KillMode=control-group" in drop_in
+    assert record.read_text().splitlines() == ["daemon-reload", "daemon-reload",
+                                               f"enable deployer-{APP}-boot.service"]
 
 
 def test_rerunning_a_swap_that_left_the_old_container_behind_removes_it(
