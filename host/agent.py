@@ -225,7 +225,7 @@ StartLimitIntervalSec=0
 
 [Service]
 Restart=always
-RestartSec=500ms
+RestartSec=200ms
 KillMode=control-group
 KillSignal=SIGQUIT
 TimeoutStopSec=5

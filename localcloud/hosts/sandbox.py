@@ -163,11 +163,11 @@ class HostSandbox:
     def start(self) -> HostSandbox:
         if self.supervised:
             if self._unitd is None:
-                unit_dir = Path(self.config["systemd_unit_dir"])
+                unit_dir = self.root / "systemd"
                 self._unitd = subprocess.Popen(
                     [self.python, str(UNITD_PATH), "run", "--dir", str(unit_dir), "--unit",
                      str(self.config.get("proxy_unit") or "nginx.service"), "--pid-file",
-                     self.config["nginx_pid_file"], "--", *self._nginx_base()],
+                     str(self.nginx_prefix / "nginx.pid"), "--", *self._nginx_base()],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     start_new_session=True)
                 deadline = time.monotonic() + 10
