@@ -19,10 +19,12 @@ options (swap and boot):
   --registry-login MODE     ecr | none, default none
 
 swap: lock, pull (with retries), start the new colour beside the old one, gate on health,
-switch traffic atomically (nftables DNAT of a stable port that nginx proxies to), drain,
-stop the old container, prune old images. boot: install the nginx site and the switching
-table if absent, optionally read the release pointer (falling back to the given release),
-then the same steps. status: print this host's state. diagnose: read-only checks of one app
+switch traffic atomically (nftables DNAT of a stable port that nginx proxies to), then converge:
+drain, stop and remove every other container of the app, prune old images. A release already
+serving is not swapped again, but the host still converges. boot: install the nginx site and the
+switching table if absent, optionally read the release pointer (falling back to the given
+release), then the same steps. Every run keeps nginx supervised (a systemd drop-in that restarts
+it whenever it dies). status: print this host's state. diagnose: read-only checks of one app
 (docker engine, disk, containers, health, the proxy's live target, registry reachability) as one
 JSON line naming the failing layer: docker, app, proxy, registry or none; always exits 0.
 
@@ -36,7 +38,7 @@ exit codes:
   5 start    the new container would not start or exited; it was removed
   6 health   the health gate failed; the new container was removed
   7 switch   switching traffic failed; the old release serves
-A problem after the switch (stopping the old container, pruning images) exits 0: the new release
+A problem after the switch (stopping or removing another container, pruning images) exits 0: the new release
 serves, and the summary names it in "warning" ("cleanup"), so SSM reports Success and the host never
 counts toward the command's MaxErrors.
 
