@@ -42,7 +42,7 @@ lint:
 	$(PY) -m mypy
 	cfn-lint build/template.yaml
 	sam validate --lint -t build/template.yaml
-	shellcheck tools/*.sh .ci/run
+	shellcheck tools/*.sh .ci/run localcloud/hosts/*.sh
 	$(MAKE) --no-print-directory security BOOTSTRAPPED=1
 
 # Static security checks of the deployable template: zero failures; every skip carries its reason

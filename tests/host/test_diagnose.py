@@ -172,3 +172,22 @@ def test_a_killed_nginx_comes_back_by_itself_under_the_proxy_drop_in(
         assert host.nginx_pid() not in (None, pid)
         assert host.get("/")[0] == 200
         assert diagnose(host)["layer"] == "none"
+
+
+def test_without_the_agents_drop_in_a_killed_nginx_stays_down(
+        make_host: Callable[..., HostSandbox]) -> None:
+    # Given a host whose nginx runs under the systemd stand-in, before any agent run installed
+    # the proxy's drop-in
+    host = make_host(supervise_proxy=True)
+    pid = host.nginx_pid()
+    assert pid is not None
+    unit_dir = Path(host.config["systemd_unit_dir"])
+    assert not (unit_dir / "nginx.service.d").exists()
+    # When every nginx process is killed
+    workers = [int(w) for w in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for victim in (pid, *workers):
+        os.kill(victim, signal.SIGKILL)
+    time.sleep(2.0)
+    # Then nothing brings it back (the restart comes from the drop-in, not from the stand-in)
+    assert host.nginx_pid() is None
+    assert "not restarted" in (unit_dir / "unitd.log").read_text()
