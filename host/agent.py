@@ -217,11 +217,11 @@ server {
 """
 
 
-# systemd drop-in for the proxy's unit, installed by boot: nginx comes back by itself when it
-# dies, with no agent run. A master killed alone leaves a worker that still holds the listen
+# systemd drop-in for the proxy's unit, installed by every run: nginx comes back by itself when
+# it dies, with no agent run. A master killed alone leaves a worker that still holds the listen
 # socket, so the whole unit is stopped (SIGQUIT: the worker finishes its requests) before a new
 # master starts; no start limit, so a proxy that keeps dying keeps being restarted.
-PROXY_DROP_IN = """# Managed by the deployer host agent (boot): restart the proxy whenever it dies.
+PROXY_DROP_IN = """# Managed by the deployer host agent: restart the proxy whenever it dies.
 [Unit]
 StartLimitIntervalSec=0
 
