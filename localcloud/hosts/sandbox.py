@@ -170,8 +170,12 @@ class HostSandbox:
                      str(self.nginx_prefix / "nginx.pid"), "--", *self._nginx_base()],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     start_new_session=True)
+                # Started once the supervisor has seen the master (it logs it), not only when
+                # the pid file appears: a master killed before that would never count as running.
+                log = unit_dir / "unitd.log"
                 deadline = time.monotonic() + 10
-                while self.nginx_pid() is None and time.monotonic() < deadline:
+                while time.monotonic() < deadline and not (
+                        log.exists() and "started" in log.read_text() and self.nginx_pid() is not None):
                     time.sleep(0.02)
             return self
         if self.nginx_pid() is None:
