@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/py312:$(PATH)
 # Sub-targets skip the bootstrap when a parent target has just run it.
 bootstrap = $(if $(BOOTSTRAPPED),,tools/bootstrap.sh $(1))
 
-.PHONY: demo test pytest lint security build bench faults deploy template services stop-services lock up down mutation
+.PHONY: demo test pytest lint security build bench faults host-faults deploy template services stop-services lock up down mutation
 
 demo:
 	$(call bootstrap,demo)
@@ -42,7 +42,7 @@ lint:
 	$(PY) -m mypy
 	cfn-lint build/template.yaml
 	sam validate --lint -t build/template.yaml
-	shellcheck tools/*.sh .ci/run
+	shellcheck tools/*.sh .ci/run localcloud/hosts/*.sh
 	$(MAKE) --no-print-directory security BOOTSTRAPPED=1
 
 # Static security checks of the deployable template: zero failures; every skip carries its reason
@@ -77,6 +77,17 @@ F ?=
 faults:
 	$(call bootstrap,test)
 	PYTHONPATH=layers/deployer:. $(PY) -m tests.faults $(if $(F),--max-not-converged $(F))
+
+# Host faults (docs/agent.md, "Host faults"): on the real engine, nginx and registry, with load,
+# the agent's process group is SIGKILLed at every phase of a swap, a boot and a rollback, then
+# the same command runs again; nginx is killed (master only, and whole), the app container is
+# killed and crash-loops. Ends with `HOSTFAULTS {json}`; fails when a case does not recover, a
+# container is left over or a request fails outside a deliberate outage. HF="<case> ..." runs
+# those cases only. CI (`make test`) runs a short slice: tests/host_faults/test_host_faults.py.
+HF ?=
+host-faults:
+	$(call bootstrap,test)
+	PYTHONPATH=layers/deployer:. $(PY) -m tests.host_faults $(foreach c,$(HF),--case $(c))
 
 deploy: build
 	sam deploy --guided

@@ -19,10 +19,12 @@ options (swap and boot):
   --registry-login MODE     ecr | none, default none
 
 swap: lock, pull (with retries), start the new colour beside the old one, gate on health,
-switch traffic atomically (nftables DNAT of a stable port that nginx proxies to), drain,
-stop the old container, prune old images. boot: install the nginx site and the switching
-table if absent, optionally read the release pointer (falling back to the given release),
-then the same steps. status: print this host's state. diagnose: read-only checks of one app
+switch traffic atomically (nftables DNAT of a stable port that nginx proxies to), then converge:
+drain, stop and remove every other container of the app, prune old images. A release already
+serving is not swapped again, but the host still converges. boot: install the nginx site and the
+switching table if absent, optionally read the release pointer (falling back to the given
+release), then the same steps. Every run keeps nginx supervised (a systemd drop-in that restarts
+it whenever it dies). status: print this host's state. diagnose: read-only checks of one app
 (docker engine, disk, containers, health, the proxy's live target, registry reachability) as one
 JSON line naming the failing layer: docker, app, proxy, registry or none; always exits 0.
 
@@ -36,7 +38,7 @@ exit codes:
   5 start    the new container would not start or exited; it was removed
   6 health   the health gate failed; the new container was removed
   7 switch   switching traffic failed; the old release serves
-A problem after the switch (stopping the old container, pruning images) exits 0: the new release
+A problem after the switch (stopping or removing another container, pruning images) exits 0: the new release
 serves, and the summary names it in "warning" ("cleanup"), so SSM reports Success and the host never
 counts toward the command's MaxErrors.
 
@@ -171,6 +173,8 @@ HOST_DEFAULTS: dict[str, Any] = {
     "upstream_keepalive": 0,
     "systemd_unit_dir": "/etc/systemd/system",
     "systemctl_command": ["systemctl"],
+    "proxy_unit": "nginx.service",
+    "nginx_pid_file": "/run/nginx.pid",
 }
 COLOURS = ("blue", "green")
 LOG_TAIL_LINES = 15
@@ -211,6 +215,24 @@ server {
     }
 }
 """
+
+
+# systemd drop-in for the proxy's unit, installed by every run: nginx comes back by itself when
+# it dies, with no agent run. A master killed alone leaves a worker that still holds the listen
+# socket, so the whole unit is stopped (SIGQUIT: the worker finishes its requests) before a new
+# master starts; no start limit, so a proxy that keeps dying keeps being restarted.
+PROXY_DROP_IN = """# Managed by the deployer host agent: restart the proxy whenever it dies.
+[Unit]
+StartLimitIntervalSec=0
+
+[Service]
+Restart=always
+RestartSec=200ms
+KillMode=control-group
+KillSignal=SIGQUIT
+TimeoutStopSec=5
+"""
+PROXY_DROP_IN_NAME = "deployer-restart.conf"
 
 
 class Failure(Exception):
@@ -269,6 +291,8 @@ def load_host_config() -> dict[str, Any]:
             raise Failure("input", "host config " + key + " must be a TCP port number")
     if config["network_mode"] not in ("host", "publish"):
         raise Failure("input", "host config network_mode must be 'host' or 'publish'")
+    if config["proxy_unit"] and not re.match(r"^[A-Za-z0-9@._-]{1,100}\.service$", str(config["proxy_unit"])):
+        raise Failure("input", "host config proxy_unit must be a systemd service name or null")
     if not re.match(r"^[a-z][a-z0-9-]{0,30}$", str(config["host_id"])):
         raise Failure("input", "host config host_id must match [a-z][a-z0-9-]{0,30}")
     if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,63}$", str(config["nft_table"])):
@@ -714,6 +738,16 @@ class Agent:
         if check.returncode != 0:
             raise Failure("switch", "nginx -t failed; nginx was not started",
                           log_tail=[line[:200] for line in check.stderr.splitlines() if line.strip()])
+        unit = self.c["proxy_unit"]
+        if self.c["systemd_unit_dir"] and unit:
+            # Under systemd: start the unit, so the nginx that runs is the supervised one.
+            log("starting " + unit)
+            for step in (["reset-failed", unit], ["start", unit]):
+                proc = run([*self.c["systemctl_command"], *step], timeout=60)
+            if proc.returncode != 0:
+                raise Failure("switch", "systemctl start " + unit + " failed: " + last_line(proc.stderr))
+            self.wait_listening()
+            return
         log("starting nginx")
         proc = self.host.nginx()
         if proc.returncode != 0:
@@ -738,9 +772,13 @@ class Agent:
         colour = state.get("colour")
         return colour if colour in COLOURS else None
 
-    def already_live(self, state: dict[str, Any], colour: str | None) -> bool:
-        # By digest, not release number: a rollback is a new number for an image a host may run.
-        if colour is None or state.get("digest") != self.digest:
+    def serving(self, colour: str | None) -> bool:
+        """Whether ``colour``'s container runs this run's image and answers healthy.
+
+        Judged by the container's digest label, not by the state file: a run killed between the
+        rule's commit and the state's save leaves the new release serving with the old state.
+        """
+        if colour is None:
             return False
         info = self.host.inspect(self.container_name(colour))
         if not info or not info.get("State", {}).get("Running"):
@@ -934,29 +972,60 @@ class Agent:
             time.sleep(0.1)
         return False
 
-    def drain_and_stop(self, old: str | None) -> list[str]:
+    def app_containers(self) -> list[tuple[str, str, str]] | None:
+        """(name, state, colour) of every container of this app on this host, or None when the
+        engine cannot list them."""
+        proc = self.host.docker("ps", "-a", "--filter", "label=deployer.host=" + self.c["host_id"],
+                                "--filter", "label=deployer.app=" + self.app, "--format",
+                                '{{.Names}}\t{{.State}}\t{{.Label "deployer.colour"}}', timeout=30)
+        if proc.returncode != 0:
+            return None
+        found = []
+        for line in proc.stdout.splitlines():
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[0]:
+                found.append((fields[0], fields[1], fields[2]))
+        return found
+
+    def converge(self, live: str) -> list[str]:
+        """Drain, stop and remove every container of this app but the live colour's.
+
+        Whatever an interrupted run left behind (the previous release still running or only
+        stopped, a new container that never went live) goes here, on every run, so a summary
+        without a warning means exactly one container of the app remains: the live one.
+        """
         problems: list[str] = []
-        if old is None:
-            return problems
-        name = self.container_name(old)
-        if self.host.inspect(name) is None:
-            return problems
-        started = time.monotonic()
-        # In-flight requests on the old colour finish; new connections already reach the new one.
-        deadline = started + float(self.c["drain_seconds"])
-        while time.monotonic() < deadline and self.host.connections(self.colour_port(old)) != 0:
-            time.sleep(0.05)
-        self.timed("drain", started)
-        started = time.monotonic()
-        stop = self.host.docker("stop", "-t", str(int(self.c["stop_timeout"])), name,
-                                timeout=float(self.c["stop_timeout"]) + 60)
-        if stop.returncode != 0:
-            problems.append("stopping " + name + " failed: " + last_line(stop.stderr))
-        elif not self.host.remove_container(name):
-            problems.append("removing " + name + " failed")
-        if self.c["conntrack_command"]:  # off by default: the guard makes it unnecessary
-            self.host.forget_flows(self.colour_port(old))
-        self.timed("cleanup", started)
+        found = self.app_containers()
+        if found is None:
+            return ["listing the containers of " + self.app + " failed"]
+        keep = self.container_name(live)
+        for name, state, colour in found:
+            if name == keep:
+                continue
+            started = time.monotonic()
+            if state == "running" and colour in COLOURS:
+                # In-flight requests finish; new connections already reach the live colour.
+                port = self.colour_port(colour)
+                deadline = started + float(self.c["drain_seconds"])
+                while time.monotonic() < deadline and self.host.connections(port) != 0:
+                    time.sleep(0.05)
+            self.timed("drain", started)
+            started = time.monotonic()
+            if state in ("running", "restarting", "paused"):
+                stop = self.host.docker("stop", "-t", str(int(self.c["stop_timeout"])), name,
+                                        timeout=float(self.c["stop_timeout"]) + 60)
+                if stop.returncode != 0 and self.host.inspect(name) is not None:
+                    problems.append("stopping " + name + " failed: " + last_line(stop.stderr))
+                    self.timed("cleanup", started)
+                    continue
+            proc = self.host.docker("rm", name, timeout=60)
+            if proc.returncode != 0 and self.host.inspect(name) is not None:
+                problems.append("removing " + name + " failed: " + last_line(proc.stderr))
+            else:
+                log("removed " + name)
+            if self.c["conntrack_command"] and colour in COLOURS:  # off by default: the guard covers it
+                self.host.forget_flows(self.colour_port(colour))
+            self.timed("cleanup", started)
         return problems
 
     def prune(self, retained: list[dict[str, Any]],
@@ -995,12 +1064,34 @@ class Agent:
         self.timings["lock"] = round(lock.acquire(), 3)
         try:
             outcome = self.execute_locked()
+            self.supervise_proxy()
             if self.args.mode == "boot":
                 self.install_boot_unit()
             return outcome
         finally:
             lock.release()
             self.timed("total", started)
+
+    def supervise_proxy(self) -> None:
+        """Install the proxy unit's restart drop-in (PROXY_DROP_IN); best effort, like the boot
+        unit: without systemd only the automatic restart is lost."""
+        unit_dir, unit = self.c["systemd_unit_dir"], self.c["proxy_unit"]
+        if not unit_dir or not unit:
+            return
+        path = Path(unit_dir) / (unit + ".d") / PROXY_DROP_IN_NAME
+        try:
+            if path.exists() and path.read_text(encoding="utf-8") == PROXY_DROP_IN:
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(PROXY_DROP_IN, encoding="utf-8")
+        except OSError as exc:
+            log(f"proxy restart drop-in not installed: {exc}")
+            return
+        proc = run([*self.c["systemctl_command"], "daemon-reload"], timeout=60)
+        if proc.returncode != 0:
+            log("systemctl daemon-reload failed: " + last_line(proc.stderr))
+            return
+        log(f"installed {path}: {unit} restarts by itself")
 
     def install_boot_unit(self) -> None:
         """A systemd unit that re-runs this boot command at every boot.
@@ -1070,18 +1161,61 @@ class Agent:
         self.messages.append(f"live release {release} kept over baked release {self.release}")
         self.release, self.image, self.digest = release, image, image.rsplit("@", 1)[1]
 
-    def renumber(self, state: dict[str, Any]) -> None:
-        """Record a new release number for the image already serving; no container changes."""
-        live = state.get("release")
-        self.previous_release = live if isinstance(live, int) else None
-        retained = [e for e in state.get("retained", [])
-                    if isinstance(e, dict) and e.get("digest") != self.digest]
+    def live_state(self, state: dict[str, Any], colour: str) -> dict[str, Any]:
+        """The state recording this run's release as live on ``colour``. The image it replaces
+        becomes the previous release (the rollback target); the same image under a new number
+        keeps the previous one."""
+        retained = [e for e in state.get("retained", []) if isinstance(e, dict)
+                    and e.get("digest") != self.digest]
         retained.append({"release": self.release, "digest": self.digest, "image": self.image,
                          "at": now_iso()})
-        self.state.save({**state, "release": self.release, "image": self.image, "updated_at": now_iso(),
-                         "retained": retained})
-        self.messages.append(f"its image already served as release {live}; release number recorded")
-        log(f"release {self.release} runs the image of live release {live}: recorded, nothing swapped")
+        replaced = state.get("digest") != self.digest
+        return {
+            "app": self.app, "release": self.release, "digest": self.digest, "image": self.image,
+            "colour": colour, "port": self.colour_port(colour), "container": self.container_name(colour),
+            "host": self.c["host_id"], "updated_at": now_iso(),
+            "previous_release": state.get("release") if replaced else state.get("previous_release"),
+            "previous_digest": state.get("digest") if replaced else state.get("previous_digest"),
+            "retained": retained,
+        }
+
+    def record_live(self, state: dict[str, Any], colour: str) -> dict[str, Any]:
+        """The state for the release already serving on ``colour``, saved when it differs."""
+        live = state.get("release")
+        if state.get("digest") == self.digest and state.get("colour") == colour:
+            self.previous_release = state.get("previous_release")
+            if live == self.release:
+                return state
+            # A rollback to the image already serving: only the release number changes.
+            self.previous_release = live if isinstance(live, int) else None
+            self.messages.append(f"its image already served as release {live}; release number recorded")
+            log(f"release {self.release} runs the image of live release {live}: recorded, nothing swapped")
+        else:
+            # An earlier run switched traffic to this release and was stopped before recording it.
+            self.previous_release = (live if state.get("digest") != self.digest
+                                     else state.get("previous_release"))
+            self.messages.append("an interrupted run had switched to it; state recorded")
+            log(f"release {self.release} already serves on {colour}; recording it")
+        recorded = self.live_state(state, colour)
+        self.state.save(recorded)
+        return recorded
+
+    def finish(self, recorded: dict[str, Any]) -> None:
+        """Converge the host on the live release: remove every other container of the app and
+        prune images; anything that fails here is the cleanup warning."""
+        problems = self.converge(str(recorded["colour"]))
+        retained = [e for e in recorded.get("retained", []) if isinstance(e, dict)]
+        keep = {str(e.get("digest")) for e in retained[-int(self.args.retain):]}
+        keep.add(self.digest)
+        if recorded.get("previous_digest"):
+            keep.add(str(recorded["previous_digest"]))  # the rollback target
+        kept, prune_problems = self.prune(retained, keep)
+        if kept != retained:
+            self.state.save({**recorded, "retained": kept})
+        problems += prune_problems
+        if problems:
+            self.warning = "cleanup"
+            self.warning_message = f"release {self.release} is live, but: " + "; ".join(problems)
 
     def execute_locked(self) -> str:
         state = self.state.load()
@@ -1090,16 +1224,15 @@ class Agent:
         self.phase = "switch"
         self.ensure_site()
         old = self.live_colour(state)
-        if self.already_live(state, old):
-            assert old is not None
+        if old is not None and self.serving(old):
             if self.host.dnat_target() != self.colour_port(old):
                 proc = self.host.set_dnat(self.colour_port(old), f"app {self.app} release {self.release}")
                 if proc.returncode != 0:
                     raise Failure("switch", "restoring the traffic rule failed: " + last_line(proc.stderr))
                 log("traffic rule restored for the live release")
-            self.previous_release = state.get("previous_release")
-            if state.get("release") != self.release:
-                self.renumber(state)
+            recorded = self.record_live(state, old)
+            self.phase = "cleanup"
+            self.finish(recorded)
             return "already_live"
         if old is not None and self.host.inspect(self.container_name(old)) is None:
             old = None
@@ -1114,30 +1247,10 @@ class Agent:
         self.phase = "switch"
         self.switch(new, old)
         self.phase = "cleanup"
-        retained = [e for e in state.get("retained", []) if isinstance(e, dict)
-                    and e.get("digest") != self.digest]
-        retained.append({"release": self.release, "digest": self.digest, "image": self.image,
-                         "at": now_iso()})
-        new_state = {
-            "app": self.app, "release": self.release, "digest": self.digest, "image": self.image,
-            "colour": new, "port": self.colour_port(new), "container": self.container_name(new),
-            "host": self.c["host_id"], "updated_at": now_iso(),
-            "previous_release": state.get("release"), "previous_digest": state.get("digest"),
-            "retained": retained,
-        }
-        self.state.save(new_state)
-        problems = self.drain_and_stop(old)
-        keep = {str(e["digest"]) for e in retained[-int(self.args.retain):]}
-        keep.add(self.digest)
-        if state.get("digest"):
-            keep.add(str(state["digest"]))  # the rollback target
-        kept, prune_problems = self.prune(retained, keep)
-        new_state["retained"] = kept
-        self.state.save(new_state)
-        problems += prune_problems
-        if problems:
-            self.warning = "cleanup"
-            self.warning_message = f"release {self.release} is live, but: " + "; ".join(problems)
+        recorded = self.live_state(state, new)
+        self.previous_release = recorded["previous_release"]
+        self.state.save(recorded)
+        self.finish(recorded)
         return "live"
 
 
@@ -1225,6 +1338,17 @@ def registry_reachable(image: str, timeout: float = 5.0) -> tuple[bool, str]:
     return False, f"{host} unreachable: " + "; ".join(errors)
 
 
+def proxy_master(config: dict[str, Any]) -> int | None:
+    """The pid of the running nginx master named by the pid file, or None."""
+    try:
+        pid = int(Path(str(config["nginx_pid_file"])).read_text(encoding="ascii").strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if "master process" in cmdline and state not in ("Z", "X") else None
+
+
 def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, Any]:
     """Read-only checks of one app on this host; names the first failing layer."""
     host = Host(config)
@@ -1274,12 +1398,19 @@ def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, An
                 continue
             spare = host.inspect(str(config["host_id"]) + "-" + app + "-" + other)
             if spare is not None:
-                check("previous container", "app", True,
-                      f"{other}: {spare.get('State', {}).get('Status', '?')} (kept for rollback)")
+                # Every agent run removes it; one left means a run was interrupted or its
+                # cleanup failed. Rollback needs only the retained image, never this container.
+                check("leftover container", "app", False,
+                      f"{other}: {spare.get('State', {}).get('Status', '?')}; the next agent run removes it")
     check("proxy target", "proxy", target is not None and target == (
         int(config[live_colour + "_port"]) if live_colour else -1),
           f"stable port {config['stable_port']} -> " + (f"127.0.0.1:{target}" if target else "no DNAT rule")
           + (f" ({colour})" if colour else ""))
+    master = proxy_master(config)
+    check("proxy master", "proxy", master is not None,
+          f"nginx master pid {master}" if master else
+          "no nginx master process (pid file " + str(config["nginx_pid_file"]) + "); workers left "
+          "by a killed master serve until they exit, and nothing reloads them")
     listening = host.listening()
     front = http_status(int(config["listen_port"]), health_path) if listening else 0
     check("proxy answers", "proxy", 200 <= front < 300,

@@ -7,7 +7,9 @@ Public API (stable; the local cloud and the host tests build on it):
 
 - ``KINDS``: the image kinds: ``"good"`` (serves ``<app> release <n>`` at ``/`` and ``ok`` at
   ``/health``), ``"broken"`` (serves ``/`` but ``/health`` answers 404 and it logs why),
-  ``"slow"`` (sleeps ``slow_seconds`` before listening), ``"crash"`` (logs an error and exits 3).
+  ``"slow"`` (sleeps ``slow_seconds`` before listening), ``"crash"`` (logs an error and exits 3),
+  ``"crashloop"`` (serves like ``good`` for ``slow_seconds``, then logs an error and exits 3: with
+  the agent's restart policy it crashes in a loop after passing the health gate).
   Every kind listens on ``127.0.0.1:$PORT`` (default 8080) with busybox httpd, so it runs with
   ``--network host``. busybox httpd closes every connection after one response (no keep-alive).
 - ``SERVERS``: the app servers a ``good`` image can run: ``"busybox"`` (above) and ``"gunicorn"``
@@ -47,7 +49,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-KINDS = ("good", "broken", "slow", "crash")
+KINDS = ("good", "broken", "slow", "crash", "crashloop")
 SERVERS = ("busybox", "gunicorn")
 BUSYBOX = "/bin/busybox"
 ECHO_PATH = "/cgi-bin/echo"
@@ -142,6 +144,10 @@ def _script(kind: str, slow_seconds: float) -> str:
         return f"echo 'slow: warming up for {slow_seconds}s' >&2; /bin/busybox sleep {slow_seconds}; {_SERVE}"
     if kind == "crash":
         return "echo 'fatal: configuration missing, exiting' >&2; exit 3"
+    if kind == "crashloop":
+        serve = _SERVE.removeprefix("exec ")
+        return (f"{serve} & /bin/busybox sleep {slow_seconds}; "
+                f"echo 'fatal: crashed after {slow_seconds}s of serving' >&2; exit 3")
     raise ValueError(f"unknown image kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 

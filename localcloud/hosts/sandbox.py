@@ -10,7 +10,9 @@ Public API (stable; the local cloud and the host tests build on it):
   allocates the listen, stable, blue and green ports, writes ``<root_dir>/host.json`` (the agent's
   host settings; ``settings`` override any key, e.g. ``drain_seconds=1.0``, ``lock_timeout=5``)
   and an nginx main config under ``<root_dir>/nginx``. Use as a context manager or call
-  ``start()`` (starts its nginx) and ``teardown()``.
+  ``start()`` (starts its nginx) and ``teardown()``. ``supervise_proxy=True``: nginx runs under
+  a systemd stand-in (``unitd.py``) that obeys the proxy drop-in the agent installs, and the
+  agent's ``systemctl`` is that stand-in's; without it nginx is started once and never restarted.
 - ``config`` (dict) / ``config_path``: the host.json written; ``url``: ``http://127.0.0.1:<listen>``.
 - ``run_agent(mode, args, timeout=180.0) -> (exit_code, summary_dict, stderr)``: run
   ``host/agent.py <mode> <args>`` with ``DEPLOYER_HOST_CONFIG`` pointing at this sandbox.
@@ -45,6 +47,7 @@ from types import TracebackType
 from typing import Any
 
 AGENT_PATH = Path(__file__).resolve().parents[2] / "host" / "agent.py"
+UNITD_PATH = Path(__file__).resolve().parent / "unitd.py"
 
 
 def free_port() -> int:
@@ -65,7 +68,7 @@ class HostSandbox:
 
     def __init__(self, host_id: str, root_dir: str | Path, listen_port: int | None = None, *,
                  network_mode: str = "host", agent_path: str | Path | None = None,
-                 python: str | None = None, **settings: Any) -> None:
+                 python: str | None = None, supervise_proxy: bool = False, **settings: Any) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", host_id):
             raise ValueError(f"host_id {host_id!r} must match [a-z][a-z0-9-]{{0,30}}")
         self.host_id = host_id
@@ -103,7 +106,15 @@ class HostSandbox:
             # busybox answers in milliseconds; a request stuck this long is retried elsewhere.
             "upstream_read_timeout": 10,
             "systemd_unit_dir": None,  # a sandbox is no systemd host
+            "nginx_pid_file": str(self.nginx_prefix / "nginx.pid"),
         }
+        self.supervised = supervise_proxy
+        self._unitd: subprocess.Popen[bytes] | None = None
+        if supervise_proxy:
+            # systemd stand-in (localcloud/hosts/unitd.py): keeps nginx up as the agent's drop-in says.
+            unit_dir = self.root / "systemd"
+            systemctl = [self.python, str(UNITD_PATH), "ctl", "--dir", str(unit_dir)]
+            self.config.update(systemd_unit_dir=str(unit_dir), systemctl_command=systemctl)
         self.config.update(settings)
         self.config_path = self.root / "host.json"
         self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
@@ -150,6 +161,23 @@ class HostSandbox:
         return pid
 
     def start(self) -> HostSandbox:
+        if self.supervised:
+            if self._unitd is None:
+                unit_dir = self.root / "systemd"
+                self._unitd = subprocess.Popen(
+                    [self.python, str(UNITD_PATH), "run", "--dir", str(unit_dir), "--unit",
+                     str(self.config.get("proxy_unit") or "nginx.service"), "--pid-file",
+                     str(self.nginx_prefix / "nginx.pid"), "--", *self._nginx_base()],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True)
+                # Started once the supervisor has seen the master (it logs it), not only when
+                # the pid file appears: a master killed before that would never count as running.
+                log = unit_dir / "unitd.log"
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not (
+                        log.exists() and "started" in log.read_text() and self.nginx_pid() is not None):
+                    time.sleep(0.02)
+            return self
         if self.nginx_pid() is None:
             subprocess.run(self._nginx_base(), check=True, capture_output=True)
         return self
@@ -159,9 +187,13 @@ class HostSandbox:
     def _env(self) -> dict[str, str]:
         return dict(os.environ, DEPLOYER_HOST_CONFIG=str(self.config_path))
 
-    def start_agent(self, mode: str, args: list[str] | tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    def start_agent(self, mode: str, args: list[str] | tuple[str, ...] = (), *,
+                    new_session: bool = False) -> subprocess.Popen[str]:
+        """``new_session``: the agent leads its own process group (as under SSM, which kills
+        the whole group when a command times out)."""
         return subprocess.Popen([self.python, str(self.agent_path), mode, *args], env=self._env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=new_session)
 
     @staticmethod
     def finish_agent(proc: subprocess.Popen[str], timeout: float = 180.0) -> tuple[int, dict[str, Any], str]:
@@ -231,6 +263,14 @@ class HostSandbox:
             subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
         subprocess.run(["nft", "delete", "table", "ip", self.config["nft_table"]],
                        capture_output=True, check=False)
+        if self._unitd is not None:
+            self._unitd.terminate()
+            try:
+                self._unitd.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._unitd.kill()
+                self._unitd.wait()
+            self._unitd = None
         pid = self.nginx_pid()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)

@@ -3,11 +3,13 @@ registry): it names the layer that fails, and it changes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,7 +100,31 @@ def test_nginx_down_is_the_proxy_layer(host: HostSandbox, publish: Callable[...,
 
     # Then the app is fine and the proxy is named
     assert report["layer"] == "proxy", report
-    assert failed(report) == {"proxy answers"}
+    assert failed(report) == {"proxy answers", "proxy master"}
+
+
+def test_a_killed_nginx_master_is_the_proxy_layer_while_its_worker_still_serves(
+        host: HostSandbox, publish: Callable[..., AppImage]) -> None:
+    # Given release 1 live, then the nginx master killed alone (its worker keeps serving)
+    live(host, publish)
+    pid = host.nginx_pid()
+    assert pid is not None
+    workers = [int(w) for w in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    os.kill(pid, signal.SIGKILL)
+    try:
+        time.sleep(0.2)
+        assert host.get("/")[0] == 200
+
+        # When the host is diagnosed
+        report = diagnose(host)
+    finally:
+        for worker in workers:  # the orphaned workers of this test's nginx
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+
+    # Then the proxy layer is named for its missing master
+    assert report["layer"] == "proxy", report
+    assert failed(report) == {"proxy master"}
 
 
 def test_an_unreachable_registry_is_the_registry_layer(
@@ -122,3 +148,46 @@ def test_a_host_that_never_ran_the_app_is_the_app_layer(host: HostSandbox) -> No
     report = diagnose(host)
     assert report["layer"] == "app"
     assert "release state" in failed(report)
+
+
+def test_a_killed_nginx_comes_back_by_itself_under_the_proxy_drop_in(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage]) -> None:
+    # Given a host whose nginx runs under (a stand-in for) systemd, booted with release 1
+    host = make_host(supervise_proxy=True)
+    code, summary, err = swap(host, publish(1), mode="boot")
+    assert code == 0, (summary, err)
+    for kill_workers in (False, True):
+        pid = host.nginx_pid()
+        assert pid is not None
+        workers = [int(w) for w in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        # When its master is killed (then, the second time, every nginx process)
+        os.kill(pid, signal.SIGKILL)
+        if kill_workers:
+            for worker in workers:
+                os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and host.nginx_pid() in (None, pid):
+            time.sleep(0.05)
+        # Then a new master serves release 1 again, with no agent run, and diagnose is clean
+        assert host.nginx_pid() not in (None, pid)
+        assert host.get("/")[0] == 200
+        assert diagnose(host)["layer"] == "none"
+
+
+def test_without_the_agents_drop_in_a_killed_nginx_stays_down(
+        make_host: Callable[..., HostSandbox]) -> None:
+    # Given a host whose nginx runs under the systemd stand-in, before any agent run installed
+    # the proxy's drop-in
+    host = make_host(supervise_proxy=True)
+    pid = host.nginx_pid()
+    assert pid is not None
+    unit_dir = Path(host.config["systemd_unit_dir"])
+    assert not (unit_dir / "nginx.service.d").exists()
+    # When every nginx process is killed
+    workers = [int(w) for w in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for victim in (pid, *workers):
+        os.kill(victim, signal.SIGKILL)
+    time.sleep(2.0)
+    # Then nothing brings it back (the restart comes from the drop-in, not from the stand-in)
+    assert host.nginx_pid() is None
+    assert "not restarted" in (unit_dir / "unitd.log").read_text()

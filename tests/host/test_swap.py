@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -426,4 +427,38 @@ def test_boot_installs_a_systemd_unit_that_reruns_the_same_boot_after_a_reboot(
     assert " boot " in unit
     assert f'"--image={image.reference}"' in unit
     assert '"--docker-options=--memory=64m --cpus=0.5"' in unit
-    assert record.read_text().splitlines() == ["daemon-reload", f"enable deployer-{APP}-boot.service"]
+    # and the proxy's unit got the drop-in that restarts it whenever it dies
+    drop_in = (units / "nginx.service.d" / "deployer-restart.conf").read_text()
+    assert "Restart=always" in drop_in
+    assert "KillMode=control-group" in drop_in
+    assert record.read_text().splitlines() == ["daemon-reload", "daemon-reload",
+                                               f"enable deployer-{APP}-boot.service"]
+
+
+def test_rerunning_a_swap_that_left_the_old_container_behind_removes_it(
+        make_host: Callable[..., HostSandbox], publish: Publish, tmp_path: Path) -> None:
+    # Given release 2 live beside release 1's container, which a docker that could not stop
+    # containers left running (the run ended with the cleanup warning)
+    docker = tmp_path / "docker-that-cannot-stop"
+    docker.write_text('#!/bin/sh\n'
+                      'if [ "$1" = stop ]; then\n'
+                      '  echo "Error response from daemon: cannot stop" >&2; exit 1\n'
+                      'fi\n'
+                      'exec docker "$@"\n')
+    docker.chmod(0o755)
+    host = make_host(docker_command=[str(docker)])
+    first, second = publish(1), publish(2)
+    assert swap(host, first, mode="boot")[0] == 0
+    code, summary, _ = swap(host, second)
+    assert (code, summary["warning"]) == (0, "cleanup")
+    assert host.containers() == [f"{host.host_id}-{APP}-blue", f"{host.host_id}-{APP}-green"]
+    host.config["docker_command"] = ["docker"]
+    host.config_path.write_text(json.dumps(host.config))
+    # When the same swap runs again, as SSM's retry or the reconciler's re-send would run it
+    code, summary, _ = swap(host, second)
+    # Then it is already live, without a warning, and release 1's container is gone
+    assert code == 0, summary
+    assert (summary["outcome"], summary["warning"]) == ("already_live", None)
+    assert host.containers(all_states=True) == [f"{host.host_id}-{APP}-green"]
+    assert host.get("/") == (200, body(2))
+    assert host.state(APP)["previous_release"] == 1  # type: ignore[index]

@@ -1,0 +1,1 @@
+"""The host fault suite (`make host-faults`): docs/agent.md, "Host faults"."""
