@@ -82,10 +82,6 @@ DECISION_MODULES: dict[str, list[str]] = {
     "layers/deployer/deployer/controller/outbox.py": [
         "tests/unit/test_error_classes.py",
     ],
-    "layers/deployer/deployer/admission.py": [
-        "tests/lifecycle/test_converge.py",
-        "tests/unit/test_on_image_push.py",
-    ],
 }
 
 # Modules mutated in part: module -> the functions mutated ("name", or "Class.method" for a

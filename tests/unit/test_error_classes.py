@@ -131,6 +131,7 @@ def test_a_transaction_conflict_is_a_cancellation_reason_not_a_top_level_code() 
         ("None", "TransactionConflict"),
         ("ThrottlingError", "None"),
         ("ProvisionedThroughputExceeded", "TransactionConflict"),
+        ("TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"),
     ],
 )
 def test_a_transaction_cancelled_only_by_conflicts_or_throttles_is_retried(codes: tuple[str, ...]) -> None:

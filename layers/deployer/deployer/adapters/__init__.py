@@ -106,7 +106,7 @@ def _client_error(exc: BaseException) -> BaseException | None:
 
 
 def _http_status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
 def is_transient(exc: BaseException) -> bool:
