@@ -148,7 +148,7 @@ DOCKER_NAMES = [
 # value, never by substrings (a capability named "privileged", dropped, weakens nothing). An
 # option weakens the host when it lifts a limit (0, -1, unlimited), runs as root (user or group
 # 0, or a name that may map to it), relaxes confinement, lets the container lock memory or take
-# real-time priority, or mounts with exec/suid/dev; an option docker's allow-list lacks
+# real-time priority, or mounts with exec/suid/dev; an option outside the allow-list
 # (privileged, cap-add, network, volume, device, label, ...) weakens it by being there.
 LIMITS = {"cpus", "cpu-shares", "memory", "memory-reservation", "memory-swap", "pids-limit", "shm-size"}
 LIMIT_VALUE = re.compile(r"([0-9]+([.][0-9]+)?)[bkmg]?")
