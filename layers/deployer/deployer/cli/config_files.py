@@ -94,8 +94,12 @@ def line_of(root: Node, loc: tuple[Any, ...]) -> int:
 
 
 def _load_yaml(path: str, text: str) -> tuple[Any, Node | None]:
-    import yaml  # noqa: PLC0415 - see the module's doc
-
+    try:
+        import yaml  # noqa: PLC0415 - see the module's doc
+    except ImportError as exc:
+        raise InvalidAppConfig(
+            f"{path}: reading YAML needs PyYAML (pip install PyYAML); or give the config as a .json file"
+        ) from exc
     loader = _loader()(text)
     try:
         root = loader.get_single_node()
@@ -119,8 +123,11 @@ def _load_yaml(path: str, text: str) -> tuple[Any, Node | None]:
 
 
 def _compose_quietly(text: str) -> Node | None:
-    import yaml  # noqa: PLC0415 - see the module's doc
-
+    """The node tree of a JSON text, for line numbers only: None when it cannot be had."""
+    try:
+        import yaml  # noqa: PLC0415 - see the module's doc
+    except ImportError:
+        return None
     try:
         return yaml.compose(text, Loader=_loader())
     except yaml.YAMLError:
