@@ -448,3 +448,11 @@ def test_config_schema_is_a_json_schema_that_accepts_a_valid_config_and_refuses_
         "$.container.port"
     ]
     assert [e.json_path for e in validator.iter_errors(with_change("colour", "blue"))] == ["$"]
+
+
+def test_the_readmes_yaml_example_is_a_valid_config(deps: Any, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```yaml\n# yaml-language-server")
+    example = readme[start + len("```yaml\n") : readme.index("```", start + 7)]
+    code, out, _ = cli_run(deps, "config", "validate", write(tmp_path, "deploy.yaml", example))
+    assert (code, out) == (0, "valid: app web (repository team/web, group web-asg)\n")

@@ -11,8 +11,8 @@
                                     follow a deploy live until its verdict (--digest: CI's own push)
     logs APP [--host I] [--since 10m] [--follow]
     diagnose APP --host I           read-only checks on one host; names the failing layer
-    config validate FILE | config put APP FILE
-    app put --file F | app get APP | app list;  releases APP;  promote APP --to R;  pause|resume APP
+    config validate FILE | config put [APP] FILE | config diff FILE | config schema   (YAML or JSON)
+    app put FILE | app get APP | app list;  releases APP;  promote APP --to R;  pause|resume APP
 
 The stack's names come from the environment, as the functions read them (APPS_TABLE,
 RELEASES_TABLE, ..., see `deployer.settings`; docs/runbook.md lists them with the stack outputs).
