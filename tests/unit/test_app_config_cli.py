@@ -331,6 +331,7 @@ def test_a_bad_json_field_is_named_with_its_line_too(deps: Any, tmp_path: Path) 
         ("app: web\napp: api\n", "line 2, column 1: while reading a mapping found the key 'app' twice"),
         ("app: web\n  container: [\n", "not valid YAML: line 2, column 12: mapping values are not allowed"),
         ("app: web\n---\napp: api\n", "is not valid YAML: line 2, column 1: expected a single document"),
+        ("app: &a web\nrepository: *a\n", "line 2, column 13: found the alias *a: anchors and aliases"),
         ("", "is empty: an app config is a mapping of fields"),
         ("- app: web\n", "app config must be a JSON object, got list"),
         ("app: !!binary aGVsbG8=\n", "only strings, numbers, booleans, null, lists and mappings are allowed"),

@@ -4,7 +4,8 @@
 A file named `*.json` is read as JSON; any other as YAML. YAML is read with the JSON-compatible
 subset of types only: `true`/`false` are the only booleans (YAML 1.1's `yes`, `no`, `on`, `off`
 stay strings, so a strict field refuses them instead of silently flipping), dates stay strings,
-and a key given twice is an error instead of the last one winning.
+a key given twice is an error instead of the last one winning, and anchors and aliases are
+refused (each field is written where it is, with its own line).
 
 PyYAML is imported on first use: the Lambda layer never imports this package.
 """
@@ -136,15 +137,31 @@ def _compose_quietly(text: str) -> Node | None:
 
 @cache
 def _loader() -> Any:
-    """A SafeLoader for config files: JSON's types only, YAML 1.2's booleans, no duplicate keys."""
+    """A SafeLoader for config files: JSON's types only, YAML 1.2's booleans, no duplicate keys,
+    no aliases."""
     import re  # noqa: PLC0415
 
     import yaml  # noqa: PLC0415 - see the module's doc
+    from yaml.composer import ComposerError  # noqa: PLC0415
     from yaml.constructor import ConstructorError  # noqa: PLC0415
 
     dropped = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"}
 
     class ConfigLoader(yaml.SafeLoader):  # type: ignore[misc]
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # An alias makes the tree a graph: nested ones expand exponentially once the document
+            # is serialised, and a field reached through one has no line of its own.
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ComposerError(
+                    None,
+                    None,
+                    f"found the alias *{event.anchor}: anchors and aliases are not supported in an "
+                    "app config, write the value out",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
             seen: set[Any] = set()
             for key_node, _value in node.value:
