@@ -124,6 +124,6 @@ def test_without_pyyaml_a_json_config_still_validates_and_a_yaml_one_says_what_i
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == [
         "web.json 0 ",
-        "web.yaml 4 error: web.yaml: reading YAML needs PyYAML (pip install PyYAML); "
+        "web.yaml 4 error: web.yaml: reading YAML needs the PyYAML package; "
         "or give the config as a .json file",
     ]

@@ -99,7 +99,7 @@ def _load_yaml(path: str, text: str) -> tuple[Any, Node | None]:
         import yaml  # noqa: PLC0415 - see the module's doc
     except ImportError as exc:
         raise InvalidAppConfig(
-            f"{path}: reading YAML needs PyYAML (pip install PyYAML); or give the config as a .json file"
+            f"{path}: reading YAML needs the PyYAML package; or give the config as a .json file"
         ) from exc
     loader = _loader()(text)
     try:
