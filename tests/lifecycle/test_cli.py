@@ -294,6 +294,24 @@ def test_wait_digest_of_an_untagged_image_exits_4_at_once(world: World) -> None:
     assert clock.sleeps == 0
 
 
+def test_wait_digest_of_a_refused_digest_pushed_under_a_new_tag_exits_4_at_once(world: World) -> None:
+    # Given v2 failed and was rolled back (its digest is refused), then re-pushed as v2-retry
+    world.complete(world.push(1, "v1"))
+    world.complete(world.push(2, "v2"), failures=dict.fromkeys(world.instances, "health"))
+    world.complete(newest(world))
+    digest = world.image(2, "v2-retry")
+    accept_push(world.core, parse_push_event(world.push_event(digest, "v2-retry")))
+    clock = Clock()
+
+    # When CI waits for the re-push by digest and tag
+    code, out, err = run_timed(world, clock, "wait", "web", "--digest", digest, "--tag", "v2-retry")
+
+    # Then it exits 4 at once: the push recorded no release, and will not
+    one_error_line(code, out, err, 4, f"web refuses {digest} for automatic deploys: it failed before")
+    assert clock.sleeps == 0
+    assert [r.tag for r in world.core.releases.list_recent("web", 5)] == ["v1", "v2", "v1"]
+
+
 def test_wait_digest_of_a_push_never_handled_times_out_with_exit_1(world: World) -> None:
     # Given v2 in ECR whose push event never arrives
     world.complete(world.push(1, "v1"))

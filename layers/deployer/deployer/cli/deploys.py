@@ -154,10 +154,10 @@ def _wait(ctx: Context) -> int:
     deps = ctx.deps
     args = ctx.args
     app = args.app
-    config = deps.apps.get(app)
-    deadline = ctx.clock() + args.timeout
     if args.tag is not None and args.digest is None:
         raise UsageError("--tag needs --digest: wait for the push of that digest under that tag")
+    config = deps.apps.get(app)
+    deadline = ctx.clock() + args.timeout
     if args.release is not None:
         return follow(ctx, app, args.release, deadline)
     if args.digest is not None:
