@@ -268,6 +268,37 @@ def test_a_docker_push_to_the_local_registry_deploys_like_an_ecr_push(
     assert {h["release"] for h in status["hosts"]} == {release["release"]}
 
 
+def test_wait_digest_right_after_a_docker_push_follows_that_push_and_exits_2_when_it_rolls_back(
+    playground: Playground,
+) -> None:
+    # Given a playground where web:v9 was never pushed, and an image whose health check fails
+    shell_env = playground.without_tag("v9")
+    local = "localcloud/stories/playground-test:v9"
+    image_id = build_app_image(local, 9, kind="broken", app=APP)
+    remote = f"{shell_env['DEPLOYER_LOCAL_REGISTRY']}/{APP}:v9"
+    try:
+        subprocess.run(["docker", "tag", local, remote], check=True, capture_output=True)
+        # When CI pushes it and, at once, waits for its digest as the README's snippet does
+        subprocess.run(["docker", "push", "-q", remote], check=True, capture_output=True, timeout=120)
+        digest = subprocess.run(
+            ["sh", "-c", f"docker inspect --format '{{{{index .RepoDigests 0}}}}' {remote} | cut -d@ -f2"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        proc = deployer(shell_env, "--json", "wait", APP, "--digest", digest, "--timeout", "240")
+    finally:
+        subprocess.run(["docker", "rmi", remote], check=False, capture_output=True)
+        remove_images([image_id])
+
+    # Then it followed the release of that push (not the one before it) and exits 2: rolled back
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr
+    result = json.loads(proc.stdout)
+    pushed = [r for r in history(shell_env) if r["tag"] == "v9"]
+    assert [r["release"] for r in pushed] == [result["release"]]
+    assert pushed[0]["digest"] == digest
+    assert result["verdict"] == "failed and rolled back"
+    assert result["status"] == "ROLLED_BACK"
+
+
 def test_deploy_wait_of_the_broken_image_exits_2_and_names_the_health_failure(
     shell_env: dict[str, str],
 ) -> None:

@@ -17,7 +17,9 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from deployer import cli
+from deployer.admission import accept_push
 from deployer.cli.context import INVOKE_CONFIG, CliClients
+from deployer.models.events import parse_push_event
 from deployer.models.records import ReleaseStatus
 from moto.logs.responses import LogsResponse
 
@@ -189,6 +191,169 @@ def test_wait_follows_a_deploy_a_push_started_and_exits_1_without_auto_rollback(
     code, result, _ = run(world, "wait", "web", sleep=fleet_driver(world, "v2"))
     assert code == 1
     assert (result["release"], result["status"], result["verdict"]) == (2, "FAILED", "failed")
+
+
+# ------------------------------------------------------------------ wait --digest: CI's own push
+
+
+class Clock:
+    """The CLI's clock and sleep: each sleep moves time on, then runs what happens meanwhile."""
+
+    def __init__(self, meanwhile: Callable[[int], None] = lambda _n: None) -> None:
+        self.now = 0.0
+        self.sleeps = 0
+        self._meanwhile = meanwhile
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += seconds
+        self._meanwhile(self.sleeps)
+
+
+def run_timed(world: World, clock: Clock, *argv: str) -> tuple[int, Any, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(
+        [*argv, "--json"], deps=world.core, out=out, err=err, sleep=clock.sleep, clock=lambda: clock.now
+    )
+    text = out.getvalue()
+    return code, json.loads(text) if text.strip() else None, err.getvalue()
+
+
+def push_arrives_then_fleet_runs(
+    world: World, digest: str, tag: str, failing_tag: str
+) -> Callable[[int], None]:
+    """While the CLI waits: the push event is handled a few polls late, then the fleet finishes
+    each deploying release (hosts fail health on `failing_tag`)."""
+    finish = fleet_driver(world, failing_tag)
+
+    def meanwhile(n: int) -> None:
+        if n == 3:
+            accept_push(world.core, parse_push_event(world.push_event(digest, tag)))
+        elif n > 3:
+            finish(0)
+
+    return meanwhile
+
+
+def test_wait_digest_issued_before_the_push_is_admitted_follows_that_push_and_exits_2_on_rollback(
+    world: World,
+) -> None:
+    # Given release 1 live, and v2 pushed to ECR but its push event not handled yet
+    world.complete(world.push(1, "v1"))
+    digest = world.image(2, "v2")
+    clock = Clock(push_arrives_then_fleet_runs(world, digest, "v2", failing_tag="v2"))
+
+    # When CI waits for its digest (v2 fails its health check on every host)
+    code, result, err = run_timed(world, clock, "wait", "web", "--digest", digest)
+
+    # Then it waited for the push's release, not release 1, and ends as deploy --wait does: exit 2
+    assert (code, err) == (2, "")
+    assert clock.sleeps > 3
+    assert result["release"] == 2
+    assert world.release(2).digest == digest
+    assert result["status"] == world.release(2).status.value == "ROLLED_BACK"
+    assert result["verdict"] == "failed and rolled back"
+    assert result["rollback"]["release"] == 3
+
+
+def test_wait_digest_and_tag_of_a_push_that_succeeds_exits_0(world: World) -> None:
+    world.complete(world.push(1, "v1"))
+    digest = world.image(2, "v2")
+    clock = Clock(push_arrives_then_fleet_runs(world, digest, "v2", failing_tag="none"))
+
+    code, result, err = run_timed(world, clock, "wait", "web", "--digest", digest, "--tag", "v2")
+
+    assert (code, err) == (0, "")
+    assert (result["release"], result["verdict"]) == (2, "succeeded")
+    assert world.release(2).status is ReleaseStatus.SUCCEEDED
+    assert world.release(2).digest == digest
+
+
+def test_wait_digest_of_a_tag_the_filter_ignores_exits_4_at_once_with_the_reason(world: World) -> None:
+    # Given an app that deploys only v* tags, and an image pushed as `broken`
+    world.core.apps.put(world.config.model_copy(update={"tag_filter": ("v*",)}))
+    digest = world.image(2, "broken")
+    clock = Clock()
+
+    # When CI waits for it, by digest alone and with its tag
+    by_digest = run_timed(world, clock, "wait", "web", "--digest", digest)
+    by_tag = run_timed(world, clock, "wait", "web", "--digest", digest, "--tag", "broken")
+
+    # Then both exit 4 without waiting, naming the filter, and nothing was recorded
+    one_error_line(*by_digest, 4, "none of its tags (broken) passes the tag filter (v*)")
+    one_error_line(*by_tag, 4, "does not deploy tag broken: it does not pass the tag filter (v*)")
+    assert clock.sleeps == 0
+    assert world.core.releases.list_recent("web", 5) == []
+
+
+def test_wait_digest_of_an_untagged_image_exits_4_at_once(world: World) -> None:
+    digest = world.image(2)
+    clock = Clock()
+    code, out, err = run_timed(world, clock, "wait", "web", "--digest", digest)
+    one_error_line(code, out, err, 4, "is untagged in web: an untagged push is never deployed")
+    assert clock.sleeps == 0
+
+
+def test_wait_digest_of_a_refused_digest_pushed_under_a_new_tag_exits_4_at_once(world: World) -> None:
+    # Given v2 failed and was rolled back (its digest is refused), then re-pushed as v2-retry
+    world.complete(world.push(1, "v1"))
+    world.complete(world.push(2, "v2"), failures=dict.fromkeys(world.instances, "health"))
+    world.complete(newest(world))
+    digest = world.image(2, "v2-retry")
+    accept_push(world.core, parse_push_event(world.push_event(digest, "v2-retry")))
+    clock = Clock()
+
+    # When CI waits for the re-push by digest and tag
+    code, out, err = run_timed(world, clock, "wait", "web", "--digest", digest, "--tag", "v2-retry")
+
+    # Then it exits 4 at once: the push recorded no release, and will not
+    one_error_line(code, out, err, 4, f"web refuses {digest} for automatic deploys: it failed before")
+    assert clock.sleeps == 0
+    assert [r.tag for r in world.core.releases.list_recent("web", 5)] == ["v1", "v2", "v1"]
+
+
+def test_wait_digest_of_a_push_never_handled_times_out_with_exit_1(world: World) -> None:
+    # Given v2 in ECR whose push event never arrives
+    world.complete(world.push(1, "v1"))
+    digest = world.image(2, "v2")
+    clock = Clock()
+
+    # When CI waits for it for 60 seconds
+    code, result, err = run_timed(world, clock, "wait", "web", "--digest", digest, "--timeout", "60")
+
+    # Then it gives up at the timeout with the timeout's exit code, naming no release
+    assert (code, err) == (1, "")
+    assert result["release"] is None
+    assert result["verdict"] == f"no release was admitted for {digest} when the wait timed out"
+    assert 60 <= clock.now <= 62
+    assert [r.release for r in world.core.releases.list_recent("web", 5)] == [1]
+
+
+def test_wait_digest_rejects_a_malformed_digest_naming_the_flag(world: World) -> None:
+    for argv, fragment in (
+        (("wait", "web", "--digest", "sha256:abc"), "argument --digest: 'sha256:abc' is not an image digest"),
+        (("wait", "web", "--tag", "v2"), "--tag needs --digest"),
+        (("wait", "web", "--digest", "sha256:" + "a" * 64, "--release", "1"), "not allowed with argument"),
+    ):
+        code, out, err = run(world, *argv)
+        one_error_line(code, out, err, 4, fragment)
+
+
+def test_plain_wait_follows_a_push_not_yet_admitted_instead_of_the_release_before_it(world: World) -> None:
+    # Given release 1 live, then (a second later, as ECR times pushes in seconds) v2 pushed to ECR
+    # with its event not handled yet
+    world.complete(world.push(1, "v1"))
+    time.sleep(1.05)
+    digest = world.image(2, "v2")
+    clock = Clock(push_arrives_then_fleet_runs(world, digest, "v2", failing_tag="v2"))
+
+    # When an operator waits without naming anything
+    code, result, _ = run_timed(world, clock, "wait", "web")
+
+    # Then it followed the push's release (exit 2: it rolled back), not release 1 (exit 0)
+    assert code == 2
+    assert result["release"] == 2
+    assert world.release(2).digest == digest
 
 
 # ------------------------------------------------------------------ cancel

@@ -7,11 +7,12 @@
     deploy APP (--tag T | --digest D | --release N) [--wait]
     rollback APP [--to R] [--reason TEXT] [--wait]
     cancel APP [--reason TEXT] [--wait]
-    wait APP [--release N]          follow a deploy live until its verdict
+    wait APP [--release N | --digest D [--tag T]] [--timeout S]
+                                    follow a deploy live until its verdict (--digest: CI's own push)
     logs APP [--host I] [--since 10m] [--follow]
     diagnose APP --host I           read-only checks on one host; names the failing layer
-    config validate FILE | config put APP FILE
-    app put --file F | app get APP | app list;  releases APP;  promote APP --to R;  pause|resume APP
+    config validate FILE | config put [APP] FILE | config diff FILE | config schema   (YAML or JSON)
+    app put FILE | app get APP | app list;  releases APP;  promote APP --to R;  pause|resume APP
 
 The stack's names come from the environment, as the functions read them (APPS_TABLE,
 RELEASES_TABLE, ..., see `deployer.settings`; docs/runbook.md lists them with the stack outputs).
@@ -95,6 +96,8 @@ def main(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     sleep: Callable[[float], None] = time.sleep,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Run one command; every failure is one line on `err` and an exit code, no traceback."""
     try:
@@ -102,7 +105,7 @@ def main(
     except UsageError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
-    ctx = Context(args=args, out=out, err=err, deps_given=deps, sleep=sleep)
+    ctx = Context(args=args, out=out, err=err, deps_given=deps, sleep=sleep, clock=clock)
     try:
         code: int = args.run(ctx)
     except KeyboardInterrupt:

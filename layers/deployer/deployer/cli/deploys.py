@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from deployer.cli import awaiting
 from deployer.cli.context import (
     EXIT_CANCELLED,
     EXIT_FAILED,
@@ -29,6 +30,8 @@ from deployer.verdicts import serving
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from deployer.models.config import AppConfig
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -149,19 +152,50 @@ def _resume(ctx: Context) -> int:
 
 def _wait(ctx: Context) -> int:
     deps = ctx.deps
-    app = ctx.args.app
-    deps.apps.get(app)
-    number = ctx.args.release
-    if number is None:
-        recent = deps.releases.list_recent(app, limit=10)
-        active = next(
-            (r for r in recent if r.status in {ReleaseStatus.DEPLOYING, ReleaseStatus.PENDING}), None
+    args = ctx.args
+    app = args.app
+    if args.tag is not None and args.digest is None:
+        raise UsageError("--tag needs --digest: wait for the push of that digest under that tag")
+    config = deps.apps.get(app)
+    deadline = ctx.clock() + args.timeout
+    if args.release is not None:
+        return follow(ctx, app, args.release, deadline)
+    if args.digest is not None:
+        tags = awaiting.deployable_tags(ctx, config, args.digest, args.tag)
+        return _follow_push(ctx, config, args.digest, tags, deadline)
+    # A push whose event is still on its way must not let the wait end on the release before it.
+    in_flight = awaiting.push_in_flight(ctx, config)
+    if in_flight is not None:
+        digest, tags = in_flight
+        return _follow_push(ctx, config, digest, tags, deadline)
+    recent = deps.releases.list_recent(app, limit=10)
+    active = next((r for r in recent if r.status in {ReleaseStatus.DEPLOYING, ReleaseStatus.PENDING}), None)
+    chosen = active or (recent[0] if recent else None)
+    if chosen is None:
+        raise ReleaseNotFound(f"{app} has no release to wait for")
+    return follow(ctx, app, chosen.release, deadline)
+
+
+def _follow_push(ctx: Context, config: AppConfig, digest: str, tags: tuple[str, ...], deadline: float) -> int:
+    awaited = awaiting.await_push(ctx, config, digest, tags, deadline)
+    if awaited.release is not None:
+        return follow(ctx, config.app, awaited.release, deadline)
+    verdict = f"no release was admitted for {digest} when the wait timed out"
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "app": config.app,
+                "digest": digest,
+                "tags": list(tags),
+                "release": None,
+                "status": None,
+                "verdict": verdict,
+                "exit_code": EXIT_FAILED,
+            }
         )
-        chosen = active or (recent[0] if recent else None)
-        if chosen is None:
-            raise ReleaseNotFound(f"{app} has no release to wait for")
-        number = chosen.release
-    return follow(ctx, app, number)
+    else:
+        ctx.console().print(f"[bold red]{verdict}[/]: is the push event reaching the deployer?")
+    return EXIT_FAILED
 
 
 # --- following a release -----------------------------------------------------------------------
@@ -265,10 +299,12 @@ def _rollback_of(ctx: Context, failed: Release) -> Release | None:
     return min(later, key=lambda r: r.release) if later else None
 
 
-def follow(ctx: Context, app: str, number: int) -> int:
-    """The live view of one release until its verdict; returns the exit code."""
+def follow(ctx: Context, app: str, number: int, deadline: float | None = None) -> int:
+    """The live view of one release until its verdict (or `deadline`, by default --timeout from
+    now); returns the exit code."""
     console = None if ctx.json else ctx.console()
-    deadline = ctx.clock() + getattr(ctx.args, "timeout", DEFAULT_TIMEOUT)
+    if deadline is None:
+        deadline = ctx.clock() + getattr(ctx.args, "timeout", DEFAULT_TIMEOUT)
     if console is not None:
         console.print(f"following {app} release [bold]{number}[/]")
     followed = _track(ctx, app, number, console, deadline)
@@ -390,10 +426,21 @@ def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
 
     wait = sub.add_parser("wait", help="follow a deploy (e.g. one a push started) live", parents=[common])
     wait.add_argument("app")
-    wait.add_argument(
-        "--release", type=_release_number, help="default: the deploy in progress, else the newest"
+    which = wait.add_mutually_exclusive_group()
+    which.add_argument(
+        "--release",
+        type=_release_number,
+        help="default: a push not yet admitted, else the deploy in progress, else the newest",
     )
-    wait.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT)
+    which.add_argument(
+        "--digest",
+        type=awaiting.digest_argument,
+        help="wait for the release a push of this digest is admitted as (CI: the digest it pushed)",
+    )
+    wait.add_argument("--tag", type=awaiting.tag_argument, help="with --digest: the tag it was pushed as")
+    wait.add_argument(
+        "--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds to wait, admission included"
+    )
     wait.set_defaults(run=_wait)
 
     promote = sub.add_parser("promote", help="deploy a tag, digest or release (see deploy)", parents=[common])
