@@ -25,7 +25,17 @@ from deployer.models.config import AppConfig
 from functions.on_image_push.app import handler as on_image_push
 from localcloud.moto_gaps import MotoGaps
 from tests.conftest import ACCOUNT, REGION, CallRecorder
-from tests.lifecycle.iam_scenarios import EXPECTED_OPERATIONS, LIFECYCLE_SCENARIOS, FakeContext
+from tests.lifecycle.iam_scenarios import (
+    EXPECTED_OPERATIONS,
+    LIFECYCLE_SCENARIOS,
+    FakeContext,
+    lifecycle,
+    push,
+    push_event,
+    put_image,
+    run_failing,
+    succeed,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -43,8 +53,10 @@ class World:
 
 
 def drive_on_image_push(world: World) -> None:
-    """Started deploy (pruning old release versions), duplicate delivery, pending push, unknown
-    repository, bad input."""
+    """Started deploy (pruning old release versions, "started" notice published), duplicate
+    delivery, unknown repository, bad input; then a redelivered push whose deploy's command has
+    failed, so its converge ends that release (command counts, per-host StatusDetails, host
+    outcomes for the notice) and rolls back (the target's image in ECR)."""
     ec2 = boto3.client("ec2", region_name=REGION)
     for number in range(1, 13):
         ec2.create_launch_template_version(
@@ -53,16 +65,22 @@ def drive_on_image_push(world: World) -> None:
             LaunchTemplateData={},
             VersionDescription=f"{world.config.app} release {number} sha256:{number:064x}",
         )
-    event = world.load_event("ecr_image_push")
-    on_image_push(event, FakeContext())
-    on_image_push(event, FakeContext())
-    second = copy.deepcopy(event)
-    second["detail"]["image-digest"] = "sha256:" + "2" * 64
-    on_image_push(second, FakeContext())
-    other = copy.deepcopy(event)
-    other["detail"]["repository-name"] = "team/other"
-    on_image_push(other, FakeContext())
-    on_image_push({"detail-type": "nope"}, FakeContext())
+    with lifecycle(world) as shim:
+        event = world.load_event("ecr_image_push")
+        on_image_push(event, FakeContext())
+        on_image_push(event, FakeContext())
+        first = world.deps.releases.get(world.config.app, 1)
+        put_image(world, first.digest, first.tag or "v1.4.2")
+        succeed(world, shim, first)
+        second = push(world, 2, "v2")
+        run_failing(world, shim, second)
+        # ECR redelivers release 2's push (its first delivery was admitted, then the
+        # invocation died): the replay converges, and finds release 2's command failed
+        on_image_push(push_event(world, 2, "v2"), FakeContext())
+        other = copy.deepcopy(event)
+        other["detail"]["repository-name"] = "team/other"
+        on_image_push(other, FakeContext())
+        on_image_push({"detail-type": "nope"}, FakeContext())
 
 
 SCENARIOS: dict[str, Callable[[World], None]] = {
