@@ -267,6 +267,7 @@ def test_a_version_with_every_response_member_yields_a_valid_request(contract: C
     autoscaling, _ = contract.client("autoscaling")
     full = sample(_model("ec2").shape_for("ResponseLaunchTemplateData"))
     assert paths_of(full) >= {"MetadataOptions.State", "Operator.Managed"}
+    full["UserData"] = base64.b64encode(b"#cloud-config\npackages: [docker]\n").decode()  # EC2 answers base64
     ec2_stub.add_response("describe_launch_template_versions", described_version(7, full))
     ec2_stub.add_response("create_launch_template_version", created(8))
     current = GroupTemplate(GROUP_NAME, OUR_TEMPLATE, OUR_TEMPLATE_NAME, 7, mixed_instances=False)
@@ -279,6 +280,9 @@ def test_a_version_with_every_response_member_yields_a_valid_request(contract: C
     [request] = contract.requests("CreateLaunchTemplateVersion")
     assert set(request["LaunchTemplateData"]) == {"UserData", "BlockDeviceMappings"}
     assert request["LaunchTemplateData"]["BlockDeviceMappings"] == full["BlockDeviceMappings"]
+    # and the source's own user data is kept, before the boot script
+    user_data = base64.b64decode(request["LaunchTemplateData"]["UserData"]).decode()
+    assert user_data.index("#cloud-config\npackages: [docker]\n") < user_data.index(SCRIPT)
     request_shape = _model("ec2").shape_for("RequestLaunchTemplateData")
     assert paths_of(request["LaunchTemplateData"]) <= member_paths(request_shape)
 
