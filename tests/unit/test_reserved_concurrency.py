@@ -59,5 +59,6 @@ def test_reserved_concurrency_off_leaves_every_function_unreserved() -> None:
     reserved = _reserved({"ReservedConcurrency": "off"})
 
     # Then no function sets ReservedConcurrentExecutions, and only on/off are accepted
-    assert reserved and set(reserved.values()) == {None}
+    assert reserved
+    assert set(reserved.values()) == {None}
     assert deployed_template()["Parameters"]["ReservedConcurrency"]["AllowedValues"] == ["on", "off"]

@@ -75,7 +75,12 @@ class Adapters:
             host_outcomes=HostOutcomesStore(dynamodb, settings.host_outcomes_table),
             pointer=PointerStore(ssm, settings.parameter_prefix),
             launch_templates=LaunchTemplates(clients.client("ec2"), clients.client("autoscaling")),
-            fleet=Fleet(ssm, settings.swap_document_name, settings.command_log_group),
+            fleet=Fleet(
+                ssm,
+                settings.swap_document_name,
+                settings.command_log_group,
+                sender=clients.single_attempt_client("ssm"),
+            ),
             results=CommandResults(ssm),
             images=Images(clients.client("ecr")),
             hooks=LifecycleHooks(clients.client("autoscaling")),
