@@ -57,6 +57,10 @@ The gaps, each filled as AWS documents the behaviour:
     threads can both pass the same condition. DynamoDB applies each conditional write
     atomically, so the writes are serialized (a re-entrant lock: `transact_write_items` calls
     `update_item` inside).
+11. `list_commands` ignores `Filters` and pages nothing: the filters are applied as SSM documents
+    them (botocore's ssm model, CommandFilter: InvokedAfter, InvokedBefore, Status with its
+    ListCommands values, ExecutionStage, DocumentName; an unknown key or malformed value is
+    refused, InvalidFilterKey), 50 per page with NextToken (`command_filter`).
 """
 
 from __future__ import annotations
@@ -345,7 +349,7 @@ def launch_template_version_patches() -> list[tuple[Any, str, Any]]:
 
 # ------------------------------------------------------------------ SSM
 def _ssm_patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
-    """Gaps 3 to 8."""
+    """Gaps 3 to 8 and 11."""
     from moto.core.responses import ActionResult  # noqa: PLC0415
     from moto.ssm import models as ssm_models  # noqa: PLC0415
     from moto.ssm.responses import SimpleSystemManagerResponse as R  # noqa: PLC0415
@@ -448,8 +452,26 @@ def _ssm_patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
         ]
         return ActionResult({"InstanceInformationList": infos})
 
+    def list_commands(self: Any) -> Any:
+        from moto.ssm.exceptions import SSMException  # noqa: PLC0415
+
+        command_id = self._get_param("CommandId")
+        instance_id = self._get_param("InstanceId")
+        size = int(self._get_param("MaxResults") or LIST_COMMANDS_PAGE)
+        start = int(self._get_param("NextToken") or 0)
+        try:
+            keep = command_filter(self._get_param("Filters") or [])
+        except ValueError as exc:
+            raise SSMException("InvalidFilterKey", str(exc)) from exc
+        found = [c for c in self.ssm_backend.list_commands(command_id, instance_id) if keep(c)]
+        result: dict[str, Any] = {"Commands": [c.response_object() for c in found[start : start + size]]}
+        if start + size < len(found):
+            result["NextToken"] = str(start + size)
+        return ActionResult(result)
+
     return [
         (ssm_models.Command, "_get_instance_ids_from_targets", targets_only_when_given),
+        (R, "list_commands", list_commands),
         (ssm_models.Command, "__init__", pending_init),
         (ssm_models.Command, "response_object", response_object),
         (R, "send_command", send_command),
@@ -457,6 +479,73 @@ def _ssm_patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
         (R, "cancel_command", cancel_command),
         (R, "describe_instance_information", describe_instance_information),
     ]
+
+
+LIST_COMMANDS_PAGE = 50  # ListCommands: MaxResults 1..50
+# ListCommands' Status filter values (botocore's ssm model, CommandFilter.value) and the
+# StatusDetails each matches; TimedOut "includes both Delivery and Execution time outs".
+_STATUS_FILTER = {
+    "Pending": {"Pending"},
+    "InProgress": {"InProgress", "In Progress"},
+    "Success": {"Success"},
+    "Cancelled": {"Cancelled"},
+    "Failed": {"Failed"},
+    "TimedOut": {"TimedOut", "Delivery Timed Out", "Execution Timed Out"},
+    "AccessDenied": {"Access Denied"},
+    "DeliveryTimedOut": {"Delivery Timed Out"},
+    "ExecutionTimedOut": {"Execution Timed Out"},
+    "Incomplete": {"Incomplete"},
+    "NoInstancesInTag": {"No Instances In Tag"},
+    "LimitExceeded": {"Rate Exceeded"},
+}
+_EXECUTING = frozenset({"Pending", "InProgress", "In Progress", "Delayed", "Cancelling"})
+
+
+def _filter_time(key: str, value: str) -> Any:
+    import datetime  # noqa: PLC0415
+
+    try:
+        when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{key} needs a timestamp such as 2024-07-07T00:00:00Z, not {value!r}") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.UTC).replace(tzinfo=None)  # moto keeps naive UTC times
+    return when
+
+
+def command_filter(filters: list[dict[str, str]]) -> Callable[[Any], bool]:
+    """ListCommands' Filters as SSM documents them (botocore's ssm model, CommandFilter): every
+    filter must hold. InvokedAfter keeps commands requested at or after the time, InvokedBefore
+    those requested before it, Status matches the command's status (TimedOut both kinds),
+    ExecutionStage is Executing or Complete, DocumentName the document's name. An unknown key
+    or a malformed value raises ValueError."""
+    tests: list[Callable[[Any], bool]] = []
+    for entry in filters:
+        key, value = entry.get("key"), entry.get("value", "")
+        if key == "InvokedAfter":
+            after = _filter_time(key, value)
+            tests.append(lambda c, t=after: c.requested_date_time >= t)
+        elif key == "InvokedBefore":
+            before = _filter_time(key, value)
+            tests.append(lambda c, t=before: c.requested_date_time < t)
+        elif key == "DocumentName":
+            tests.append(lambda c, name=value: c.document_name == name)
+        elif key == "Status":
+            if value not in _STATUS_FILTER:
+                raise ValueError(f"Status filter value {value!r} is not one of {', '.join(_STATUS_FILTER)}")
+            accepted = _STATUS_FILTER[value]
+            tests.append(lambda c, ok=accepted: getattr(c, "status_details", c.status) in ok)
+        elif key == "ExecutionStage":
+            if value not in {"Executing", "Complete"}:
+                raise ValueError(f"ExecutionStage filter value {value!r} is not Executing or Complete")
+            executing = value == "Executing"
+            tests.append(
+                lambda c, e=executing: (getattr(c, "status_details", c.status) in _EXECUTING) == e
+            )
+        else:
+            raise ValueError(f"filter key {key!r} is not one of InvokedAfter, InvokedBefore, Status, "
+                             "ExecutionStage, DocumentName")
+    return lambda command: all(test(command) for test in tests)
 
 
 def document_parameters(content: dict[str, Any], given: dict[str, list[str]]) -> dict[str, str]:

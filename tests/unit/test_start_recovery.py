@@ -7,6 +7,7 @@ SSM received and the release record, never the claim's internals.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import botocore.handlers
@@ -165,6 +166,30 @@ def test_a_send_command_answer_that_times_out_is_never_sent_again_by_the_client(
     report = controller.converge(deps, "web")
     assert slow_send_command == ["SendCommand"]
     assert deps.releases.get("web", 1).command_id == moto_gaps.commands()[0].command_id == report.command_id
+
+
+def test_a_takeover_minutes_after_the_claim_went_stale_finds_the_command_and_sends_none(
+    slow_send_command: list[str], deps: Any, registered_app: Any, load_event: Any, clock: list[float]
+) -> None:
+    # Given a push whose SendCommand reached SSM but whose answer was lost, 8 minutes ago (the
+    # command's RequestedDateTime and the release's start are moved back; SSM's ListCommands
+    # honours InvokedAfter, localcloud.moto_gaps gap 11), and another app's command before it
+    with pytest.raises(AwsCallFailed):
+        accept_push(deps, push(load_event, "1", "v1"))
+    [command] = moto_gaps.commands()
+    eight_minutes = timedelta(minutes=8)
+    command.requested_date_time -= eight_minutes
+    started = deps.releases.get("web", 1).deploy_started_at
+    deps.releases.set_fields("web", 1, deploy_started_at=started - eight_minutes)
+
+    # When the next trigger comes minutes after the claim went stale
+    clock[0] = T0 + controller.SEND_CLAIM_SECONDS + 6 * 60
+    report = controller.converge(deps, "web")
+
+    # Then exactly one SendCommand was made, and the release records that command
+    assert slow_send_command == ["SendCommand"]
+    assert [c.command_id for c in moto_gaps.commands()] == [command.command_id]
+    assert deps.releases.get("web", 1).command_id == command.command_id == report.command_id
 
 
 def test_a_command_ssm_refuses_fails_the_start_and_frees_the_app(
