@@ -109,6 +109,8 @@ def _substitutions(template: dict[str, Any]) -> dict[str, str]:
             subs[name] = f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}"
         if resource["Type"] == "AWS::KMS::Key":
             subs[f"{name}.Arn"] = _arn("kms", f"key/{name}")
+        if resource["Type"] == "AWS::Logs::LogGroup":
+            subs[f"{name}.Arn"] = _arn("logs", f"log-group:{name}:*")
     return subs
 
 
@@ -131,15 +133,26 @@ def _as_list(value: Any) -> list[Any]:
 
 def function_statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
     resources = template["Resources"]
-    subs = _substitutions(template)
-    statements: list[dict[str, Any]] = []
+    documents = []
     for policy in resources[function]["Properties"].get("Policies", []):
         if isinstance(policy, dict) and "Ref" in policy:
-            document = resources[policy["Ref"]]["Properties"]["PolicyDocument"]
+            documents.append(resources[policy["Ref"]]["Properties"]["PolicyDocument"])
         elif isinstance(policy, dict) and "Statement" in policy:
-            document = policy
+            documents.append(policy)
         else:
             raise AssertionError(f"{function}: policy {policy!r} is not a statement list or in-stack policy")
+    return document_statements(template, documents)
+
+
+def policy_statements(template: dict[str, Any], policy: str) -> list[dict[str, Any]]:
+    """The statements of one in-stack managed policy (e.g. HostPolicy), resolved."""
+    return document_statements(template, [template["Resources"][policy]["Properties"]["PolicyDocument"]])
+
+
+def document_statements(template: dict[str, Any], documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    subs = _substitutions(template)
+    statements: list[dict[str, Any]] = []
+    for document in documents:
         for statement in document["Statement"]:
             actions = _as_list(statement["Action"])
             raw = _as_list(statement["Resource"])
