@@ -32,6 +32,7 @@ from localcloud import moto_gaps
 from localcloud.aws import invoke_gap
 from localcloud.aws.eventbridge import Delivery, EventBus, envelope
 from localcloud.aws.fleet import Fleet
+from localcloud.aws.host_role import create_host_role
 from localcloud.aws.lambdas import LambdaService
 from localcloud.aws.motoserver import ACCOUNT, MotoServer
 from localcloud.aws.push_events import PushEvents
@@ -153,6 +154,8 @@ class LocalCloud:
             f"stack {stk.name} {stk.status}: {len(stk.physical)} resources; "
             f"{len(stk.gap_filled)} filled in by localcloud.aws.cfn_gaps"
         )
+        if stk.outputs.get("HostPolicyArn"):
+            create_host_role(self.moto.client("iam"), stk.outputs["HostPolicyArn"])
         for topic in stk.of_type("AWS::SNS::Topic").values():
             self.notifications_queue(topic)
         notify_url = None

@@ -61,6 +61,11 @@ The gaps, each filled as AWS documents the behaviour:
     them (botocore's ssm model, CommandFilter: InvokedAfter, InvokedBefore, Status with its
     ListCommands values, ExecutionStage, DocumentName; an unknown key or malformed value is
     refused, InvalidFilterKey), 50 per page with NextToken (`command_filter`).
+12. Lambda's `GetAccountSettings` is missing: answered with Lambda's default quota (1,000
+    concurrent executions) less what the region's functions reserve (`deployer doctor` reads it).
+    Only where the routes are read after the patch: the local cloud's server.
+13. IAM holds no AWS-managed policy (moto loads them only when configured): the local cloud's
+    server loads them, so the hosts' role can attach AmazonSSMManagedInstanceCore.
 """
 
 from __future__ import annotations
@@ -225,6 +230,8 @@ def install_process_wide() -> MotoGaps:
         if _users == 1:
             for owner, name, value in patches(CLOUD):
                 _process_patcher.setattr(owner, name, value, raising=False)
+            for owner, name, value in _local_cloud_patches():
+                _process_patcher.setattr(owner, name, value, raising=False)
         return CLOUD
 
 
@@ -242,10 +249,20 @@ def uninstall_process_wide() -> None:
         CLOUD.clear()
 
 
+def _local_cloud_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 13: IAM knows no AWS-managed policy unless configured; the local cloud's hosts' role
+    attaches AmazonSSMManagedInstanceCore, as on AWS. (About 2 s when IAM first starts, so only
+    the local cloud pays it.)"""
+    from moto.iam import models as iam_models  # noqa: PLC0415
+
+    return [(iam_models, "load_iam_aws_managed_policies", lambda: True)]
+
+
 def patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
     """(owner, attribute, replacement) for every gap, serving from `gaps`; the caller applies
     them (and undoes them)."""
     return [
+        *_lambda_account_settings_patches(),
         *_launch_template_user_data_patches(),
         *launch_template_version_patches(),
         *_ssm_patches(gaps),
@@ -345,6 +362,40 @@ def launch_template_version_patches() -> list[tuple[Any, str, Any]]:
         (R, "delete_launch_template_versions", delete_launch_template_versions),
         (LaunchTemplateBackend, "describe_launch_template_versions", describe_launch_template_versions),
     ]
+
+
+# ------------------------------------------------------------------ Lambda
+ACCOUNT_CONCURRENCY = 1000  # Lambda's default concurrent executions quota per account and region
+UNRESERVED_MINIMUM = 100  # what Lambda keeps unreserved
+
+
+def _lambda_account_settings_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 12: GetAccountSettings (GET /2016-08-19/account-settings/)."""
+    import json  # noqa: PLC0415
+
+    from moto.awslambda import urls  # noqa: PLC0415
+    from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+    def account_settings(request: Any, full_url: str, headers: Any) -> tuple[int, dict[str, str], str]:
+        region = re.search(r"lambda\.([a-z0-9-]+)\.amazonaws\.com", full_url)
+        name = region.group(1) if region else "us-east-1"
+        backends = [regions[name] for regions in lambda_backends.values() if name in regions]
+        functions = [f for backend in backends for f in backend.list_functions()]
+        reserved = sum(int(getattr(f, "reserved_concurrency", None) or 0) for f in functions)
+        body = {
+            "AccountLimit": {
+                "TotalCodeSize": 80530636800,
+                "CodeSizeUnzipped": 262144000,
+                "CodeSizeZipped": 52428800,
+                "ConcurrentExecutions": ACCOUNT_CONCURRENCY,
+                "UnreservedConcurrentExecutions": ACCOUNT_CONCURRENCY - reserved,
+            },
+            "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": len(functions)},
+        }
+        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+
+    routes = {**urls.url_paths, r"{0}/(?P<api_version>[^/]+)/account-settings/?$": account_settings}
+    return [(urls, "url_paths", routes)]
 
 
 # ------------------------------------------------------------------ SSM
