@@ -48,7 +48,11 @@ def command_verdict(
         counts is not None and counts.target_count == 0 and detail is SsmStatus.SUCCESS
     ):
         # SSM ends a tag-targeted command that matched no managed node "No Instances In Tag"
-        # (Run Command's command statuses), with TargetCount 0: no host ran the release.
+        # (Run Command's command statuses), with TargetCount 0: no host ran the release. Only an
+        # empty group makes that a success (its instances will boot the release); instances SSM
+        # could not target keep the old one.
+        if counts is not None and counts.group_instances == 0:
+            return Verdict.SUCCEEDED, EMPTY_GROUP_REASON
         return Verdict.FAILED, NO_TARGETS_REASON
     if detail is SsmStatus.SUCCESS:
         return Verdict.SUCCEEDED, "every targeted host is live on the release"
@@ -79,10 +83,13 @@ def command_verdict(
     return Verdict.SUCCEEDED, "every host that ran the release is live on it"
 
 
+EMPTY_GROUP_REASON = (
+    "the group has no instance yet: nothing to swap; the instances it launches boot the release"
+)
 NO_TARGETS_REASON = (
-    "the command reached no host (SSM: No Instances In Tag): the group has no instance, or its "
-    "instances are not managed by SSM (agent running, host role with AmazonSSMManagedInstanceCore, "
-    "a route to SSM; `deployer doctor` checks them)"
+    "the command reached no host (SSM: No Instances In Tag): the group's instances are not managed "
+    "by SSM (agent running, host role with AmazonSSMManagedInstanceCore, a route to SSM; "
+    "`deployer doctor` checks them)"
 )
 
 _COARSE_REASONS = {

@@ -81,7 +81,7 @@ class Adapters:
                 settings.command_log_group,
                 sender=clients.single_attempt_client("ssm"),
             ),
-            results=CommandResults(ssm),
+            results=CommandResults(ssm, clients.client("autoscaling")),
             images=Images(clients.client("ecr")),
             hooks=LifecycleHooks(clients.client("autoscaling")),
             instances=ManagedInstances(ssm),
