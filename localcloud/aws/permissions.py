@@ -162,6 +162,8 @@ def required(
         return action, [a("autoscaling", f"autoScalingGroup:{uuid}:autoScalingGroupName/{name}")]
     if service == "logs" and operation == "DescribeLogGroups":
         return action, ["*"]
+    if service == "logs" and operation == "CreateLogGroup":
+        return action, [a("logs", f"log-group:{params['logGroupName']}:*")]
     if service == "logs" and operation in {"DescribeLogStreams", "CreateLogStream", "PutLogEvents"}:
         stream = params.get("logStreamName")
         group = a("logs", f"log-group:{params['logGroupName']}")
@@ -293,11 +295,19 @@ def normalised(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def role_statements(iam: Any, role: str) -> list[dict[str, Any]]:
     """Every statement of a role as IAM holds it: attached managed policies and inline ones."""
+    import ast  # noqa: PLC0415
     import json  # noqa: PLC0415
     import urllib.parse  # noqa: PLC0415
 
     def document(value: Any) -> dict[str, Any]:
-        return value if isinstance(value, dict) else dict(json.loads(urllib.parse.unquote(str(value))))
+        if isinstance(value, dict):
+            return value
+        text = urllib.parse.unquote(str(value))
+        try:
+            return dict(json.loads(text))
+        except ValueError:
+            # moto's CloudFormation stores an inline role policy as the Python text of its dict
+            return dict(ast.literal_eval(text))
 
     statements: list[dict[str, Any]] = []
     for attached in iam.list_attached_role_policies(RoleName=role).get("AttachedPolicies", []):
