@@ -393,3 +393,12 @@ def install(enforcer: Enforcer) -> Enforcer:
         BaseClient._make_api_call = _make_api_call  # type: ignore[method-assign]
     _ACTIVE[:] = [enforcer]
     return enforcer
+
+
+def uninstall() -> None:
+    """Put botocore's `_make_api_call` back (tests that install an enforcer for one test)."""
+    global _original  # noqa: PLW0603 - one wrapper per process
+    if _original is not None:
+        BaseClient._make_api_call = _original  # type: ignore[method-assign]
+        _original = None
+    _ACTIVE.clear()
