@@ -66,6 +66,8 @@ The gaps, each filled as AWS documents the behaviour:
     Only where the routes are read after the patch: the local cloud's server.
 13. IAM holds no AWS-managed policy (moto loads them only when configured): the local cloud's
     server loads them, so the hosts' role can attach AmazonSSMManagedInstanceCore.
+14. A document CloudFormation created keeps its Content as a mapping and DescribeDocument fails
+    hashing it: hashed as its JSON text (`deployer doctor` reads the default version).
 """
 
 from __future__ import annotations
@@ -262,6 +264,7 @@ def patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
     """(owner, attribute, replacement) for every gap, serving from `gaps`; the caller applies
     them (and undoes them)."""
     return [
+        *_document_hash_patches(),
         *_lambda_account_settings_patches(),
         *_launch_template_user_data_patches(),
         *launch_template_version_patches(),
@@ -362,6 +365,22 @@ def launch_template_version_patches() -> list[tuple[Any, str, Any]]:
         (R, "delete_launch_template_versions", delete_launch_template_versions),
         (LaunchTemplateBackend, "describe_launch_template_versions", describe_launch_template_versions),
     ]
+
+
+# ------------------------------------------------------------------ SSM documents
+def _document_hash_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 14: a document created by CloudFormation keeps its Content as the template's mapping,
+    and DescribeDocument fails hashing it (500): hashed as the JSON text of that mapping."""
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from moto.ssm.models import Document  # noqa: PLC0415
+
+    def document_hash(self: Any) -> str:
+        content = self.content if isinstance(self.content, str) else json.dumps(self.content, sort_keys=True)
+        return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+    return [(Document, "hash", property(document_hash))]
 
 
 # ------------------------------------------------------------------ Lambda

@@ -39,6 +39,17 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOYER = str(Path(sys.executable).parent / "deployer")
 
 
+def stack_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the stack's names read from its outputs, as the CLI reads them."""
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    )
+    endpoint = env["AWS_ENDPOINT_URL"]
+    return resolved_environment(argparse.Namespace(stack=None), env, session, endpoint, CLI_CONFIG)
+
+
 def make(target: str, state: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LOCALCLOUD_PLAYGROUND_DIR": str(state)}
     return subprocess.run(
@@ -84,7 +95,7 @@ class Playground:
     def rows(self) -> list[tuple[Any, ...]]:
         """(release, tag, status, source) of every release of the app, read from the releases
         table directly (in-process: the CLI costs a second per call, and the fixture asks often)."""
-        env = self.env()
+        env = stack_env(self.env())
         ddb = boto3.client(
             "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
@@ -182,10 +193,7 @@ def test_the_env_file_gives_the_endpoint_credentials_region_and_the_stacks_outpu
     assert "APPS_TABLE" not in shell_env
     assert shell_env["DEPLOYER_ROLLBACK_FUNCTION"]
     assert shell_env["DEPLOYER_LOCAL_REGISTRY"].startswith("127.0.0.1:")
-    session = boto3.session.Session(region_name=shell_env["AWS_REGION"])
-    resolved = resolved_environment(
-        argparse.Namespace(stack=None), shell_env, session, shell_env["AWS_ENDPOINT_URL"], CLI_CONFIG
-    )
+    resolved = stack_env(shell_env)
     settings = Settings.from_env(resolved)
     assert settings.apps_table.startswith("deployer-AppsTable-")
     assert resolved["DEPLOYER_DIAGNOSE_DOCUMENT"]
