@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from localcloud import moto_gaps
-from localcloud.aws import invoke_gap
+from localcloud.aws import invoke_gap, permissions
 from localcloud.aws.eventbridge import Delivery, EventBus, envelope
 from localcloud.aws.fleet import Fleet
+from localcloud.aws.host_role import HOST_ROLE, create_host_role
 from localcloud.aws.lambdas import LambdaService
 from localcloud.aws.motoserver import ACCOUNT, MotoServer
 from localcloud.aws.push_events import PushEvents
@@ -142,6 +143,47 @@ class LocalCloud:
         self._gaps = False
         self._invoke_gap = False
 
+    # -- permissions ---------------------------------------------------------------------
+    def _write_roles(self, stk: Stack) -> Path:
+        """Each function's role as the stack created it in IAM (CloudFormation resolved its
+        ARNs), for the workers' permission checks (`localcloud.aws.permissions`)."""
+        roles = self.root / "roles"
+        roles.mkdir(parents=True, exist_ok=True)
+        iam, lam, sns = self.moto.client("iam"), self.moto.client("lambda"), self.moto.client("sns")
+        topic_keys = {}
+        for topic in stk.of_type("AWS::SNS::Topic").values():
+            key = sns.get_topic_attributes(TopicArn=topic)["Attributes"].get("KmsMasterKeyId")
+            if key and not key.startswith("alias/aws/"):
+                arn = key if key.startswith("arn:") else f"arn:aws:kms:{self.moto.region}:{ACCOUNT}:key/{key}"
+                topic_keys[topic] = arn
+        for lid, fn in stk.functions.items():
+            role = lam.get_function(FunctionName=fn.name)["Configuration"]["Role"].rsplit("/", 1)[-1]
+            document = {
+                "function": lid,
+                "statements": permissions.role_statements(iam, role),
+                "region": self.moto.region,
+                "account": ACCOUNT,
+                "topic_keys": topic_keys,
+                "denied_log": str(roles / "denied.log"),
+            }
+            (roles / f"{lid}.json").write_text(json.dumps(document, indent=1))
+        return roles
+
+    def _host_role(self) -> permissions.RoleCheck | None:
+        """The hosts' role (README; `localcloud.aws.host_role`) for the SSM agent's own calls."""
+        iam = self.moto.client("iam")
+        try:
+            statements = permissions.role_statements(iam, HOST_ROLE)
+        except iam.exceptions.NoSuchEntityException:
+            return None
+        return permissions.RoleCheck(HOST_ROLE, statements, self.moto.region, ACCOUNT)
+
+    def denied(self) -> list[str]:
+        """Every call a function's or a host's role refused so far (one line each)."""
+        log = self.root / "roles" / "denied.log"
+        functions = log.read_text().splitlines() if log.exists() else []
+        return functions + (list(self.ssm.denied) if self.ssm is not None else [])
+
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> LocalCloud:
         moto_gaps.install_process_wide()
@@ -153,6 +195,8 @@ class LocalCloud:
             f"stack {stk.name} {stk.status}: {len(stk.physical)} resources; "
             f"{len(stk.gap_filled)} filled in by localcloud.aws.cfn_gaps"
         )
+        if stk.outputs.get("HostPolicyArn"):
+            create_host_role(self.moto.client("iam"), stk.outputs["HostPolicyArn"])
         for topic in stk.of_type("AWS::SNS::Topic").values():
             self.notifications_queue(topic)
         notify_url = None
@@ -166,6 +210,7 @@ class LocalCloud:
             self.moto.env(),
             self.root / "logs",
             extra_env={"LOCALCLOUD_ACCOUNT": ACCOUNT},
+            roles_dir=self._write_roles(stk),
         )
         invoke_gap.install(self.lambdas)
         self._invoke_gap = True
@@ -182,6 +227,7 @@ class LocalCloud:
             host_env=self.host_env,
             bus=self.bus,
             logs_client=self.moto.client("logs"),
+            host_role=self._host_role(),
         )
         self.ssm.listeners.append(self._on_command)
         self.ssm.start()

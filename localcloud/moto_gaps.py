@@ -57,6 +57,17 @@ The gaps, each filled as AWS documents the behaviour:
     threads can both pass the same condition. DynamoDB applies each conditional write
     atomically, so the writes are serialized (a re-entrant lock: `transact_write_items` calls
     `update_item` inside).
+11. `list_commands` ignores `Filters` and pages nothing: the filters are applied as SSM documents
+    them (botocore's ssm model, CommandFilter: InvokedAfter, InvokedBefore, Status with its
+    ListCommands values, ExecutionStage, DocumentName; an unknown key or malformed value is
+    refused, InvalidFilterKey), 50 per page with NextToken (`command_filter`).
+12. Lambda's `GetAccountSettings` is missing: answered with Lambda's default quota (1,000
+    concurrent executions) less what the region's functions reserve (`deployer doctor` reads it).
+    Only where the routes are read after the patch: the local cloud's server.
+13. IAM holds no AWS-managed policy (moto loads them only when configured): the local cloud's
+    server loads them, so the hosts' role can attach AmazonSSMManagedInstanceCore.
+14. A document CloudFormation created keeps its Content as a mapping and DescribeDocument fails
+    hashing it: hashed as its JSON text (`deployer doctor` reads the default version).
 """
 
 from __future__ import annotations
@@ -221,6 +232,8 @@ def install_process_wide() -> MotoGaps:
         if _users == 1:
             for owner, name, value in patches(CLOUD):
                 _process_patcher.setattr(owner, name, value, raising=False)
+            for owner, name, value in _local_cloud_patches():
+                _process_patcher.setattr(owner, name, value, raising=False)
         return CLOUD
 
 
@@ -238,10 +251,21 @@ def uninstall_process_wide() -> None:
         CLOUD.clear()
 
 
+def _local_cloud_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 13: IAM knows no AWS-managed policy unless configured; the local cloud's hosts' role
+    attaches AmazonSSMManagedInstanceCore, as on AWS. (About 2 s when IAM first starts, so only
+    the local cloud pays it.)"""
+    from moto.iam import models as iam_models  # noqa: PLC0415
+
+    return [(iam_models, "load_iam_aws_managed_policies", lambda: True)]
+
+
 def patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
     """(owner, attribute, replacement) for every gap, serving from `gaps`; the caller applies
     them (and undoes them)."""
     return [
+        *_document_hash_patches(),
+        *_lambda_account_settings_patches(),
         *_launch_template_user_data_patches(),
         *launch_template_version_patches(),
         *_ssm_patches(gaps),
@@ -343,9 +367,59 @@ def launch_template_version_patches() -> list[tuple[Any, str, Any]]:
     ]
 
 
+# ------------------------------------------------------------------ SSM documents
+def _document_hash_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 14: a document created by CloudFormation keeps its Content as the template's mapping,
+    and DescribeDocument fails hashing it (500): hashed as the JSON text of that mapping."""
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from moto.ssm.models import Document  # noqa: PLC0415
+
+    def document_hash(self: Any) -> str:
+        content = self.content if isinstance(self.content, str) else json.dumps(self.content, sort_keys=True)
+        return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+    return [(Document, "hash", property(document_hash))]
+
+
+# ------------------------------------------------------------------ Lambda
+ACCOUNT_CONCURRENCY = 1000  # Lambda's default concurrent executions quota per account and region
+UNRESERVED_MINIMUM = 100  # what Lambda keeps unreserved
+
+
+def _lambda_account_settings_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 12: GetAccountSettings (GET /2016-08-19/account-settings/)."""
+    import json  # noqa: PLC0415
+
+    from moto.awslambda import urls  # noqa: PLC0415
+    from moto.awslambda.models import lambda_backends  # noqa: PLC0415
+
+    def account_settings(request: Any, full_url: str, headers: Any) -> tuple[int, dict[str, str], str]:
+        region = re.search(r"lambda\.([a-z0-9-]+)\.amazonaws\.com", full_url)
+        name = region.group(1) if region else "us-east-1"
+        backends = [regions[name] for regions in lambda_backends.values() if name in regions]
+        functions = [f for backend in backends for f in backend.list_functions()]
+        reserved = sum(int(getattr(f, "reserved_concurrency", None) or 0) for f in functions)
+        body = {
+            "AccountLimit": {
+                "TotalCodeSize": 80530636800,
+                "CodeSizeUnzipped": 262144000,
+                "CodeSizeZipped": 52428800,
+                "ConcurrentExecutions": ACCOUNT_CONCURRENCY,
+                "UnreservedConcurrentExecutions": ACCOUNT_CONCURRENCY - reserved,
+            },
+            "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": len(functions)},
+        }
+        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+
+    routes = {**urls.url_paths, r"{0}/(?P<api_version>[^/]+)/account-settings/?$": account_settings}
+    return [(urls, "url_paths", routes)]
+
+
 # ------------------------------------------------------------------ SSM
 def _ssm_patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
-    """Gaps 3 to 8."""
+    """Gaps 3 to 8 and 11."""
     from moto.core.responses import ActionResult  # noqa: PLC0415
     from moto.ssm import models as ssm_models  # noqa: PLC0415
     from moto.ssm.responses import SimpleSystemManagerResponse as R  # noqa: PLC0415
@@ -448,8 +522,26 @@ def _ssm_patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
         ]
         return ActionResult({"InstanceInformationList": infos})
 
+    def list_commands(self: Any) -> Any:
+        from moto.ssm.exceptions import SSMException  # noqa: PLC0415
+
+        command_id = self._get_param("CommandId")
+        instance_id = self._get_param("InstanceId")
+        size = int(self._get_param("MaxResults") or LIST_COMMANDS_PAGE)
+        start = int(self._get_param("NextToken") or 0)
+        try:
+            keep = command_filter(self._get_param("Filters") or [])
+        except ValueError as exc:
+            raise SSMException("InvalidFilterKey", str(exc)) from exc
+        found = [c for c in self.ssm_backend.list_commands(command_id, instance_id) if keep(c)]
+        result: dict[str, Any] = {"Commands": [c.response_object() for c in found[start : start + size]]}
+        if start + size < len(found):
+            result["NextToken"] = str(start + size)
+        return ActionResult(result)
+
     return [
         (ssm_models.Command, "_get_instance_ids_from_targets", targets_only_when_given),
+        (R, "list_commands", list_commands),
         (ssm_models.Command, "__init__", pending_init),
         (ssm_models.Command, "response_object", response_object),
         (R, "send_command", send_command),
@@ -457,6 +549,73 @@ def _ssm_patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
         (R, "cancel_command", cancel_command),
         (R, "describe_instance_information", describe_instance_information),
     ]
+
+
+LIST_COMMANDS_PAGE = 50  # ListCommands: MaxResults 1..50
+# ListCommands' Status filter values (botocore's ssm model, CommandFilter.value) and the
+# StatusDetails each matches; TimedOut "includes both Delivery and Execution time outs".
+_STATUS_FILTER = {
+    "Pending": {"Pending"},
+    "InProgress": {"InProgress", "In Progress"},
+    "Success": {"Success"},
+    "Cancelled": {"Cancelled"},
+    "Failed": {"Failed"},
+    "TimedOut": {"TimedOut", "Delivery Timed Out", "Execution Timed Out"},
+    "AccessDenied": {"Access Denied"},
+    "DeliveryTimedOut": {"Delivery Timed Out"},
+    "ExecutionTimedOut": {"Execution Timed Out"},
+    "Incomplete": {"Incomplete"},
+    "NoInstancesInTag": {"No Instances In Tag"},
+    "LimitExceeded": {"Rate Exceeded"},
+}
+_EXECUTING = frozenset({"Pending", "InProgress", "In Progress", "Delayed", "Cancelling"})
+
+
+def _filter_time(key: str, value: str) -> Any:
+    import datetime  # noqa: PLC0415
+
+    try:
+        when = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{key} needs a timestamp such as 2024-07-07T00:00:00Z, not {value!r}") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.UTC).replace(tzinfo=None)  # moto keeps naive UTC times
+    return when
+
+
+def command_filter(filters: list[dict[str, str]]) -> Callable[[Any], bool]:
+    """ListCommands' Filters as SSM documents them (botocore's ssm model, CommandFilter): every
+    filter must hold. InvokedAfter keeps commands requested at or after the time, InvokedBefore
+    those requested before it, Status matches the command's status (TimedOut both kinds),
+    ExecutionStage is Executing or Complete, DocumentName the document's name. An unknown key
+    or a malformed value raises ValueError."""
+    tests: list[Callable[[Any], bool]] = []
+    for entry in filters:
+        key, value = entry.get("key"), entry.get("value", "")
+        if key == "InvokedAfter":
+            after = _filter_time(key, value)
+            tests.append(lambda c, t=after: c.requested_date_time >= t)
+        elif key == "InvokedBefore":
+            before = _filter_time(key, value)
+            tests.append(lambda c, t=before: c.requested_date_time < t)
+        elif key == "DocumentName":
+            tests.append(lambda c, name=value: c.document_name == name)
+        elif key == "Status":
+            if value not in _STATUS_FILTER:
+                raise ValueError(f"Status filter value {value!r} is not one of {', '.join(_STATUS_FILTER)}")
+            accepted = _STATUS_FILTER[value]
+            tests.append(lambda c, ok=accepted: getattr(c, "status_details", c.status) in ok)
+        elif key == "ExecutionStage":
+            if value not in {"Executing", "Complete"}:
+                raise ValueError(f"ExecutionStage filter value {value!r} is not Executing or Complete")
+            executing = value == "Executing"
+            tests.append(
+                lambda c, e=executing: (getattr(c, "status_details", c.status) in _EXECUTING) == e
+            )
+        else:
+            raise ValueError(f"filter key {key!r} is not one of InvokedAfter, InvokedBefore, Status, "
+                             "ExecutionStage, DocumentName")
+    return lambda command: all(test(command) for test in tests)
 
 
 def document_parameters(content: dict[str, Any], given: dict[str, list[str]]) -> dict[str, str]:

@@ -15,6 +15,7 @@ types and drops some properties. `fill` creates them through the regular AWS API
 |---|---|
 | `AWS::DynamoDB::Table` `TimeToLiveSpecification` | `dynamodb:UpdateTimeToLive` |
 | `AWS::DynamoDB::Table` `PointInTimeRecoverySpecification` | `dynamodb:UpdateContinuousBackups` |
+| `AWS::IAM::Role` `ManagedPolicyArns` | `iam:AttachRolePolicy` (each function role holds its policies) |
 
 Any other type moto skips is an error (`UnfilledGap`), so a new resource type in the template
 cannot silently go missing from the local stack. moto announces each type it skips, once per
@@ -107,6 +108,9 @@ def fill(clients: Any, name: str, template: dict[str, Any], account: str | None 
         if rtype == "AWS::DynamoDB::Table" and lid in created:
             filled.extend(_table_properties(clients, lid, created[lid], props))
             continue
+        if rtype == "AWS::IAM::Role" and lid in created:
+            filled.extend(_role_managed_policies(clients, lid, created[lid], props))
+            continue
         if lid in created:
             continue
         handler = _CREATORS.get(rtype)
@@ -118,6 +122,24 @@ def fill(clients: Any, name: str, template: dict[str, Any], account: str | None 
             )
         filled.append(f"{lid} ({rtype}): " + handler(clients, name, lid, props))
     return filled
+
+
+def _role_managed_policies(clients: Any, lid: str, role: str, props: dict[str, Any]) -> list[str]:
+    """Attach the role's ManagedPolicyArns (moto creates the role without them)."""
+    iam = clients.client("iam")
+    attached = {p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]}
+    out = []
+    for arn in props.get("ManagedPolicyArns") or []:
+        if arn in attached:
+            continue
+        try:
+            iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+        except iam.exceptions.NoSuchEntityException:
+            if arn.startswith("arn:aws:iam::aws:policy/"):
+                continue  # a moto without AWS's managed policies (the local cloud loads them)
+            raise
+        out.append(f"{lid} (AWS::IAM::Role): ManagedPolicyArns {arn.rsplit('/', 1)[-1]}")
+    return out
 
 
 def _table_properties(clients: Any, lid: str, table: str, props: dict[str, Any]) -> list[str]:

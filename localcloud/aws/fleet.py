@@ -78,6 +78,29 @@ def interpreter(script: str) -> str:
     return m.group(1)
 
 
+def boot_scripts(user_data: str) -> list[tuple[str, str]]:
+    """The scripts cloud-init would run from `user_data`, in its order: plain user data is one
+    script; a MIME multi-part document gives its shell-script parts (text/x-shellscript, or
+    text/plain starting with #!) sorted by file name. Other parts (#cloud-config...) configure
+    packages the sandbox already has."""
+    if not user_data:
+        return []
+    if "mime-version:" not in user_data[:4096].lower():
+        return [("user-data", user_data)]
+    import email  # noqa: PLC0415
+
+    scripts = []
+    for index, part in enumerate(email.message_from_string(user_data).walk()):
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        text = payload.decode() if isinstance(payload, bytes) else str(part.get_payload())
+        kind = part.get_content_type()
+        if kind == "text/x-shellscript" or (kind == "text/plain" and text.startswith("#!")):
+            scripts.append((part.get_filename() or f"part-{index:03d}", text))
+    return sorted(scripts)
+
+
 class Fleet:
     def __init__(
         self,
@@ -209,15 +232,17 @@ class Fleet:
             host.state = "running"
 
     def _boot(self, host: Host) -> None:
-        if host.user_data:
+        for name, script in boot_scripts(host.user_data):
             host.boot = run_script(
                 host.root,
-                host.user_data,
+                script,
                 self.host_env(host.sandbox),
                 self.boot_timeout,
-                name="user-data",
-                shell=interpreter(host.user_data),
+                name=name,
+                shell=interpreter(script),
             )
+            if host.boot.exit_code != 0:
+                break
         host.booted.set()
 
     def _on_complete(self, call: dict[str, Any]) -> None:

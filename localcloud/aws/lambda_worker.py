@@ -57,6 +57,41 @@ def _log_api_calls(path: str) -> None:
     BaseClient._make_api_call = timed  # type: ignore[method-assign]
 
 
+def _enforce_role(path: str) -> None:
+    """Check every AWS call against the function's role (localcloud.aws.permissions), refusing
+    what the role does not allow as AWS would; each refusal is also appended to the file named
+    in the role file's `denied_log`. permissions.py is loaded by path: the function's import path
+    stays what Lambda gives it."""
+    import importlib.util  # noqa: PLC0415
+
+    from botocore.client import BaseClient  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location(
+        "_localcloud_permissions", os.path.join(os.path.dirname(os.path.abspath(__file__)), "permissions.py")
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    permissions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(permissions)
+    with open(path, encoding="utf-8") as handle:
+        role = json.load(handle)
+    check = permissions.RoleCheck(
+        role["function"], role["statements"], role["region"], role["account"], role["topic_keys"]
+    )
+    original = BaseClient._make_api_call
+
+    def checked(self: Any, operation: str, params: Any) -> Any:
+        try:
+            check.check(permissions.service_of(self), operation, params)
+        except Exception as exc:
+            with open(role["denied_log"], "a", encoding="utf-8") as out:
+                out.write(f"{role['function']} {operation}: {exc}\n")
+            raise
+        return original(self, operation, params)
+
+    BaseClient._make_api_call = checked  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
     # Run as a file: drop this tooling directory from the path, so the function sees only what
     # Lambda would give it (its task root, the layer's packages).
@@ -70,6 +105,8 @@ def main(argv: list[str]) -> int:
     responses = os.fdopen(resp_fd, "w", encoding="utf-8")
     if os.environ.get("LOCALCLOUD_CALL_LOG"):
         _log_api_calls(os.environ["LOCALCLOUD_CALL_LOG"])
+    if os.environ.get("LOCALCLOUD_ROLE"):
+        _enforce_role(os.environ.pop("LOCALCLOUD_ROLE"))
     try:
         handler = getattr(importlib.import_module(module_name), func_name)
         init_error = None

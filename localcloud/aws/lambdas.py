@@ -127,7 +127,11 @@ class LambdaService:
         aws_env: dict[str, str],
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
+        roles_dir: Path | None = None,
     ) -> None:
+        """`roles_dir` holds `<logical id>.json` per function (`permissions.RoleCheck`'s inputs):
+        a function with one has each AWS call checked against its role."""
+        self.roles_dir = roles_dir
         self.functions = functions
         self.aws_env = aws_env
         self.log_dir = log_dir
@@ -160,7 +164,10 @@ class LambdaService:
             # No X-Ray daemon here: Powertools' Tracer becomes a no-op instead of logging errors.
             "POWERTOOLS_TRACE_DISABLED": "true",
         }
-        return {**base, **runtime, **self.aws_env, **fn.environment, **self.extra_env}
+        role = {}
+        if self.roles_dir is not None and (self.roles_dir / f"{lid}.json").exists():
+            role = {"LOCALCLOUD_ROLE": str(self.roles_dir / f"{lid}.json")}
+        return {**base, **runtime, **self.aws_env, **fn.environment, **self.extra_env, **role}
 
     def _worker(self, lid: str) -> _Worker:
         with self._start_lock:

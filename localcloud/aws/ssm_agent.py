@@ -107,7 +107,13 @@ class SsmAgents:
         bus: EventBus,
         logs_client: Any = None,
         poll: float = 0.05,
+        host_role: Any = None,
     ) -> None:
+        """`host_role` (a `permissions.RoleCheck` of the hosts' role): the agent's CloudWatch
+        calls are made as the host, so a call the role does not allow is refused and the output
+        never reaches CloudWatch Logs (recorded in `denied`), as with the real agent."""
+        self.host_role = host_role
+        self.denied: list[str] = []
         self.account = account
         self.region = region
         self.documents = documents  # document name -> content
@@ -293,20 +299,44 @@ class SsmAgents:
             )
         )
 
+    def _as_host(self, iid: str, operation: str, params: dict[str, Any]) -> bool:
+        """Whether the hosts' role allows this CloudWatch Logs call (always, without a role)."""
+        if self.host_role is None:
+            return True
+        missing = self.host_role.missing("logs", operation, params)
+        if missing:
+            self.denied.append(f"host {iid} logs:{operation}: {', '.join(missing)}")
+        return not missing
+
     def _cloudwatch(self, command: Any, iid: str, res: ScriptResult) -> None:
         cw = getattr(command, "cloudwatch_output", None) or {}
         if not self.logs or not cw.get("CloudWatchOutputEnabled"):
             return
         group = cw.get("CloudWatchLogGroupName") or f"/aws/ssm/{command.document_name}"
+        # The agent's sequence (amazon-ssm-agent's CloudWatch publisher): is the group there
+        # (DescribeLogGroups), else create it; find or create the stream; put the events.
+        if not self._as_host(iid, "DescribeLogGroups", {"logGroupNamePrefix": group}):
+            return
         if group not in self._log_groups:
-            with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
-                self.logs.create_log_group(logGroupName=group)
+            present = self.logs.describe_log_groups(logGroupNamePrefix=group).get("logGroups", [])
+            if not any(g["logGroupName"] == group for g in present):
+                if not self._as_host(iid, "CreateLogGroup", {"logGroupName": group}):
+                    return
+                with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
+                    self.logs.create_log_group(logGroupName=group)
             self._log_groups.add(group)
         now = int(time.time() * 1000)
         for kind, text in (("stdout", res.stdout), ("stderr", res.stderr)):
             if not text:
                 continue
             stream = f"{command.command_id}/{iid}/aws-runShellScript/{kind}"
+            calls = [
+                ("DescribeLogStreams", {"logGroupName": group}),
+                ("CreateLogStream", {"logGroupName": group, "logStreamName": stream}),
+                ("PutLogEvents", {"logGroupName": group, "logStreamName": stream}),
+            ]
+            if not all(self._as_host(iid, op, params) for op, params in calls):
+                return
             self.logs.create_log_stream(logGroupName=group, logStreamName=stream)
             self.logs.put_log_events(
                 logGroupName=group, logStreamName=stream, logEvents=[{"timestamp": now, "message": text}]

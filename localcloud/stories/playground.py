@@ -16,8 +16,8 @@ Both images are pushed with `docker push` to the registry, as a user does, so th
 same path as a user's push: registry notification → ECR → `ECR Image Action` → on-image-push.
 
 It writes `.localcloud/env`: shell `export` lines with the endpoint, fake credentials, region,
-the CLI's variables from the stack's outputs (`localcloud.aws.stack.OUTPUT_ENV`, the pairs of the
-README's AWS instructions) and `DEPLOYER_LOCAL_REGISTRY`. The app containers' logs are shipped to
+the stack's name (`DEPLOYER_STACK`: the CLI reads the outputs itself), the rollback function
+(`DEPLOYER_ROLLBACK_FUNCTION`) and `DEPLOYER_LOCAL_REGISTRY`. The app containers' logs are shipped to
 CloudWatch Logs as the awslogs driver would (`localcloud.aws.app_logs`), for `deployer logs`.
 The env file appears when the playground is ready; `up` waits for it. `down` sends SIGTERM (the
 daemon removes hosts, containers, nginx, the registry and moto) and, should the daemon not exit,
@@ -64,9 +64,19 @@ def paths(state: Path = STATE) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- environment
 def cli_environment(cloud: Any) -> dict[str, str]:
     """What a shell needs to use the `deployer` CLI and `aws` against this cloud: endpoint,
-    credentials, region, and the CLI's variables from the stack's outputs."""
+    credentials, region and the stack's name (the CLI reads the outputs itself), and the rollback
+    function, so operator actions go through the stack's function as they would on AWS."""
     assert cloud.stack is not None
-    return {**cloud.moto.env(), **cloud.stack.cli_env()}
+    # The CLI's cache of the outputs lives and goes with this cloud: a new one has new names.
+    env = {
+        **cloud.moto.env(),
+        "DEPLOYER_STACK": cloud.stack.name,
+        "DEPLOYER_STACK_CACHE": str(cloud.root / "stack-cache.json"),
+    }
+    function = cloud.stack.outputs.get("RollbackFunctionName")
+    if function:
+        env["DEPLOYER_ROLLBACK_FUNCTION"] = function
+    return env
 
 
 def env_file_text(variables: dict[str, str]) -> str:

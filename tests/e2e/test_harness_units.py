@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from localcloud.aws.fleet import interpreter
+from localcloud.aws.fleet import boot_scripts, interpreter
 from localcloud.aws.push_events import tagged_manifest_pushes
 from localcloud.aws.ssm_agent import render, steps
 from localcloud.moto_gaps import document_parameters
@@ -96,3 +96,22 @@ def test_the_env_file_is_shell_exports_that_read_back_the_same(tmp_path):
     ).stdout.splitlines()
     assert out == ["http://127.0.0.1:5000", "/deployer/x y$z"]
     assert read_env(path) == variables
+
+
+def test_a_stand_in_host_runs_the_shell_parts_of_multi_part_user_data_in_cloud_inits_order() -> None:
+    # Given a release version's user data: the operator's script, then the deployer's boot part
+    from deployer.builders import with_operator_user_data  # noqa: PLC0415
+
+    boot = "#!/bin/sh\n# deployer: web\necho boot\n"
+    user_data = with_operator_user_data(b"#!/bin/bash\necho operator\n", boot)
+
+    # When the stand-in reads it as cloud-init would
+    scripts = boot_scripts(user_data)
+
+    # Then it runs the operator's script first, then the boot part; plain user data is one script
+    assert scripts == [
+        ("operator-user-data", "#!/bin/bash\necho operator\n"),
+        ("zz-deployer-boot.sh", "#!/bin/sh\n# deployer: web\necho boot\n"),
+    ]
+    assert boot_scripts("#!/bin/sh\necho hi\n") == [("user-data", "#!/bin/sh\necho hi\n")]
+    assert boot_scripts("") == []

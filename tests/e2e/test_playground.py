@@ -9,6 +9,7 @@ test took it down, `make down` + `make up` when a test needs it untouched)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -24,6 +25,8 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer.cli.context import CLI_CONFIG
+from deployer.cli.stack import resolved_environment
 from deployer.settings import Settings
 
 from localcloud.hosts.images import build_app_image, remove_images
@@ -34,6 +37,17 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYER = str(Path(sys.executable).parent / "deployer")
+
+
+def stack_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the stack's names read from its outputs, as the CLI reads them."""
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    )
+    endpoint = env["AWS_ENDPOINT_URL"]
+    return resolved_environment(argparse.Namespace(stack=None), env, session, endpoint, CLI_CONFIG)
 
 
 def make(target: str, state: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -81,7 +95,7 @@ class Playground:
     def rows(self) -> list[tuple[Any, ...]]:
         """(release, tag, status, source) of every release of the app, read from the releases
         table directly (in-process: the CLI costs a second per call, and the fixture asks often)."""
-        env = self.env()
+        env = stack_env(self.env())
         ddb = boto3.client(
             "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
@@ -174,11 +188,15 @@ def test_the_env_file_gives_the_endpoint_credentials_region_and_the_stacks_outpu
     assert shell_env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
     assert shell_env["AWS_ACCESS_KEY_ID"]
     assert shell_env["AWS_SECRET_ACCESS_KEY"]
-    settings = Settings.from_env(shell_env)
-    assert settings.apps_table.startswith("deployer-AppsTable-")
+    # Only the stack's name: the CLI reads the outputs itself
+    assert shell_env["DEPLOYER_STACK"] == "deployer"
+    assert "APPS_TABLE" not in shell_env
     assert shell_env["DEPLOYER_ROLLBACK_FUNCTION"]
-    assert shell_env["DEPLOYER_DIAGNOSE_DOCUMENT"]
     assert shell_env["DEPLOYER_LOCAL_REGISTRY"].startswith("127.0.0.1:")
+    resolved = stack_env(shell_env)
+    settings = Settings.from_env(resolved)
+    assert settings.apps_table.startswith("deployer-AppsTable-")
+    assert resolved["DEPLOYER_DIAGNOSE_DOCUMENT"]
     # The same outputs the AWS CLI reads from CloudFormation
     out = subprocess.run(
         ["aws", "cloudformation", "describe-stacks", "--stack-name", "deployer",
@@ -213,7 +231,7 @@ def test_history_has_v1_succeeded_and_the_broken_push_not_deployed(as_made_env: 
         ("unreachable endpoint", ["--endpoint-url", "http://127.0.0.1:9", "status", APP], {}),
         ("no credentials", ["status", APP],
          {"drop": "AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN"}),
-        ("no stack settings", ["status", APP], {"drop": "APPS_TABLE"}),
+        ("unknown stack", ["--stack", "nope", "status", APP], {}),
         ("usage", ["deploy", APP], {}),
         ("unknown release", ["wait", APP, "--release", "999"], {}),
     ],
@@ -379,3 +397,54 @@ def test_make_down_leaves_nothing_behind(state: Path, shell_env: dict[str, str])
     assert not state.exists()
     again = make("down", state, timeout=60)
     assert "not up" in again.stdout
+
+
+def test_doctor_against_the_playground_says_ok_to_every_check(shell_env: dict[str, str]) -> None:
+    proc = deployer(shell_env, "--json", "doctor", timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True
+    assert {c["status"] for c in report["checks"]} == {"ok"}, report["checks"]
+    names = [c["check"] for c in report["checks"]]
+    for expected in ("stack", "concurrency", f"app {APP} group", f"app {APP} repository",
+                     f"app {APP} instances", f"app {APP} host role", "event rules"):
+        assert expected in names
+
+
+def test_doctor_fails_the_host_role_without_get_document_and_names_the_fix(
+    shell_env: dict[str, str],
+) -> None:
+    # Given the hosts' role with the stack's host policy's grants but ssm:GetDocument, and no
+    # AmazonSSMManagedInstanceCore (which grants it on *)
+    iam = boto3.client(
+        "iam",
+        region_name=shell_env["AWS_REGION"],
+        endpoint_url=shell_env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=shell_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=shell_env["AWS_SECRET_ACCESS_KEY"],
+    )
+    role = "deployer-host"
+    attached = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]]
+    host_policy = next(a for a in attached if "HostPolicy" in a)
+    version = iam.get_policy(PolicyArn=host_policy)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=host_policy, VersionId=version)["PolicyVersion"]["Document"]
+    document = document if isinstance(document, dict) else json.loads(urllib.parse.unquote(document))
+    kept = [s for s in document["Statement"] if s["Action"] != "ssm:GetDocument"]
+    lacking = {**document, "Statement": kept}
+    for arn in attached:
+        iam.detach_role_policy(RoleName=role, PolicyArn=arn)
+    iam.put_role_policy(RoleName=role, PolicyName="no-get-document", PolicyDocument=json.dumps(lacking))
+    try:
+        # When doctor runs
+        proc = deployer(shell_env, "--json", "doctor", timeout=180)
+    finally:
+        iam.delete_role_policy(RoleName=role, PolicyName="no-get-document")
+        for arn in attached:
+            iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+
+    # Then it fails, and the host-role check names ssm:GetDocument and the fix
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [check] = [c for c in json.loads(proc.stdout)["checks"] if c["check"] == f"app {APP} host role"]
+    assert check["status"] == "fail"
+    assert "ssm:GetDocument" in check["detail"]
+    assert "HostPolicy" in check["fix"]

@@ -280,3 +280,16 @@ def test_after_every_step_pointer_group_and_hosts_agree(cloud: LocalCloud, story
     assert (cloud.pointer(app) or {})["digest"] == v1["digest"]
     # and nothing was dead-lettered along the way
     assert story.dead_letters(app) == []
+
+
+def test_every_call_of_the_story_was_allowed_by_the_callers_role(cloud: LocalCloud, story: Story) -> None:
+    # Given the whole story played, every function's calls checked against its own role (as the
+    # stack created it) and the SSM agent's CloudWatch calls against the hosts' role
+    app = story.at(5)
+
+    # Then no call was refused, and the swap output reached the command log group as the host
+    assert cloud.denied() == []
+    assert cloud.stack is not None
+    logs = cloud.moto.client("logs")
+    group = cloud.stack.outputs["CommandLogGroupName"]
+    assert logs.describe_log_streams(logGroupName=group)["logStreams"], app

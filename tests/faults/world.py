@@ -26,7 +26,9 @@ from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
 from deployer.settings import ENV_NAMES
 from moto.ecr.models import ecr_backends
 
+from localcloud.aws import permissions
 from localcloud.aws.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
+from tests.conftest import read_template
 from tests.faults import CLOCK
 from tests.faults.inject import Injector, InvocationDied
 from tests.lifecycle import conftest as harness
@@ -88,6 +90,10 @@ class FaultWorld:
         self.patch = pytest.MonkeyPatch()  # never undone: each world lives in its own process
         self.base = harness.build_world(self.patch, hosts=hosts, auto_rollback=auto_rollback)
         self.injector = injector or Injector()
+        # Every handler's calls are checked against its own role (template.yaml), as on AWS.
+        names = {"SwapDocument": harness.DOCUMENT}
+        enforcer = permissions.Enforcer(read_template(), harness.REGION, harness.ACCOUNT, names=names)
+        self.enforcer = permissions.install(enforcer)
         settings = self.base.core.settings
         for name, env in ENV_NAMES.items():
             value = getattr(settings, name)
@@ -102,7 +108,9 @@ class FaultWorld:
     # -- invoking the functions ----------------------------------------------------------------
     def _run(self, delivery: Delivery) -> str:
         try:
-            answer = _handler(delivery.function)(copy.deepcopy(delivery.event), Context(delivery.function))
+            with self.enforcer.acting_as(permissions.logical_id(delivery.function)):
+                handler = _handler(delivery.function)
+                answer = handler(copy.deepcopy(delivery.event), Context(delivery.function))
         except InvocationDied as exc:
             self.log.append(f"{delivery.label} died: {exc}")
             return "died"

@@ -41,6 +41,10 @@ RESOURCE_STAR: dict[str, str] = {
     "ssm:DescribeInstanceInformation": f"no resource type ({SAR}list_awssystemsmanager.html)",
     "ssm:CancelCommand":
         f"no resource type; held by the rollback function only ({SAR}list_awssystemsmanager.html)",
+    "logs:DescribeLogGroups": "the hosts' SSM agent checks the command log group exists; Run Command's "
+        "CloudWatch Logs setup grants it on * (Systems Manager user guide, sysman-rc-setting-up-cwlogs)",
+    "ecr:GetAuthorizationToken":
+        f"the hosts' registry login; no resource type ({SAR}list_amazonelasticcontainerregistry.html)",
 }
 # AWS-managed policies SAM attaches to every function role; their text is AWS's, not ours.
 AWS_MANAGED: dict[str, str] = {

@@ -405,7 +405,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         DefaultResult="ABANDON",
         NotificationMetadata=json.dumps({"app": "web"}),
     )
-    topic_arn = client("sns").create_topic(Name="deployer-notifications")["TopicArn"]
+    topic_arn = client("sns").create_topic(Name="DeployNotificationsTopic")["TopicArn"]
     # The delay queue on-instance-launch schedules its re-checks and swap heartbeats on.
     recheck_queue = client("sqs").create_queue(QueueName="LaunchRecheckQueue")["QueueUrl"]
     sqs = client("sqs")

@@ -38,6 +38,17 @@ SETUP = boto3.session.Session(region_name=REGION)
 
 # Operations each scenario must have made (proof that it reached the paths that matter).
 EXPECTED_OPERATIONS: dict[str, set[str]] = {
+    "OnImagePushFunction": {
+        "SendCommand",
+        "CreateLaunchTemplateVersion",
+        "DeleteLaunchTemplateVersions",
+        "PutItem",
+        "Publish",
+        "ListCommands",
+        "ListCommandInvocations",
+        "Query",
+        "DescribeImages",
+    },
     "OnCommandStatusFunction": {
         "GetCommandInvocation",
         "ListCommands",
@@ -49,6 +60,9 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "TransactWriteItems",
     },
     "RollbackFunction": {
+        "ListCommands",
+        "ListCommandInvocations",
+        "Query",
         "CancelCommand",
         "DescribeImages",
         "SendCommand",
@@ -88,7 +102,7 @@ class FakeContext:
 
 
 @contextlib.contextmanager
-def _lifecycle(world: Any, env: dict[str, str] | None = None) -> Iterator[moto_gaps.MotoGaps]:
+def lifecycle(world: Any, env: dict[str, str] | None = None) -> Iterator[moto_gaps.MotoGaps]:
     """moto's gaps (`world.gaps`, filled by the `aws` fixture), a notification topic, and handler
     wiring rebuilt from env."""
     patcher = pytest.MonkeyPatch()
@@ -105,32 +119,27 @@ def _lifecycle(world: Any, env: dict[str, str] | None = None) -> Iterator[moto_g
         runtime.reset()
 
 
-def _push(world: Any, n: int, tag: str) -> Release:
-    """Image n in ECR and its push accepted through the World's (unrecorded) adapters."""
-    digest = "sha256:" + f"{n:x}".rjust(64, "0")
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "layers": [],
-            "config": {"digest": digest, "size": n},
-        }
-    )
-    SETUP.client("ecr").put_image(
-        repositoryName=world.config.repository, imageManifest=manifest, imageDigest=digest, imageTag=tag
-    )
+def push_event(world: Any, n: int, tag: str) -> dict[str, Any]:
+    """ECR's push event of image n (the digest `push` puts in ECR)."""
     event = copy.deepcopy(world.load_event("ecr_image_push"))
     event["id"] = f"00000000-0000-4000-8000-{n:012d}"
-    event["detail"]["image-digest"] = digest
+    event["detail"]["image-digest"] = "sha256:" + f"{n:x}".rjust(64, "0")
     event["detail"]["image-tag"] = tag
-    outcome = accept_push(world.deps, parse_push_event(event))
+    return event
+
+
+def push(world: Any, n: int, tag: str) -> Release:
+    """Image n in ECR and its push accepted through the World's (unrecorded) adapters."""
+    digest = "sha256:" + f"{n:x}".rjust(64, "0")
+    put_image(world, digest, tag)
+    outcome = accept_push(world.deps, parse_push_event(push_event(world, n, tag)))
     number = outcome.results[0].release
     assert number is not None
     release: Release = world.deps.releases.get(world.config.app, number)
     return release
 
 
-def _succeed(world: Any, shim: moto_gaps.MotoGaps, release: Release) -> None:
+def succeed(world: Any, shim: moto_gaps.MotoGaps, release: Release) -> None:
     """Setup for scenarios that start from a deployed app: the release's command succeeds in SSM
     and the controller, run through the World's (unrecorded) adapters, records its end."""
     command_id = world.deps.releases.get(release.app, release.release).command_id
@@ -139,6 +148,34 @@ def _succeed(world: Any, shim: moto_gaps.MotoGaps, release: Release) -> None:
     controller.converge(world.deps, release.app)
     done = world.deps.releases.get(release.app, release.release)
     assert done.status is ReleaseStatus.SUCCEEDED, done
+
+
+def put_image(world: Any, digest: str, tag: str) -> None:
+    """An image in the app's ECR repository (setup: unrecorded)."""
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "layers": [],
+            "config": {"digest": digest, "size": 1},
+        }
+    )
+    SETUP.client("ecr").put_image(
+        repositoryName=world.config.repository, imageManifest=manifest, imageDigest=digest, imageTag=tag
+    )
+
+
+def run_failing(world: Any, shim: moto_gaps.MotoGaps, release: Release) -> None:
+    """Setup: the release's command fails in SSM on its first host (health), succeeds on the
+    others; no event reaches any function, so the next trigger's converge finds the ending."""
+    command_id = world.deps.releases.get(release.app, release.release).command_id
+    assert command_id, f"release {release.release} sent no command"
+    targets = shim.targets(command_id)
+    for iid in targets:
+        failed = iid == targets[0]
+        line = summary_line(iid, release, "health" if failed else "none")
+        shim.invocation(command_id, iid, "Failed" if failed else "Success", line)
+    shim.command(command_id, "Failed", completed=len(targets), errors=1)
 
 
 def _envelope(detail_type: str, detail: dict[str, Any]) -> dict[str, Any]:
@@ -183,10 +220,10 @@ def _run(shim: moto_gaps.MotoGaps, release: Release, failing: str | None = None)
 
 def drive_on_command_status(world: Any) -> None:
     """Success, a failure with auto-rollback, progress, and a launch swap completing its action."""
-    with _lifecycle(world) as shim:
-        first = _push(world, 1, "v1")
+    with lifecycle(world) as shim:
+        first = push(world, 1, "v1")
         _run(shim, first)
-        second = _push(world, 2, "v2")
+        second = push(world, 2, "v2")
         on_command_status(
             _envelope(
                 "EC2 Command Invocation Status-change Notification",
@@ -230,17 +267,23 @@ def drive_on_command_status(world: Any) -> None:
 
 def drive_rollback(world: Any) -> None:
     """Rollback (default and refused), promote, cancel, pause, resume, status."""
-    with _lifecycle(world) as shim:
-        _succeed(world, shim, _push(world, 1, "v1"))
-        _succeed(world, shim, _push(world, 2, "v2"))
+    with lifecycle(world) as shim:
+        succeed(world, shim, push(world, 1, "v1"))
+        succeed(world, shim, push(world, 2, "v2"))
         rolled = rollback({"app": world.config.app, "reason": "bad"}, FakeContext())
-        _succeed(world, shim, world.deps.releases.get(world.config.app, rolled["release"]))
+        succeed(world, shim, world.deps.releases.get(world.config.app, rolled["release"]))
         with contextlib.suppress(Exception):
             rollback({"app": world.config.app, "to": "v9"}, FakeContext())
         rollback({"action": "promote", "app": world.config.app, "to": "v2"}, FakeContext())
         cancelled = rollback({"action": "cancel", "app": world.config.app, "reason": "wrong"}, FakeContext())
-        _succeed(world, shim, world.deps.releases.get(world.config.app, cancelled["rollback_release"]))
+        succeed(world, shim, world.deps.releases.get(world.config.app, cancelled["rollback_release"]))
         rollback({"action": "pause", "app": world.config.app}, FakeContext())
+        rollback({"action": "resume", "app": world.config.app}, FakeContext())
+        # resume while a deploy runs: its converge reads the command, which failed (counts,
+        # per-host StatusDetails, host outcomes for the notice, the rollback target's image)
+        running = push(world, 7, "v7")
+        rollback({"action": "resume", "app": world.config.app}, FakeContext())
+        run_failing(world, shim, running)
         rollback({"action": "resume", "app": world.config.app}, FakeContext())
         rollback({"action": "status", "app": world.config.app}, FakeContext())
 
@@ -248,9 +291,9 @@ def drive_rollback(world: Any) -> None:
 def drive_on_instance_launch(world: Any) -> None:
     """Not online yet (heartbeat, re-check queued), online (swap sent), unknown group (CONTINUE)."""
     queue = SETUP.client("sqs").create_queue(QueueName="LaunchRecheckQueue")["QueueUrl"]
-    with _lifecycle(world, {"LAUNCH_RECHECK_QUEUE_URL": queue}) as shim:
-        first = _push(world, 1, "v1")
-        _succeed(world, shim, first)
+    with lifecycle(world, {"LAUNCH_RECHECK_QUEUE_URL": queue}) as shim:
+        first = push(world, 1, "v1")
+        succeed(world, shim, first)
         event = copy.deepcopy(world.load_event("asg_instance_launch"))
         event["detail"]["AutoScalingGroupName"] = world.config.auto_scaling_group
         event["detail"]["EC2InstanceId"] = shim.targets(first.command_id or "")[0]
@@ -274,8 +317,8 @@ def drive_on_instance_launch(world: Any) -> None:
 
 def drive_reconciler(world: Any) -> None:
     """A missed push deployed, then host drift repaired."""
-    with _lifecycle(world) as shim:
-        _succeed(world, shim, _push(world, 1, "v1"))
+    with lifecycle(world) as shim:
+        succeed(world, shim, push(world, 1, "v1"))
         time.sleep(1.1)  # moto records push times in whole seconds; v2 must be the newer one
         digest = "sha256:" + "2".rjust(64, "0")
         manifest = json.dumps(
@@ -289,7 +332,7 @@ def drive_reconciler(world: Any) -> None:
             repositoryName=world.config.repository, imageManifest=manifest, imageDigest=digest, imageTag="v2"
         )
         reconciler({"source": "aws.events"}, FakeContext())
-        _succeed(world, shim, world.deps.releases.get(world.config.app, 2))
+        succeed(world, shim, world.deps.releases.get(world.config.app, 2))
         reconciler({"source": "aws.events"}, FakeContext())
 
 

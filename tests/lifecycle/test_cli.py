@@ -530,12 +530,15 @@ def test_an_unreachable_endpoint_is_one_line_and_exit_1(
     assert time.monotonic() - started < 20  # interactive timeouts, not the functions' retries
 
 
-def test_missing_stack_settings_are_one_line_and_exit_4(
-    stack_env: None, monkeypatch: pytest.MonkeyPatch
+def test_a_missing_stack_setting_is_read_from_the_stack_which_needs_credentials_one_line_exit_4(
+    stack_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Without APPS_TABLE the CLI reads the stack's outputs (deployer.cli.stack), here without
+    # credentials: one line naming what to set
     monkeypatch.delenv("APPS_TABLE")
+    monkeypatch.setenv("DEPLOYER_STACK_CACHE", str(tmp_path / "cache.json"))
     code, out, err = cli_alone("status", "web")
-    one_error_line(code, out or None, err, 4, "APPS_TABLE")
+    one_error_line(code, out or None, err, 4, "no AWS credentials found")
 
 
 # ------------------------------------------------------------------ logs and diagnose

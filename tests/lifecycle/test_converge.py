@@ -764,6 +764,26 @@ def test_a_failed_event_for_a_command_ssm_does_not_list_fails_the_release_on_its
     assert world.release(1).status is ReleaseStatus.FAILED
 
 
+def test_a_success_event_for_a_command_ssm_does_not_list_waits_for_the_listing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given release 1 deploying, and SSM's ListCommands not knowing its command (yet)
+    first = world.push(1, "v1")
+    assert first.command_id is not None
+    with monkeypatch.context() as patch:
+        patch.setattr(world.core.results, "counts", lambda _command_id: None)
+        # When SSM's event says the command succeeded
+        world.deliver(world.command_event(first.command_id, "Success"))
+        # Then nothing is decided on the event's word: only the listing says how many hosts it
+        # reached (a command that reached none is no success)
+        assert world.release(1).status is ReleaseStatus.DEPLOYING
+        assert world.core.state.get("web").lock_owner == "web#1"
+    # When SSM lists it, done, and the next trigger comes
+    world.complete(first)
+    # Then the listing decides
+    assert world.release(1).status is ReleaseStatus.SUCCEEDED
+
+
 def test_a_decision_overtaken_by_another_is_not_reported_as_made(world: World) -> None:
     # Given what an invocation read while release 1 was deploying
     first = world.push(1, "v1")

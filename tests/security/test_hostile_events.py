@@ -33,7 +33,7 @@ from functions.on_instance_launch.app import handler as on_instance_launch
 from functions.reconciler.app import handler as reconciler
 from functions.rollback.app import handler as rollback
 from tests.conftest import REGION, read_event
-from tests.lifecycle.iam_scenarios import FakeContext, _lifecycle
+from tests.lifecycle.iam_scenarios import FakeContext, lifecycle
 
 pytestmark = pytest.mark.unit
 
@@ -188,7 +188,7 @@ def world(lambda_env: Any, deps: Any, registered_app: Any, aws: Any) -> Any:
     holder = type("W", (), {"config": registered_app, "gaps": aws})()
     # clients made once per test (inside moto), not once per case: creating one costs more than a call
     _CLIENTS.update({name: boto3.client(name, region_name=REGION) for name in ("dynamodb", "ssm", "ec2")})
-    with _lifecycle(holder, {"LAUNCH_RECHECK_QUEUE_URL": boto3.client("sqs", region_name=REGION)
+    with lifecycle(holder, {"LAUNCH_RECHECK_QUEUE_URL": boto3.client("sqs", region_name=REGION)
                              .create_queue(QueueName="LaunchRecheckQueue")["QueueUrl"]}):
         yield holder
 

@@ -267,6 +267,7 @@ def test_a_version_with_every_response_member_yields_a_valid_request(contract: C
     autoscaling, _ = contract.client("autoscaling")
     full = sample(_model("ec2").shape_for("ResponseLaunchTemplateData"))
     assert paths_of(full) >= {"MetadataOptions.State", "Operator.Managed"}
+    full["UserData"] = base64.b64encode(b"#cloud-config\npackages: [docker]\n").decode()  # EC2 answers base64
     ec2_stub.add_response("describe_launch_template_versions", described_version(7, full))
     ec2_stub.add_response("create_launch_template_version", created(8))
     current = GroupTemplate(GROUP_NAME, OUR_TEMPLATE, OUR_TEMPLATE_NAME, 7, mixed_instances=False)
@@ -279,6 +280,9 @@ def test_a_version_with_every_response_member_yields_a_valid_request(contract: C
     [request] = contract.requests("CreateLaunchTemplateVersion")
     assert set(request["LaunchTemplateData"]) == {"UserData", "BlockDeviceMappings"}
     assert request["LaunchTemplateData"]["BlockDeviceMappings"] == full["BlockDeviceMappings"]
+    # and the source's own user data is kept, before the boot script
+    user_data = base64.b64decode(request["LaunchTemplateData"]["UserData"]).decode()
+    assert user_data.index("#cloud-config\npackages: [docker]\n") < user_data.index(SCRIPT)
     request_shape = _model("ec2").shape_for("RequestLaunchTemplateData")
     assert paths_of(request["LaunchTemplateData"]) <= member_paths(request_shape)
 
@@ -729,6 +733,32 @@ def test_command_result_reads_are_valid_against_ssms_answer_shapes(contract: Con
     # Then every request passed validation and names the command
     contract.done()
     assert contract.requests("ListCommandInvocations") == [{"CommandId": command_id, "MaxResults": 50}]
+
+
+def test_a_group_command_without_targets_counts_the_groups_instances_with_a_valid_request(
+    contract: Contract,
+) -> None:
+    # Given SSM listing a group-tag command that targeted no instance, and Auto Scaling's
+    # documented answer for the group (one instance InService)
+    ssm, ssm_stub = contract.client("ssm")
+    autoscaling, asg_stub = contract.client("autoscaling")
+    command = sample(_model("ssm").shape_for("Command"))
+    command.update(
+        TargetCount=0,
+        StatusDetails="No Instances In Tag",
+        Targets=[{"Key": "tag:aws:autoscaling:groupName", "Values": [GROUP_NAME]}],
+    )
+    ssm_stub.add_response("list_commands", {"Commands": [command]})
+    asg_stub.add_response("describe_auto_scaling_groups", group_on_template("3"))
+
+    # When the command's counts are read
+    counts = CommandResults(ssm, autoscaling).counts("0b0b0b0b-1111-2222-3333-444444444444")
+
+    # Then the group's instances were counted with one valid request naming the group
+    contract.done()
+    assert counts is not None
+    assert counts.group_instances == len(group_on_template("3")["AutoScalingGroups"][0]["Instances"])
+    assert contract.requests("DescribeAutoScalingGroups") == [{"AutoScalingGroupNames": [GROUP_NAME]}]
 
 
 def test_host_outcome_and_app_config_requests_are_valid(contract: Contract) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 import pytest
+from deployer import controller
 from deployer.admission import accept_push
 from deployer.errors import LaunchTemplateMismatch
 from deployer.models.config import AppConfig
@@ -161,3 +162,119 @@ def test_a_failed_cleanup_leaves_the_versions_and_the_deploy_goes_on(
     assert actions == ["started"]
     assert group_spec()["Version"] == "17"
     assert version_numbers(fleet.template_id) == list(range(1, 18))
+
+
+def _operator_version(fleet: Any, user_data: bytes) -> None:
+    """The operator's version 2 (their own user data), the group on it."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.create_launch_template_version(
+        LaunchTemplateId=fleet.template_id,
+        SourceVersion="1",
+        LaunchTemplateData={"UserData": base64.b64encode(user_data).decode()},
+    )
+    boto3.client("autoscaling", region_name=REGION).update_auto_scaling_group(
+        AutoScalingGroupName=GROUP, LaunchTemplate={"LaunchTemplateId": fleet.template_id, "Version": "2"}
+    )
+
+
+def _parts(user_data: str) -> list[tuple[str, str | None, str]]:
+    import email  # noqa: PLC0415
+
+    message = email.message_from_string(user_data)
+    assert message.get_content_type() == "multipart/mixed"
+    return [
+        (p.get_content_type(), p.get_filename(), str(p.get_payload()))
+        for p in message.walk()
+        if not p.is_multipart()
+    ]
+
+
+OPERATOR_USER_DATA = b"#!/bin/bash\napt-get install -y docker.io nginx nftables awscli\n"
+
+
+def test_a_release_version_keeps_the_operators_user_data_and_adds_the_boot_part_after_it(
+    registered_app: Any, deps: Any, fleet: Any, load_event: Any, aws: Any
+) -> None:
+    # Given the group on a version whose user data is the operator's install script
+    _operator_version(fleet, OPERATOR_USER_DATA)
+
+    # When a push deploys and succeeds, and a second push deploys after it
+    assert push(deps, load_event) == ["started"]
+    first = deps.launch_templates.user_data(fleet.template_id, int(group_spec()["Version"]))
+    command_id = deps.releases.get("web", 1).command_id
+    aws.command(command_id, "Success", completed=len(aws.targets(command_id)))
+    controller.converge(deps, "web")
+    event = load_event("ecr_image_push")
+    event["id"] = "00000000-0000-4000-8000-000000000002"
+    event["detail"]["image-digest"] = "sha256:" + "2" * 64
+    assert accept_push(deps, parse_push_event(event)).results[0].action.value == "started"
+    second = deps.launch_templates.user_data(fleet.template_id, int(group_spec()["Version"]))
+
+    # Then the version the group boots runs the operator's script verbatim, then the boot part
+    parts = _parts(first or "")
+    assert parts[0] == ("text/plain", "operator-user-data", OPERATOR_USER_DATA.decode())
+    assert parts[1][:2] == ("text/x-shellscript", "zz-deployer-boot.sh")
+    assert "agent.py boot" in parts[1][2]
+    assert "--release=1" in parts[1][2]
+    # and the version made from that release's version carries the operator's part once
+    again = _parts(second or "")
+    assert len(again) == 2
+    assert again[0] == parts[0]
+    assert "--release=2" in again[1][2]
+
+
+def test_a_group_whose_version_has_no_user_data_boots_the_boot_script_alone(
+    registered_app: Any, deps: Any, fleet: Any, load_event: Any
+) -> None:
+    # Given the group on version 1, which has no user data
+    # When a push deploys
+    assert push(deps, load_event) == ["started"]
+
+    # Then the new version's user data is the boot script itself, which checks its tools first
+    user_data = deps.launch_templates.user_data(fleet.template_id, int(group_spec()["Version"])) or ""
+    assert user_data.startswith("#!/bin/sh\n# deployer: web release 1 ")
+    assert "mime-version" not in user_data.lower()
+    assert "for c in aws python3; do command -v" in user_data
+
+
+def test_user_data_over_ec2s_limit_fails_the_start_naming_the_sizes_and_leaves_the_group(
+    registered_app: Any, deps: Any, fleet: Any, load_event: Any
+) -> None:
+    # Given operator user data that leaves no room for the boot part under EC2's 16 KB
+    _operator_version(fleet, b"#!/bin/bash\n" + b"# padding\n" * 1630)
+
+    # When a push deploys
+    actions = push(deps, load_event)
+
+    # Then the release fails, saying why, and the group stays on the operator's version
+    assert actions == ["failed"]
+    release = deps.releases.get("web", 1)
+    assert release.status is ReleaseStatus.FAILED
+    assert "EC2 allows 16384 before base64" in (release.status_reason or "")
+    assert group_spec()["Version"] == "2"
+    assert version_numbers(fleet.template_id) == [1, 2]
+
+
+def test_the_boot_script_stops_with_one_line_naming_the_tools_the_host_lacks(tmp_path: Any) -> None:
+    # Given a boot script, and a host whose PATH has python3 but no AWS CLI
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from deployer import builders  # noqa: PLC0415
+
+    config = AppConfig.parse({**WEB_CONFIG, "launch_template": "lt-0123456789abcdef0"})
+    release = make_release(1)
+    script = builders.user_data(config, release, "deployer-SwapDocument", "/deployer/web/release", REGION)
+    (tmp_path / "python3").symlink_to(sys.executable)
+
+    # When it runs
+    done = subprocess.run(
+        ["/bin/sh", "-c", script], env={"PATH": str(tmp_path)}, capture_output=True, text=True, check=False
+    )
+
+    # Then it fails before doing anything, with one line that names the AWS CLI
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "deployer boot: missing on this host: aws (bake it into the AMI or install it in the launch "
+        "template's user data; README, What the hosts need)"
+    ]

@@ -7,8 +7,10 @@ SSM received and the release record, never the claim's internals.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import botocore.handlers
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -117,6 +119,77 @@ def test_a_send_that_reached_ssm_before_failing_is_found_and_never_sent_twice(
     commands = moto_gaps.commands()
     assert len(commands) == 1
     assert deps.releases.get("web", 1).command_id == commands[0].command_id == report.command_id
+
+
+@pytest.fixture
+def slow_send_command(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """SSM accepts every SendCommand request put on the wire (moto creates the command) but its
+    answer never arrives within the read timeout. Installed for clients created from now on;
+    returns the operation of each request on the wire."""
+    from botocore.exceptions import ReadTimeoutError  # noqa: PLC0415
+    from moto.core.models import botocore_stubber  # noqa: PLC0415
+
+    wire: list[str] = []
+
+    def accept_then_time_out(request: Any, event_name: str, **kwargs: Any) -> None:
+        wire.append(event_name.rsplit(".", 1)[-1])
+        botocore_stubber(event_name=event_name, request=request, **kwargs)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    monkeypatch.setattr(
+        botocore.handlers,
+        "BUILTIN_HANDLERS",
+        [("before-send.ssm.SendCommand", accept_then_time_out), *botocore.handlers.BUILTIN_HANDLERS],
+    )
+    return wire
+
+
+def test_a_send_command_answer_that_times_out_is_never_sent_again_by_the_client(
+    slow_send_command: list[str], deps: Any, registered_app: Any, load_event: Any, clock: list[float]
+) -> None:
+    # Given SSM that takes SendCommand but answers after the functions' read timeout, and the
+    # functions' own clients (3 attempts for every other call)
+    # When a push deploys
+    with pytest.raises(AwsCallFailed):
+        accept_push(deps, push(load_event, "1", "v1"))
+
+    # Then SendCommand went on the wire once, so SSM holds one command, and the release keeps
+    # its send claim for the lookup rather than a second send
+    assert slow_send_command == ["SendCommand"]
+    assert len(moto_gaps.commands()) == 1
+    release = deps.releases.get("web", 1)
+    assert release.command_id is None
+    assert release.send_claim is not None
+
+    # and once the claim is stale, the next trigger finds that command and sends none
+    clock[0] = T0 + controller.SEND_CLAIM_SECONDS + 1
+    report = controller.converge(deps, "web")
+    assert slow_send_command == ["SendCommand"]
+    assert deps.releases.get("web", 1).command_id == moto_gaps.commands()[0].command_id == report.command_id
+
+
+def test_a_takeover_minutes_after_the_claim_went_stale_finds_the_command_and_sends_none(
+    slow_send_command: list[str], deps: Any, registered_app: Any, load_event: Any, clock: list[float]
+) -> None:
+    # Given a push whose SendCommand reached SSM but whose answer was lost, 8 minutes ago (the
+    # command's RequestedDateTime and the release's start are moved back; SSM's ListCommands
+    # honours InvokedAfter, localcloud.moto_gaps gap 11), and another app's command before it
+    with pytest.raises(AwsCallFailed):
+        accept_push(deps, push(load_event, "1", "v1"))
+    [command] = moto_gaps.commands()
+    eight_minutes = timedelta(minutes=8)
+    command.requested_date_time -= eight_minutes
+    started = deps.releases.get("web", 1).deploy_started_at
+    deps.releases.set_fields("web", 1, deploy_started_at=started - eight_minutes)
+
+    # When the next trigger comes minutes after the claim went stale
+    clock[0] = T0 + controller.SEND_CLAIM_SECONDS + 6 * 60
+    report = controller.converge(deps, "web")
+
+    # Then exactly one SendCommand was made, and the release records that command
+    assert slow_send_command == ["SendCommand"]
+    assert [c.command_id for c in moto_gaps.commands()] == [command.command_id]
+    assert deps.releases.get("web", 1).command_id == command.command_id == report.command_id
 
 
 def test_a_command_ssm_refuses_fails_the_start_and_frees_the_app(

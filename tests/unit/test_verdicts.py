@@ -104,6 +104,51 @@ def test_a_success_command_succeeds_whatever_the_event_said() -> None:
 
 
 @pytest.mark.parametrize(
+    ("status", "details"),
+    [("Success", "No Instances In Tag"), ("Failed", "No Instances In Tag"), ("Success", "Success")],
+)
+def test_a_command_that_matched_no_managed_host_fails_and_never_says_every_host_is_live(
+    status: str, details: str
+) -> None:
+    # Given a tag-targeted command SSM resolved to no managed node (TargetCount 0) while the
+    # group has instances, or while their number is unknown
+    listed = CommandCounts(
+        command_id="c", status=status, status_details=details, target_count=0, group_instances=3
+    )
+    unknown = listed.model_copy(update={"group_instances": None})
+
+    # Then the release fails, naming why no host ran it, whatever the event said
+    verdict, reason = command_verdict(SsmStatus.SUCCESS, listed, InvocationTally())
+    assert verdict is Verdict.FAILED
+    assert reason.startswith("the command reached no host (SSM: No Instances In Tag)")
+    assert command_verdict(SsmStatus.SUCCESS, listed) == (verdict, reason)
+    assert command_verdict(SsmStatus.SUCCESS, unknown) == (verdict, reason)
+
+
+def test_a_command_to_a_group_without_instances_succeeds_saying_there_was_nothing_to_swap() -> None:
+    # Given the group-tag command of a group that has no instance yet
+    listed = CommandCounts(
+        command_id="c",
+        status="Success",
+        status_details="No Instances In Tag",
+        target_count=0,
+        group_instances=0,
+    )
+
+    # Then the release succeeds, and says why no host ran it
+    assert command_verdict(SsmStatus.SUCCESS, listed) == (
+        Verdict.SUCCEEDED,
+        "the group has no instance yet: nothing to swap; the instances it launches boot the release",
+    )
+
+
+def test_ssm_s_spellings_of_no_instances_in_tag_parse_as_one_terminal_status() -> None:
+    for spelling in ("No Instances In Tag", "NoInstancesInTag"):
+        assert SsmStatus.parse(spelling) is SsmStatus.NO_INSTANCES_IN_TAG
+    assert SsmStatus.NO_INSTANCES_IN_TAG.terminal
+
+
+@pytest.mark.parametrize(
     ("details", "reason"),
     [
         ("Rate Exceeded", "SSM refused the command (rate exceeded); no host ran it"),

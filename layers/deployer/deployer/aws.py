@@ -45,6 +45,12 @@ INVOKE_CONFIG = Config(
     user_agent_extra="deployer-cli/0.1",
 )
 
+# A call that starts work (SSM SendCommand) must not be re-sent by botocore: after a read
+# timeout SSM may have accepted the first request, and a retry would start a second command.
+# Clients for such calls keep their factory's timeouts with this one change; the caller answers a
+# timeout by looking the result up (the swap's send claim, then `Fleet.find`).
+SINGLE_ATTEMPT = Config(retries={"mode": "standard", "total_max_attempts": 1})
+
 # botocore.retries.standard.ExponentialBackoff: the sleep before retry n (n = 1, 2...) is
 # rand(0, 1) * min(2 ** (n - 1), 20); the worst case takes rand = 1. (botocore's opt-in
 # AWS_NEW_RETRIES_2026 path may add up to 5 s per retry for an x-amz-retry-after header: not counted.)
@@ -103,8 +109,21 @@ class ClientFactory:
             self._session = boto3.session.Session(region_name=self._region)
         return self._session
 
+    @property
+    def config(self) -> Config:
+        return self._config
+
     def client(self, service: str) -> Any:
         """A client for `service`, shared by every caller of this factory."""
         if service not in self._clients:
             self._clients[service] = self.session.client(service, config=self._config)  # type: ignore[call-overload]
         return self._clients[service]
+
+    def single_attempt_client(self, service: str) -> Any:
+        """A client for `service` whose calls are attempted once (SINGLE_ATTEMPT), for calls
+        that are not idempotent; same session and timeouts as `client`."""
+        key = f"{service}#once"
+        if key not in self._clients:
+            config = self._config.merge(SINGLE_ATTEMPT)
+            self._clients[key] = self.session.client(service, config=config)  # type: ignore[call-overload]
+        return self._clients[key]

@@ -4,7 +4,9 @@
 - `agent_arguments(parameters)`: the agent's command-line flags for the same values;
 - `send_timeout_seconds(config, max_concurrency, hosts)`: SendCommand's TimeoutSeconds;
 - `user_data(config, release, document_name, pointer_parameter, region)`: the boot script of a
-  launch-template version (reads the agent from the swap document, then `agent.py boot ...`).
+  launch-template version (reads the agent from the swap document, then `agent.py boot ...`);
+- `with_operator_user_data(existing, boot)`: the user data a release's version carries: the
+  operator's own user data kept, the deployer's boot part added after it (MIME multi-part).
 
 EC2 caps user data at 16 KB, which the agent no longer fits in even compressed; the swap
 document already carries it (xz + base64), so a booting host reads it from there with the
@@ -13,6 +15,8 @@ instance role (`ssm:GetDocument`) and the AWS CLI it needs anyway for the pointe
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
 import re
 import shlex
@@ -25,6 +29,13 @@ from deployer.names import REGION_PATTERN
 
 # EC2 limit on raw user data (before base64).
 USER_DATA_LIMIT = 16 * 1024
+# The deployer's part of a multi-part user data. cloud-init runs shell-script parts in the order
+# of their file names, so "zz-" puts the boot after the operator's scripts (which install what
+# the boot needs on a stock AMI), and the name tells the next release which part to replace.
+BOOT_PART_NAME = "zz-deployer-boot.sh"
+# The second line of every boot script (`user_data`): a whole user data starting like this is
+# the deployer's alone (a version made before operator user data was kept).
+BOOT_MARKER = "# deployer: "
 AGENT_DIR = "/opt/deployer"
 # The heredoc delimiter around the compressed agent in the swap document (tools/render_template.py).
 AGENT_MARKER = "DEPLOYER_AGENT_XZ"
@@ -160,8 +171,16 @@ def user_data(
     script = "\n".join(
         [
             "#!/bin/sh",
-            f"# deployer: {config.app} release {release.release} {release.digest}",
+            f"{BOOT_MARKER}{config.app} release {release.release} {release.digest}",
             "set -eu",
+            # One line naming what the AMI lacks, instead of a failure deep in the boot.
+            "missing=''",
+            "for c in aws python3; do command -v \"$c\" >/dev/null 2>&1 || missing=\"$missing $c\"; done",
+            'if [ -n "$missing" ]; then',
+            "  echo \"deployer boot: missing on this host:$missing (bake it into the AMI or install it in"
+            " the launch template's user data; README, What the hosts need)\" >&2",
+            "  exit 1",
+            "fi",
             f"mkdir -p {AGENT_DIR}",
             # SSM may be briefly unreachable while the instance's network comes up.
             "n=0",
@@ -177,3 +196,79 @@ def user_data(
     if size >= USER_DATA_LIMIT:
         raise UserDataTooLarge(f"user data is {size} bytes; EC2 allows {USER_DATA_LIMIT}")
     return script
+
+
+
+def _is_mime(text: str) -> bool:
+    # cloud-init's own test (user_data.convert_string): a MIME-Version header near the start.
+    return "mime-version:" in text[:4096].lower()
+
+
+# Headers of the operator's part when its user data is not MIME: cloud-init reads a text/plain
+# part by its first line (#!, #cloud-config, #include...), as it reads plain user data.
+_OPERATOR_HEADERS = (
+    'Content-Type: text/plain; charset="utf-8"\n'
+    'Content-Disposition: attachment; filename="operator-user-data"\n'
+    "\n"
+)
+_BOOT_HEADERS = (
+    'Content-Type: text/x-shellscript; charset="us-ascii"\n'
+    f'Content-Disposition: attachment; filename="{BOOT_PART_NAME}"\n'
+    "\n"
+)
+
+
+def operator_part(existing: bytes) -> str | None:
+    """The operator's user data in a version's user data, as a MIME body part (headers and
+    content; None when there is none): plain user data gets text/plain headers, a MIME document
+    is a part as it stands, and a release version's document gives back the part it carried."""
+    if existing[:2] == b"\x1f\x8b":
+        existing = gzip.decompress(existing)
+    try:
+        text = existing.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidAppConfig(
+            "the launch template's user data is neither UTF-8 text nor gzip of it, "
+            "so the deployer cannot add its boot part to it"
+        ) from exc
+    if not text.strip():
+        return None
+    lines = text.splitlines()
+    if lines[0].startswith("#!") and len(lines) > 1 and lines[1].startswith(BOOT_MARKER):
+        return None  # the boot script alone: there was no operator part
+    if not _is_mime(text):
+        return _OPERATOR_HEADERS + text
+    ours = re.match(r'Content-Type: multipart/mixed; boundary="(deployer-[0-9a-f]{24})"\n', text)
+    if ours is None or f'filename="{BOOT_PART_NAME}"' not in text:
+        return text
+    parts = text.split(f"\n--{ours.group(1)}\n")
+    return parts[1] if len(parts) == 3 else None  # preamble, operator's, boot
+
+
+def with_operator_user_data(existing: bytes | None, boot: str) -> str:
+    """The user data of a release's launch-template version: the source version's own user data
+    (`existing`) kept verbatim as the first part of a MIME multi-part document, the boot script
+    the last part; `boot` alone when the source has none. Raises UserDataTooLarge beyond EC2's
+    16 KB (before base64)."""
+    part = operator_part(existing) if existing else None
+    if part is None:
+        result = boot
+    else:
+        boundary = "deployer-" + hashlib.sha256((part + boot).encode()).hexdigest()[:24]
+        result = (
+            f'Content-Type: multipart/mixed; boundary="{boundary}"\n'
+            "MIME-Version: 1.0\n"
+            f"\n--{boundary}\n"
+            f"{part}"
+            f"\n--{boundary}\n"
+            f"{_BOOT_HEADERS}{boot}"
+            f"\n--{boundary}--\n"
+        )
+    size = len(result.encode())
+    if size >= USER_DATA_LIMIT:
+        raise UserDataTooLarge(
+            f"user data would be {size} bytes ({len(boot.encode())} of them the deployer's boot part, "
+            f"the rest the launch template's own user data and the MIME framing); EC2 allows "
+            f"{USER_DATA_LIMIT} before base64: move what the user data installs into the AMI"
+        )
+    return result

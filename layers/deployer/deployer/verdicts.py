@@ -44,6 +44,16 @@ def command_verdict(
     Undeliverable: e.g. an instance scaled in mid-deploy) or never sent to (Terminated) say
     nothing about the release; the reconciler re-sends to them."""
     detail = command_detail(status, counts)
+    if detail is SsmStatus.NO_INSTANCES_IN_TAG or (
+        counts is not None and counts.target_count == 0 and detail is SsmStatus.SUCCESS
+    ):
+        # SSM ends a tag-targeted command that matched no managed node "No Instances In Tag"
+        # (Run Command's command statuses), with TargetCount 0: no host ran the release. Only an
+        # empty group makes that a success (its instances will boot the release); instances SSM
+        # could not target keep the old one.
+        if counts is not None and counts.group_instances == 0:
+            return Verdict.SUCCEEDED, EMPTY_GROUP_REASON
+        return Verdict.FAILED, NO_TARGETS_REASON
     if detail is SsmStatus.SUCCESS:
         return Verdict.SUCCEEDED, "every targeted host is live on the release"
     refused = {
@@ -72,6 +82,15 @@ def command_verdict(
         )
     return Verdict.SUCCEEDED, "every host that ran the release is live on it"
 
+
+EMPTY_GROUP_REASON = (
+    "the group has no instance yet: nothing to swap; the instances it launches boot the release"
+)
+NO_TARGETS_REASON = (
+    "the command reached no host (SSM: No Instances In Tag): the group's instances are not managed "
+    "by SSM (agent running, host role with AmazonSSMManagedInstanceCore, a route to SSM; "
+    "`deployer doctor` checks them)"
+)
 
 _COARSE_REASONS = {
     SsmStatus.FAILED: "MaxErrors or more host(s) failed",

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
+from deployer.adapters import aws_errors
 from deployer.errors import AwsCallFailed
 
 if TYPE_CHECKING:
+    from mypy_boto3_autoscaling.client import AutoScalingClient
     from mypy_boto3_ssm import SSMClient
 
 
@@ -41,6 +43,9 @@ class CommandCounts(BaseModel):
     completed_count: int = 0
     error_count: int = 0
     delivery_timed_out_count: int = 0
+    # For a group-tag command that targeted no instance: how many instances the group has
+    # (None when not looked up). 0 means there was nothing to swap; more means SSM reached none.
+    group_instances: int | None = None
 
 
 # Invocation StatusDetails by what they mean for the release (docs/lifecycle.md), in the words
@@ -71,9 +76,13 @@ class InvocationTally(BaseModel):
     unfinished: int = 0
 
 
+GROUP_TAG_KEY = "tag:aws:autoscaling:groupName"
+
+
 class CommandResults:
-    def __init__(self, ssm: SSMClient) -> None:
+    def __init__(self, ssm: SSMClient, autoscaling: AutoScalingClient | None = None) -> None:
         self._ssm = ssm
+        self._autoscaling = autoscaling
 
     def invocation(self, command_id: str, instance_id: str) -> InvocationResult | None:
         """The invocation's status and stdout (the agent's one summary line); None if unknown."""
@@ -107,6 +116,12 @@ class CommandResults:
         if not commands:
             return None
         c = commands[0]
+        group_instances = None
+        if c.get("TargetCount", 0) == 0:
+            groups = [
+                v for t in c.get("Targets", []) if t.get("Key") == GROUP_TAG_KEY for v in t.get("Values", [])
+            ]
+            group_instances = self._group_instances(groups[0]) if len(groups) == 1 else None
         return CommandCounts(
             command_id=command_id,
             status=c.get("Status", ""),
@@ -116,6 +131,20 @@ class CommandResults:
             completed_count=c.get("CompletedCount", 0),
             error_count=c.get("ErrorCount", 0),
             delivery_timed_out_count=c.get("DeliveryTimedOutCount", 0),
+            group_instances=group_instances,
+        )
+
+    def _group_instances(self, group: str) -> int | None:
+        """How many instances the group runs (any state but terminating); None without a client."""
+        if self._autoscaling is None:
+            return None
+        with aws_errors(f"describing group {group}"):
+            answer = self._autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+        return sum(
+            1
+            for g in answer.get("AutoScalingGroups", [])
+            for i in g.get("Instances", [])
+            if not str(i.get("LifecycleState", "")).startswith("Terminat")
         )
 
     def tally(self, command_id: str) -> InvocationTally:

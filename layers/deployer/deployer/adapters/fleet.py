@@ -23,8 +23,14 @@ GROUP_TAG = "aws:autoscaling:groupName"
 
 
 class Fleet:
-    def __init__(self, ssm: SSMClient, document_name: str, log_group: str) -> None:
+    def __init__(
+        self, ssm: SSMClient, document_name: str, log_group: str, sender: SSMClient | None = None
+    ) -> None:
+        """`sender` makes the SendCommand calls: a client configured for one attempt
+        (`ClientFactory.single_attempt_client`), since a re-sent request after a timeout could
+        start a second command; `ssm` (with retries) makes every other call."""
         self._ssm = ssm
+        self._sender = sender or ssm
         self._document = document_name
         self._log_group = log_group
 
@@ -114,7 +120,7 @@ class Fleet:
         **target: Any,
     ) -> str:
         with aws_errors(f"sending the swap command for {config.app}"):
-            response = self._ssm.send_command(
+            response = self._sender.send_command(
                 DocumentName=self._document,
                 Parameters=parameters,
                 Comment=comment[:100],

@@ -21,10 +21,12 @@ outside the kept set (EC2 allows 10,000 versions per template).
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
+from deployer import builders
 from deployer.adapters import aws_errors
 from deployer.adapters.request_shapes import input_shape, request_shaped
 from deployer.errors import GroupNotFound, LaunchTemplateMismatch
@@ -149,8 +151,20 @@ class LaunchTemplates:
             raise LaunchTemplateMismatch(
                 f"launch template {current.template_id} has no version {current.version}"
             )
-        data: dict[str, Any] = {"UserData": base64.b64encode(user_data.encode()).decode("ascii")}
-        mappings = list(versions[0].get("LaunchTemplateData", {}).get("BlockDeviceMappings", []))
+        source = versions[0].get("LaunchTemplateData", {})
+        # A new version's UserData replaces the source's whole (EC2 merges no parameter), so the
+        # operator's own user data is carried into it, with the boot script after it.
+        existing = source.get("UserData")
+        try:
+            own = base64.b64decode(existing, validate=True) if existing else None
+        except binascii.Error as exc:
+            raise LaunchTemplateMismatch(
+                f"launch template {current.template_id} version {current.version} "
+                "has user data that is not base64"
+            ) from exc
+        combined = builders.with_operator_user_data(own, user_data)
+        data: dict[str, Any] = {"UserData": base64.b64encode(combined.encode()).decode("ascii")}
+        mappings = list(source.get("BlockDeviceMappings", []))
         if any(m.get("Ebs", {}).get("SnapshotId") for m in mappings):
             shape = input_shape(
                 self._ec2, "CreateLaunchTemplateVersion", "LaunchTemplateData", "BlockDeviceMappings"

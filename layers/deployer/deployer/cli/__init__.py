@@ -1,6 +1,6 @@
 """`deployer` command line: operate apps, follow deploys, read logs, diagnose hosts.
 
-    deployer [--profile P] [--region R] [--endpoint-url URL] [--json] COMMAND ...
+    deployer [--profile P] [--region R] [--endpoint-url URL] [--stack NAME] [--json] COMMAND ...
 
     status APP                      release, pointer vs launch-template version, hosts, drift
     history APP [--limit N]         releases with status, source, duration, hosts, reason
@@ -11,11 +11,13 @@
                                     follow a deploy live until its verdict (--digest: CI's own push)
     logs APP [--host I] [--since 10m] [--follow]
     diagnose APP --host I           read-only checks on one host; names the failing layer
+    doctor                          read-only checks of stack, quota, apps, hosts' role, documents, rules
     config validate FILE | config put [APP] FILE | config diff FILE | config schema   (YAML or JSON)
     app put FILE | app get APP | app list;  releases APP;  promote APP --to R;  pause|resume APP
 
-The stack's names come from the environment, as the functions read them (APPS_TABLE,
-RELEASES_TABLE, ..., see `deployer.settings`; docs/runbook.md lists them with the stack outputs).
+The stack's names come from its outputs (`--stack`, DEPLOYER_STACK, default `deployer`: one
+DescribeStacks, cached; `deployer.cli.stack`); a variable set in the environment (APPS_TABLE,
+RELEASES_TABLE, ..., see `deployer.settings`) wins over its output.
 Actions that change a deploy go to the stack's rollback function when DEPLOYER_ROLLBACK_FUNCTION
 (or --function) names it, else the same core code runs here with the caller's credentials.
 Errors are one line on stderr; exit codes are in `deployer.cli.context`.
@@ -35,6 +37,7 @@ from deployer.cli.apps import register as register_apps
 from deployer.cli.context import EXIT_FAILED, EXIT_USAGE, Context, UsageError
 from deployer.cli.deploys import register as register_deploys
 from deployer.cli.diagnose import register as register_diagnose
+from deployer.cli.doctor import register as register_doctor
 from deployer.cli.errors import describe
 from deployer.cli.logs import register as register_logs
 from deployer.cli.views import register as register_views
@@ -49,6 +52,7 @@ COMMANDS: tuple[Register, ...] = (
     register_deploys,
     register_logs,
     register_diagnose,
+    register_doctor,
     register_apps,
 )
 
@@ -68,6 +72,10 @@ def global_options(defaults: bool) -> argparse.ArgumentParser:
     parent.add_argument("--profile", default=default, help="AWS profile (default: the usual chain)")
     parent.add_argument("--region", default=default, help="AWS region (default: AWS_REGION)")
     parent.add_argument("--endpoint-url", default=default, help="AWS endpoint (e.g. a local cloud)")
+    parent.add_argument(
+        "--stack", default=default, help="the deployer stack whose outputs name tables and documents "
+        "(default: $DEPLOYER_STACK, else deployer)"
+    )
     parent.add_argument(
         "--json",
         action="store_true",

@@ -69,11 +69,28 @@ class Context:
     def json(self) -> bool:
         return bool(getattr(self.args, "json", False))
 
+    _env: dict[str, str] | None = field(default=None, init=False)
+
     @property
     def deps(self) -> Adapters:
         if self._deps is None:
-            self._deps = self.deps_given or build_deps(self.args)
+            self._deps = self.deps_given or build_deps(self.args, self.env)
         return self._deps
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment with the stack's names filled in from its outputs (deployer.cli.stack);
+        tests that give their own adapters use the environment as it is."""
+        if self._env is None:
+            if self.deps_given is not None:
+                self._env = dict(os.environ)
+            else:
+                from deployer.cli.stack import resolved_environment  # noqa: PLC0415
+
+                session = cli_session(self.args)
+                endpoint = getattr(self.args, "endpoint_url", None) or None
+                self._env = resolved_environment(self.args, os.environ, session, endpoint, CLI_CONFIG)
+        return self._env
 
     @property
     def ld(self) -> Adapters:
@@ -93,21 +110,23 @@ class Context:
         self.out.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def build_deps(args: argparse.Namespace) -> Adapters:
-    """The core's adapters from the environment (the stack's outputs) and the global options."""
+def cli_session(args: argparse.Namespace) -> boto3.session.Session:
     import boto3  # noqa: PLC0415
 
+    region = getattr(args, "region", None) or os.environ.get("AWS_REGION") or None
+    return boto3.session.Session(profile_name=getattr(args, "profile", None) or None, region_name=region)
+
+
+def build_deps(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Adapters:
+    """The core's adapters from the environment (the stack's outputs) and the global options."""
     from deployer.settings import Settings  # noqa: PLC0415
     from deployer.wiring import Adapters  # noqa: PLC0415
 
-    env = dict(os.environ)
+    env = dict(os.environ if environ is None else environ)
     region = getattr(args, "region", None)
     if region:
         env["AWS_REGION"] = region
     settings = Settings.from_env(env)
-    session = boto3.session.Session(
-        profile_name=getattr(args, "profile", None) or None,
-        region_name=region or settings.region or None,
-    )
+    session = cli_session(args)
     endpoint = getattr(args, "endpoint_url", None) or None
     return Adapters.from_settings(settings, clients=CliClients(session, endpoint))

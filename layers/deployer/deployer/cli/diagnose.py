@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +86,7 @@ def run_diagnose(ctx: Context, app: str, host: str, document: str) -> dict[str, 
 
 
 def _diagnose(ctx: Context) -> int:
-    document = ctx.args.document or os.environ.get(DIAGNOSE_DOCUMENT_ENV)
+    document = ctx.args.document or ctx.env.get(DIAGNOSE_DOCUMENT_ENV)
     if not document:
         raise UsageError(
             f"no diagnose document: set {DIAGNOSE_DOCUMENT_ENV} (stack output DiagnoseDocumentName) "

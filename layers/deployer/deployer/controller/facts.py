@@ -22,6 +22,10 @@ def ending(ad: Adapters, release: Release, hint: tuple[str, SsmStatus] | None) -
     assert release.command_id is not None
     counts = ad.results.counts(release.command_id)
     reported = hint[1] if hint is not None and hint[0] == release.command_id else None
+    # While the command is not listed, a Success is not taken on the event's word alone: only the
+    # listing says how many hosts it reached (none at all is no success); a later trigger decides.
+    if counts is None and reported is SsmStatus.SUCCESS:
+        reported = None
     listed = None
     if counts is not None:
         listed = SsmStatus.parse(counts.status_details) or SsmStatus.parse(counts.status)

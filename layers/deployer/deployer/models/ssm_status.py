@@ -35,6 +35,8 @@ class SsmStatus(StrEnum):
     INCOMPLETE = "Incomplete"
     RATE_EXCEEDED = "Rate Exceeded"
     ACCESS_DENIED = "Access Denied"
+    # A command's StatusDetails when its tag target matches no managed node (terminal).
+    NO_INSTANCES_IN_TAG = "No Instances In Tag"
 
     @property
     def terminal(self) -> bool:
