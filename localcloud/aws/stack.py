@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from deployer.cli import stack as cli_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_BUCKET = "localcloud-artifacts"
@@ -47,20 +48,9 @@ MANAGED_POLICIES = {
     "AWSXrayWriteOnlyAccess": "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
 }
 
-# The CLI's environment from the stack's outputs: the README's AWS instructions ("Deploy to
-# AWS") and docs/runbook.md list the same pairs.
-OUTPUT_ENV = {
-    "AppsTableName": "APPS_TABLE",
-    "AppStateTableName": "APP_STATE_TABLE",
-    "ReleasesTableName": "RELEASES_TABLE",
-    "HostOutcomesTableName": "HOST_OUTCOMES_TABLE",
-    "IdempotencyTableName": "IDEMPOTENCY_TABLE",
-    "SwapDocumentName": "SWAP_DOCUMENT_NAME",
-    "CommandLogGroupName": "COMMAND_LOG_GROUP",
-    "ParameterPrefix": "PARAMETER_PREFIX",
-    "DiagnoseDocumentName": "DEPLOYER_DIAGNOSE_DOCUMENT",
-    "RollbackFunctionName": "DEPLOYER_ROLLBACK_FUNCTION",
-}
+# The CLI's environment from the stack's outputs (the CLI's own mapping), plus the rollback
+# function the playground's actions go through.
+OUTPUT_ENV = {**cli_stack.OUTPUT_ENV, "RollbackFunctionName": "DEPLOYER_ROLLBACK_FUNCTION"}
 
 
 class StackError(RuntimeError):
