@@ -107,12 +107,6 @@ class Decision:
                 return release.release
         return None
 
-    def statuses(self) -> dict[int, ReleaseStatus]:
-        """Every release this decision writes, with the status it writes (for tests and logs)."""
-        written = {r.release: r.status for r in self.creates}
-        written.update({t.release: t.status for t in self.transitions})
-        return written
-
 
 @dataclass
 class Report:
