@@ -367,17 +367,7 @@ def end(
             # it, and an operator decides (roll back, promote, or push a fix).
             decision.explain("release failed")
             change.desired = release.release
-            change.add_outbox.append(_notice(release.release, NoticeKind.FAILED))
-            _hand_on(
-                decision,
-                state,
-                change,
-                pending,
-                last_good=release.replaces,
-                token=token,
-                now=now,
-                after=release.release,
-            )
+            _failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
     decision.ended = Ended(
         release.release,
         ReleaseStatus.SUCCEEDED if ok else ReleaseStatus.FAILED,
@@ -386,6 +376,31 @@ def end(
         rollback=rollback is not None,
     )
     return decision
+
+
+def _failed_and_moved_on(
+    decision: Decision,
+    state: AppStateRecord,
+    change: StateChange,
+    release: Release,
+    pending: Sequence[Release],
+    *,
+    token: str,
+    now: Now,
+) -> None:
+    """`release` failed and nothing takes its place: its `failed` notice is owed, and the app
+    moves on past it (the release it replaced is the last good one)."""
+    change.add_outbox.append(_notice(release.release, NoticeKind.FAILED))
+    _hand_on(
+        decision,
+        state,
+        change,
+        pending,
+        last_good=release.replaces,
+        token=token,
+        now=now,
+        after=release.release,
+    )
 
 
 def _mark_rolled_back(decision: Decision, rollback: Release, previous: Release) -> None:
@@ -419,17 +434,7 @@ def start_failed(  # noqa: PLR0917 - one decision's facts
         change.desired = release.replaces
     else:
         change.clear_desired = True  # a first deploy: nothing to go back to, no pointer
-    change.add_outbox.append(_notice(release.release, NoticeKind.FAILED))
-    _hand_on(
-        decision,
-        state,
-        change,
-        pending,
-        last_good=release.replaces,
-        token=token,
-        now=now,
-        after=release.release,
-    )
+    _failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
     return decision.count(Metric.DEPLOY_START_FAILED)
 
 
