@@ -135,6 +135,7 @@ PATTERNS = {
     "log_options": "^(" + _LOG_PAIR + "(," + _LOG_PAIR + ")*)?$",
     "retain": r"^[1-9][0-9]?$",
     "registry_login": r"^(ecr|none)$",
+    "release_config": r"^[A-Za-z0-9+/=]{0,4096}$",
     "pointer_parameter": r"^/?[A-Za-z0-9._/-]{1,1000}$",
     "region": r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$",
 }
@@ -326,6 +327,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         cmd.add_argument("--log-options", default="")
         cmd.add_argument("--retain", default="3")
         cmd.add_argument("--registry-login", default="none")
+        cmd.add_argument("--release-config", default="")
         if mode == "boot":
             cmd.add_argument("--pointer-parameter", default="")
             cmd.add_argument("--region", default="")
@@ -346,7 +348,7 @@ def validate(args: argparse.Namespace) -> list[str]:
     """Every flag against its pattern; returns the problems, naming each flag."""
     problems = []
     names = ["app", "image", "release", "port", "health_path", "health_timeout", "env_file",
-             "docker_options", "log_driver", "log_options", "retain", "registry_login"]
+             "docker_options", "log_driver", "log_options", "retain", "registry_login", "release_config"]
     if args.mode == "boot":
         if args.pointer_parameter:
             names.append("pointer_parameter")
@@ -1110,7 +1112,7 @@ class Agent:
             return
         flags = ["app", "image", "release", "port", "health_path", "health_timeout", "env_file",
                  "docker_options", "log_driver", "log_options", "retain", "registry_login",
-                 "pointer_parameter", "region"]
+                 "release_config", "pointer_parameter", "region"]
         # Every value matched its pattern: no quote, backslash, $ or %, so double quotes suffice.
         args = ['"--' + f.replace("_", "-") + "=" + str(getattr(self.args, f)) + '"' for f in flags]
         environment = "Environment=DEPLOYER_HOST_CONFIG=" + config_path + "\n" if config_path else ""

@@ -107,6 +107,7 @@ def test_swap_parameters_are_exact() -> None:
         "logOptions": ["max-file=3,max-size=10m"],
         "retain": ["3"],
         "registryLogin": ["ecr"],
+        "releaseConfig": [""],
         "executionTimeout": ["300"],
     }
     assert all(re.fullmatch(PARAMETER_PATTERNS[k], v[0]) for k, v in params.items())

@@ -174,6 +174,7 @@ def test_the_boot_script_installs_the_documents_agent_and_boots_the_release(tmp_
         "--log-options=max-file=3,max-size=10m",
         "--retain=3",
         "--registry-login=ecr",
+        "--release-config=",
         f"--pointer-parameter={POINTER}",
         "--region=eu-west-1",
     ]

@@ -124,6 +124,7 @@ PARAMETER_PATTERNS: dict[str, str] = {
     "retain": r"^[1-9][0-9]?$",
     "registryLogin": r"^(ecr|none)$",
     "executionTimeout": r"^[1-9][0-9]{1,4}$",
+    "releaseConfig": r"^[A-Za-z0-9+/=]{0,4096}$",
 }
 
 # Agent flag for each document parameter (executionTimeout is the SSM step timeout).
@@ -140,7 +141,17 @@ AGENT_FLAGS: dict[str, str] = {
     "logOptions": "--log-options",
     "retain": "--retain",
     "registryLogin": "--registry-login",
+    "releaseConfig": "--release-config",
 }
+
+# `releaseConfig`: the release's pinned config, base64 of one JSON object (empty: none):
+#   {"v": 1,
+#    "environment": {"NAME": "value", ...},
+#    "secrets": [{"var": "NAME", "from": "ssm" | "secretsmanager", "id": "<name or ARN>",
+#                 "version": "<Parameter Version | Secrets Manager VersionId>"}, ...]}
+# Never a secret's value: the agent fetches each pinned version with the instance role.
+RELEASE_CONFIG_VERSION = 1
+RELEASE_CONFIG_MAX_CHARS = 4096
 
 SUMMARY_MAX_CHARS = 2400
 
