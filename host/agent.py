@@ -38,6 +38,7 @@ exit codes:
   5 start    the new container would not start or exited; it was removed
   6 health   the health gate failed; the new container was removed
   7 switch   switching traffic failed; the old release serves
+  8 config   a pinned secret of the release could not be fetched or used; nothing touched
 A problem after the switch (stopping or removing another container, pruning images) exits 0: the new release
 serves, and the summary names it in "warning" ("cleanup"), so SSM reports Success and the host never
 counts toward the command's MaxErrors.
@@ -74,6 +75,7 @@ EXIT_CODES = {
     "start": 5,
     "health": 6,
     "switch": 7,
+    "config": 8,
 }
 # Problems after the new release went live: exit 0, named in the summary's "warning".
 WARNING_CLASSES = ("cleanup",)

@@ -385,6 +385,22 @@ def test_a_failed_rollback_does_not_blame_its_image() -> None:
     assert not blames_image(release(3, source=ReleaseSource.ROLLBACK))
 
 
+def test_a_release_whose_hosts_all_failed_fetching_its_config_does_not_blame_its_image() -> None:
+    # Given a pushed release that failed on every host because a pinned secret was unreadable
+    push = release(3, source=ReleaseSource.PUSH)
+    # Then its image is not refused: no host ran it, and it deploys once the secret is readable
+    assert not blames_image(push, ["config"])
+    assert not blames_image(push, ["config", "config"])
+
+
+def test_any_image_failure_beside_a_config_failure_still_blames_the_image() -> None:
+    push = release(3, source=ReleaseSource.PUSH)
+    assert blames_image(push, ["config", "health"])
+    assert blames_image(push, ["start"])
+    assert blames_image(push, [None])
+    assert blames_image(push, [])  # nothing known: the image is suspect, as before
+
+
 # ------------------------------------------------------------------ next_pending
 def test_the_newest_pending_release_starts_and_supersedes_the_older_ones_in_order() -> None:
     pending = [

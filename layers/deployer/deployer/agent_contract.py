@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     START = 5
     HEALTH = 6
     SWITCH = 7
+    CONFIG = 8
 
 
 class FailureClass(StrEnum):
@@ -33,6 +34,7 @@ class FailureClass(StrEnum):
     START = "start"
     HEALTH = "health"
     SWITCH = "switch"
+    CONFIG = "config"
 
 
 EXIT_CODE_BY_CLASS: dict[FailureClass, ExitCode] = {
@@ -43,8 +45,13 @@ EXIT_CODE_BY_CLASS: dict[FailureClass, ExitCode] = {
     FailureClass.START: ExitCode.START,
     FailureClass.HEALTH: ExitCode.HEALTH,
     FailureClass.SWITCH: ExitCode.SWITCH,
+    FailureClass.CONFIG: ExitCode.CONFIG,
 }
 CLASS_BY_EXIT_CODE: dict[int, FailureClass] = {int(code): cls for cls, code in EXIT_CODE_BY_CLASS.items()}
+
+# Failures that say nothing about the image: the release's pinned config could not be fetched
+# on the host (a secret missing, denied or throttled). The same digest may deploy again.
+IMAGE_INNOCENT_CLASSES: frozenset[str] = frozenset({FailureClass.CONFIG.value})
 
 
 class WarningClass(StrEnum):

@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from deployer import markers
 from deployer.adapters.command_results import CommandCounts, InvocationResult, InvocationTally
-from deployer.agent_contract import SERVING_OUTCOMES, AgentSummary, parse_summary
+from deployer.agent_contract import IMAGE_INNOCENT_CLASSES, SERVING_OUTCOMES, AgentSummary, parse_summary
 from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
 from deployer.models.ssm_status import SsmStatus
 from deployer.notify import HostResult
@@ -202,10 +202,17 @@ def rolls_back_automatically(release: Release, auto_rollback: bool) -> bool:
     return auto_rollback and release.source is not ReleaseSource.ROLLBACK
 
 
-def blames_image(release: Release) -> bool:
-    """A failed rollback ran an image that succeeded before: hosts or infrastructure are
-    suspect, not the image, which stays allowed."""
-    return release.source is not ReleaseSource.ROLLBACK
+def blames_image(release: Release, failure_classes: Iterable[str | None] = ()) -> bool:
+    """Whether a failed release's image is to blame (its digest is then refused).
+
+    A failed rollback ran an image that succeeded before: hosts or infrastructure are suspect,
+    not the image, which stays allowed. `failure_classes` are the failed hosts' classes, when
+    known: hosts that all failed fetching the release's pinned config (`config`) never ran the
+    image, so it stays allowed too; any other class, or none known, blames it."""
+    if release.source is ReleaseSource.ROLLBACK:
+        return False
+    classes = set(failure_classes)
+    return not classes or not classes <= IMAGE_INNOCENT_CLASSES
 
 
 def next_pending(pending: Iterable[Release], paused: bool) -> tuple[Release | None, list[Release]]:
