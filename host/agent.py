@@ -50,8 +50,12 @@ Python 3.9+, standard library only.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import contextlib
 import errno
 import fcntl
+import hashlib
 import http.client
 import json
 import os
@@ -143,6 +147,125 @@ PATTERNS = {
 }
 ECR_HOST = re.compile(r"^[0-9]{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
+# --release-config: base64 of {"v": 1, "environment": {NAME: value}, "secrets": [{"var": NAME,
+# "from": "ssm" | "secretsmanager", "id": name or ARN, "version": pinned version}]}. Only names,
+# ids and versions travel; the host fetches each secret's pinned version with its instance role.
+RELEASE_CONFIG_VERSION = 1
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_PARTITION = "aws(-cn|-us-gov)?"
+_ARN_REGION = "([a-z]{2}(-[a-z]+)+-[0-9]{1,2})"
+_SSM_NAME = "/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*"
+_SECRET_NAME = "[A-Za-z0-9/_+=.@-]{1,512}"  # noqa: S105 - a pattern, not a password
+SECRET_SOURCES: dict[str, dict[str, Any]] = {
+    # Parameter names (or ARNs) and the parameter Version (digits; selected as NAME:VERSION).
+    "ssm": {"id": re.compile("^(" + _SSM_NAME + "|arn:" + _PARTITION + ":ssm:" + _ARN_REGION
+                             + ":[0-9]{12}:parameter/" + _SSM_NAME + ")$"),
+            "id_max": 2048, "version": re.compile(r"^[1-9][0-9]{0,18}$")},
+    # Secret names (or ARNs) and the VersionId (32 to 64 characters, a UUID when AWS makes it).
+    "secretsmanager": {"id": re.compile("^(" + _SECRET_NAME + "|arn:" + _PARTITION + ":secretsmanager:"
+                                        + _ARN_REGION + ":[0-9]{12}:secret:" + _SECRET_NAME + ")$"),
+                       "id_max": 2048, "version": re.compile(r"^[A-Za-z0-9-]{32,64}$")},
+}
+# docker's env file is line-based UTF-8: a value may hold neither a line break nor NUL.
+ENV_VALUE_FORBIDDEN = re.compile("[\n\r\x00]")
+ENV_DIR = "env.d"  # under the state dir; no app is named with a dot, so it never meets one
+
+
+class ConfigInvalid(ValueError):
+    """--release-config failed a check; the message names the field, never a value."""
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a JSON object repeats a key")
+    return dict(pairs)
+
+
+def _env_value_ok(value: str) -> bool:
+    if ENV_VALUE_FORBIDDEN.search(value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def decode_release_config(text: str) -> dict[str, Any]:
+    """The release's pinned config from --release-config, checked field by field.
+
+    Raises ValueError naming the field; the message never repeats a value from the input (a
+    variable's name only once it is known to be a valid name)."""
+    empty: dict[str, Any] = {"environment": [], "secrets": []}
+    if text == "":
+        return empty
+    if len(text) > 4096 or not re.fullmatch(PATTERNS["release_config"], text):
+        raise ConfigInvalid("--release-config is not base64 of at most 4096 characters")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_object)
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
+        raise ConfigInvalid("--release-config is not base64 of one JSON object "
+                            "without repeated keys") from None
+    if not isinstance(data, dict):
+        raise ConfigInvalid("--release-config is not a JSON object")
+    unknown = sorted(set(data) - {"v", "environment", "secrets"})
+    if unknown:
+        named = [k for k in unknown if re.match(r"^[a-z_]{1,40}$", k)]
+        raise ConfigInvalid("--release-config has unknown keys" + (": " + ", ".join(named) if named else ""))
+    if type(data.get("v")) is not int or data["v"] != RELEASE_CONFIG_VERSION:
+        raise ConfigInvalid(f"--release-config v must be {RELEASE_CONFIG_VERSION}")
+    environment = data.get("environment", {})
+    if not isinstance(environment, dict):
+        raise ConfigInvalid("--release-config environment must be an object")
+    names: set[str] = set()
+    env: list[tuple[str, str]] = []
+    for index, (name, value) in enumerate(environment.items()):
+        if not ENV_NAME.fullmatch(name):
+            raise ConfigInvalid(f"--release-config environment: name #{index + 1} "
+                                       f"does not match {ENV_NAME.pattern}")
+        if not isinstance(value, str) or not _env_value_ok(value):
+            raise ConfigInvalid(f"--release-config environment.{name} must be a string "
+                                       "without line break or NUL")
+        names.add(name)
+        env.append((name, value))
+    secrets = data.get("secrets", [])
+    if not isinstance(secrets, list):
+        raise ConfigInvalid("--release-config secrets must be a list")
+    pinned: list[dict[str, str]] = []
+    for index, entry in enumerate(secrets):
+        field = f"--release-config secrets[{index}]"
+        if not isinstance(entry, dict) or set(entry) != {"var", "from", "id", "version"}:
+            raise ConfigInvalid(field + " must be an object of exactly var, from, id and version")
+        if not all(isinstance(v, str) for v in entry.values()):
+            raise ConfigInvalid(field + " var, from, id and version must be strings")
+        var, source, ident, version = entry["var"], entry["from"], entry["id"], entry["version"]
+        if not ENV_NAME.fullmatch(var):
+            raise ConfigInvalid(field + ".var does not match " + ENV_NAME.pattern)
+        if var in names:
+            raise ConfigInvalid(field + ".var " + var + " is already set by environment or another secret")
+        if source not in SECRET_SOURCES:
+            raise ConfigInvalid(field + ".from must be one of " + ", ".join(SECRET_SOURCES))
+        rules = SECRET_SOURCES[source]
+        if len(ident) > rules["id_max"] or not rules["id"].fullmatch(ident):
+            raise ConfigInvalid(field + ".id is not a valid " + source + " name or ARN")
+        if not rules["version"].fullmatch(version):
+            raise ConfigInvalid(field + ".version does not match " + rules["version"].pattern)
+        names.add(var)
+        pinned.append({"var": var, "from": source, "id": ident, "version": version})
+    return {"environment": env, "secrets": pinned}
+
+
+def config_id(config: dict[str, Any]) -> str:
+    """The identity of a decoded release config (a container label, the state): a hash of its
+    names, plain values, secret ids and versions (never a secret's value); "" for no config."""
+    if not config["environment"] and not config["secrets"]:
+        return ""
+    canonical = json.dumps([config["environment"], config["secrets"]], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
 HOST_DEFAULTS: dict[str, Any] = {
     "host_id": "deployer",
     "state_dir": "/var/lib/deployer",
@@ -172,6 +295,8 @@ HOST_DEFAULTS: dict[str, Any] = {
     "health_successes": 3,
     "health_interval": 0.5,
     "pointer_timeout": 5,
+    "config_timeout": 60,
+    "region": None,
     "upstream_read_timeout": 60,
     "upstream_keepalive": 0,
     "systemd_unit_dir": "/etc/systemd/system",
@@ -300,6 +425,8 @@ def load_host_config() -> dict[str, Any]:
         raise Failure("input", "host config host_id must match [a-z][a-z0-9-]{0,30}")
     if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,63}$", str(config["nft_table"])):
         raise Failure("input", "host config nft_table must be a plain identifier")
+    if config["region"] is not None and not re.fullmatch(PATTERNS["region"], str(config["region"])):
+        raise Failure("input", "host config region must be an AWS region name or null")
     return config
 
 
@@ -358,9 +485,15 @@ def validate(args: argparse.Namespace) -> list[str]:
             names.append("region")
     for name in names:
         value = getattr(args, name)
+        if name == "release_config":
+            continue  # checked below, field by field, never echoed
         if not re.match(PATTERNS[name], value) or "\n" in value:
             problems.append("--" + name.replace("_", "-") + " " + json.dumps(value)[:80]
                             + " does not match " + PATTERNS[name][:120])
+    try:
+        decode_release_config(args.release_config)
+    except ValueError as exc:
+        problems.append(str(exc))
     if problems:
         return problems
     if int(args.port) > 65535:
@@ -426,7 +559,53 @@ class Host:
 
     def remove_container(self, name: str) -> bool:
         proc = self.docker("rm", "-f", name, timeout=60)
-        return proc.returncode == 0 or self.inspect(name) is None
+        removed = proc.returncode == 0 or self.inspect(name) is None
+        if removed:
+            self.remove_env_file(name)
+        return removed
+
+    # the release's env file (config and secret values): 0600 in a 0700 directory, one per
+    # container, written before `docker run` and removed with the container
+
+    def env_dir(self) -> Path:
+        return Path(self.c["state_dir"]) / ENV_DIR
+
+    def env_path(self, name: str) -> Path:
+        return self.env_dir() / (name + ".env")
+
+    def write_env_file(self, name: str, entries: list[tuple[str, str]]) -> Path:
+        """Write ``entries`` atomically: a temp file created 0600, then renamed over the file."""
+        directory = self.env_dir()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory.is_symlink() or not directory.is_dir():
+            raise OSError(f"{directory} is not a directory")
+        os.chmod(str(directory), 0o700)
+        path = self.env_path(name)
+        tmp = directory / ("." + name + ".env.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write("".join(k + "=" + v + "\n" for k, v in entries))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(str(tmp), str(path))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return path
+
+    def remove_env_file(self, name: str) -> None:
+        try:
+            self.env_path(name).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log(f"removing the env file of {name} failed: {exc}")
+            return
+        log("removed the env file of " + name)
 
     # nginx
 
@@ -633,7 +812,7 @@ class Agent:
         self.image = args.image
         self.digest = args.image.rsplit("@", 1)[1]
         self.state = State(config, self.app)
-        phases = ("lock", "pull", "start", "health", "switch", "drain", "cleanup", "total")
+        phases = ("lock", "config", "pull", "start", "health", "switch", "drain", "cleanup", "total")
         self.timings: dict[str, float] = dict.fromkeys(phases, 0.0)
         self.pull_attempts = 0
         self.previous_release: int | None = None
@@ -642,6 +821,16 @@ class Agent:
         self.warning_message = ""
         self.phase = "lock"  # the failure class an unexpected error is reported under
         self.pointer_read = False
+        self.set_release_config(args.release_config)
+        # The fetched environment (plain values and secret values): only ever written to the
+        # container's env file, never logged, printed or saved in the state.
+        self.env_entries: list[tuple[str, str]] = []
+
+    def set_release_config(self, text: str) -> None:
+        """Adopt a release config (raises ValueError naming the field when it is invalid)."""
+        self.config = decode_release_config(text)
+        self.release_config = text
+        self.config_id = config_id(self.config)
 
     def colour_port(self, colour: str) -> int:
         return int(self.c[colour + "_port"])
@@ -669,6 +858,12 @@ class Agent:
             pointer = json.loads(json.loads(proc.stdout)["Parameter"]["Value"])
             release = str(pointer["release"])
             image = str(pointer.get("image") or "")
+            # The pointer carries the release's config; an older pointer without the key for the
+            # baked release keeps the baked config.
+            if "release_config" in pointer or int(release) != self.release:
+                release_config = pointer.get("release_config") or ""
+            else:
+                release_config = self.args.release_config
             digest = str(pointer.get("digest") or "")
             if "@" not in image and digest:
                 repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
@@ -677,13 +872,22 @@ class Agent:
             log(f"boot: release pointer unreadable ({exc}); using the baked release {self.release}")
             self.messages.append("pointer unreadable, baked release used")
             return
-        if not (re.match(PATTERNS["release"], release) and re.match(PATTERNS["image"], image)):
-            log("boot: release pointer holds an invalid release or image; using the baked release")
+        valid = (re.match(PATTERNS["release"], release) and re.match(PATTERNS["image"], image)
+                 and isinstance(release_config, str))
+        if valid:
+            try:
+                decode_release_config(release_config)
+            except ValueError as exc:
+                log(f"boot: release pointer's config is invalid ({exc})")
+                valid = False
+        if not valid:
+            log("boot: release pointer holds an invalid release, image or config; using the baked release")
             self.messages.append("pointer invalid, baked release used")
             return
         if int(release) != self.release:
             log(f"boot: release pointer says release {release} (baked {self.release})")
         self.release, self.image, self.digest = int(release), image, image.rsplit("@", 1)[1]
+        self.set_release_config(release_config)
         self.pointer_read = True
 
     # nginx site
@@ -790,7 +994,77 @@ class Agent:
         labels = info.get("Config", {}).get("Labels") or {}
         if labels.get("deployer.digest") != self.digest:
             return False
+        if labels.get("deployer.config", "") != self.config_id:
+            return False  # same image, other config: a config-only release swaps like any other
         return 200 <= http_status(self.colour_port(colour), self.args.health_path) < 300
+
+    # config
+
+    def fetch_config(self) -> None:
+        """The release's environment: its plain variables and each secret's pinned version,
+        fetched with the instance role. Only names and versions are logged."""
+        started = time.monotonic()
+        try:
+            entries = list(self.config["environment"])
+            for secret in self.config["secrets"]:
+                entries.append((secret["var"], self.fetch_secret(secret)))
+            if self.config["secrets"]:
+                pinned = [s["var"] + " (" + s["from"] + " version " + s["version"] + ")"
+                          for s in self.config["secrets"]]
+                log("fetched the pinned secrets: " + ", ".join(pinned))
+            self.env_entries = entries
+        finally:
+            self.timed("config", started)
+
+    def secret_region(self, ident: str) -> str:
+        """An ARN's own region; else boot's --region, the host config's region, or the region
+        SSM Run Command names (AWS_SSM_REGION_NAME); "" leaves it to the AWS CLI's own chain."""
+        arn = re.match(r"^arn:[a-z-]+:[a-z]+:([a-z0-9-]+):", ident)
+        if arn:
+            return arn.group(1)
+        for candidate in (getattr(self.args, "region", ""), self.c["region"] or "",
+                          os.environ.get("AWS_SSM_REGION_NAME", "")):
+            if candidate and re.fullmatch(PATTERNS["region"], candidate):
+                return str(candidate)
+        return ""
+
+    def fetch_secret(self, secret: dict[str, str]) -> str:
+        """One pinned secret's value (class config when it cannot be fetched or used)."""
+        var, source, ident, version = secret["var"], secret["from"], secret["id"], secret["version"]
+        where = f"{var} ({source} {ident} version {version})"
+        aws = list(self.c["aws_command"])
+        # --flag=value: an id starting with "-" stays a value
+        if source == "ssm":
+            cmd = [*aws, "ssm", "get-parameter", "--name=" + ident + ":" + version, "--with-decryption"]
+        else:
+            cmd = [*aws, "secretsmanager", "get-secret-value", "--secret-id=" + ident,
+                   "--version-id=" + version]
+        cmd += ["--output", "json"]
+        region = self.secret_region(ident)
+        if region:
+            cmd += ["--region", region]
+        proc = run(cmd, timeout=float(self.c["config_timeout"]))
+        if proc.returncode != 0:
+            # The CLI has retried throttling and transient errors already; its error names the
+            # parameter or secret, never a value.
+            raise Failure("config", f"secret {where} could not be fetched: "
+                          + (last_line(proc.stderr) or f"exit {proc.returncode}"))
+        try:
+            answer = json.loads(proc.stdout)
+            if source == "ssm":
+                value, got = answer["Parameter"]["Value"], str(answer["Parameter"]["Version"])
+            elif "SecretString" in answer:
+                value, got = answer["SecretString"], str(answer["VersionId"])
+            else:
+                raise Failure("config", f"secret {where} is binary; an environment variable holds text")
+        except (ValueError, KeyError, TypeError):
+            raise Failure("config", f"secret {where}: the AWS CLI's answer was not understood") from None
+        if not isinstance(value, str) or got != version:
+            raise Failure("config", f"secret {where}: AWS answered another version or no text")
+        if not _env_value_ok(value):
+            raise Failure("config", f"secret {var}: its value holds a line break or NUL, which docker's "
+                          "line-based env file cannot carry")
+        return value
 
     # pull
 
@@ -861,8 +1135,13 @@ class Agent:
             log_options = awslogs_defaults(self.c, self.app, self.container_name(colour), log_options)
         for option in log_options:
             args += ["--log-opt", option]
+        if self.config_id:
+            args += ["--label", "deployer.config=" + self.config_id]
         if self.args.env_file:
             args += ["--env-file", self.args.env_file]
+        if self.config["environment"] or self.config["secrets"]:
+            # After the host's env file: the release's own values win.
+            args += ["--env-file", str(self.host.env_path(self.container_name(colour)))]
         args += ["-e", "DEPLOYER_APP=" + self.app, "-e", "DEPLOYER_RELEASE=" + str(self.release)]
         if self.c["network_mode"] == "host":
             args += ["--network", "host", "-e", "PORT=" + str(port)]
@@ -878,6 +1157,14 @@ class Agent:
             if self.host.inspect(name) is not None:
                 log("removing leftover container " + name)
                 self.host.remove_container(name)
+            if self.env_entries:
+                try:
+                    self.host.write_env_file(name, self.env_entries)
+                except OSError as exc:
+                    raise Failure("config", f"writing the env file of {name} failed: "
+                                  + str(exc.strerror or exc)) from None
+            else:
+                self.host.remove_env_file(name)
             proc = self.host.docker(*self.run_args(colour), timeout=120)
             if proc.returncode != 0:
                 self.host.remove_container(name)
@@ -1027,9 +1314,17 @@ class Agent:
                 problems.append("removing " + name + " failed: " + last_line(proc.stderr))
             else:
                 log("removed " + name)
+                self.host.remove_env_file(name)
             if self.c["conntrack_command"] and colour in COLOURS:  # off by default: the guard covers it
                 self.host.forget_flows(self.colour_port(colour))
             self.timed("cleanup", started)
+        # An env file whose container is gone (removed by hand, or a run stopped between writing
+        # it and `docker run`) goes too.
+        present = {name for name, _, _ in found}
+        for colour in COLOURS:
+            name = self.container_name(colour)
+            if name != keep and name not in present:
+                self.host.remove_env_file(name)
         return problems
 
     def prune(self, retained: list[dict[str, Any]],
@@ -1161,6 +1456,10 @@ class Agent:
         info = self.host.inspect(self.container_name(colour)) if colour else None
         if not info or not info.get("State", {}).get("Running"):
             return
+        try:
+            self.set_release_config(str(state.get("release_config") or ""))
+        except ValueError:
+            return  # the live release's config is unknown here: boot the baked release instead
         log(f"boot: release {release} is live here; keeping it instead of the baked release {self.release}")
         self.messages.append(f"live release {release} kept over baked release {self.release}")
         self.release, self.image, self.digest = release, image, image.rsplit("@", 1)[1]
@@ -1173,9 +1472,13 @@ class Agent:
                     and e.get("digest") != self.digest]
         retained.append({"release": self.release, "digest": self.digest, "image": self.image,
                          "at": now_iso()})
-        replaced = state.get("digest") != self.digest
+        replaced = state.get("digest") != self.digest or state.get("config_id", "") != self.config_id
         return {
             "app": self.app, "release": self.release, "digest": self.digest, "image": self.image,
+            # names, secret ids and versions only; the encoded config holds no secret value
+            "config_id": self.config_id, "release_config": self.release_config,
+            "config": {"environment": [name for name, _ in self.config["environment"]],
+                       "secrets": self.config["secrets"]},
             "colour": colour, "port": self.colour_port(colour), "container": self.container_name(colour),
             "host": self.c["host_id"], "updated_at": now_iso(),
             "previous_release": state.get("release") if replaced else state.get("previous_release"),
@@ -1241,6 +1544,8 @@ class Agent:
         if old is not None and self.host.inspect(self.container_name(old)) is None:
             old = None
         new = "green" if old == "blue" else "blue"
+        self.phase = "config"
+        self.fetch_config()
         self.phase = "pull"
         self.pull()
         self.phase = "start"
