@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from typing import Any
@@ -32,3 +33,17 @@ def container_id(name: str) -> str:
     out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=False).stdout
     data = json.loads(out or "[]")
     return str(data[0]["Id"]) if data else ""
+
+
+def release_config(environment: dict[str, str] | None = None,
+                   secrets: list[dict[str, str]] | None = None) -> str:
+    """The swap document's releaseConfig value (agent_contract: base64 of one JSON object)."""
+    data = {"v": 1, "environment": environment or {}, "secrets": secrets or []}
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+def container_env(name: str) -> dict[str, str]:
+    """The environment a process started in the running container sees."""
+    proc = subprocess.run(["docker", "exec", name, "/bin/busybox", "env"], capture_output=True, text=True,
+                          check=True)
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)

@@ -1,0 +1,198 @@
+"""The release's config on a real host: plain variables and secrets pinned by version, fetched by
+the agent with the real AWS CLI from Parameter Store and Secrets Manager (a moto server), written
+to a 0600 env file that lives exactly as long as its container."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcloud.hosts.images import AppImage
+from localcloud.hosts.sandbox import HostSandbox
+from tests.host.conftest import SecretStore
+from tests.host.helpers import APP, body, container_env, container_id, release_config, swap
+
+pytestmark = pytest.mark.integration
+
+
+def env_dir(host: HostSandbox) -> Path:
+    return Path(host.config["state_dir"]) / "env.d"
+
+
+def env_file(host: HostSandbox, container: str) -> Path:
+    return env_dir(host) / (container + ".env")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def deploy(host: HostSandbox, image: AppImage, config: str, **flags: Any) -> tuple[int, dict[str, Any], str]:
+    return swap(host, image, release_config=config or None, **flags)
+
+
+def test_the_container_sees_the_environment_and_the_pinned_not_the_latest_secret_versions(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+) -> None:
+    # Given a parameter and a secret with several versions, the release pinned to older ones
+    ssm_versions = secret_store.parameter("/web/db-password", "db-v1", "db-v2", "db-v3")
+    sm_versions = secret_store.secret("web/api-key", "api-v1", "api-v2")
+    config = release_config({"MODE": "production", "GREETING": "a b=c #d"}, [
+        {"var": "DB_PASSWORD", "from": "ssm", "id": "/web/db-password", "version": ssm_versions[1]},
+        {"var": "API_KEY", "from": "secretsmanager", "id": "web/api-key", "version": sm_versions[0]},
+    ])
+    host = make_host(**secret_store.host_settings())
+    # When release 1 is deployed with that config
+    code, summary, err = deploy(host, publish(1), config)
+    # Then it serves, and its container sees the plain values and the pinned versions' values
+    assert code == 0, (summary, err)
+    assert host.get("/") == (200, body(1))
+    container = host.state(APP)["container"]
+    seen = container_env(container)
+    assert seen["MODE"] == "production"
+    assert seen["GREETING"] == "a b=c #d"
+    assert seen["DB_PASSWORD"] == "db-v2"
+    assert seen["API_KEY"] == "api-v1"
+    # and the env file is 0600 in a 0700 directory while the container lives
+    assert mode(env_file(host, container)) == 0o600
+    assert mode(env_dir(host)) == 0o700
+    # and the state names the secrets' versions, never a value
+    assert host.state(APP)["config"]["secrets"][0] == {
+        "var": "DB_PASSWORD", "from": "ssm", "id": "/web/db-password", "version": ssm_versions[1]}
+    for value in ("db-v1", "db-v2", "db-v3", "api-v1", "api-v2"):
+        assert value not in json.dumps(summary) + err + json.dumps(host.state(APP))
+
+
+def test_the_env_file_goes_with_its_container_and_a_rollback_restores_the_old_secret_value(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+) -> None:
+    # Given release 1 live with the secret's version 1
+    v1, v2 = secret_store.parameter("/web/token", "token-old", "token-new")
+    host = make_host(**secret_store.host_settings())
+    first, second = publish(1), publish(2)
+
+    def pinned(version: str) -> str:
+        return release_config(secrets=[{"var": "TOKEN", "from": "ssm", "id": "/web/token",
+                                        "version": version}])
+
+    assert deploy(host, first, pinned(v1))[0] == 0
+    first_container = host.state(APP)["container"]
+    assert env_file(host, first_container).exists()
+    # When release 2 goes live pinned to version 2
+    code, summary, err = deploy(host, second, pinned(v2))
+    assert code == 0, (summary, err)
+    second_container = host.state(APP)["container"]
+    assert container_env(second_container)["TOKEN"] == "token-new"
+    # Then release 1's container and its env file are gone; release 2's file is there, 0600
+    assert first_container not in host.containers(all_states=True)
+    assert not env_file(host, first_container).exists()
+    assert mode(env_file(host, second_container)) == 0o600
+    # When the app rolls back to release 1's image and config (a new release number)
+    rollback = dataclasses.replace(first, release=3)
+    code, summary, err = deploy(host, rollback, pinned(v1))
+    # Then the container sees the old value, and only the live container's env file is left
+    assert code == 0, (summary, err)
+    live = host.state(APP)["container"]
+    assert container_env(live)["TOKEN"] == "token-old"
+    assert host.get("/") == (200, body(1))
+    assert sorted(p.name for p in env_dir(host).iterdir()) == [live + ".env"]
+
+
+def test_a_config_only_release_swaps_the_container_of_the_same_image(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+) -> None:
+    # Given release 1 live with MODE=blue-sky
+    host = make_host(**secret_store.host_settings())
+    image = publish(1)
+    assert deploy(host, image, release_config({"MODE": "blue-sky"}))[0] == 0
+    before = host.state(APP)["container"]
+    before_id = container_id(before)
+    # When release 2 runs the same image with MODE=green-field
+    config_only = dataclasses.replace(image, release=2)
+    code, summary, err = deploy(host, config_only, release_config({"MODE": "green-field"}))
+    # Then a new container took over (not "already live") and sees the new value
+    assert code == 0, (summary, err)
+    assert summary["outcome"] == "live"
+    after = host.state(APP)["container"]
+    assert container_id(after) not in ("", before_id)
+    assert container_env(after)["MODE"] == "green-field"
+    assert host.state(APP)["previous_release"] == 1
+    # When release 2 is sent again, nothing is swapped
+    code, summary, _ = deploy(host, config_only, release_config({"MODE": "green-field"}))
+    assert (code, summary["outcome"]) == (0, "already_live")
+    assert container_id(after) == container_id(host.state(APP)["container"])
+
+
+@pytest.mark.parametrize("missing", ["no such parameter", "no such version"])
+def test_a_secret_that_cannot_be_fetched_fails_the_swap_as_config_and_the_old_release_serves(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+        missing: str,
+) -> None:
+    # Given release 1 live, and release 2 pinned to a secret version that does not exist
+    (version,) = secret_store.parameter("/web/present", "present-value")
+    host = make_host(**secret_store.host_settings())
+    assert deploy(host, publish(1), "")[0] == 0
+    live = host.state(APP)["container"]
+    secret = {"var": "GONE", "from": "ssm", "id": "/web/absent", "version": "1"}
+    if missing == "no such version":
+        secret = {**secret, "id": "/web/present", "version": str(int(version) + 1)}
+    # When release 2 is deployed
+    code, summary, err = deploy(host, publish(2), release_config({"A": "b"}, [secret]))
+    # Then it fails with class config (exit 8), naming the variable and the parameter
+    assert code == 8, (summary, err)
+    assert summary["failure_class"] == "config"
+    assert summary["exit_code"] == 8
+    assert "GONE" in summary["message"]
+    assert secret["id"] in summary["message"]
+    # and release 1 still serves from the same container; no other container, no env file
+    assert host.get("/") == (200, body(1))
+    assert host.containers(all_states=True) == [live]
+    assert host.state(APP)["release"] == 1
+    assert not env_dir(host).exists() or list(env_dir(host).iterdir()) == []
+
+
+def test_a_secret_value_with_a_newline_fails_naming_the_variable_but_not_the_value(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+) -> None:
+    # Given a secret whose value spans two lines
+    versions = secret_store.secret("web/cert", "line-one-s3cret\nline-two-s3cret")
+    host = make_host(**secret_store.host_settings())
+    config = release_config(secrets=[{"var": "CERT", "from": "secretsmanager", "id": "web/cert",
+                                      "version": versions[0]}])
+    # When a release pinned to it is deployed
+    code, summary, err = deploy(host, publish(1), config)
+    # Then it fails as config, naming CERT, and the value is nowhere in what the agent printed
+    assert (code, summary["failure_class"]) == (8, "config"), (summary, err)
+    assert "CERT" in summary["message"]
+    assert "line break" in summary["message"]
+    assert "s3cret" not in json.dumps(summary) + err
+    assert host.containers(all_states=True) == []
+
+
+def test_boot_takes_the_config_the_release_pointer_carries(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+) -> None:
+    # Given user data baked with release 1 (no config) while the pointer names release 2 and its config
+    baked, current = publish(1), publish(2)
+    (version,) = secret_store.parameter("/web/boot-secret", "booted-value")
+    config = release_config({"MODE": "from-pointer"},
+                            [{"var": "SECRET", "from": "ssm", "id": "/web/boot-secret", "version": version}])
+    pointer = {"app": APP, "release": 2, "image": current.reference, "digest": current.digest, "tag": None,
+               "source": "push", "updated_at": "2026-01-01T00:00:00Z", "release_config": config}
+    secret_store.ssm.put_parameter(Name=f"/deployer/{APP}/release", Value=json.dumps(pointer), Type="String")
+    host = make_host(**secret_store.host_settings(), pointer_timeout=30)
+    # When the instance boots
+    code, summary, err = host.run_agent("boot", [
+        *host.swap_args(APP, baked.reference, baked.release), f"--pointer-parameter=/deployer/{APP}/release",
+        "--region=us-east-1"])
+    # Then release 2 serves with the pointer's config
+    assert code == 0, (summary, err)
+    assert summary["release"] == 2
+    seen = container_env(host.state(APP)["container"])
+    assert (seen["MODE"], seen["SECRET"]) == ("from-pointer", "booted-value")
