@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 Publish = Callable[..., AppImage]
 
-TIMING_KEYS = {"lock", "pull", "start", "health", "switch", "drain", "cleanup", "total"}
+TIMING_KEYS = {"lock", "config", "pull", "start", "health", "switch", "drain", "cleanup", "total"}
 
 
 def site_file(host: HostSandbox) -> Path:

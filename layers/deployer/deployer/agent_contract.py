@@ -167,6 +167,7 @@ class Timings(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     lock: float = 0.0
+    config: float = 0.0
     pull: float = 0.0
     start: float = 0.0
     health: float = 0.0
