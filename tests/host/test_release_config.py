@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -196,3 +199,60 @@ def test_boot_takes_the_config_the_release_pointer_carries(
     assert summary["release"] == 2
     seen = container_env(host.state(APP)["container"])
     assert (seen["MODE"], seen["SECRET"]) == ("from-pointer", "booted-value")
+
+
+KILLPOINT = Path(__file__).resolve().parents[2] / "localcloud" / "hosts" / "killpoint.sh"
+CRASH_POINTS = {
+    # secret fetched, nothing written yet
+    "after the secret fetch": ("after", "aws *get-parameter*"),
+    # env file written, no container yet
+    "before docker run": ("before", "docker run *"),
+    # the new container runs beside the old one, not live
+    "after docker run": ("after", "docker run *"),
+    # traffic switched; the old container and its env file still there
+    "after the switch": ("after", "nft -f *"),
+}
+
+
+@pytest.mark.parametrize("point", sorted(CRASH_POINTS))
+def test_a_swap_killed_at_any_step_of_the_config_path_converges_on_the_next_run(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+        tmp_path: Path, point: str,
+) -> None:
+    # Given release 1 live, its docker, nft and aws commands passing through a kill point
+    kill_dir = tmp_path / "killpoint"
+    kill_dir.mkdir()
+    wrap = ["sh", str(KILLPOINT), str(kill_dir)]
+    settings = secret_store.host_settings()
+    host = make_host(**{**settings, "aws_command": [*wrap, *settings["aws_command"]]},
+                     docker_command=[*wrap, "docker"], nft_command=[*wrap, "nft"])
+    v1, v2 = secret_store.parameter("/web/crash", "crash-old", "crash-new")
+
+    def pinned(version: str) -> str:
+        return release_config(secrets=[{"var": "TOKEN", "from": "ssm", "id": "/web/crash",
+                                        "version": version}])
+
+    assert deploy(host, publish(1), pinned(v1))[0] == 0
+    second = publish(2)
+    args = host.swap_args(APP, second.reference, 2, release_config=pinned(v2))
+    # When the swap to release 2 is killed (its whole process group, as SSM does) at the point
+    when, match = CRASH_POINTS[point]
+    (kill_dir / "armed").write_text(f"{when}\n1\n{match}\n\n")
+    proc = host.start_agent("swap", args, new_session=True)
+    deadline = time.monotonic() + 60
+    while not (kill_dir / "reached").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (kill_dir / "reached").exists(), host.finish_agent(proc, timeout=5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    host.finish_agent(proc, timeout=10)
+    (kill_dir / "armed").unlink()
+    # Then the same command run again (SSM's retry, the reconciler's re-send) converges:
+    code, summary, err = host.run_agent("swap", args)
+    assert code == 0, (summary, err)
+    assert summary["warning"] is None, summary
+    assert host.get("/") == (200, body(2))
+    # one container, seeing the pinned value, and its env file the only one left
+    (live,) = host.containers(all_states=True)
+    assert container_env(live)["TOKEN"] == "crash-new"
+    assert sorted(p.name for p in env_dir(host).iterdir()) == [live + ".env"]
+    assert mode(env_file(host, live)) == 0o600
