@@ -1658,6 +1658,30 @@ def proxy_master(config: dict[str, Any]) -> int | None:
     return pid if "master process" in cmdline and state not in ("Z", "X") else None
 
 
+def env_file_check(check: Callable[..., None], host: Host, name: str, state: dict[str, Any]) -> None:
+    """The live container's env file: there, 0600 in a 0700 directory, when its release has a
+    config; absent otherwise. Names and versions come from the state; the file is never read."""
+    path = host.env_path(name)
+    wanted = bool(state.get("config_id"))
+    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    names = [str(n) for n in config.get("environment", [])] + [
+        f"{s.get('var')} ({s.get('from')} version {s.get('version')})"
+        for s in config.get("secrets", []) if isinstance(s, dict)]
+    try:
+        mode = path.stat().st_mode & 0o777
+        dir_mode = path.parent.stat().st_mode & 0o777
+    except OSError:
+        mode = dir_mode = None
+    if mode is None:
+        absent = f"{path}: absent" + ("; the release has a config" if wanted else "")
+        check("env file", "app", not wanted, absent, container=name, env_file=None)
+        return
+    ok = wanted and mode == 0o600 and dir_mode == 0o700
+    detail = f"{path}: mode {mode:04o} (directory {dir_mode:04o})" + (
+        "; " + ", ".join(names) if wanted else "; the release has no config")
+    check("env file", "app", ok, detail, container=name, env_file=str(path), mode=f"{mode:04o}")
+
+
 def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, Any]:
     """Read-only checks of one app on this host; names the first failing layer."""
     host = Host(config)
@@ -1702,9 +1726,14 @@ def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, An
         code = http_status(port, health_path) if running else 0
         check("app health", "app", 200 <= code < 300,
               f"GET {health_path} on port {port} answered {code or 'nothing'}")
+        env_file_check(check, host, name, state)
         for other in COLOURS:
             if other == live_colour:
                 continue
+            spare_env = host.env_path(str(config["host_id"]) + "-" + app + "-" + other)
+            if spare_env.exists():
+                check("leftover env file", "app", False, f"{spare_env}: the next agent run removes it",
+                      env_file=str(spare_env))
             spare = host.inspect(str(config["host_id"]) + "-" + app + "-" + other)
             if spare is not None:
                 # Every agent run removes it; one left means a run was interrupted or its
