@@ -17,6 +17,8 @@ options (swap and boot):
   --log-options K=V,...     log driver options
   --retain N                release images kept for instant rollback, default 3
   --registry-login MODE     ecr | none, default none
+  --release-config B64      the release's environment and pinned secret versions (base64 JSON,
+                            docs/host-secrets.md); default none
 
 swap: lock, pull (with retries), start the new colour beside the old one, gate on health,
 switch traffic atomically (nftables DNAT of a stable port that nginx proxies to), then converge:
@@ -821,7 +823,7 @@ class Agent:
         self.warning_message = ""
         self.phase = "lock"  # the failure class an unexpected error is reported under
         self.pointer_read = False
-        self.set_release_config(args.release_config)
+        self.set_release_config(getattr(args, "release_config", ""))
         # The fetched environment (plain values and secret values): only ever written to the
         # container's env file, never logged, printed or saved in the state.
         self.env_entries: list[tuple[str, str]] = []
