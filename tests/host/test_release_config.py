@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from localcloud.hosts.images import AppImage
@@ -160,20 +161,26 @@ def test_a_secret_that_cannot_be_fetched_fails_the_swap_as_config_and_the_old_re
     assert not env_dir(host).exists() or list(env_dir(host).iterdir()) == []
 
 
-def test_a_secret_value_with_a_newline_fails_naming_the_variable_but_not_the_value(
+@pytest.mark.parametrize("shape", ["two lines", "binary"])
+def test_a_secret_that_cannot_be_an_environment_variable_fails_naming_the_variable_but_not_the_value(
         make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+        shape: str,
 ) -> None:
-    # Given a secret whose value spans two lines
-    versions = secret_store.secret("web/cert", "line-one-s3cret\nline-two-s3cret")
+    # Given a secret whose value spans two lines, or is binary
+    if shape == "two lines":
+        versions = secret_store.secret("web/cert", "line-one-s3cret\nline-two-s3cret")
+    else:
+        answer = secret_store.secretsmanager.create_secret(Name="web/cert", SecretBinary=b"binary-s3cret\x00")
+        versions = [answer["VersionId"]]
     host = make_host(**secret_store.host_settings())
     config = release_config(secrets=[{"var": "CERT", "from": "secretsmanager", "id": "web/cert",
                                       "version": versions[0]}])
     # When a release pinned to it is deployed
     code, summary, err = deploy(host, publish(1), config)
-    # Then it fails as config, naming CERT, and the value is nowhere in what the agent printed
+    # Then it fails as config, naming CERT and why, and the value is nowhere in what the agent printed
     assert (code, summary["failure_class"]) == (8, "config"), (summary, err)
     assert "CERT" in summary["message"]
-    assert "line break" in summary["message"]
+    assert ("line break" if shape == "two lines" else "binary") in summary["message"]
     assert "s3cret" not in json.dumps(summary) + err
     assert host.containers(all_states=True) == []
 
@@ -256,3 +263,97 @@ def test_a_swap_killed_at_any_step_of_the_config_path_converges_on_the_next_run(
     assert container_env(live)["TOKEN"] == "crash-new"
     assert sorted(p.name for p in env_dir(host).iterdir()) == [live + ".env"]
     assert mode(env_file(host, live)) == 0o600
+
+
+def test_a_container_that_fails_its_health_gate_is_removed_with_its_env_file(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+) -> None:
+    # Given release 1 live, and release 2 (with config) an image whose health check fails
+    host = make_host(**secret_store.host_settings(), health_successes=1)
+    assert deploy(host, publish(1), release_config({"MODE": "one"}))[0] == 0
+    live = host.state(APP)["container"]
+    # When release 2 is deployed
+    code, summary, err = deploy(host, publish(2, kind="broken"), release_config({"MODE": "two"}),
+                                health_timeout=3)
+    # Then it fails its health gate; its container and env file are gone, release 1's stay
+    assert (code, summary["failure_class"]) == (6, "health"), (summary, err)
+    assert host.containers(all_states=True) == [live]
+    assert sorted(p.name for p in env_dir(host).iterdir()) == [live + ".env"]
+    assert container_env(live)["MODE"] == "one"
+
+
+def test_an_env_file_left_by_a_killed_run_goes_with_the_next_run_whatever_it_deploys(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+        tmp_path: Path,
+) -> None:
+    # Given release 1 live, and a swap to release 2 killed after writing its env file, before docker run
+    kill_dir = tmp_path / "killpoint"
+    kill_dir.mkdir()
+    host = make_host(**secret_store.host_settings(),
+                     docker_command=["sh", str(KILLPOINT), str(kill_dir), "docker"])
+    first = publish(1)
+    assert deploy(host, first, release_config({"MODE": "one"}))[0] == 0
+    live = host.state(APP)["container"]
+    (kill_dir / "armed").write_text("before\n1\ndocker run *\n\n")
+    proc = host.start_agent("swap", host.swap_args(APP, publish(2).reference, 2,
+                                                   release_config=release_config({"MODE": "two"})),
+                            new_session=True)
+    deadline = time.monotonic() + 60
+    while not (kill_dir / "reached").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    host.finish_agent(proc, timeout=10)
+    (kill_dir / "armed").unlink()
+    assert len(list(env_dir(host).iterdir())) == 2  # the orphan: no container of its own
+    # When release 1 is sent again (already live: nothing starts)
+    code, summary, err = deploy(host, first, release_config({"MODE": "one"}))
+    # Then the orphaned env file is gone and the live one stays
+    assert (code, summary["outcome"]) == (0, "already_live"), (summary, err)
+    assert sorted(p.name for p in env_dir(host).iterdir()) == [live + ".env"]
+
+
+def test_a_secret_s_region_is_its_arn_s_else_the_host_setting(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+        monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a parameter in us-east-1 named by ARN and a secret in eu-west-1 named by name,
+    (version,) = secret_store.parameter("/web/east", "east-value")
+    arn = secret_store.ssm.get_parameter(Name="/web/east")["Parameter"]["ARN"]
+    west = boto3.client("secretsmanager", endpoint_url=secret_store.endpoint, region_name="eu-west-1")
+    west_version = west.create_secret(Name="web/west", SecretString="west-value")["VersionId"]
+    # a host whose setting says eu-west-1, and an AWS CLI whose own default is yet another region
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-southeast-2")
+    host = make_host(**{**secret_store.host_settings(), "region": "eu-west-1"})
+    config = release_config(secrets=[
+        {"var": "EAST", "from": "ssm", "id": arn, "version": version},
+        {"var": "WEST", "from": "secretsmanager", "id": "web/west", "version": west_version}])
+    # When a release pinned to both is deployed
+    code, summary, err = deploy(host, publish(1), config)
+    # Then each was fetched from its own region
+    assert code == 0, (summary, err)
+    seen = container_env(host.state(APP)["container"])
+    assert (seen["EAST"], seen["WEST"]) == ("east-value", "west-value")
+
+
+def test_boot_without_a_readable_pointer_keeps_the_live_release_and_its_config(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+) -> None:
+    # Given release 2 live with its config, on a host whose user data still bakes release 1
+    baked, current = publish(1), publish(2)
+    (version,) = secret_store.parameter("/web/kept", "kept-value")
+    host = make_host(**secret_store.host_settings())
+    config = release_config({"MODE": "two"},
+                            [{"var": "KEPT", "from": "ssm", "id": "/web/kept", "version": version}])
+    assert deploy(host, baked, "")[0] == 0
+    assert deploy(host, current, config)[0] == 0
+    live = host.state(APP)["container"]
+    before = container_id(live)
+    # When the boot command re-runs (a reboot) and the pointer cannot be read
+    code, summary, err = host.run_agent("boot", [
+        *host.swap_args(APP, baked.reference, baked.release), "--pointer-parameter=/deployer/web/absent",
+        "--region=us-east-1"])
+    # Then release 2 stays, in the same container, with its config
+    assert code == 0, (summary, err)
+    assert (summary["release"], summary["outcome"]) == (2, "already_live")
+    assert container_id(live) == before
+    assert container_env(live)["KEPT"] == "kept-value"
