@@ -9,8 +9,11 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import boto3
 import pytest
 
 from localcloud.hosts.images import AppImage
-from localcloud.hosts.sandbox import HostSandbox
+from localcloud.hosts.sandbox import HostSandbox, free_port
 from tests.host.conftest import SecretStore
 from tests.host.helpers import APP, body, container_env, container_id, release_config, swap
 
@@ -357,3 +360,76 @@ def test_boot_without_a_readable_pointer_keeps_the_live_release_and_its_config(
     assert (summary["release"], summary["outcome"]) == (2, "already_live")
     assert container_id(live) == before
     assert container_env(live)["KEPT"] == "kept-value"
+
+
+
+ACCOUNT = "123456789012"
+
+
+@pytest.fixture
+def granted_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A moto server that enforces IAM, holding the parameter /web/granted and the secret
+    web/granted; the host's credentials are a principal granted ssm:GetParameter only. (moto
+    checks the action against resource "*"; scoping to ARNs is the permission evaluator's part.)
+    Yields the endpoint and the versions."""
+    setup_calls = 5  # the calls below run before enforcement starts; every later one is checked
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(setup_calls), "MOTO_ACCOUNT_ID": ACCOUNT},
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "moto.log").open("w"))
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.1)
+        admin = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "admin",
+                 "aws_secret_access_key": "admin"}
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="deployer-host")
+        key = iam.create_access_key(UserName="deployer-host")["AccessKey"]
+        iam.put_user_policy(UserName="deployer-host", PolicyName="host-secrets", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*"}]}))
+        versions = {
+            "/web/granted": str(boto3.client("ssm", **admin).put_parameter(
+                Name="/web/granted", Value="granted-value", Type="SecureString")["Version"]),
+            "web/granted": boto3.client("secretsmanager", **admin).create_secret(
+                Name="web/granted", SecretString="ungranted-secret-value")["VersionId"],
+        }
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        yield endpoint, versions
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_secret_the_host_role_may_not_read_fails_the_swap_as_config_and_the_old_release_serves(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage],
+        granted_store: tuple[str, dict[str, str]],
+) -> None:
+    endpoint, versions = granted_store
+    host = make_host(aws_command=["aws", "--endpoint-url", endpoint], region="us-east-1")
+    param = {"var": "PARAM", "from": "ssm", "id": "/web/granted", "version": versions["/web/granted"]}
+    # Given a host whose credentials may call ssm:GetParameter and nothing else: release 1, pinned
+    # to a parameter, goes live with it
+    code, summary, err = deploy(host, publish(1), release_config(secrets=[param]))
+    assert code == 0, (summary, err)
+    assert container_env(host.state(APP)["container"])["PARAM"] == "granted-value"
+    # When release 2 also names a Secrets Manager secret
+    secret = {"var": "OTHER", "from": "secretsmanager", "id": "web/granted",
+              "version": versions["web/granted"]}
+    code, summary, err = deploy(host, publish(2), release_config(secrets=[param, secret]))
+    # Then the swap fails as config (exit 8), naming the variable and the denial; release 1 serves
+    assert (code, summary["failure_class"]) == (8, "config"), (summary, err)
+    assert "OTHER" in summary["message"]
+    assert "AccessDenied" in summary["message"]
+    assert "ungranted-secret-value" not in json.dumps(summary) + err
+    assert host.get("/") == (200, body(1))
