@@ -171,6 +171,7 @@ SECRET_SOURCES: dict[str, dict[str, Any]] = {
 # docker's env file is line-based UTF-8: a value may hold neither a line break nor NUL.
 ENV_VALUE_FORBIDDEN = re.compile("[\n\r\x00]")
 ENV_DIR = "env.d"  # under the state dir; no app is named with a dot, so it never meets one
+RETAINED_CONFIGS = 10  # configs remembered per retained image: a rollback to one is gated briefly
 
 
 class ConfigInvalid(ValueError):
@@ -1466,14 +1467,23 @@ class Agent:
         self.messages.append(f"live release {release} kept over baked release {self.release}")
         self.release, self.image, self.digest = release, image, image.rsplit("@", 1)[1]
 
+    def served_configs(self, state: dict[str, Any]) -> list[str]:
+        """The configs this run's image went live with on this host, oldest first (an entry
+        written before configs were recorded served with none)."""
+        for entry in state.get("retained", []):
+            if isinstance(entry, dict) and entry.get("digest") == self.digest:
+                return [c for c in entry.get("configs", [""]) if isinstance(c, str)]
+        return []
+
     def live_state(self, state: dict[str, Any], colour: str) -> dict[str, Any]:
         """The state recording this run's release as live on ``colour``. The image it replaces
         becomes the previous release (the rollback target); the same image under a new number
         keeps the previous one."""
         retained = [e for e in state.get("retained", []) if isinstance(e, dict)
                     and e.get("digest") != self.digest]
+        configs = [c for c in self.served_configs(state) if c != self.config_id][1 - RETAINED_CONFIGS:]
         retained.append({"release": self.release, "digest": self.digest, "image": self.image,
-                         "at": now_iso()})
+                         "at": now_iso(), "configs": [*configs, self.config_id]})
         replaced = state.get("digest") != self.digest or state.get("config_id", "") != self.config_id
         return {
             "app": self.app, "release": self.release, "digest": self.digest, "image": self.image,
@@ -1553,8 +1563,8 @@ class Agent:
         self.phase = "start"
         self.start(new)
         self.phase = "health"
-        self.health_gate(new, served_here=any(isinstance(e, dict) and e.get("digest") == self.digest
-                                              for e in state.get("retained", [])))
+        # The short gate only for an image and config that already went live here together.
+        self.health_gate(new, served_here=self.config_id in self.served_configs(state))
         self.phase = "switch"
         self.switch(new, old)
         self.phase = "cleanup"

@@ -433,3 +433,23 @@ def test_a_secret_the_host_role_may_not_read_fails_the_swap_as_config_and_the_ol
     assert "AccessDenied" in summary["message"]
     assert "ungranted-secret-value" not in json.dumps(summary) + err
     assert host.get("/") == (200, body(1))
+
+
+def test_a_new_config_passes_the_full_health_gate_and_a_config_that_served_here_the_short_one(
+        make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
+) -> None:
+    # Given a health gate of 15 answers 0.2 s apart (about 3 s), and release 1 live with MODE=a
+    host = make_host(**secret_store.host_settings(), health_successes=15, health_interval=0.2)
+    image = publish(1)
+    assert deploy(host, image, release_config({"MODE": "a"}))[0] == 0
+    # When release 2 runs the same image with a config never live here
+    code, summary, err = deploy(host, dataclasses.replace(image, release=2), release_config({"MODE": "b"}))
+    # Then it waits out the full gate: an image that served says nothing about a new config
+    assert code == 0, (summary, err)
+    assert summary["timings"]["health"] >= 2.8
+    # When release 3 rolls back to the image and config of release 1
+    code, summary, err = deploy(host, dataclasses.replace(image, release=3), release_config({"MODE": "a"}))
+    # Then one healthy answer suffices, as for any rollback to what served here
+    assert code == 0, (summary, err)
+    assert summary["timings"]["health"] < 1.5
+    assert container_env(host.state(APP)["container"])["MODE"] == "a"
