@@ -48,6 +48,8 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "ListCommandInvocations",
         "Query",
         "DescribeImages",
+        "DescribeParameters",
+        "DescribeSecret",
     },
     "OnCommandStatusFunction": {
         "GetCommandInvocation",

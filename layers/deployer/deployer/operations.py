@@ -33,6 +33,7 @@ from deployer.observability import count, logger
 if TYPE_CHECKING:
     from deployer.adapters.images import Image
     from deployer.models.config import AppConfig
+    from deployer.models.release_config import ReleaseConfig
     from deployer.wiring import Adapters
 
 
@@ -101,6 +102,7 @@ def rollback(ad: Adapters, request: RollbackRequest) -> dict[str, Any]:
         source=ReleaseSource.ROLLBACK,
         reason=reason,
         rollback_of=current.release if current is not None and current.release != target.release else None,
+        config_pin=target.config,
     )
     count(DeployMetric.ROLLBACKS)
     return {
@@ -124,9 +126,12 @@ def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
     config = ad.apps.get(request.app)
     ref = request.to
     image: Image
+    # An earlier release is deployed again as it ran: its image and its pinned config.
+    pinned: ReleaseConfig | None = None
     if isinstance(ref, int):
         known = ad.releases.get(config.app, ref)
         image = ad.images.by_digest(config.repository, known.digest)
+        pinned = known.config
     elif ref.startswith("sha256:"):
         image = ad.images.by_digest(config.repository, ref)
     else:
@@ -146,6 +151,7 @@ def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
         tag=tag,
         source=ReleaseSource.MANUAL,
         reason=reason,
+        config_pin=pinned,
     )
     return {
         "action": "promote",
@@ -167,6 +173,7 @@ def _deploy(
     source: ReleaseSource,
     reason: str,
     rollback_of: int | None = None,
+    config_pin: ReleaseConfig | None = None,
 ) -> Release:
     """Record and start an operator's release (DeployInProgress, nothing written, while another
     deploy runs). Run again after it died part-way, the same request finds its release rolling
@@ -199,6 +206,7 @@ def _deploy(
         operator=True,
         rollback_of=rollback_of,
         state=state,
+        config_pin=config_pin,
     )
     assert admitted.release is not None
     report = controller.converge(ad, config.app, config=config, token=token, known=admitted.known)
