@@ -6,10 +6,13 @@ versions, not the current ones."""
 from __future__ import annotations
 
 import base64
+import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from deployer import cli as deployer_cli
 from deployer.admission import accept_push
 from deployer.entry.events import handle_operation
 from deployer.errors import DeployerError
@@ -202,3 +205,87 @@ def test_an_operator_deploy_naming_a_missing_parameter_is_refused_and_writes_not
 
     # Then no release was recorded
     assert world.core.state.get("web").last_release == 1
+
+
+# ------------------------------------------------------------------ config-only releases
+def cli(world: World, *argv: str) -> tuple[int, Any, str]:
+    """The CLI with --json against the world: (exit code, parsed stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = deployer_cli.main([*argv, "--json"], deps=world.core, out=out, err=err, sleep=lambda _s: None)
+    text = out.getvalue()
+    return code, json.loads(text) if text.strip() else None, err.getvalue()
+
+
+def test_config_set_stores_the_variable_and_releases_it_with_the_running_image(world: World) -> None:
+    # Given release 1 live with LOG_LEVEL=info
+    with_secrets(world)
+    first = world.push(1, "v1")
+    world.complete(first)
+
+    # When an operator sets LOG_LEVEL and adds a variable
+    code, answer, err = cli(world, "config", "set", "web", "LOG_LEVEL=debug", "FEATURE_X=on")
+
+    # Then the stored config has them, and release 2 runs release 1's image with them
+    assert (code, err) == (0, "")
+    assert world.core.apps.get("web").environment == {"LOG_LEVEL": "debug", "FEATURE_X": "on"}
+    second = world.release(answer["release"])
+    assert (second.release, second.digest, second.image) == (2, first.digest, first.image)
+    sent = sent_config(world, second.command_id)
+    assert sent["environment"] == {"FEATURE_X": "on", "LOG_LEVEL": "debug"}
+    assert pinned(sent) == pinned(sent_config(world, world.release(1).command_id))
+
+
+def test_a_config_only_release_that_fails_rolls_back_to_the_previous_config(world: World) -> None:
+    # Given release 1 live, then a config-only release 2 with new secret versions
+    with_secrets(world)
+    world.complete(world.push(1, "v1"))
+    first_sent = sent_config(world, world.release(1).command_id)
+    new_versions()
+    code, answer, _ = cli(world, "deploy", "web", "--config-only")
+    assert code == 0
+    second = world.release(answer["release"])
+    assert pinned(sent_config(world, second.command_id)) != pinned(first_sent)
+
+    # When it fails its health check on a host
+    rolled = world.complete(second, failures={world.instances[1]: "health"})
+
+    # Then the rollback sends release 1's config again, same image
+    rollback = world.release(rolled["rollback_release"])
+    assert rollback.digest == second.digest
+    assert sent_config(world, rollback.command_id) == first_sent
+
+
+def test_config_set_with_a_bad_name_or_value_names_it_and_changes_nothing(world: World) -> None:
+    with_secrets(world)
+    world.complete(world.push(1, "v1"))
+    code, _, err = cli(world, "config", "set", "web", "BAD-NAME=x")
+    assert code != 0
+    assert "environment.BAD-NAME" in err
+    assert world.core.apps.get("web").environment == {"LOG_LEVEL": "info"}
+    assert world.core.state.get("web").last_release == 1
+
+
+def test_config_put_releases_a_changed_environment_and_not_an_unchanged_one(
+    world: World, tmp_path: Path
+) -> None:
+    # Given release 1 live
+    with_secrets(world)
+    world.complete(world.push(1, "v1"))
+    path = tmp_path / "web.json"
+
+    # When the same config is put, then one with another variable (first with --no-deploy)
+    path.write_text(json.dumps(world.config.to_document()))
+    same = cli(world, "config", "put", str(path))
+    path.write_text(json.dumps({**world.config.to_document(), "environment": {"LOG_LEVEL": "warn"}}))
+    held = cli(world, "config", "put", str(path), "--no-deploy")
+    released = cli(world, "config", "put", str(path), "--wait")  # stored again: same as stored now
+
+    # Then only a change of what a release runs starts one
+    assert (same[0], same[1]["stored"], "release" in same[1]) == (0, True, False)
+    assert (held[0], held[1]["release"]) == (0, None)
+    assert "release" not in released[1]
+    assert world.core.state.get("web").last_release == 1
+    path.write_text(json.dumps({**world.config.to_document(), "environment": {"LOG_LEVEL": "error"}}))
+    code, answer, _ = cli(world, "config", "put", str(path))
+    assert (code, answer["release"]) == (0, 2)
+    assert sent_config(world, world.release(2).command_id)["environment"] == {"LOG_LEVEL": "error"}

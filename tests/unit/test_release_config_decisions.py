@@ -17,7 +17,7 @@ from deployer.models.config import AppConfig
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
 from deployer.models.release_config import PinnedSecret, ReleaseConfig
 from deployer.models.ssm_status import SsmStatus
-from deployer.verdicts import Verdict
+from deployer.verdicts import Verdict, may_roll_back_to
 
 from tests.conftest import WEB_CONFIG, digest_of, make_release
 
@@ -128,3 +128,36 @@ def test_a_cancel_rolls_back_to_its_targets_config_unchanged() -> None:
     decision = decisions.cancel(st, cancelled, target, "cancelled by an operator", TOKEN, NOW)
     (rollback,) = decision.creates
     assert rollback.config == OLD
+
+
+def test_a_failed_config_only_release_rolls_back_to_the_same_image_with_the_config_before() -> None:
+    # Given config-only release 5 (release 4's image, new config) failing
+    failed = release(5, S.DEPLOYING, NEW, replaces=4, source=ReleaseSource.CONFIG, digest=digest_of(4))
+    same_image = release(4, S.SUCCEEDED, OLD)
+    identical = release(3, S.SUCCEEDED, NEW, digest=digest_of(4))
+    st = AppStateRecord(app="web", last_release=5, desired=5, lock_owner="web#5")
+    counts = CommandCounts(command_id="c", status=SsmStatus.FAILED.value, target_count=3, completed_count=3)
+
+    # Then release 4 (same image, other config) is a rollback target, and one with the same image
+    # and config is not
+    assert may_roll_back_to(same_image, failed)
+    assert not may_roll_back_to(identical, failed)
+
+    # When it ends FAILED with release 4 as the target
+    decision = decisions.end(
+        st,
+        failed,
+        Ending(SsmStatus.FAILED, counts, None, Verdict.FAILED, "the fleet's verdict"),
+        auto_rollback=True,
+        pending=[],
+        target=same_image,
+        rolled_back=None,
+        token=TOKEN,
+        now=NOW,
+    )
+
+    # Then the rollback runs release 4's config, and the running image is not refused
+    (rollback,) = decision.creates
+    assert (rollback.digest, rollback.config) == (digest_of(4), OLD)
+    assert decision.change is not None
+    assert decision.change.refuse is None

@@ -19,6 +19,7 @@ from deployer.errors import DeployerError, ReleaseNotFound
 from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import (
     CancelRequest,
+    ConfigDeployRequest,
     OperationRequest,
     PauseRequest,
     PromoteRequest,
@@ -43,6 +44,8 @@ def run(ad: Adapters, request: OperationRequest) -> dict[str, Any]:
         return rollback(ad, request)
     if isinstance(request, PromoteRequest):
         return promote(ad, request)
+    if isinstance(request, ConfigDeployRequest):
+        return deploy_config(ad, request)
     if isinstance(request, PauseRequest):
         return pause(ad, request)
     if isinstance(request, ResumeRequest):
@@ -159,6 +162,41 @@ def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
         "release": started.release,
         "digest": image.digest,
         "tag": tag,
+        "command_id": started.command_id,
+    }
+
+
+def deploy_config(ad: Adapters, request: ConfigDeployRequest) -> dict[str, Any]:
+    """A config-only release: the image of the release the app runs now (its desired release),
+    with the stored environment and each secret's version current now. It deploys like any
+    release (stages, zero-downtime swap, automatic rollback to the previous config)."""
+    config = ad.apps.get(request.app)
+    state = ad.state.get(config.app)
+    number = state.desired or _pointer_release(ad, config.app)
+    current = ad.releases.get_or_none(config.app, number) if number else None
+    if current is None:
+        raise ReleaseNotFound(
+            f"{config.app} has never been deployed: a config-only release keeps the running image, "
+            "and there is none yet (push an image, or deploy a tag)"
+        )
+    ad.images.by_digest(config.repository, current.digest)
+    reason = request.reason or f"config-only release (the image of release {current.release})"
+    started = _deploy(
+        ad,
+        config,
+        image=current.image,
+        digest=current.digest,
+        tag=current.tag,
+        source=ReleaseSource.CONFIG,
+        reason=reason,
+    )
+    return {
+        "action": "deploy_config",
+        "app": config.app,
+        "release": started.release,
+        "image_of": current.release,
+        "digest": current.digest,
+        "tag": current.tag,
         "command_id": started.command_id,
     }
 

@@ -181,11 +181,12 @@ def host_counts(
 
 def may_roll_back_to(candidate: Release, failed: Release) -> bool:
     """Whether `candidate` can be what `failed` is rolled back to: an older release that
-    succeeded, running a different image (the same image would fail the same way)."""
+    succeeded, running a different image or config (the same image with the same config would
+    fail the same way; a failed config-only release goes back to the config before it)."""
     return (
         candidate.status is ReleaseStatus.SUCCEEDED
         and candidate.release < failed.release
-        and candidate.digest != failed.digest
+        and (candidate.digest != failed.digest or candidate.config != failed.config)
     )
 
 
@@ -203,9 +204,10 @@ def rolls_back_automatically(release: Release, auto_rollback: bool) -> bool:
 
 
 def blames_image(release: Release) -> bool:
-    """A failed rollback ran an image that succeeded before: hosts or infrastructure are
-    suspect, not the image, which stays allowed."""
-    return release.source is not ReleaseSource.ROLLBACK
+    """A failed rollback ran an image that succeeded before, and a failed config-only release the
+    image already running: hosts, infrastructure or the config are suspect, not the image, which
+    stays allowed."""
+    return release.source not in (ReleaseSource.ROLLBACK, ReleaseSource.CONFIG)
 
 
 def next_pending(pending: Iterable[Release], paused: bool) -> tuple[Release | None, list[Release]]:

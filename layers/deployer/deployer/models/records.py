@@ -55,6 +55,7 @@ class ReleaseSource(StrEnum):
     PUSH = "push"
     ROLLBACK = "rollback"
     MANUAL = "manual"
+    CONFIG = "config"  # a config-only release: the running image with a new config
 
 
 class Release(BaseModel):
