@@ -289,3 +289,55 @@ def test_config_put_releases_a_changed_environment_and_not_an_unchanged_one(
     code, answer, _ = cli(world, "config", "put", str(path))
     assert (code, answer["release"]) == (0, 2)
     assert sent_config(world, world.release(2).command_id)["environment"] == {"LOG_LEVEL": "error"}
+
+
+# ------------------------------------------------------------------ history
+def test_history_shows_what_each_release_changed_and_never_a_value(world: World) -> None:
+    # Given release 1 (a push), release 2 (a variable set, one added), release 3 (new secret
+    # versions, config-only) and release 4 (a new image)
+    with_secrets(world)
+    world.complete(world.push(1, "v1"))
+    old_secret = current_secret_version()
+    cli(world, "config", "set", "web", "LOG_LEVEL=debug", "FEATURE_X=on")
+    world.complete(world.release(2))
+    new_secret = new_versions()
+    cli(world, "deploy", "web", "--config-only")
+    world.complete(world.release(3))
+    world.complete(world.push(4, "v4"))
+
+    # When an operator reads the history
+    code, rows, err = cli(world, "history", "web")
+    out = io.StringIO()
+    text_code = deployer_cli.main(["history", "web"], deps=world.core, out=out, err=io.StringIO())
+
+    # Then each release says what changed against the release before it
+    assert (code, err, text_code) == (0, "", 0)
+    changes = {row["release"]: row["changes"] for row in rows}
+    assert changes[1]["image"] == "first"
+    assert (changes[2]["image"], changes[2]["variables"]) == (
+        "same",
+        {"added": ["FEATURE_X"], "changed": ["LOG_LEVEL"], "removed": []},
+    )
+    assert changes[2]["secrets"] == []
+    assert changes[3]["image"] == "same"
+    assert [(s["var"], s["from"], s["to"]) for s in changes[3]["secrets"]] == [
+        ("API_KEY", old_secret, new_secret),
+        ("DB_PASSWORD", "1", "2"),
+    ]
+    assert (changes[4]["image"], changes[4]["secrets"]) == ("changed", [])
+    # And no secret value appears, in JSON or in the table
+    shown = json.dumps(rows) + out.getvalue()
+    for value in (SSM_VALUE, SECRET_VALUE, SSM_VALUE + "2", SECRET_VALUE + "2"):
+        assert value not in shown
+    assert "DB_PASSWORD 1->2" in out.getvalue()
+
+
+def test_status_shows_what_the_current_release_changed(world: World) -> None:
+    with_secrets(world)
+    world.complete(world.push(1, "v1"))
+    cli(world, "config", "unset", "web", "LOG_LEVEL")
+    world.complete(world.release(2))
+    code, view, _ = cli(world, "status", "web")
+    assert code == 0
+    assert view["current"]["changes"]["variables"]["removed"] == ["LOG_LEVEL"]
+    assert view["current"]["changes"]["image"] == "same"
