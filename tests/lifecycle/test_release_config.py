@@ -341,3 +341,25 @@ def test_status_shows_what_the_current_release_changed(world: World) -> None:
     assert code == 0
     assert view["current"]["changes"]["variables"]["removed"] == ["LOG_LEVEL"]
     assert view["current"]["changes"]["image"] == "same"
+
+
+def test_config_set_before_any_release_stores_only(world: World) -> None:
+    with_secrets(world)
+    code, answer, _ = cli(world, "config", "set", "web", "LOG_LEVEL=debug")
+    assert (code, answer["release"]) == (0, None)
+    assert world.core.apps.get("web").environment == {"LOG_LEVEL": "debug"}
+    assert world.core.state.get("web").last_release == 0
+
+
+def test_config_set_while_a_deploy_runs_stores_and_says_no_release_started(world: World) -> None:
+    # Given release 1 still deploying
+    with_secrets(world)
+    world.push(1, "v1")
+    # When a variable is set
+    code, answer, _ = cli(world, "config", "set", "web", "LOG_LEVEL=debug")
+    # Then it is stored, no release started, and the answer says why (exit 1)
+    assert code == 1
+    assert answer["release"] is None
+    assert "is deploying" in answer["error"]
+    assert world.core.apps.get("web").environment == {"LOG_LEVEL": "debug"}
+    assert world.core.state.get("web").last_release == 1

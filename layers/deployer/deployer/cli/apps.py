@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from deployer.cli.config_files import differences, read_config, schema
 from deployer.cli.context import EXIT_FAILED, EXIT_OK, FUNCTION_ENV, Context, UsageError
 from deployer.cli.deploys import DEFAULT_TIMEOUT, deploy_config, follow
-from deployer.errors import AppNotFound, DeployerError, InvalidAppConfig, ReleaseNotFound
+from deployer.errors import AppNotFound, DeployerError, InvalidAppConfig
 from deployer.models.config import AppConfig
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ def _release_config_changed(before: AppConfig | None, after: AppConfig) -> bool:
     return before is not None and (before.environment, before.secrets) != (after.environment, after.secrets)
 
 
+def _has_release(ctx: Context, app: str) -> bool:
+    return ctx.deps.state.get(app).desired is not None or ctx.deps.pointer.get(app) is not None
+
+
 def _store_and_release(ctx: Context, before: AppConfig | None, config: AppConfig) -> int:
     """Store `config`; when its environment or secrets changed and the app runs a release, start
     a config-only release of it (unless --no-deploy). The answer says which happened."""
@@ -64,12 +68,12 @@ def _store_and_release(ctx: Context, before: AppConfig | None, config: AppConfig
                 "environment/secrets changed; not deployed (--no-deploy): "
                 f"`deployer deploy {config.app} --config-only` releases them"
             )
+        elif not _has_release(ctx, config.app):
+            result["release"] = None
+            lines.append("environment/secrets changed; no release yet: the first one uses them")
         else:
             try:
                 started = deploy_config(ctx, config.app, "config change")
-            except ReleaseNotFound:
-                result["release"] = None
-                lines.append("environment/secrets changed; no release yet: the first one uses them")
             except DeployerError as exc:
                 result.update(release=None, error=str(exc))
                 lines.append(
