@@ -363,3 +363,16 @@ def test_config_set_while_a_deploy_runs_stores_and_says_no_release_started(world
     assert "is deploying" in answer["error"]
     assert world.core.apps.get("web").environment == {"LOG_LEVEL": "debug"}
     assert world.core.state.get("web").last_release == 1
+
+
+def test_promoting_an_earlier_release_number_runs_its_pinned_config(world: World) -> None:
+    # Given release 1, then (new versions) release 2 live
+    with_secrets(world)
+    world.complete(world.push(1, "v1"))
+    first_sent = sent_config(world, world.release(1).command_id)
+    new_versions()
+    world.complete(world.push(2, "v2"))
+    # When an operator deploys release 1 again by number
+    answer = handle_operation(world.ld, {"action": "promote", "app": "web", "to": 1})
+    # Then it runs as release 1 ran: its image and its versions
+    assert sent_config(world, world.release(answer["release"]).command_id) == first_sent
