@@ -177,6 +177,19 @@ def config_only(world: FaultWorld) -> Plan:
     return Plan([request], Expect(desired=first, secret_versions=versions))
 
 
+def push_missing_secret(world: FaultWorld) -> Plan:
+    """v1 live; the Secrets Manager secret is deleted; v2's push is recorded FAILED and nothing
+    deploys (v1 stays, with its pinned versions)."""
+    versions = _with_secrets(world)
+    first = _live_on_1(world)
+    client("secretsmanager").delete_secret(SecretId="web/api-key", ForceDeleteWithoutRecovery=True)
+    digest = world.image(2, "v2")
+    return Plan(
+        [world.push_event(digest, "v2")],
+        Expect(desired=first, accepted=(digest,), secret_versions=versions),
+    )
+
+
 FLOWS: tuple[Flow, ...] = (
     Flow("push_deploy", push_deploy),
     Flow("completion_success", completion_success),
@@ -191,4 +204,5 @@ FLOWS: tuple[Flow, ...] = (
     Flow("reconciler_drift", reconciler_drift),
     Flow("push_pins_secrets", push_pins_secrets),
     Flow("config_only", config_only),
+    Flow("push_missing_secret", push_missing_secret),
 )
