@@ -99,9 +99,22 @@ def drive_on_image_push(world: World) -> None:
         on_image_push({"detail-type": "nope"}, FakeContext())
 
 
+def _pinning(scenario: Callable[[World], None]) -> Callable[[World], None]:
+    """A scenario run for an app that names secrets: its releases pin their versions."""
+
+    def run(world: World) -> None:
+        with_secrets(world)
+        scenario(world)
+
+    return run
+
+
 SCENARIOS: dict[str, Callable[[World], None]] = {
     "OnImagePushFunction": drive_on_image_push,
     **LIFECYCLE_SCENARIOS,
+    # An operator's promote by tag, and the reconciler's missed push, pin secret versions.
+    "RollbackFunction": _pinning(LIFECYCLE_SCENARIOS["RollbackFunction"]),
+    "ReconcilerFunction": _pinning(LIFECYCLE_SCENARIOS["ReconcilerFunction"]),
 }
 
 

@@ -71,6 +71,8 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "CreateLaunchTemplateVersion",
         "Publish",
         "TransactWriteItems",
+        "DescribeParameters",
+        "DescribeSecret",
     },
     "OnInstanceLaunchFunction": {
         "DescribeInstanceInformation",
@@ -88,6 +90,8 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "CreateLaunchTemplateVersion",
         "PutItem",
         "TransactWriteItems",
+        "DescribeParameters",
+        "DescribeSecret",
     },
 }
 
