@@ -139,6 +139,12 @@ def required(
             a("ec2", "instance/*")
         ]
         return action, [a("ssm", f"document/{params['DocumentName']}"), *instances]
+    if service == "secretsmanager" and operation == "DescribeSecret":
+        # By name, IAM sees the full ARN, which ends with `-` and six characters AWS chose.
+        secret = params["SecretId"]
+        return action, [
+            secret if secret.startswith("arn:") else a("secretsmanager", f"secret:{secret}-XXXXXX")
+        ]
     if service == "ssm" and operation == "GetDocument":
         return action, [a("ssm", f"document/{params['Name']}")]
     if service == "ec2" and operation in {"CreateLaunchTemplateVersion", "DeleteLaunchTemplateVersions"}:

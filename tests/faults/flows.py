@@ -130,6 +130,66 @@ def reconciler_drift(world: FaultWorld) -> Plan:
     return Plan([world.schedule_event()], Expect(desired=second))
 
 
+def _with_secrets(world: FaultWorld) -> dict[str, str]:
+    """The app names a Parameter Store parameter and a Secrets Manager secret; their versions now."""
+    client("ssm").put_parameter(Name="/web/db-password", Value="first", Type="SecureString")
+    client("secretsmanager").create_secret(Name="web/api-key", SecretString="first")
+    config = world.base.config
+    document = {
+        **config.to_document(),
+        "environment": {"LOG_LEVEL": "info"},
+        "secrets": {"DB_PASSWORD": "ssm:/web/db-password", "API_KEY": "secretsmanager:web/api-key"},
+    }
+    world.base.config = type(config).parse(document)
+    world.base.core.apps.put(world.base.config)
+    return {"DB_PASSWORD": "1", "API_KEY": _current_secret_version()}
+
+
+def _current_secret_version() -> str:
+    stages = client("secretsmanager").describe_secret(SecretId="web/api-key")["VersionIdsToStages"]
+    return next(str(v) for v, labels in stages.items() if "AWSCURRENT" in labels)
+
+
+def _new_secret_versions() -> dict[str, str]:
+    client("ssm").put_parameter(Name="/web/db-password", Value="second", Type="SecureString", Overwrite=True)
+    client("secretsmanager").put_secret_value(SecretId="web/api-key", SecretString="second")
+    return {"DB_PASSWORD": "2", "API_KEY": _current_secret_version()}
+
+
+def push_pins_secrets(world: FaultWorld) -> Plan:
+    """v1 live with its secrets' first versions; both change; v2's push pins the new ones."""
+    _with_secrets(world)
+    _live_on_1(world)
+    versions = _new_secret_versions()
+    digest = world.image(2, "v2")
+    return Plan(
+        [world.push_event(digest, "v2")],
+        Expect(desired=digest, accepted=(digest,), secret_versions=versions),
+    )
+
+
+def config_only(world: FaultWorld) -> Plan:
+    """v1 live; its secrets change; an operator deploys the config alone (v1's image again)."""
+    _with_secrets(world)
+    first = _live_on_1(world)
+    versions = _new_secret_versions()
+    request = Delivery("rollback", {"action": "deploy_config", "app": "web", "reason": "rotated"})
+    return Plan([request], Expect(desired=first, secret_versions=versions))
+
+
+def push_missing_secret(world: FaultWorld) -> Plan:
+    """v1 live; the Secrets Manager secret is deleted; v2's push is recorded FAILED and nothing
+    deploys (v1 stays, with its pinned versions)."""
+    versions = _with_secrets(world)
+    first = _live_on_1(world)
+    client("secretsmanager").delete_secret(SecretId="web/api-key", ForceDeleteWithoutRecovery=True)
+    digest = world.image(2, "v2")
+    return Plan(
+        [world.push_event(digest, "v2")],
+        Expect(desired=first, accepted=(digest,), secret_versions=versions),
+    )
+
+
 FLOWS: tuple[Flow, ...] = (
     Flow("push_deploy", push_deploy),
     Flow("completion_success", completion_success),
@@ -142,4 +202,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("launch_mid_deploy", launch_mid_deploy),
     Flow("reconciler_missed_push", reconciler_missed_push),
     Flow("reconciler_drift", reconciler_drift),
+    Flow("push_pins_secrets", push_pins_secrets),
+    Flow("config_only", config_only),
+    Flow("push_missing_secret", push_missing_secret),
 )

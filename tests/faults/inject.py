@@ -94,14 +94,18 @@ class Injector:
                 },
                 operation,
             )
-        result = original(client, operation, params)
-        if fault is not None and fault.kind == CRASH:
-            self.fired = True
-            raise InvocationDied(f"invocation died after call {k} ({service}.{operation})")
-        if fault is not None and fault.kind == DUPLICATE and self.redeliver is not None:
-            self.fired = True
-            with self.disarmed():
-                self.redeliver()
+        try:
+            result = original(client, operation, params)
+        finally:
+            # Also after a call AWS answered with an error (a secret not found): the invocation
+            # may die, or its twin run, right after any answer.
+            if fault is not None and fault.kind == CRASH:
+                self.fired = True
+                raise InvocationDied(f"invocation died after call {k} ({service}.{operation})")
+            if fault is not None and fault.kind == DUPLICATE and self.redeliver is not None:
+                self.fired = True
+                with self.disarmed():
+                    self.redeliver()
         return result
 
 

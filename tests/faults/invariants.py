@@ -8,6 +8,8 @@ sentence that must hold, yielding what contradicts it.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +39,9 @@ class Expect:
     # hosts that refused it keep the release they had, and nothing sends it to them again.
     hold: bool = False
     launched: str | None = None  # an instance that must end InService
+    # Config flows: the secret versions (variable -> version) the pointer's release must pin,
+    # which every command of that release carries too.
+    secret_versions: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class Seen:
     running_commands: frozenset[str]
     fleet_sends: Counter[str]  # digest -> fleet-wide commands sent during the flow
     notices: dict[int, set[str]]  # release -> the `event` of every message about it
+    pointer_config: str  # the pointer's `release_config`
+    release_configs: dict[int, set[str]]  # release -> the `releaseConfig` of each command sent for it
 
     @classmethod
     def of(cls, world: FaultWorld, before: dict[int, str]) -> Seen:
@@ -92,7 +99,24 @@ class Seen:
                 c.parameters["image"][0].rpartition("@")[2] for c in world.commands_since_mark() if c.targets
             ),
             notices=notices,
+            pointer_config=str(pointer.get("release_config") or ""),
+            release_configs=_release_configs(world.base.shim.commands()),
         )
+
+
+def _release_configs(commands: list[Any]) -> dict[int, set[str]]:
+    sent: dict[int, set[str]] = {}
+    for command in commands:
+        parameters = command.parameters
+        sent.setdefault(int(parameters["release"][0]), set()).add(parameters.get("releaseConfig", [""])[0])
+    return sent
+
+
+def _pinned_versions(encoded: str) -> dict[str, str]:
+    if not encoded:
+        return {}
+    data = json.loads(base64.b64decode(encoded))
+    return {str(s["var"]): str(s["version"]) for s in data["secrets"]}
 
 
 Check = Callable[[Seen, Expect], Iterator[str]]
@@ -193,6 +217,19 @@ def every_transition_is_notified(seen: Seen, expect: Expect) -> Iterator[str]:
         yield f"release {number} {status} never announced"
 
 
+def the_pointers_release_runs_the_pinned_secret_versions(seen: Seen, expect: Expect) -> Iterator[str]:
+    """Config flows: the pointer carries the versions pinned when the release was recorded, and
+    every command of that release carried the same config (nothing went out unresolved)."""
+    if expect.secret_versions is None:
+        return
+    pinned = _pinned_versions(seen.pointer_config)
+    if pinned != expect.secret_versions:
+        yield f"pointer pins {pinned}, expected {expect.secret_versions}"
+    for config in sorted(seen.release_configs.get(seen.pointer_release or 0, set())):
+        if config != seen.pointer_config:
+            yield f"release {seen.pointer_release} was sent with {_pinned_versions(config)}"
+
+
 def the_launching_instance_ends_in_service(seen: Seen, expect: Expect) -> Iterator[str]:
     if expect.launched is not None and seen.instance_states.get(expect.launched) != "InService":
         yield f"{expect.launched[-4:]} is {seen.instance_states.get(expect.launched, 'gone')}"
@@ -207,6 +244,7 @@ CHECKS: tuple[Check, ...] = (
     every_accepted_push_ends_in_a_terminal_record,
     nothing_is_deployed_twice,
     every_transition_is_notified,
+    the_pointers_release_runs_the_pinned_secret_versions,
     the_launching_instance_ends_in_service,
 )
 

@@ -27,6 +27,7 @@ from tests.conftest import ACCOUNT, REGION, CallRecorder
 from tests.lifecycle.iam_scenarios import (
     EXPECTED_OPERATIONS,
     LIFECYCLE_SCENARIOS,
+    SETUP,
     FakeContext,
     lifecycle,
     push,
@@ -51,8 +52,23 @@ class World:
     gaps: MotoGaps  # moto's gaps, filled by the `aws` fixture: scenarios drive SSM outcomes with it
 
 
+def with_secrets(world: World) -> None:
+    """Setup: the app names a Parameter Store parameter and a Secrets Manager secret (created
+    through the unrecorded SETUP session), so each release pins their versions."""
+    SETUP.client("ssm").put_parameter(Name="/web/db-password", Value="s3cret", Type="SecureString")
+    SETUP.client("secretsmanager").create_secret(Name="web/api-key", SecretString="k3y")
+    world.config = AppConfig.parse(
+        {
+            **world.config.to_document(),
+            "secrets": {"DB_PASSWORD": "ssm:/web/db-password", "API_KEY": "secretsmanager:web/api-key"},
+        }
+    )
+    world.deps.apps.put(world.config)
+
+
 def drive_on_image_push(world: World) -> None:
-    """Started deploy (pruning old release versions, "started" notice published), duplicate
+    """Started deploy (its secrets' versions pinned, old release versions pruned, "started"
+    notice published), duplicate
     delivery, unknown repository, bad input; then a redelivered push whose deploy's command has
     failed, so its converge ends that release (command counts, per-host StatusDetails, host
     outcomes for the notice) and rolls back (the target's image in ECR)."""
@@ -64,6 +80,7 @@ def drive_on_image_push(world: World) -> None:
             LaunchTemplateData={},
             VersionDescription=f"{world.config.app} release {number} sha256:{number:064x}",
         )
+    with_secrets(world)
     with lifecycle(world) as shim:
         event = world.load_event("ecr_image_push")
         on_image_push(event, FakeContext())
@@ -82,9 +99,22 @@ def drive_on_image_push(world: World) -> None:
         on_image_push({"detail-type": "nope"}, FakeContext())
 
 
+def _pinning(scenario: Callable[[World], None]) -> Callable[[World], None]:
+    """A scenario run for an app that names secrets: its releases pin their versions."""
+
+    def run(world: World) -> None:
+        with_secrets(world)
+        scenario(world)
+
+    return run
+
+
 SCENARIOS: dict[str, Callable[[World], None]] = {
     "OnImagePushFunction": drive_on_image_push,
     **LIFECYCLE_SCENARIOS,
+    # An operator's promote by tag, and the reconciler's missed push, pin secret versions.
+    "RollbackFunction": _pinning(LIFECYCLE_SCENARIOS["RollbackFunction"]),
+    "ReconcilerFunction": _pinning(LIFECYCLE_SCENARIOS["ReconcilerFunction"]),
 }
 
 

@@ -43,6 +43,8 @@ RESOURCE_STAR: dict[str, str] = {
         f"no resource type; held by the rollback function only ({SAR}list_awssystemsmanager.html)",
     "logs:DescribeLogGroups": "the hosts' SSM agent checks the command log group exists; Run Command's "
         "CloudWatch Logs setup grants it on * (Systems Manager user guide, sysman-rc-setting-up-cwlogs)",
+    "ssm:DescribeParameters":
+        f"pins a secret's version without its value; no resource type ({SAR}list_awssystemsmanager.html)",
     "ecr:GetAuthorizationToken":
         f"the hosts' registry login; no resource type ({SAR}list_amazonelasticcontainerregistry.html)",
 }

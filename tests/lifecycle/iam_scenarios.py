@@ -48,6 +48,8 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "ListCommandInvocations",
         "Query",
         "DescribeImages",
+        "DescribeParameters",
+        "DescribeSecret",
     },
     "OnCommandStatusFunction": {
         "GetCommandInvocation",
@@ -69,6 +71,8 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "CreateLaunchTemplateVersion",
         "Publish",
         "TransactWriteItems",
+        "DescribeParameters",
+        "DescribeSecret",
     },
     "OnInstanceLaunchFunction": {
         "DescribeInstanceInformation",
@@ -86,6 +90,8 @@ EXPECTED_OPERATIONS: dict[str, set[str]] = {
         "CreateLaunchTemplateVersion",
         "PutItem",
         "TransactWriteItems",
+        "DescribeParameters",
+        "DescribeSecret",
     },
 }
 

@@ -464,7 +464,7 @@ def test_an_invalid_config_is_one_line_exit_4_and_writes_nothing(world: World, t
 
 def test_usage_errors_are_one_line_and_exit_4(world: World) -> None:
     for argv, fragment in (
-        (("deploy", "web"), "one of the arguments --tag --digest --release is required"),
+        (("deploy", "web"), "one of the arguments --tag --digest --release --config-only is required"),
         (("logs", "web", "--since", "ten"), "is not a duration"),
         (("diagnose", "web", "--host", "web-1"), "is not an instance id"),
         (("frobnicate",), "invalid choice"),

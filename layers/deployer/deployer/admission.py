@@ -129,6 +129,8 @@ def follow_admission(
         count(Metric.PUSH_REFUSED)
         return AppPushResult(app, PushAction.REFUSED, "digest failed before and is refused")
     number = admitted.release
+    if admitted.failed:
+        return AppPushResult(app, PushAction.FAILED, admitted.reason, number)
     if admitted.superseded:
         logger.info("push arrived after a newer one: recorded superseded", app=app, release=number)
         return AppPushResult(app, PushAction.SUPERSEDED, "a newer push arrived first", number)

@@ -77,7 +77,7 @@ def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]
         "retain": str(config.retain),
         "registryLogin": config.registry_login,
         "executionTimeout": str(config.rollout.command_timeout),
-        "releaseConfig": "",
+        "releaseConfig": release.config.encode(),
     }
     for name, value in values.items():
         if not re.fullmatch(PARAMETER_PATTERNS[name], value):

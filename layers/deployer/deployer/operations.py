@@ -19,6 +19,7 @@ from deployer.errors import DeployerError, ReleaseNotFound
 from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import (
     CancelRequest,
+    ConfigDeployRequest,
     OperationRequest,
     PauseRequest,
     PromoteRequest,
@@ -33,6 +34,7 @@ from deployer.observability import count, logger
 if TYPE_CHECKING:
     from deployer.adapters.images import Image
     from deployer.models.config import AppConfig
+    from deployer.models.release_config import ReleaseConfig
     from deployer.wiring import Adapters
 
 
@@ -42,6 +44,8 @@ def run(ad: Adapters, request: OperationRequest) -> dict[str, Any]:
         return rollback(ad, request)
     if isinstance(request, PromoteRequest):
         return promote(ad, request)
+    if isinstance(request, ConfigDeployRequest):
+        return deploy_config(ad, request)
     if isinstance(request, PauseRequest):
         return pause(ad, request)
     if isinstance(request, ResumeRequest):
@@ -101,6 +105,7 @@ def rollback(ad: Adapters, request: RollbackRequest) -> dict[str, Any]:
         source=ReleaseSource.ROLLBACK,
         reason=reason,
         rollback_of=current.release if current is not None and current.release != target.release else None,
+        config_pin=target.config,
     )
     count(DeployMetric.ROLLBACKS)
     return {
@@ -124,9 +129,12 @@ def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
     config = ad.apps.get(request.app)
     ref = request.to
     image: Image
+    # An earlier release is deployed again as it ran: its image and its pinned config.
+    pinned: ReleaseConfig | None = None
     if isinstance(ref, int):
         known = ad.releases.get(config.app, ref)
         image = ad.images.by_digest(config.repository, known.digest)
+        pinned = known.config
     elif ref.startswith("sha256:"):
         image = ad.images.by_digest(config.repository, ref)
     else:
@@ -146,6 +154,7 @@ def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
         tag=tag,
         source=ReleaseSource.MANUAL,
         reason=reason,
+        config_pin=pinned,
     )
     return {
         "action": "promote",
@@ -153,6 +162,41 @@ def promote(ad: Adapters, request: PromoteRequest) -> dict[str, Any]:
         "release": started.release,
         "digest": image.digest,
         "tag": tag,
+        "command_id": started.command_id,
+    }
+
+
+def deploy_config(ad: Adapters, request: ConfigDeployRequest) -> dict[str, Any]:
+    """A config-only release: the image of the release the app runs now (its desired release),
+    with the stored environment and each secret's version current now. It deploys like any
+    release (stages, zero-downtime swap, automatic rollback to the previous config)."""
+    config = ad.apps.get(request.app)
+    state = ad.state.get(config.app)
+    number = state.desired or _pointer_release(ad, config.app)
+    current = ad.releases.get_or_none(config.app, number) if number else None
+    if current is None:
+        raise ReleaseNotFound(
+            f"{config.app} has never been deployed: a config-only release keeps the running image, "
+            "and there is none yet (push an image, or deploy a tag)"
+        )
+    ad.images.by_digest(config.repository, current.digest)
+    reason = request.reason or f"config-only release (the image of release {current.release})"
+    started = _deploy(
+        ad,
+        config,
+        image=current.image,
+        digest=current.digest,
+        tag=current.tag,
+        source=ReleaseSource.CONFIG,
+        reason=reason,
+    )
+    return {
+        "action": "deploy_config",
+        "app": config.app,
+        "release": started.release,
+        "image_of": current.release,
+        "digest": current.digest,
+        "tag": current.tag,
         "command_id": started.command_id,
     }
 
@@ -167,6 +211,7 @@ def _deploy(
     source: ReleaseSource,
     reason: str,
     rollback_of: int | None = None,
+    config_pin: ReleaseConfig | None = None,
 ) -> Release:
     """Record and start an operator's release (DeployInProgress, nothing written, while another
     deploy runs). Run again after it died part-way, the same request finds its release rolling
@@ -199,6 +244,7 @@ def _deploy(
         operator=True,
         rollback_of=rollback_of,
         state=state,
+        config_pin=config_pin,
     )
     assert admitted.release is not None
     report = controller.converge(ad, config.app, config=config, token=token, known=admitted.known)

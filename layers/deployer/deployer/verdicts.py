@@ -181,11 +181,12 @@ def host_counts(
 
 def may_roll_back_to(candidate: Release, failed: Release) -> bool:
     """Whether `candidate` can be what `failed` is rolled back to: an older release that
-    succeeded, running a different image (the same image would fail the same way)."""
+    succeeded, running a different image or config (the same image with the same config would
+    fail the same way; a failed config-only release goes back to the config before it)."""
     return (
         candidate.status is ReleaseStatus.SUCCEEDED
         and candidate.release < failed.release
-        and candidate.digest != failed.digest
+        and (candidate.digest != failed.digest or candidate.config != failed.config)
     )
 
 
@@ -205,11 +206,12 @@ def rolls_back_automatically(release: Release, auto_rollback: bool) -> bool:
 def blames_image(release: Release, failure_classes: Iterable[str | None] = ()) -> bool:
     """Whether a failed release's image is to blame (its digest is then refused).
 
-    A failed rollback ran an image that succeeded before: hosts or infrastructure are suspect,
-    not the image, which stays allowed. `failure_classes` are the failed hosts' classes, when
-    known: hosts that all failed fetching the release's pinned config (`config`) never ran the
-    image, so it stays allowed too; any other class, or none known, blames it."""
-    if release.source is ReleaseSource.ROLLBACK:
+    A failed rollback ran an image that succeeded before, and a failed config-only release the
+    image already running: hosts, infrastructure or the config are suspect, not the image, which
+    stays allowed. `failure_classes` are the failed hosts' classes, when known: hosts that all
+    failed fetching the release's pinned config (`config`) never ran the image, so it stays
+    allowed too; any other class, or none known, blames it."""
+    if release.source in (ReleaseSource.ROLLBACK, ReleaseSource.CONFIG):
         return False
     classes = set(failure_classes)
     return not classes or not classes <= IMAGE_INNOCENT_CLASSES

@@ -12,6 +12,7 @@ from deployer.adapters.admissions import Admissions
 from deployer.adapters.app_state import AppState
 from deployer.adapters.apps import AppsStore
 from deployer.adapters.command_results import CommandResults
+from deployer.adapters.config_versions import ConfigVersions
 from deployer.adapters.fleet import Fleet
 from deployer.adapters.host_outcomes import HostOutcomesStore
 from deployer.adapters.images import Images
@@ -51,6 +52,7 @@ class Adapters:
     tracked: TrackedCommands
     notifier: Notifier
     rechecks: RecheckQueue
+    config_versions: ConfigVersions
     clock: Callable[[], float] = field(default_factory=lambda: time.time)
 
     @classmethod
@@ -90,6 +92,7 @@ class Adapters:
             tracked=TrackedCommands(dynamodb, settings.host_outcomes_table),
             notifier=Notifier(settings.notification_topic_arn, lambda: clients.client("sns")),
             rechecks=RecheckQueue(settings.launch_recheck_queue_url, lambda: clients.client("sqs")),
+            config_versions=ConfigVersions(ssm, lambda: clients.client("secretsmanager")),
         )
 
     @property

@@ -12,11 +12,14 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from deployer.adapters import aws_errors, error_code
-from deployer.errors import AwsCallFailed, InvalidEvent
+from deployer.errors import AwsCallFailed, InvalidAppConfig, InvalidEvent
 from deployer.models.records import Pointer
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm.client import SSMClient
+
+# SSM's standard tier: values up to 4 KB.
+STANDARD_TIER_BYTES = 4096
 
 
 class PointerStore:
@@ -63,10 +66,17 @@ class PointerStore:
 
     def put(self, pointer: Pointer) -> int:
         """Move the pointer; returns the parameter version."""
+        value = pointer.model_dump_json()
+        if len(value.encode()) > STANDARD_TIER_BYTES:
+            # App configs are held to a releaseConfig budget that keeps this from happening.
+            raise InvalidAppConfig(
+                f"the pointer of {pointer.app} would be {len(value.encode())} bytes; a standard "
+                f"parameter holds {STANDARD_TIER_BYTES} (shorten the app's environment or secrets)"
+            )
         with aws_errors(f"moving the pointer of {pointer.app}"):
             response = self._ssm.put_parameter(
                 Name=self.name(pointer.app),
-                Value=pointer.model_dump_json(),
+                Value=value,
                 Type="String",
                 Overwrite=True,
                 Description=f"release pointer of {pointer.app}",

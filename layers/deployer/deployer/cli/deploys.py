@@ -95,8 +95,25 @@ def _report_action(ctx: Context, result: dict[str, Any], sentence: str) -> None:
         ctx.console().print(sentence)
 
 
+def deploy_config(ctx: Context, app: str, reason: str | None = None) -> dict[str, Any]:
+    """Start a config-only release of `app` (the running image, the stored config)."""
+    payload: dict[str, Any] = {"action": "deploy_config", "app": app}
+    if reason:
+        payload["reason"] = reason
+    return run_action(ctx, payload)
+
+
 def _deploy(ctx: Context) -> int:
     args = ctx.args
+    if args.config_only:
+        result = deploy_config(ctx, args.app, args.reason)
+        _report_action(
+            ctx,
+            result,
+            f"{args.app}: config-only release [bold]{result['release']}[/] started "
+            f"(the image of release {result['image_of']})",
+        )
+        return follow(ctx, args.app, int(result["release"])) if args.wait else EXIT_OK
     ref: int | str = args.release if args.release is not None else (args.digest or args.tag)
     result = run_action(ctx, _payload(ctx, "promote", to=ref, reason=args.reason))
     _report_action(
@@ -400,6 +417,11 @@ def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
     what.add_argument("--tag")
     what.add_argument("--digest")
     what.add_argument("--release", type=_release_number)
+    what.add_argument(
+        "--config-only",
+        action="store_true",
+        help="the running image again, with the stored environment and each secret's current version",
+    )
     deploy.add_argument("--reason")
     _wait_options(deploy)
     _function_option(deploy)

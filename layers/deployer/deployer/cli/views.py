@@ -34,8 +34,75 @@ def _duration(release: Release) -> float | None:
     return round((release.finished_at - release.deploy_started_at).total_seconds(), 1)
 
 
+def release_changes(before: Release | None, after: Release) -> dict[str, Any]:
+    """What `after` changed against `before` (the release it replaced): the image, the names of
+    variables added, changed and removed, and each secret whose pinned version changed (old ->
+    new version). Never a value: only names and versions."""
+    old_env = before.config.environment if before else {}
+    new_env = after.config.environment
+    old_secrets = {s.var: s for s in before.config.secrets} if before else {}
+    new_secrets = {s.var: s for s in after.config.secrets}
+    secrets = []
+    for var in sorted(set(old_secrets) | set(new_secrets)):
+        old, new = old_secrets.get(var), new_secrets.get(var)
+        if old == new:  # same reference, same pinned version
+            continue
+        secrets.append(
+            {
+                "var": var,
+                "from": None if old is None else old.version,
+                "to": None if new is None else new.version,
+                "reference": None if new is None else f"{new.source}:{new.id}",
+            }
+        )
+    return {
+        "against": before.release if before else None,
+        "image": "first" if before is None else ("changed" if before.digest != after.digest else "same"),
+        "variables": {
+            "added": sorted(set(new_env) - set(old_env)),
+            "changed": sorted(k for k in set(new_env) & set(old_env) if new_env[k] != old_env[k]),
+            "removed": sorted(set(old_env) - set(new_env)),
+        },
+        "secrets": secrets,
+    }
+
+
+def _short(version: str | None) -> str:
+    if version is None:
+        return "-"
+    return version if len(version) <= 8 else version[:8] + "…"
+
+
+def changes_text(changes: dict[str, Any]) -> str:
+    """One line: `image; +NEW ~CHANGED -GONE; API_KEY 1->2`."""
+    parts = [] if changes["image"] == "same" else [f"image {changes['image']}"]
+    variables = changes["variables"]
+    names = [f"+{n}" for n in variables["added"]] + [f"~{n}" for n in variables["changed"]]
+    names += [f"-{n}" for n in variables["removed"]]
+    if names:
+        parts.append(" ".join(names))
+    parts += [f"{s['var']} {_short(s['from'])}->{_short(s['to'])}" for s in changes["secrets"]]
+    return "; ".join(parts) or "nothing"
+
+
+def _compared_with(deps: Adapters, releases: list[Release]) -> dict[int, Release | None]:
+    """For each release, the one it is compared with: for a rollback the release it took the
+    place of, else the release it replaced when it deployed, else the one before it."""
+    by_number = {r.release: r for r in releases}
+    against: dict[int, Release | None] = {}
+    for release in releases:
+        number = release.rollback_of or release.replaces or release.release - 1
+        known = by_number.get(number)
+        if known is None and number >= 1:
+            known = deps.releases.get_or_none(release.app, number)
+        against[release.release] = known
+    return against
+
+
 def history_rows(deps: Adapters, app: str, limit: int) -> list[dict[str, Any]]:
     deps.apps.get(app)  # an unknown app is an error, not an empty history
+    releases = deps.releases.list_recent(app, limit=limit)
+    against = _compared_with(deps, releases)
     return [
         {
             "release": r.release,
@@ -48,8 +115,9 @@ def history_rows(deps: Adapters, app: str, limit: int) -> list[dict[str, Any]]:
             "hosts_ok": r.hosts_ok,
             "hosts_failed": r.hosts_failed,
             "reason": r.status_reason or r.reason,
+            "changes": release_changes(against[r.release], r),
         }
-        for r in deps.releases.list_recent(app, limit=limit)
+        for r in releases
     ]
 
 
@@ -133,6 +201,11 @@ def status_view(deps: Adapters, app: str) -> dict[str, Any]:
                 "since": pointer.updated_at.isoformat(),
                 "source": pointer.source.value,
                 "status": current.status.value if current else None,
+                "changes": (
+                    release_changes(_compared_with(deps, [current])[current.release], current)
+                    if current
+                    else None
+                ),
             }
             if pointer
             else None
@@ -170,6 +243,8 @@ def _status(ctx: Context) -> int:
             f"since {current['since'][:19].replace('T', ' ')} "
             f"[dim]source {current['source']}, {current['status']}[/]"
         )
+        if current["changes"] is not None:
+            console.print(f"changed: {changes_text(current['changes'])}")
     lt = view["launch_template"]
     mark = "[green]in sync[/]" if lt["in_sync"] else "[bold red]DRIFT[/]"
     console.print(
@@ -223,6 +298,7 @@ def _history(ctx: Context) -> int:
     table = Table(title=f"{ctx.args.app} releases, newest first", title_justify="left")
     for column in ("release", "status", "source", "tag", "created", "duration", "ok", "failed"):
         table.add_column(column, no_wrap=True)
+    table.add_column("changes", ratio=1, overflow="fold")
     table.add_column("reason", ratio=1, overflow="fold")
     for row in rows:
         style = STATUS_STYLE.get(row["status"], "")
@@ -235,6 +311,7 @@ def _history(ctx: Context) -> int:
             "-" if row["duration_seconds"] is None else f"{row['duration_seconds']:.0f}s",
             "-" if row["hosts_ok"] is None else str(row["hosts_ok"]),
             "-" if row["hosts_failed"] is None else str(row["hosts_failed"]),
+            changes_text(row["changes"]),
             row["reason"],
         )
     ctx.console().print(table)

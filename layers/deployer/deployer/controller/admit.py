@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from deployer.adapters.config_versions import SecretNotResolvable
 from deployer.adapters.transactions import Refused
 from deployer.controller import decisions
 from deployer.controller.loop import commit, now
@@ -17,6 +18,7 @@ from deployer.observability import logger
 if TYPE_CHECKING:
     from deployer.adapters.app_state import AppStateRecord
     from deployer.models.config import AppConfig
+    from deployer.models.release_config import ReleaseConfig
     from deployer.wiring import Adapters
 
 # Decisions tried when other writers keep moving the app's state.
@@ -30,6 +32,8 @@ class Admitted:
     replayed: bool = False  # admitted before (a redelivery): `release` is the earlier answer
     paused: bool = False
     superseded: bool = False  # arrived after a newer push: recorded SUPERSEDED
+    failed: bool = False  # a secret could not be pinned: recorded FAILED, nothing deploys
+    reason: str = ""  # why it failed
     # A start: the state and the release exactly as written (converge's first round reads neither).
     known: tuple[AppStateRecord, Release] | None = None
 
@@ -50,10 +54,25 @@ def admit(
     pushed_at: datetime | None = None,
     event_id: str | None = None,
     state: AppStateRecord | None = None,
+    config_pin: ReleaseConfig | None = None,
 ) -> Admitted:
     """Record a release (decisions.admission). A push's second delivery finds its marker and
-    answers the release it was."""
+    answers the release it was.
+
+    The release pins `config_pin` (a rollback's target's config), else the app's environment
+    and each secret's version current now (read here, before the decision; never a value). A
+    secret that cannot be described for good records a push's release FAILED, and refuses an
+    operator's deploy with nothing written (SecretNotResolvable); a transient error raises."""
     app = config.app
+    unresolved: str | None = None
+    if config_pin is None:
+        try:
+            config_pin = ad.config_versions.resolve(config)
+        except SecretNotResolvable as exc:
+            if operator:
+                raise
+            unresolved = str(exc)
+            logger.warning("release not deployable: a secret could not be pinned", app=app, error=unresolved)
     for _ in range(ADMIT_ATTEMPTS):
         # The caller's fresh read serves the first attempt; a refused write reads again.
         state = state or ad.state.get(app)
@@ -72,6 +91,8 @@ def admit(
             rollback_of=rollback_of,
             pushed_at=pushed_at,
             event_id=event_id,
+            config_pin=config_pin,
+            unresolved=unresolved,
         )
         if decision is None:
             return Admitted(None)
@@ -92,6 +113,8 @@ def admit(
             started=started,
             paused=state.paused,
             superseded=release.status is ReleaseStatus.SUPERSEDED,
+            failed=release.status is ReleaseStatus.FAILED,
+            reason=release.status_reason if release.status is ReleaseStatus.FAILED else "",
             known=(decision.change.applied_to(state), release) if started else None,
         )
     raise AwsCallFailed(f"could not record a release of {app}: its state kept changing")

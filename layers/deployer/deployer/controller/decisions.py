@@ -27,6 +27,7 @@ from deployer.errors import DeployInProgress
 from deployer.markers import OutboxEntry
 from deployer.metrics_names import DeployMetric
 from deployer.models.records import Release, ReleaseSource, ReleaseStatus
+from deployer.models.release_config import ReleaseConfig
 from deployer.notify import NoticeKind
 from deployer.observability import Metric
 from deployer.verdicts import Verdict, blames_image, host_counts, next_pending, rolls_back_automatically
@@ -64,6 +65,7 @@ def new_record(
     rollback_of: int | None = None,
     pushed_at: datetime | None = None,
     event_id: str | None = None,
+    config: ReleaseConfig | None = None,
 ) -> Release:
     """A new release record: DEPLOYING under the caller's send claim, or PENDING."""
     started = {}
@@ -82,6 +84,7 @@ def new_record(
         image=image,
         digest=digest,
         tag=tag,
+        config=config or ReleaseConfig(),
         pushed_at=pushed_at or now.at,
         source=source,
         reason=reason,
@@ -165,8 +168,9 @@ def _add_rollback(
     token: str,
     now: Now,
 ) -> int:
-    """A rollback release to `target`'s image taking `of`'s place: recorded DEPLOYING with the
-    lock, the next number, desired, its `started` notice owed."""
+    """A rollback release to `target`'s image and pinned config (the exact secret versions, never
+    resolved again) taking `of`'s place: recorded DEPLOYING with the lock, the next number,
+    desired, its `started` notice owed."""
     number = state.last_release + 1
     decision.creates.append(
         new_record(
@@ -182,6 +186,7 @@ def _add_rollback(
             now=now,
             replaces=target.release,
             rollback_of=of.release,
+            config=target.config,
         )
     )
     change.expect_last = state.last_release
@@ -208,11 +213,17 @@ def admission(
     rollback_of: int | None = None,
     pushed_at: datetime | None = None,
     event_id: str | None = None,
+    config_pin: ReleaseConfig | None = None,
+    unresolved: str | None = None,
 ) -> Decision | None:
     """A new release with the app's next number: started when the app is free (an operator's
     deploy also while paused), else PENDING; SUPERSEDED when a newer push was admitted first.
     None: a push of a refused digest (no number used). An operator's deploy lifts the refusal
-    and is refused (DeployInProgress) while another deploy runs."""
+    and is refused (DeployInProgress) while another deploy runs.
+
+    `config_pin`: the environment and secret versions the release runs with (read before);
+    `unresolved`: why a secret could not be pinned: the release is recorded FAILED and nothing
+    deploys (the push has its answer; a redelivery finds the same release)."""
     app = config.app
     if not operator and digest in state.refused_digests:
         return None
@@ -223,7 +234,7 @@ def admission(
     number = state.last_release + 1
     pushed = int(pushed_at.timestamp()) if pushed_at is not None and marker else None
     late = pushed is not None and pushed < state.last_pushed_at
-    start = not late and state.lock_owner is None and (operator or not state.paused)
+    start = not late and unresolved is None and state.lock_owner is None and (operator or not state.paused)
     release = new_record(
         app,
         config.repository,
@@ -240,7 +251,16 @@ def admission(
         rollback_of=rollback_of,
         pushed_at=pushed_at,
         event_id=event_id,
+        config=config_pin,
     )
+    if unresolved is not None and not late:
+        release = release.model_copy(
+            update={
+                "status": ReleaseStatus.FAILED,
+                "status_reason": f"not deployed: {unresolved}",
+                "finished_at": now.at,
+            }
+        )
     if late:
         # A newer push was admitted before this one arrived: deploying it now would go back.
         release = release.model_copy(
@@ -264,6 +284,8 @@ def admission(
         change.desired = number
         change.require_unpaused = not operator
         change.add_outbox.append(_notice(number, NoticeKind.STARTED))
+    elif release.status is ReleaseStatus.FAILED:
+        change.add_outbox.append(_notice(number, NoticeKind.FAILED))
     decision = Decision(
         app,
         change,
@@ -275,6 +297,9 @@ def admission(
     )
     if late:
         decision.count(Metric.RELEASES_SUPERSEDED)
+    elif unresolved is not None:
+        decision.explain("release not deployed: its config could not be pinned", error=unresolved)
+        decision.count(DeployMetric.DEPLOY_FAILED)
     return decision
 
 

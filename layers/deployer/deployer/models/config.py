@@ -11,11 +11,30 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from deployer.agent_contract import DOCKER_OPTION_NAMES, PARAMETER_PATTERNS
 from deployer.errors import InvalidAppConfig
 from deployer.models import describe_errors
+from deployer.models.release_config import (
+    ENVIRONMENT_MAX_ENTRIES,
+    RELEASE_CONFIG_BUDGET,
+    SECRETS_MAX_ENTRIES,
+    SecretRef,
+    check_env_name,
+    check_env_value,
+    parse_secret_reference,
+    worst_case_chars,
+)
 from deployer.models.ssm_model import check_send_command_value
 
 APP_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
@@ -28,6 +47,20 @@ LAUNCH_TEMPLATE_PATTERN = r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9().\/_-]{3,128})$"
 LAUNCH_TEMPLATE_ID_PATTERN = r"^lt-[0-9a-f]{8,17}$"
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# Map keys and values are checked one by one, so an error's location names the variable
+# (`secrets.API_KEY: ...`, `environment.bad name.[key]: ...`).
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+EnvValue = Annotated[str, AfterValidator(check_env_value)]
+
+
+def _check_reference(reference: str) -> str:
+    parse_secret_reference(reference)
+    return reference
+
+
+SecretReference = Annotated[str, AfterValidator(_check_reference)]
 
 
 class ContainerConfig(BaseModel):
@@ -103,9 +136,39 @@ class AppConfig(BaseModel):
     auto_scaling_group: str = Field(pattern=GROUP_NAME_PATTERN)
     launch_template: str = Field(pattern=LAUNCH_TEMPLATE_PATTERN, description="launch template id or name")
     container: ContainerConfig
+    environment: dict[EnvName, EnvValue] = Field(
+        default_factory=dict,
+        max_length=ENVIRONMENT_MAX_ENTRIES,
+        description="plain variables the container sees (no secrets: they go under `secrets`)",
+    )
+    secrets: dict[EnvName, SecretReference] = Field(
+        default_factory=dict,
+        max_length=SECRETS_MAX_ENTRIES,
+        description="variable name -> ssm:NAME, secretsmanager:NAME or a parameter/secret ARN; "
+        "each release pins the version current when it is recorded",
+    )
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     auto_rollback: bool = True
     retain: int = Field(default=3, ge=1, le=99, description="releases each host keeps for instant rollback")
+
+    @model_validator(mode="after")
+    def _release_config_fits(self) -> AppConfig:
+        both = sorted(set(self.environment) & set(self.secrets))
+        if both:
+            raise ValueError(f"secrets.{both[0]}: is also in environment; a variable comes from one of them")
+        refs = {var: parse_secret_reference(ref) for var, ref in self.secrets.items()}
+        size = worst_case_chars(self.environment, refs)
+        if size > RELEASE_CONFIG_BUDGET:
+            raise ValueError(
+                f"environment and secrets: a release of them would encode to up to {size} characters; "
+                f"at most {RELEASE_CONFIG_BUDGET} fit the swap command and the release pointer "
+                "(shorten values, or move large ones into one secret)"
+            )
+        return self
+
+    @property
+    def secret_refs(self) -> dict[str, SecretRef]:
+        return {var: parse_secret_reference(ref) for var, ref in self.secrets.items()}
 
     @classmethod
     def parse(cls, data: Any) -> AppConfig:

@@ -169,6 +169,16 @@ class PromoteRequest(_Request):
         return checked
 
 
+class ConfigDeployRequest(_Request):
+    """A config-only release: the image the app runs now, with its stored environment and each
+    secret's version current now."""
+
+    action: Literal["deploy_config"]
+    reason: str | None = Field(default=None, max_length=REASON_MAX)
+
+    _r = field_validator("reason")(_reason)
+
+
 class PauseRequest(_Request):
     action: Literal["pause"]
     reason: str | None = Field(default=None, max_length=REASON_MAX)
@@ -216,7 +226,13 @@ def _ref(value: Any) -> int | str | None:
 
 
 OperationRequest = (
-    RollbackRequest | PromoteRequest | PauseRequest | ResumeRequest | CancelRequest | StatusRequest
+    RollbackRequest
+    | PromoteRequest
+    | ConfigDeployRequest
+    | PauseRequest
+    | ResumeRequest
+    | CancelRequest
+    | StatusRequest
 )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployer.models.release_config import ReleaseConfig
 from deployer.names import DIGEST_PATTERN, TAG_PATTERN
 
 # Attribute a release carries only while PENDING (the hash key of the sparse `pending-index`).
@@ -54,6 +55,7 @@ class ReleaseSource(StrEnum):
     PUSH = "push"
     ROLLBACK = "rollback"
     MANUAL = "manual"
+    CONFIG = "config"  # a config-only release: the running image with a new config
 
 
 class Release(BaseModel):
@@ -67,6 +69,9 @@ class Release(BaseModel):
     image: str = Field(description="registry/repository@sha256:..., never a tag")
     digest: str = Field(pattern=DIGEST_PATTERN)
     tag: str | None = Field(default=None, pattern=TAG_PATTERN)
+    # The environment and each secret's version this release runs with, pinned when it was
+    # recorded (a rollback copies its target's); never a secret's value.
+    config: ReleaseConfig = Field(default_factory=ReleaseConfig)
     pushed_at: datetime
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -116,6 +121,9 @@ class Pointer(BaseModel):
     tag: str | None = None
     source: ReleaseSource
     updated_at: datetime = Field(default_factory=utcnow)
+    # The release's `releaseConfig` (agent_contract): a booting host that finds a newer release
+    # here than in its user data runs it with this config.
+    release_config: str = ""
 
     @classmethod
     def for_release(cls, release: Release, source: ReleaseSource | None = None) -> Pointer:
@@ -126,6 +134,7 @@ class Pointer(BaseModel):
             digest=release.digest,
             tag=release.tag,
             source=source or release.source,
+            release_config=release.config.encode(),
         )
 
 
