@@ -215,9 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
                 gate.denied.append(f"host {session}: {action} on {resource}")
             self._answer(*denial(call, principal, action, resource))
             return
-        assert call is not None
         with gate._lock:
-            gate.allowed.append(f"{call.service}:{call.operation}")
+            gate.allowed.append(f"host {principal.rsplit('/', 1)[-1]}: {call.service}:{call.operation}")
         conn = http.client.HTTPConnection(*gate.upstream, timeout=120)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}

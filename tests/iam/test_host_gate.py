@@ -104,7 +104,7 @@ def test_a_host_call_the_role_allows_passes_through_the_gate_unchanged(
     parameter = json.loads(proc.stdout)["Parameter"]
     assert (parameter["Value"], parameter["Version"]) == ('{"release": 1}', 1)
     assert gate.denied == []
-    assert gate.allowed == ["ssm:GetParameter"]
+    assert gate.allowed == [f"host {INSTANCE}: ssm:GetParameter"]
 
 
 def test_a_host_call_the_role_does_not_allow_gets_awss_access_denied_and_is_recorded(
