@@ -222,8 +222,13 @@ class LocalCloud:
         self._invoke_gap = True
         # Every host process (boot script, swap, diagnose, the launch hook's swap) reaches AWS
         # through the gate, under the hosts' role (read from IAM on each call).
-        resolve = secret_arns(self.moto.client("secretsmanager"))
-        self.gate = HostGate(self.moto.endpoint, self._host_role, ACCOUNT, resolve=resolve).start()
+        self.gate = HostGate(
+            self.moto.endpoint,
+            self._host_role,
+            ACCOUNT,
+            resolve=secret_arns(self.moto.client("secretsmanager")),
+            log=self.root / "roles" / "host-denied.log",
+        ).start()
         self.log(f"hosts' AWS endpoint {self.gate.endpoint} (calls checked against role {HOST_ROLE})")
         self.bus = EventBus(stk.rules, self.lambdas)
         self.bus.listeners.append(self._on_delivery)

@@ -12,7 +12,8 @@ For each request the gate reads the service from the SigV4 credential scope, the
 `permissions` whether the role allows every (action, resource) the call needs. Allowed calls are
 forwarded byte for byte; the answer comes back as moto gave it. The role is read from IAM on each
 call, so a policy attached or detached mid-test applies to the next call. Denials are kept in
-`denied` (one line each) so the local cloud and the tests can assert that none, or one, happened.
+`denied` (one line each; also appended to `log` when given, for a cloud in another process) so
+the local cloud and the tests can assert that none, or one, happened.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -77,6 +79,7 @@ class HostGate:
         *,
         resolve: Callable[[Call], dict[str, Any]] | None = None,
         role_name: str = "deployer-host",
+        log: Path | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
@@ -84,6 +87,7 @@ class HostGate:
         self.account = account
         self.role_name = role_name
         self.resolve = resolve
+        self.log = log
         self.denied: list[str] = []
         self.allowed: list[str] = []
         self._sessions: dict[str, str] = {}
@@ -131,6 +135,13 @@ class HostGate:
     def principal(self, access_key: str) -> str:
         session = self._sessions.get(access_key, access_key)
         return f"arn:aws:sts::{self.account}:assumed-role/{self.role_name}/{session}"
+
+    def record_denial(self, line: str) -> None:
+        with self._lock:
+            self.denied.append(line)
+            if self.log is not None:
+                with self.log.open("a") as f:
+                    f.write(line + "\n")
 
     # -- the decision --------------------------------------------------------------------
     def decide(self, call: Call) -> tuple[str, str] | None:
@@ -194,8 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
             call = None
         if call is None:
             # A host's CLI always signs; an unsigned request is AWS's MissingAuthenticationToken.
-            with gate._lock:
-                gate.denied.append(f"unsigned request {self.command} {self.path}")
+            gate.record_denial(f"unsigned request {self.command} {self.path}")
             body = json.dumps({"__type": "MissingAuthenticationTokenException",
                                "message": "Missing Authentication Token"}).encode()
             self._answer(403, {"Content-Type": "application/x-amz-json-1.1",
@@ -211,8 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         if refused is not None:
             action, resource = refused
             session = principal.rsplit("/", 1)[-1]
-            with gate._lock:
-                gate.denied.append(f"host {session}: {action} on {resource}")
+            gate.record_denial(f"host {session}: {action} on {resource}")
             self._answer(*denial(call, principal, action, resource))
             return
         with gate._lock:
