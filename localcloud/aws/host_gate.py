@@ -249,12 +249,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def secret_arns(secretsmanager: Any) -> Callable[[Call], dict[str, Any]]:
-    """A `resolve` for the gate: a secret fetched by name is authorized by AWS as the secret's
-    full ARN (with its random suffix), so the check is made on that ARN."""
+    """A `resolve` for the gate: a secret fetched by name or partial ARN is authorized by AWS as
+    the secret's full ARN (with its random suffix), so the check is made on that ARN."""
 
     def resolve(call: Call) -> dict[str, Any]:
         secret = str(call.params.get("SecretId", ""))
-        if call.service != "secretsmanager" or not secret or secret.startswith("arn:"):
+        if call.service != "secretsmanager" or not secret:
             return call.params
         try:
             found = secretsmanager.describe_secret(SecretId=secret)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ def moto() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def gate(moto: MotoServer) -> Iterator[HostGate]:
+def gate(moto: MotoServer, tmp_path: Path) -> Iterator[HostGate]:
     iam = moto.client("iam")
 
     def role() -> permissions.RoleCheck | None:
@@ -44,7 +46,8 @@ def gate(moto: MotoServer) -> Iterator[HostGate]:
             return None
         return permissions.RoleCheck(HOST_ROLE, statements, REGION, ACCOUNT)
 
-    g = HostGate(moto.endpoint, role, ACCOUNT, resolve=secret_arns(moto.client("secretsmanager"))).start()
+    resolve = secret_arns(moto.client("secretsmanager"))
+    g = HostGate(moto.endpoint, role, ACCOUNT, resolve=resolve, log=tmp_path / "host-denied.log").start()
     yield g
     g.stop()
     for policy in iam.list_attached_role_policies(RoleName=HOST_ROLE)["AttachedPolicies"]:
@@ -129,6 +132,7 @@ def test_a_host_call_the_role_does_not_allow_gets_awss_access_denied_and_is_reco
     ) in proc.stderr
     assert gate.denied == [f"host {INSTANCE}: ssm:GetDocument on {DOCUMENT_ARN}"]
     assert gate.allowed == []
+    assert (tmp_path / "host-denied.log").read_text().splitlines() == gate.denied
 
 
 def test_a_host_call_no_mapping_knows_is_refused_in_the_query_protocols_shape(
@@ -170,7 +174,8 @@ def test_a_pinned_secret_fetch_is_denied_without_the_grant_and_allowed_with_it(
         host_cli(gate, tmp_path, *fetch_secret, secret["VersionId"]),
         host_cli(gate, tmp_path, *fetch_parameter),
     ]
-    not_granted = host_cli(gate, tmp_path, "secretsmanager", "get-secret-value", "--secret-id", "web/other")
+    partial_arn = other["ARN"].rsplit("-", 1)[0]  # AWS takes a secret's ARN without its suffix
+    not_granted = host_cli(gate, tmp_path, "secretsmanager", "get-secret-value", "--secret-id", partial_arn)
 
     # Then both were refused (on the secret's full ARN and the parameter's), and then answered
     assert [p.returncode != 0 and "(AccessDeniedException)" in p.stderr for p in before] == [True, True]
@@ -200,3 +205,28 @@ def test_granting_host_secrets_refuses_a_wildcard_name_and_changes_nothing(
     # Then the error names the field, and the role has no inline policy
     assert "no wildcards" in str(refused.value)
     assert iam.list_role_policies(RoleName=HOST_ROLE)["PolicyNames"] == []
+
+
+def test_an_unsigned_request_is_refused_and_reaches_nothing(
+    moto: MotoServer, gate: HostGate, template: dict[str, Any]
+) -> None:
+    # Given the documented host role
+    host_role(moto, template)
+
+    # When a request without a signature asks SSM to write a parameter
+    body = json.dumps({"Name": "/unsigned/probe", "Value": "x", "Type": "String"}).encode()
+    request = urllib.request.Request(
+        gate.endpoint + "/",
+        data=body,
+        headers={"X-Amz-Target": "AmazonSSM.PutParameter", "Content-Type": "application/x-amz-json-1.1"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+
+    # Then AWS's missing-authentication answer comes back, and moto holds no such parameter
+    assert refused.value.code == 403
+    assert json.loads(refused.value.read())["__type"] == "MissingAuthenticationTokenException"
+    assert gate.denied == ["unsigned request POST /"]
+    ssm = moto.client("ssm")
+    with pytest.raises(ssm.exceptions.ParameterNotFound):
+        ssm.get_parameter(Name="/unsigned/probe")
