@@ -157,16 +157,14 @@ class HostGate:
         return None
 
 
-def denial(
-    call: Call | None, principal: str, action: str, resource: str
-) -> tuple[int, dict[str, str], bytes]:
+def denial(call: Call, principal: str, action: str, resource: str) -> tuple[int, dict[str, str], bytes]:
     """AWS's answer to a call the caller's policies do not allow (an implicit deny)."""
     message = (
         f"User: {principal} is not authorized to perform: {action} on resource: {resource} "
         f"because no identity-based policy allows the {action} action"
     )
     request_id = str(uuid.uuid4())
-    if call is None or call.protocol == "json":
+    if call.protocol == "json":
         body = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
         return 400, {
             "Content-Type": "application/x-amz-json-1.1",
@@ -232,7 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()
-            relayed = {k: v for k, v in resp.getheaders() if k.lower() not in _HOP | {"content-length"}}
+            # send_response writes its own Server and Date; Content-Length is set from the body
+            skip = _HOP | {"content-length", "server", "date"}
+            relayed = {k: v for k, v in resp.getheaders() if k.lower() not in skip}
             self._answer(resp.status, relayed, payload)
         finally:
             conn.close()
