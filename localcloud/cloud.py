@@ -32,7 +32,7 @@ from localcloud import moto_gaps
 from localcloud.aws import invoke_gap, permissions
 from localcloud.aws.eventbridge import Delivery, EventBus, envelope
 from localcloud.aws.fleet import Fleet
-from localcloud.aws.host_gate import HostGate, secret_arns
+from localcloud.aws.host_gate import HostGate, customer_key_reads, secret_arns
 from localcloud.aws.host_role import HOST_ROLE, create_host_role
 from localcloud.aws.lambdas import LambdaService
 from localcloud.aws.motoserver import ACCOUNT, MotoServer
@@ -227,6 +227,9 @@ class LocalCloud:
             self._host_role,
             ACCOUNT,
             resolve=secret_arns(self.moto.client("secretsmanager")),
+            implied=customer_key_reads(
+                self.moto.client("ssm"), self.moto.client("secretsmanager"), self.moto.client("kms")
+            ),
             log=self.root / "roles" / "host-denied.log",
         ).start()
         self.log(f"hosts' AWS endpoint {self.gate.endpoint} (calls checked against role {HOST_ROLE})")

@@ -69,7 +69,8 @@ def parse(headers: Any, path: str, body: bytes) -> Call | None:
 class HostGate:
     """`role()` gives the hosts' `permissions.RoleCheck`, or None when there is no host role (then
     calls pass unchecked, as before the stack had one). `resolve` may rewrite a call's parameters
-    to the resource AWS authorizes (a secret's name → its ARN)."""
+    to the resource AWS authorizes (a secret's name → its ARN); `implied` names what AWS also
+    authorizes as the caller (kms:Decrypt on a customer-managed key of what the call reads)."""
 
     def __init__(
         self,
@@ -78,6 +79,7 @@ class HostGate:
         account: str,
         *,
         resolve: Callable[[Call], dict[str, Any]] | None = None,
+        implied: Callable[[Call], list[tuple[str, str]]] | None = None,
         role_name: str = "deployer-host",
         log: Path | None = None,
     ) -> None:
@@ -87,6 +89,7 @@ class HostGate:
         self.account = account
         self.role_name = role_name
         self.resolve = resolve
+        self.implied = implied
         self.log = log
         self.denied: list[str] = []
         self.allowed: list[str] = []
@@ -151,6 +154,7 @@ class HostGate:
             return None
         params = self.resolve(call) if self.resolve else call.params
         needed = permissions.requirements(call.service, call.operation, params, role.region, role.account)
+        needed += self.implied(call) if self.implied else []
         for action, resource in needed:
             if not permissions.allowed(role.statements, action, resource):
                 return action, resource
@@ -263,3 +267,48 @@ def secret_arns(secretsmanager: Any) -> Callable[[Call], dict[str, Any]]:
         return {**call.params, "SecretId": found["ARN"]}
 
     return resolve
+
+
+# The AWS-managed keys: their key policies admit the account's principals through the service,
+# so reading with them needs no kms grant in the caller's policies.
+_MANAGED_KEYS = {"ssm": "alias/aws/ssm", "secretsmanager": "alias/aws/secretsmanager"}
+
+
+def _parameter_name(name: str) -> str:
+    """A parameter's name from what a caller passed: a name or ARN, with or without a selector."""
+    if name.startswith("arn:"):
+        rest = name.split(":", 5)[5].removeprefix("parameter/")
+        name = "/" + rest if "/" in rest.split(":", 1)[0] else rest
+    return name.split(":", 1)[0]
+
+
+def customer_key_reads(ssm: Any, secretsmanager: Any, kms: Any) -> Callable[[Call], list[tuple[str, str]]]:
+    """An `implied` for the gate: decrypting a SecureString parameter (GetParameter(s) with
+    WithDecryption) or reading a secret encrypted with a customer-managed key makes the service
+    call kms:Decrypt with the caller's permissions, so the caller needs it on that key."""
+
+    def key_arn(key: str | None, service: str) -> str | None:
+        if not key or key == _MANAGED_KEYS[service]:
+            return None
+        return str(kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"])
+
+    def implied(call: Call) -> list[tuple[str, str]]:
+        keys: list[str | None] = []
+        if call.service == "ssm" and call.operation in {"GetParameter", "GetParameters"}:
+            if not call.params.get("WithDecryption"):
+                return []
+            names = call.params.get("Names") or [call.params.get("Name", "")]
+            for name in names:
+                found = ssm.describe_parameters(
+                    ParameterFilters=[{"Key": "Name", "Values": [_parameter_name(str(name))]}]
+                )["Parameters"]
+                keys += [key_arn(p.get("KeyId"), "ssm") for p in found if p.get("Type") == "SecureString"]
+        elif call.service == "secretsmanager" and call.operation == "GetSecretValue":
+            try:
+                found = secretsmanager.describe_secret(SecretId=call.params.get("SecretId", ""))
+            except secretsmanager.exceptions.ResourceNotFoundException:
+                return []
+            keys.append(key_arn(found.get("KmsKeyId"), "secretsmanager"))
+        return [("kms:Decrypt", key) for key in keys if key]
+
+    return implied

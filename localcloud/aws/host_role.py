@@ -37,12 +37,16 @@ def create_host_role(iam: Any, host_policy_arn: str, name: str = HOST_ROLE) -> s
 
 
 def host_secrets_policy(
-    region: str, account: str, parameter_names: Iterable[str] = (), secret_names: Iterable[str] = ()
+    region: str,
+    account: str,
+    parameter_names: Iterable[str] = (),
+    secret_names: Iterable[str] = (),
+    key_arns: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The statements the README tells operators to add to the hosts' role so hosts can fetch
     an app's pinned configuration and secrets: `ssm:GetParameter` on each named parameter and
     `secretsmanager:GetSecretValue` on each named secret (`NAME-??????`: a secret's ARN ends in a
-    random 6-character suffix)."""
+    random 6-character suffix), and `kms:Decrypt` on the customer-managed keys they use, if any."""
     parameter_names, secret_names = list(parameter_names), list(secret_names)
     for field, names, pattern in (
         ("parameter_names", parameter_names, _PARAMETER_NAME),
@@ -72,8 +76,16 @@ def host_secrets_policy(
                 "Resource": secrets,
             }
         )
+    keys = list(key_arns)
+    for key in keys:
+        if not re.fullmatch(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+", key):
+            raise ValueError(f"key_arns: {key!r} is not a KMS key ARN")
+    if keys:
+        statements.append(
+            {"Sid": "DecryptWithTheirKeys", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": keys}
+        )
     if not statements:
-        raise ValueError("grant_host_secrets: name at least one parameter_names or secret_names entry")
+        raise ValueError("grant_host_secrets: name a parameter_names, secret_names or key_arns entry")
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -81,6 +93,7 @@ def grant_host_secrets(
     iam: Any,
     parameter_names: Iterable[str] = (),
     secret_names: Iterable[str] = (),
+    key_arns: Iterable[str] = (),
     *,
     region: str = REGION,
     account: str = ACCOUNT,
@@ -89,6 +102,6 @@ def grant_host_secrets(
 ) -> dict[str, Any]:
     """Attach `host_secrets_policy` to the hosts' role as an inline policy (replacing an earlier
     one of the same name); returns the document."""
-    document = host_secrets_policy(region, account, parameter_names, secret_names)
+    document = host_secrets_policy(region, account, parameter_names, secret_names, key_arns)
     iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(document))
     return document

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from localcloud.aws import permissions
-from localcloud.aws.host_gate import HostGate, secret_arns
+from localcloud.aws.host_gate import HostGate, customer_key_reads, secret_arns
 from localcloud.aws.host_role import EC2_TRUST, HOST_ROLE, grant_host_secrets
 from localcloud.aws.motoserver import ACCOUNT, REGION, MotoServer
 from localcloud.hosts.hostexec import host_path
@@ -46,8 +46,10 @@ def gate(moto: MotoServer, tmp_path: Path) -> Iterator[HostGate]:
             return None
         return permissions.RoleCheck(HOST_ROLE, statements, REGION, ACCOUNT)
 
-    resolve = secret_arns(moto.client("secretsmanager"))
-    g = HostGate(moto.endpoint, role, ACCOUNT, resolve=resolve, log=tmp_path / "host-denied.log").start()
+    secrets = moto.client("secretsmanager")
+    implied = customer_key_reads(moto.client("ssm"), secrets, moto.client("kms"))
+    log = tmp_path / "host-denied.log"
+    g = HostGate(moto.endpoint, role, ACCOUNT, resolve=secret_arns(secrets), implied=implied, log=log).start()
     yield g
     g.stop()
     for policy in iam.list_attached_role_policies(RoleName=HOST_ROLE)["AttachedPolicies"]:
@@ -189,6 +191,36 @@ def test_a_pinned_secret_fetch_is_denied_without_the_grant_and_allowed_with_it(
     # and the grant names only the app's secret
     assert not_granted.returncode != 0
     assert gate.denied[2:] == [f"host {INSTANCE}: secretsmanager:GetSecretValue on {other['ARN']}"]
+
+
+def test_a_secret_under_a_customer_managed_key_also_needs_kms_decrypt_on_that_key(
+    moto: MotoServer, gate: HostGate, template: dict[str, Any], tmp_path: Path
+) -> None:
+    # Given the README's grant on an app's SecureString parameter and secret, both encrypted
+    # with a customer-managed key
+    host_role(moto, template)
+    key = moto.client("kms").create_key(Description="app secrets")["KeyMetadata"]["Arn"]
+    moto.client("ssm").put_parameter(Name="/keyed/token", Value="t0ken", Type="SecureString", KeyId=key)
+    secret = moto.client("secretsmanager").create_secret(Name="keyed/db", SecretString="k3yed", KmsKeyId=key)
+    iam = moto.client("iam")
+    grant_host_secrets(iam, parameter_names=["/keyed/token"], secret_names=["keyed/db"])
+    version = secret["VersionId"]
+    reads = [
+        ("ssm", "get-parameter", "--name", "/keyed/token:1", "--with-decryption"),
+        ("secretsmanager", "get-secret-value", "--secret-id", "keyed/db", "--version-id", version),
+    ]
+
+    # When the host reads them, then again once the grant names the key
+    before = [host_cli(gate, tmp_path, *read) for read in reads]
+    grant_host_secrets(iam, parameter_names=["/keyed/token"], secret_names=["keyed/db"], key_arns=[key])
+    after = [host_cli(gate, tmp_path, *read) for read in reads]
+
+    # Then both were refused for kms:Decrypt on the key, and then answered
+    assert [p.returncode != 0 for p in before] == [True, True]
+    assert gate.denied == [f"host {INSTANCE}: kms:Decrypt on {key}"] * 2
+    assert [p.returncode for p in after] == [0, 0], [p.stderr for p in after]
+    assert json.loads(after[0].stdout)["Parameter"]["Value"] == "t0ken"
+    assert json.loads(after[1].stdout)["SecretString"] == "k3yed"
 
 
 def test_granting_host_secrets_refuses_a_wildcard_name_and_changes_nothing(
