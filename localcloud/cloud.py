@@ -32,6 +32,7 @@ from localcloud import moto_gaps
 from localcloud.aws import invoke_gap, permissions
 from localcloud.aws.eventbridge import Delivery, EventBus, envelope
 from localcloud.aws.fleet import Fleet
+from localcloud.aws.host_gate import HostGate, customer_key_reads, secret_arns
 from localcloud.aws.host_role import HOST_ROLE, create_host_role
 from localcloud.aws.lambdas import LambdaService
 from localcloud.aws.motoserver import ACCOUNT, MotoServer
@@ -136,6 +137,8 @@ class LocalCloud:
         self.bus: EventBus | None = None
         self.fleet: Fleet | None = None
         self.ssm: SsmAgents | None = None
+        self.gate: HostGate | None = None
+        self._iam: Any = None
         self.pushed: list[Pushed] = []
         self.sqs_sources: list[SqsSource] = []
         self._built: list[str] = []
@@ -171,7 +174,9 @@ class LocalCloud:
 
     def _host_role(self) -> permissions.RoleCheck | None:
         """The hosts' role (README; `localcloud.aws.host_role`) for the SSM agent's own calls."""
-        iam = self.moto.client("iam")
+        if self._iam is None:
+            self._iam = self.moto.client("iam")
+        iam = self._iam
         try:
             statements = permissions.role_statements(iam, HOST_ROLE)
         except iam.exceptions.NoSuchEntityException:
@@ -182,7 +187,8 @@ class LocalCloud:
         """Every call a function's or a host's role refused so far (one line each)."""
         log = self.root / "roles" / "denied.log"
         functions = log.read_text().splitlines() if log.exists() else []
-        return functions + (list(self.ssm.denied) if self.ssm is not None else [])
+        agents = list(self.ssm.denied) if self.ssm is not None else []
+        return functions + agents + (list(self.gate.denied) if self.gate is not None else [])
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> LocalCloud:
@@ -214,6 +220,19 @@ class LocalCloud:
         )
         invoke_gap.install(self.lambdas)
         self._invoke_gap = True
+        # Every host process (boot script, swap, diagnose, the launch hook's swap) reaches AWS
+        # through the gate, under the hosts' role (read from IAM on each call).
+        self.gate = HostGate(
+            self.moto.endpoint,
+            self._host_role,
+            ACCOUNT,
+            resolve=secret_arns(self.moto.client("secretsmanager")),
+            implied=customer_key_reads(
+                self.moto.client("ssm"), self.moto.client("secretsmanager"), self.moto.client("kms")
+            ),
+            log=self.root / "roles" / "host-denied.log",
+        ).start()
+        self.log(f"hosts' AWS endpoint {self.gate.endpoint} (calls checked against role {HOST_ROLE})")
         self.bus = EventBus(stk.rules, self.lambdas)
         self.bus.listeners.append(self._on_delivery)
         self.fleet = Fleet(
@@ -257,6 +276,8 @@ class LocalCloud:
             self.bus.close()
         if self.fleet:
             self.fleet.teardown()
+        if self.gate:
+            self.gate.stop()
         if self._invoke_gap:
             invoke_gap.uninstall()
             self._invoke_gap = False
@@ -334,8 +355,10 @@ class LocalCloud:
         return out
 
     def host_env(self, sandbox: Any) -> dict[str, str]:
-        """What a host's processes see: its settings file and the instance-profile stand-in."""
-        return {**self.moto.env(), "DEPLOYER_HOST_CONFIG": str(sandbox.config_path)}
+        """What a host's processes see: its settings file and its instance-profile credentials,
+        whose calls the gate checks against the hosts' role."""
+        gated = self.gate.credentials(sandbox.host_id) if self.gate is not None else {}
+        return {**self.moto.env(), **gated, "DEPLOYER_HOST_CONFIG": str(sandbox.config_path)}
 
     # -- apps ----------------------------------------------------------------------------
     def create_app(

@@ -127,6 +127,25 @@ def required(
     if service == "dynamodb":
         table = a("dynamodb", f"table/{params['TableName']}")
         return action, [f"{table}/index/{params['IndexName']}" if "IndexName" in params else table]
+    # The hosts' reads (localcloud.aws.host_gate). IAM authorizes a parameter's ARN: a `:version`
+    # or `:label` selector is not part of it, and the name may be given as the ARN itself.
+    if service == "ssm" and operation in {"GetParameter", "GetParameters"}:
+        names = params["Names"] if operation == "GetParameters" else [params["Name"]]
+        return action, [_parameter_arn(n, region, account) for n in names]
+    # A secret's ARN ends in a random 6-character suffix; a call by name is covered by what
+    # covers every suffix of that name (operators grant `secret:NAME-??????`).
+    if service == "secretsmanager" and operation == "GetSecretValue":
+        secret = params["SecretId"]
+        named = a("secretsmanager", f"secret:{secret}-??????")
+        return action, [secret if secret.startswith("arn:") else named]
+    if service == "ecr" and operation == "GetAuthorizationToken":
+        return action, ["*"]  # no resource type in the service authorization reference
+    if service == "ecr" and operation in {
+        "BatchGetImage",
+        "GetDownloadUrlForLayer",
+        "BatchCheckLayerAvailability",
+    }:
+        return action, [a("ecr", f"repository/{params['repositoryName']}")]
     if service == "ssm" and operation in {
         "GetParameter",
         "PutParameter",
@@ -175,6 +194,14 @@ def required(
         group = a("logs", f"log-group:{params['logGroupName']}")
         return action, [f"{group}:log-stream:{stream}" if stream else f"{group}:*"]
     raise AssertionError(f"no resource mapping for {action}: add one to localcloud/aws/permissions.py")
+
+
+def _parameter_arn(name: str, region: str, account: str) -> str:
+    """The ARN IAM checks for a parameter named by name or ARN, with or without a selector."""
+    if name.startswith("arn:"):
+        parts = name.split(":")
+        return ":".join(parts[:6])
+    return arn("ssm", f"parameter/{name.split(':', 1)[0].lstrip('/')}", region, account)
 
 
 # The item actions of a TransactWriteItems request and the IAM action each is authorized as

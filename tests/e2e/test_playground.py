@@ -218,6 +218,20 @@ def test_status_shows_web_on_v1_on_three_hosts_without_drift(as_made_env: dict[s
     assert view["launch_template"]["in_sync"]
 
 
+def test_the_hosts_booted_and_took_v1_with_no_call_refused_by_their_role_or_a_functions(
+    playground: Playground, as_made_env: dict[str, str]
+) -> None:
+    # Given the playground as `make up` left it: three hosts booted and on v1, every host call
+    # made through the hosts' gate and every function call under its own role
+    roles = paths(playground.state)["cloud"] / "roles"
+    assert (roles / "OnImagePushFunction.json").exists()  # where the cloud keeps both records
+
+    # Then neither record holds a refused call
+    refused = {name: (roles / name).read_text() for name in ("host-denied.log", "denied.log")
+               if (roles / name).exists()}
+    assert all(text == "" for text in refused.values()), refused
+
+
 def test_history_has_v1_succeeded_and_the_broken_push_not_deployed(as_made_env: dict[str, str]) -> None:
     rows = history(as_made_env)
     assert [(r["tag"], r["status"]) for r in rows] == [("v1", "SUCCEEDED")]

@@ -284,11 +284,14 @@ def test_after_every_step_pointer_group_and_hosts_agree(cloud: LocalCloud, story
 
 def test_every_call_of_the_story_was_allowed_by_the_callers_role(cloud: LocalCloud, story: Story) -> None:
     # Given the whole story played, every function's calls checked against its own role (as the
-    # stack created it) and the SSM agent's CloudWatch calls against the hosts' role
+    # stack created it), the SSM agent's CloudWatch calls and the hosts' own AWS CLI calls (through
+    # the hosts' gate) against the hosts' role
     app = story.at(5)
 
     # Then no call was refused, and the swap output reached the command log group as the host
     assert cloud.denied() == []
+    assert cloud.gate is not None
+    assert any(line.endswith(": ssm:GetDocument") for line in cloud.gate.allowed), "no host boot was checked"
     assert cloud.stack is not None
     logs = cloud.moto.client("logs")
     group = cloud.stack.outputs["CommandLogGroupName"]

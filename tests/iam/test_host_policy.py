@@ -3,12 +3,15 @@ README lists the same. Operators attach it with AmazonSSMManagedInstanceCore."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from localcloud.aws import permissions
+from localcloud.aws.host_role import host_secrets_policy
 from tests.iam.test_iam_coverage import _arn, allowed, policy_statements
 
 pytestmark = pytest.mark.unit
@@ -54,3 +57,19 @@ def test_the_readme_lists_every_action_of_the_host_policy(template: dict[str, An
     missing = sorted(a for a in actions if not re.search(re.escape(a.split(":")[1]), section))
     assert missing == []
     assert "HostPolicyArn" in section
+
+
+def test_the_readmes_secrets_grant_is_the_one_the_local_cloud_attaches() -> None:
+    # Given the README's example policy for an app's pinned parameter and secret
+    text = README.read_text()
+    section = text[text.index("What the hosts need"):text.index("The stack's outputs name")]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))  # type: ignore[union-attr]
+
+    # When the local cloud's helper builds the grant for the same names
+    built = host_secrets_policy("REGION", "ACCOUNT", ["/web/db-password"], ["web/db"])
+
+    # Then both grant the same actions on the same resources
+    def grants(document: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        return [(s["Action"], permissions.as_list(s["Resource"])) for s in document["Statement"]]
+
+    assert grants(example) == grants(built)

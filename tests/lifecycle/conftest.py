@@ -9,8 +9,12 @@ reads the agent's boot line in the group's launch-template user data (`boot_flag
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import shlex
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,6 +34,7 @@ from deployer.wiring import Adapters
 from moto import mock_aws
 
 from localcloud import moto_gaps
+from localcloud.aws import permissions
 from localcloud.aws.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
 from tests.conftest import (
     ACCOUNT,
@@ -379,6 +384,61 @@ class World:
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_aws_environment(monkeypatch)
+
+
+def _entry_roles() -> dict[Any, str]:
+    """The core entry points the lifecycle tests run, and the function whose role each runs
+    under on AWS (functions/*/app.py)."""
+    from deployer import operations  # noqa: PLC0415
+    from deployer.entry.events import (  # noqa: PLC0415
+        handle_instance_launch,
+        handle_operation,
+        handle_reconcile,
+    )
+    from deployer.entry.push import handle_push_event  # noqa: PLC0415
+    from deployer.reconcile import reconcile_app  # noqa: PLC0415
+
+    return {
+        accept_push: "OnImagePushFunction",
+        handle_push_event: "OnImagePushFunction",
+        handle_command_status: "OnCommandStatusFunction",
+        handle_instance_launch: "OnInstanceLaunchFunction",
+        handle_reconcile: "ReconcilerFunction",
+        reconcile_app: "ReconcilerFunction",
+        handle_operation: "RollbackFunction",
+        operations.run: "RollbackFunction",
+    }
+
+
+@pytest.fixture(autouse=True)
+def enforced(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[permissions.Enforcer]:
+    """Every entry point a lifecycle test runs makes its AWS calls under its function's role as
+    template.yaml defines it (`localcloud.aws.permissions`), refused as AWS refuses them; the
+    test's own calls (setting up, observing) are not checked. A refused call fails the test."""
+    enforcer = permissions.install(
+        permissions.Enforcer(read_template(), REGION, ACCOUNT, names={"SwapDocument": DOCUMENT})
+    )
+    roles = _entry_roles()
+
+    def as_role(entry: Any, function: str) -> Any:
+        @functools.wraps(entry)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with enforcer.acting_as(function):
+                return entry(*args, **kwargs)
+
+        return run
+
+    for module in {sys.modules[__name__], request.module}:
+        for name, value in list(vars(module).items()):
+            if inspect.isfunction(value) and value in roles:
+                monkeypatch.setattr(module, name, as_role(value, roles[value]))
+    try:
+        yield enforcer
+    finally:
+        permissions.uninstall()
+    assert enforcer.denied == [], f"calls the functions' roles do not allow: {enforcer.denied}"
 
 
 def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: bool = True) -> World:

@@ -24,6 +24,7 @@ from deployer.models.lifecycle_events import (
 from deployer.notify import DeployNotice, HostResult, NoticeKind, Notifier, build_message, summarize_hosts
 from pydantic import ValidationError
 
+from localcloud.aws import permissions
 from tests.lifecycle.conftest import World, load_event, notifications
 
 pytestmark = pytest.mark.unit
@@ -102,7 +103,7 @@ def test_a_notice_carries_its_dedupe_id_in_the_message_and_in_its_attributes() -
 
 
 def test_a_notice_sns_refused_stays_owed_and_goes_out_with_the_next_decision(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch, enforced: permissions.Enforcer
 ) -> None:
     # Given SNS refusing every publish (the topic is unreachable)
     real_topic = world.topic_arn
@@ -113,6 +114,9 @@ def test_a_notice_sns_refused_stays_owed_and_goes_out_with_the_next_decision(
     assert release.command_id is not None
     assert notifications(world) == []
     assert world.core.state.get("web").outbox == frozenset({"1:started"})
+    # (refused as AWS refuses it: the function's role may publish to the stack's topic only)
+    assert [d.rsplit(": ", 1)[-1] for d in enforced.denied] == [f"sns:Publish on {real_topic}-gone"]
+    enforced.denied.clear()
     # When SNS answers again and the release's command ends
     monkeypatch.setattr(world.core.notifier, "_topic_arn", real_topic)
     world.complete(release)
