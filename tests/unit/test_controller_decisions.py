@@ -5,6 +5,7 @@ One section per decision, in the order of docs/architecture.md's decision table.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -230,7 +231,9 @@ def end(rel: Release, verdict: Verdict, **facts: Any) -> decisions.Decision:
         "token": TOKEN,
         "now": NOW,
     }
-    return decisions.end(st, rel, ending(verdict), **{**base, **facts})
+    classes = frozenset(facts.pop("failure_classes", ()))
+    how = ending(verdict)
+    return decisions.end(st, rel, replace(how, failure_classes=classes), **{**base, **facts})
 
 
 def test_a_release_that_succeeded_becomes_desired_and_frees_the_app() -> None:
@@ -377,6 +380,24 @@ def test_a_failed_release_is_rolled_back_to_the_target_and_its_digest_refused() 
     assert change.add_outbox == ["5:rolled_back:3", "6:started"]
     assert decision.ended == decisions.Ended(5, S.FAILED, "the fleet's verdict", 6, rollback=True)
     assert decision.counts == [(DeployMetric.DEPLOY_FAILED, 1), (DeployMetric.ROLLBACKS, 1)]
+
+
+@pytest.mark.parametrize(
+    ("classes", "refused"),
+    [
+        ({"config"}, False),  # every failed host failed fetching the release's config
+        ({"config", "health"}, True),
+        ({"health"}, True),
+        ((), True),  # no outcome recorded yet: the image is not cleared
+    ],
+)
+def test_a_failed_push_s_digest_is_refused_unless_every_failed_host_failed_on_its_config(
+    classes: set[str], refused: bool
+) -> None:
+    rel = release(5, S.DEPLOYING, replaces=4)
+    decision = end(rel, Verdict.FAILED, target=release(3, S.SUCCEEDED), failure_classes=classes)
+    assert decision.change is not None
+    assert decision.change.refuse == (digest_of(5) if refused else None)
 
 
 def test_a_failed_release_without_a_target_is_held_and_the_app_moves_on() -> None:

@@ -369,7 +369,7 @@ def end(
         )
     else:
         decision.count(DeployMetric.DEPLOY_FAILED)
-        if blames_image(release):
+        if blames_image(release, ending.failure_classes):
             # A digest that failed is never deployed automatically again (until an operator does).
             change.refuse = release.digest
         if target is not None and rolls_back_automatically(release, auto_rollback):

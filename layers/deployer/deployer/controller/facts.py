@@ -8,7 +8,7 @@ from deployer.controller.types import Ending
 from deployer.errors import ImageNotFound
 from deployer.models.ssm_status import SsmStatus
 from deployer.observability import logger
-from deployer.verdicts import command_detail, command_verdict, rollback_candidates
+from deployer.verdicts import Verdict, command_detail, command_verdict, rollback_candidates
 
 if TYPE_CHECKING:
     from deployer.models.config import AppConfig
@@ -40,7 +40,14 @@ def ending(ad: Adapters, release: Release, hint: tuple[str, SsmStatus] | None) -
         # Only a command that is not a plain Success needs the per-host StatusDetails.
         tally = ad.results.tally(release.command_id)
     verdict, reason = command_verdict(status, counts, tally)
-    return Ending(status, counts, tally, verdict, reason)
+    classes: frozenset[str | None] = frozenset()
+    if verdict is not Verdict.SUCCEEDED:
+        # Whether the image is to blame depends on how the hosts failed (a host that could not
+        # fetch the release's config never ran it); outcomes not recorded yet count as unknown.
+        classes = frozenset(
+            o.failure_class for o in ad.host_outcomes.for_release(release.key) if o.status != "Success"
+        )
+    return Ending(status, counts, tally, verdict, reason, classes)
 
 
 def rollback_target(ad: Adapters, config: AppConfig, failed: Release) -> Release | None:

@@ -36,6 +36,8 @@ class Ending:
     tally: InvocationTally | None
     verdict: Verdict
     reason: str
+    # The failed hosts' failure classes recorded so far (only read for a command that failed).
+    failure_classes: frozenset[str | None] = frozenset()
 
 
 @dataclass(frozen=True)
