@@ -542,3 +542,31 @@ def test_a_duplicate_terminal_event_read_from_a_lagging_index_announces_nothing_
     assert world.release(stale.release).status is ReleaseStatus.SUCCEEDED
     assert world.core.state.get("web").lock_owner is None
     assert len(world.shim.commands()) == commands_before
+
+
+def test_a_push_whose_hosts_all_failed_fetching_its_config_is_rolled_back_but_its_digest_stays_allowed(
+    world: World,
+) -> None:
+    # Given web on release 1, then release 2 pushed
+    first = world.push(1, "v1")
+    world.complete(first)
+    second = world.push(2, "v2")
+    # When every host that failed it failed fetching the release's pinned config (class config)
+    world.complete(second, failures={world.instances[0]: "config", world.instances[1]: "config"})
+    # Then release 2 FAILED and is rolled back, but its image was never run: the digest stays
+    # allowed, so the same image pushed again (once the secret is readable) deploys
+    assert world.release(second.release).status is ReleaseStatus.FAILED
+    assert second.digest not in world.core.state.get("web").refused_digests
+
+
+def test_a_push_with_one_host_failing_its_health_gate_besides_config_failures_is_refused(
+    world: World,
+) -> None:
+    # Given web on release 1, then release 2 pushed
+    first = world.push(1, "v1")
+    world.complete(first)
+    second = world.push(2, "v2")
+    # When one host failed fetching the config and another ran the image and failed its gate
+    world.complete(second, failures={world.instances[0]: "config", world.instances[1]: "health"})
+    # Then the image is to blame: refused for automatic deploys
+    assert second.digest in world.core.state.get("web").refused_digests
