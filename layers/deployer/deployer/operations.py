@@ -101,6 +101,7 @@ def rollback(ad: Adapters, request: RollbackRequest) -> dict[str, Any]:
         source=ReleaseSource.ROLLBACK,
         reason=reason,
         rollback_of=current.release if current is not None and current.release != target.release else None,
+        with_task=request.with_task,
     )
     count(DeployMetric.ROLLBACKS)
     return {
@@ -167,6 +168,7 @@ def _deploy(
     source: ReleaseSource,
     reason: str,
     rollback_of: int | None = None,
+    with_task: bool = False,
 ) -> Release:
     """Record and start an operator's release (DeployInProgress, nothing written, while another
     deploy runs). Run again after it died part-way, the same request finds its release rolling
@@ -199,6 +201,7 @@ def _deploy(
         operator=True,
         rollback_of=rollback_of,
         state=state,
+        with_task=with_task,
     )
     assert admitted.release is not None
     report = controller.converge(ad, config.app, config=config, token=token, known=admitted.known)

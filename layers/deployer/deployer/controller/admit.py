@@ -50,6 +50,7 @@ def admit(
     pushed_at: datetime | None = None,
     event_id: str | None = None,
     state: AppStateRecord | None = None,
+    with_task: bool = False,
 ) -> Admitted:
     """Record a release (decisions.admission). A push's second delivery finds its marker and
     answers the release it was."""
@@ -72,6 +73,7 @@ def admit(
             rollback_of=rollback_of,
             pushed_at=pushed_at,
             event_id=event_id,
+            with_task=with_task,
         )
         if decision is None:
             return Admitted(None)
