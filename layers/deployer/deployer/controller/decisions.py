@@ -529,6 +529,7 @@ TASK_REASON_MAX = 900
 def task_verdict(ending: TaskEnding) -> tuple[bool, int | None, str]:
     """Whether the release task succeeded, its exit code, and the reason in words."""
     summary = ending.summary
+    code: int | None
     if summary is not None:
         code = summary.container_exit if summary.container_exit is not None else summary.exit_code
         if ending.status_details == "Success" and summary.exit_code == 0:

@@ -118,7 +118,7 @@ class AppConfig(BaseModel):
         default=None,
         min_length=1,
         max_length=RELEASE_TASK_MAX_ARGS,
-        description="argv run once per release in a one-shot container of the new image, before traffic moves",
+        description="argv run once per release in a one-shot container of the new image before traffic moves",
     )
     release_task_timeout: int = Field(
         default=600,
@@ -131,7 +131,9 @@ class AppConfig(BaseModel):
     @classmethod
     def _task_fits(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is not None and len(encode_task_argv(value)) > RELEASE_TASK_ENCODED_MAX:
-            raise ValueError(f"the argv is too long once encoded (at most {RELEASE_TASK_ENCODED_MAX} characters)")
+            raise ValueError(
+                f"the argv is too long once encoded (at most {RELEASE_TASK_ENCODED_MAX} characters)"
+            )
         return value
 
     @classmethod
