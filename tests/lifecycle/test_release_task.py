@@ -67,7 +67,8 @@ def end_task(
 ) -> dict[str, Any]:
     """The task's host ran it: its invocation and command end in moto as SSM ends them; returns
     the command's status event (not delivered)."""
-    assert release.task_command_id and release.task_instance
+    assert release.task_command_id
+    assert release.task_instance
     lines = tail if tail is not None else ["Applying users.0002_email... OK"]
     details = "Success" if exit_code == 0 else "Failed"
     world.shim.invocation(
@@ -244,5 +245,6 @@ def test_a_group_without_an_in_service_instance_fails_the_release_before_anythin
     two = world.push(2, "v2")
     assert two.status is ReleaseStatus.FAILED
     assert "needs an InService instance" in two.status_reason
-    assert tasks_of(2) == [] and swaps_of(2) == []
+    assert tasks_of(2) == []
+    assert swaps_of(2) == []
     assert world.core.pointer.get("web").release == 1  # type: ignore[union-attr]
