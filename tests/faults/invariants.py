@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tests.lifecycle.conftest import TASK_DOCUMENT
+
 if TYPE_CHECKING:
     from tests.faults.world import FaultWorld
     from tests.lifecycle.conftest import SimHost
@@ -37,6 +39,7 @@ class Expect:
     # hosts that refused it keep the release they had, and nothing sends it to them again.
     hold: bool = False
     launched: str | None = None  # an instance that must end InService
+    never_sent: tuple[str, ...] = ()  # digests no fleet command may carry (a failed release task)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Seen:
     running_commands: frozenset[str]
     fleet_sends: Counter[str]  # digest -> fleet-wide commands sent during the flow
     notices: dict[int, set[str]]  # release -> the `event` of every message about it
+    task_sends: Counter[int]  # release -> task commands sent during the flow
+    task_runs: dict[int, int]  # release -> how often a host ran its task
 
     @classmethod
     def of(cls, world: FaultWorld, before: dict[int, str]) -> Seen:
@@ -92,6 +97,12 @@ class Seen:
                 c.parameters["image"][0].rpartition("@")[2] for c in world.commands_since_mark() if c.targets
             ),
             notices=notices,
+            task_sends=Counter(
+                int(c.parameters["release"][0])
+                for c in world.commands_since_mark()
+                if c.document_name == TASK_DOCUMENT
+            ),
+            task_runs=dict(world.task_runs),
         )
 
 
@@ -198,6 +209,20 @@ def the_launching_instance_ends_in_service(seen: Seen, expect: Expect) -> Iterat
         yield f"{expect.launched[-4:]} is {seen.instance_states.get(expect.launched, 'gone')}"
 
 
+def the_release_task_runs_at_most_once_per_release(seen: Seen, expect: Expect) -> Iterator[str]:
+    """A release's task command is sent once and run once, whatever failed or was redelivered; a
+    release whose task failed never reaches the fleet."""
+    for number, sends in sorted(seen.task_sends.items()):
+        if sends > 1:
+            yield f"release {number}'s task sent {sends} times"
+    for number, runs in sorted(seen.task_runs.items()):
+        if runs > 1:
+            yield f"release {number}'s task ran {runs} times"
+    for digest in expect.never_sent:
+        if seen.fleet_sends.get(digest):
+            yield f"{digest[-6:]} reached the fleet after its release task failed"
+
+
 CHECKS: tuple[Check, ...] = (
     pointer_is_the_desired_release,
     group_boots_the_pointers_release,
@@ -208,6 +233,7 @@ CHECKS: tuple[Check, ...] = (
     nothing_is_deployed_twice,
     every_transition_is_notified,
     the_launching_instance_ends_in_service,
+    the_release_task_runs_at_most_once_per_release,
 )
 
 
