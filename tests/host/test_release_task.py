@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import re
 import subprocess
 import tarfile
 import time
@@ -16,13 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deployer import builders
+from deployer.models.config import AppConfig
 
+from localcloud.aws.stack import load_yaml
 from localcloud.hosts.images import BUSYBOX, push_image, remove_images
 from localcloud.hosts.registry import Registry
 from localcloud.hosts.sandbox import HostSandbox
+from tests.conftest import make_release
 from tests.host.helpers import APP
+from tools.render_template import ensure_built
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TASK_EXIT = 9
 
@@ -182,3 +191,36 @@ def test_an_argv_that_is_not_a_list_of_printable_strings_is_refused_before_anyth
         assert summary["failure_class"] == "input"
         assert "--argv" in summary["message"]
     assert not (Path(host.config["state_dir"]) / APP / "tasks").exists()
+
+
+def test_the_deployable_task_document_runs_the_control_planes_parameters_through_its_embedded_agent(
+        host: HostSandbox, task_image: str, tmp_path: Path) -> None:
+    # Given the parameters the control plane sends for an app whose task prints and succeeds
+    config = AppConfig.parse({
+        "app": APP, "repository": "team/web", "registry_login": "none", "auto_scaling_group": "web-asg",
+        "launch_template": "lt-0123456789abcdef0", "container": {"port": 8080},
+        "release_task": ["/bin/busybox", "sh", "-c", "echo migrated $DEPLOYER_RELEASE"],
+    })
+    parameters = builders.task_parameters(config, make_release(6, image=task_image,
+                                                                digest=task_image.rpartition("@")[2]))
+    # and the rendered TaskDocument's script with them substituted, as SSM (and the local cloud's
+    # SSM stand-in) runs it
+    content = load_yaml(ensure_built().read_text())["Resources"]["TaskDocument"]["Properties"]["Content"]
+    (step,) = content["mainSteps"]
+    script = "\n".join(step["inputs"]["runCommand"])
+    for name, spec in content["parameters"].items():
+        value = parameters.get(name, [str(spec.get("default", ""))])[0]
+        assert re.fullmatch(spec["allowedPattern"], value), name
+        script = re.sub(r"\{\{\s*" + name + r"\s*\}\}", value, script)
+    assert "{{" not in script
+    script = script.replace("/opt/deployer", str(tmp_path / "opt"))
+    # When bash runs it
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, DEPLOYER_HOST_CONFIG=str(host.config_path)), check=False)
+    # Then the embedded agent ran the task once, and stdout is exactly its summary
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = proc.stdout.splitlines()
+    summary = json.loads(line)
+    assert (summary["outcome"], summary["release"]) == ("task_succeeded", 6)
+    assert summary["log_tail"] == ["migrated 6"]
+    assert (tmp_path / "opt" / "agent.py").read_bytes() == (ROOT / "host" / "agent.py").read_bytes()
