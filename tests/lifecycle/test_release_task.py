@@ -14,6 +14,7 @@ from deployer.models.config import AppConfig
 from deployer.models.records import TASK_FAILED, TASK_SUCCEEDED, Release, ReleaseSource, ReleaseStatus
 
 from tests.lifecycle.conftest import DOCUMENT, TASK_DOCUMENT, World, client
+from tests.lifecycle.test_cli import put_log, run
 
 pytestmark = pytest.mark.unit
 
@@ -248,3 +249,29 @@ def test_a_group_without_an_in_service_instance_fails_the_release_before_anythin
     assert tasks_of(2) == []
     assert swaps_of(2) == []
     assert world.core.pointer.get("web").release == 1  # type: ignore[union-attr]
+
+
+def test_logs_task_shows_the_release_tasks_output_and_nothing_else(world: World) -> None:
+    # Given release 2's task failed, its output in the command log group beside release 1's swap
+    deployed_one(world)
+    with_task(world)
+    two = world.push(2, "v2")
+    world.deliver(end_task(world, two, 3))
+    group = world.core.settings.command_log_group
+    put_log(
+        group, f"{two.task_command_id}/{two.task_instance}/task/stderr", "task| relation users does not exist"
+    )
+    put_log(group, f"{world.release(1).command_id}/{world.instances[0]}/swap/stdout", "release 1 is live")
+    # When an operator reads release 2's task output, and every task's of the last hour
+    by_release = run(world, "logs", "web", "--task", "--release", "2")
+    recent = run(world, "logs", "web", "--task", "--since", "1h")
+    # Then exactly the task's lines come back, from its host
+    expected = [("task", two.task_instance, "task| relation users does not exist")]
+    for code, lines, err in (by_release, recent):
+        assert (code, err) == (0, "")
+        assert [(line["source"], line["instance_id"], line["message"]) for line in lines] == expected
+    # and a release without a task, or --release without --task, is a usage error naming why
+    code, _, err = run(world, "logs", "web", "--task", "--release", "1")
+    assert (code, "ran no release task" in err) == (4, True)
+    code, _, err = run(world, "logs", "web", "--release", "2")
+    assert (code, "add --task" in err) == (4, True)
