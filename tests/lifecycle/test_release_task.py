@@ -209,9 +209,11 @@ def test_a_rollback_skips_the_task_unless_asked(world: World) -> None:
     assert tasks_of(rollback.release) == []
     assert len(swaps_of(rollback.release)) == 1
     world.complete(rollback)
-    # When an operator rolls back again, asking for the task
-    answer = handle_operation(world.ld, {"action": "rollback", "app": "web", "to": 2, "with_task": True})
+    # When an operator rolls back again with the CLI, asking for the task
+    code, answer, err = run(world, "rollback", "web", "--to", "2", "--with-task")
+    assert (code, err) == (0, ""), answer
     asked = world.release(answer["release"])
+    assert asked.skip_task is False
     # Then the task goes first and nothing is swapped yet
     assert len(tasks_of(asked.release)) == 1
     assert swaps_of(asked.release) == []
