@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from deployer import builders, markers
 from deployer.adapters.app_state import AppStateRecord
-from deployer.agent_contract import AgentSummary, encode_task_argv, parse_summary
+from deployer.agent_contract import (
+    PARAMETER_PATTERNS,
+    RELEASE_TASK_MAX_ARGS,
+    TASK_PARAMETER_PATTERNS,
+    AgentSummary,
+    encode_task_argv,
+    parse_summary,
+)
 from deployer.controller import Ending, Now, decisions, rollout
 from deployer.controller.types import TaskEnding
 from deployer.errors import InvalidAppConfig
@@ -22,7 +29,8 @@ from deployer.models.records import TASK_FAILED, TASK_SUCCEEDED, Release, Releas
 from deployer.models.ssm_status import SsmStatus
 from deployer.verdicts import Verdict
 
-from tests.conftest import WEB_CONFIG, make_release
+from tests.conftest import WEB_CONFIG, make_release, read_template
+from tests.unit.test_contracts import agent_constant
 
 pytestmark = pytest.mark.unit
 
@@ -327,3 +335,22 @@ def test_the_longest_task_config_fits_the_documents_parameter() -> None:
     assert len(parameters["argv"][0]) <= 4096
     assert parameters["executionTimeout"] == ["29700"]
     assert encode_task_argv(cfg.release_task or ()) == parameters["argv"][0]
+
+
+# ------------------------------------------------------------------ one grammar, three places
+def test_the_task_documents_patterns_the_contract_and_the_agent_agree() -> None:
+    # Given the TaskDocument of template.yaml and the agent's own patterns
+    parameters = read_template()["Resources"]["TaskDocument"]["Properties"]["Content"]["parameters"]
+    # Then every shared parameter has the swap document's pattern, the task's their own, and the
+    # agent validates each with the identical pattern
+    for name in builders.TASK_SHARED_PARAMETERS:
+        assert parameters[name]["allowedPattern"] == PARAMETER_PATTERNS[name], name
+    for name, pattern in TASK_PARAMETER_PATTERNS.items():
+        assert parameters[name]["allowedPattern"] == pattern, name
+    assert parameters["executionTimeout"]["allowedPattern"] == PARAMETER_PATTERNS["executionTimeout"]
+    assert agent_constant("TASK_PATTERNS") == {
+        "argv": TASK_PARAMETER_PATTERNS["argv"],
+        "timeout": TASK_PARAMETER_PATTERNS["taskTimeout"],
+    }
+    assert agent_constant("TASK_MAX_ARGS") == RELEASE_TASK_MAX_ARGS
+    assert set(parameters) == {*builders.TASK_SHARED_PARAMETERS, *TASK_PARAMETER_PATTERNS, "executionTimeout"}
