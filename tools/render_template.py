@@ -241,9 +241,14 @@ def main(argv: list[str]) -> int:
         return 0 if current else 1
     if not current:
         _write_atomically(output, rendered)
-    sizes = document_sizes(swap_document(rendered))
-    print(f"render_template: {output} {'current' if current else 'written'}; swap document "
-          + ", ".join(f"{size:,} bytes {kind}" for kind, size in sizes.items()), file=sys.stderr)
+    described = []
+    for name in DOCUMENTS:
+        content = document(rendered, name)
+        if content is not None:
+            sizes = document_sizes(content)
+            described.append(f"{name} " + ", ".join(f"{size:,} bytes {kind}" for kind, size in sizes.items()))
+    print(f"render_template: {output} {'current' if current else 'written'}; " + "; ".join(described),
+          file=sys.stderr)
     return 0
 
 

@@ -31,6 +31,7 @@ from deployer.verdicts import Verdict
 
 from tests.conftest import WEB_CONFIG, make_release, read_template
 from tests.unit.test_contracts import agent_constant
+from tools import render_template
 
 pytestmark = pytest.mark.unit
 
@@ -354,3 +355,17 @@ def test_the_task_documents_patterns_the_contract_and_the_agent_agree() -> None:
     }
     assert agent_constant("TASK_MAX_ARGS") == RELEASE_TASK_MAX_ARGS
     assert set(parameters) == {*builders.TASK_SHARED_PARAMETERS, *TASK_PARAMETER_PATTERNS, "executionTimeout"}
+
+
+def test_the_deployable_task_document_embeds_the_agent_byte_for_byte_within_the_budget() -> None:
+    # Given template.yaml's TaskDocument holds the placeholder, and the rendered template
+    source = render_template.document(render_template.SOURCE.read_text(), "TaskDocument")
+    assert source is not None
+    assert source["mainSteps"][0]["inputs"]["runCommand"].count(render_template.PLACEHOLDER) == 1
+    content = render_template.task_document(render_template.ensure_built().read_text())
+    # Then its runCommand writes exactly host/agent.py, runs `agent.py task`, and it fits SSM's size
+    run_command = content["mainSteps"][0]["inputs"]["runCommand"]
+    assert render_template.PLACEHOLDER not in run_command
+    assert render_template.embedded_agent(run_command) == render_template.AGENT.read_text()
+    assert "exec python3 /opt/deployer/agent.py task " in run_command[-1]
+    assert max(render_template.document_sizes(content).values()) < render_template.DOCUMENT_BUDGET
