@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from deployer.command_events import CommandNotRecordedYet
 from deployer.entry.events import handle_operation
 from deployer.models.config import AppConfig
 from deployer.models.records import TASK_FAILED, TASK_SUCCEEDED, Release, ReleaseSource, ReleaseStatus
@@ -277,3 +278,55 @@ def test_logs_task_shows_the_release_tasks_output_and_nothing_else(world: World)
     assert (code, "ran no release task" in err) == (4, True)
     code, _, err = run(world, "logs", "web", "--release", "2")
     assert (code, "add --task" in err) == (4, True)
+
+
+def test_a_push_during_the_task_waits_and_starts_with_its_own_task_when_the_task_fails(world: World) -> None:
+    deployed_one(world)
+    with_task(world)
+    two = world.push(2, "v2")
+    # Given image 3 pushed while release 2's task runs
+    three = world.push(3, "v3")
+    assert three.status is ReleaseStatus.PENDING
+    assert tasks_of(3) == []
+    # When release 2's task fails
+    world.deliver(end_task(world, two, 1))
+    # Then release 2 FAILED and release 3 started in its place, with its own task first
+    assert world.release(2).status is ReleaseStatus.FAILED
+    started = world.release(3)
+    assert started.status is ReleaseStatus.DEPLOYING
+    assert started.replaces == 1
+    assert len(tasks_of(3)) == 1
+    assert swaps_of(2) == []
+    assert swaps_of(3) == []
+
+
+def test_the_tasks_invocation_event_records_no_host_outcome(world: World) -> None:
+    deployed_one(world)
+    with_task(world)
+    two = world.push(2, "v2")
+    end_task(world, two)
+    assert two.task_command_id
+    assert two.task_instance
+    # When the task's invocation event arrives
+    answer = world.deliver(world.invocation_event(two.task_command_id, two.task_instance, "Success"))
+    # Then it is acknowledged and changes nothing: no outcome for release 2, still waiting on its task
+    assert answer["action"] == "ignored"
+    assert world.core.host_outcomes.for_release("web#2") == []
+    assert world.release(2).task_result is None
+
+
+def test_a_task_event_before_its_command_is_recorded_is_retried(world: World) -> None:
+    deployed_one(world)
+    with_task(world)
+    two = world.push(2, "v2")
+    event = end_task(world, two)
+    # Given the sender had not recorded the task's command id yet when SSM reported its end
+    client("dynamodb").update_item(
+        TableName=world.core.settings.releases_table,
+        Key={"app": {"S": "web"}, "release": {"N": "2"}},
+        UpdateExpression="REMOVE task_command_id, task_instance",
+    )
+    # When the event arrives, the delivery fails so that it is delivered again
+    with pytest.raises(CommandNotRecordedYet):
+        world.deliver(event)
+    assert world.release(2).task_result is None
