@@ -1282,9 +1282,6 @@ class Agent:
         return "live"
 
 
-# --- summary ----------------------------------------------------------------------------------
-
-
 # --- the release task -------------------------------------------------------------------------
 
 # Same bounds as the control plane's (deployer.agent_contract): the argv is base64 of a compact
@@ -1459,6 +1456,9 @@ class TaskAgent(Agent):
                   "finished_at": now_iso()}
         self.write_record(record)
         return record
+
+
+# --- summary ----------------------------------------------------------------------------------
 
 
 def fitted_json(data: dict[str, Any], shorten: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
