@@ -1292,6 +1292,7 @@ TASK_PATTERNS = {
 }
 TASK_ARG = re.compile(r"^[\x20-\x7e]{1,512}$")
 TASK_MAX_ARGS = 32
+TASK_RECORDS_KEPT = 50  # per app: the newest releases' task records (a task is never re-sent for older)
 
 
 def decode_task_argv(encoded: str) -> list[str]:
@@ -1381,6 +1382,12 @@ class TaskAgent(Agent):
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
         os.replace(str(tmp), str(self.record_path))
+        records = []
+        for path in self.record_path.parent.glob("*.json"):
+            if path.stem.isdigit():
+                records.append((int(path.stem), path))
+        for _, path in sorted(records)[:-TASK_RECORDS_KEPT]:
+            path.unlink(missing_ok=True)
 
     def answer(self, record: dict[str, Any], how: str) -> str:
         """The outcome a record says; a failed task raises its failure."""

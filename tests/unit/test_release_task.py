@@ -5,8 +5,11 @@ config's bounds (hostile argv: tests/security/test_release_task_input.py)."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -369,3 +372,33 @@ def test_the_deployable_task_document_embeds_the_agent_byte_for_byte_within_the_
     assert render_template.embedded_agent(run_command) == render_template.AGENT.read_text()
     assert "exec python3 /opt/deployer/agent.py task " in run_command[-1]
     assert max(render_template.document_sizes(content).values()) < render_template.DOCUMENT_BUDGET
+
+
+def test_the_agent_keeps_the_newest_task_records_of_an_app(tmp_path: Path) -> None:
+    # Given the agent (imported, nothing run) with its state dir in tmp_path
+    spec = importlib.util.spec_from_file_location("agent_records", render_template.AGENT)
+    assert spec
+    assert spec.loader
+    agent = importlib.util.module_from_spec(spec)
+    sys.modules["agent_records"] = agent
+    spec.loader.exec_module(agent)
+    config = {**agent.HOST_DEFAULTS, "state_dir": str(tmp_path)}
+    image = "r.example/web@sha256:" + "a" * 64
+    # When it records the tasks of releases 1 to 52
+    for number in range(1, 53):
+        args = agent.checked_args(
+            [
+                "task",
+                "--app=web",
+                f"--image={image}",
+                f"--release={number}",
+                f"--argv={encode_task_argv(['x'])}",
+                "--timeout=60",
+            ]
+        )
+        runner = agent.TaskAgent(config, args)
+        runner.write_record({"release": number, "exit_code": 0, "log_tail": []})
+    # Then the newest 50 remain, each readable only by its owner
+    kept = sorted(int(p.stem) for p in (tmp_path / "web" / "tasks").glob("*.json"))
+    assert kept == list(range(3, 53))
+    assert {(p.stat().st_mode & 0o777) for p in (tmp_path / "web" / "tasks").glob("*.json")} == {0o600}
