@@ -179,7 +179,8 @@ def test_send_command_reaches_only_the_swap_and_task_documents_and_auto_scaling_
                 documents.append(text)
                 # Then the only documents are the stack's swap and release-task documents (no
                 # wildcard, no other name)
-                assert text.endswith((":document/${SwapDocument}", ":document/${TaskDocument}")), (where, text)
+                ours = (":document/${SwapDocument}", ":document/${TaskDocument}")
+                assert text.endswith(ours), (where, text)
                 assert "Condition" not in statement or statement["Condition"] == {}, where
             elif ":instance/" in text:
                 instances.append(text)
