@@ -32,6 +32,8 @@ from deployer.models.records import TASK_FAILED, TASK_SUCCEEDED, Release, Releas
 from deployer.models.ssm_status import SsmStatus
 from deployer.verdicts import Verdict
 
+from localcloud.aws.ssm_agent import steps
+from localcloud.moto_gaps import document_parameters
 from tests.conftest import WEB_CONFIG, make_release, read_template
 from tests.unit.test_contracts import agent_constant
 from tools import render_template
@@ -402,3 +404,19 @@ def test_the_agent_keeps_the_newest_task_records_of_an_app(tmp_path: Path) -> No
     kept = sorted(int(p.stem) for p in (tmp_path / "web" / "tasks").glob("*.json"))
     assert kept == list(range(3, 53))
     assert {(p.stat().st_mode & 0o777) for p in (tmp_path / "web" / "tasks").glob("*.json")} == {0o600}
+
+
+def test_the_local_clouds_ssm_stand_in_renders_the_task_document_with_the_control_planes_parameters() -> None:
+    # Given the deployable TaskDocument and the parameters the control plane sends
+    content = render_template.task_document(render_template.ensure_built().read_text())
+    cfg = config(release_task=MIGRATE, release_task_timeout=120)
+    parameters = builders.task_parameters(cfg, release(5))
+    # When the SSM stand-in (localcloud.aws.ssm_agent) checks and renders them as SSM does
+    values = document_parameters(content, parameters)
+    ((name, script, timeout),) = steps(content, values)
+    # Then one step runs the agent's task mode with exactly these values, stopped at 120 + 900 s
+    assert (name, timeout) == ("task", 1020)
+    last = script.strip().splitlines()[-1]
+    assert last.startswith("exec python3 /opt/deployer/agent.py task --app='web' ")
+    assert f"--argv='{parameters['argv'][0]}' --timeout='120'" in last
+    assert f"--image='{parameters['image'][0]}'" in last
