@@ -5,6 +5,8 @@ usage:
   agent.py swap --app APP --image REF@sha256:DIGEST --release N --port PORT [options]
   agent.py boot --app APP --image REF@sha256:DIGEST --release N --port PORT [options]
                 [--pointer-parameter NAME --region REGION]
+  agent.py task --app APP --image REF@sha256:DIGEST --release N --argv BASE64 --timeout SECONDS
+                [--env-file, --docker-options, --log-driver, --log-options, --registry-login]
   agent.py status [--app APP]
   agent.py diagnose --app APP [--health-path PATH]
 
@@ -29,6 +31,10 @@ release), then the same steps. Every run keeps nginx supervised (a systemd drop-
 it whenever it dies). status: print this host's state. diagnose: read-only checks of one app
 (docker engine, disk, containers, health, the proxy's live target, registry reachability) as one
 JSON line naming the failing layer: docker, app, proxy, registry or none; always exits 0.
+task: the release's task, once: pull, then the argv (base64 of a JSON list) in a one-shot
+container of the image with the app container's env, log driver and docker options, stopped at
+--timeout; the result is recorded per (app, release) in the state dir, and a repeated task for
+the same release is answered from that record, never run again.
 
 stdout: exactly one JSON line (the summary); logs go to stderr.
 
@@ -41,6 +47,7 @@ exit codes:
   6 health   the health gate failed; the new container was removed
   7 switch   switching traffic failed; the old release serves
   8 config   a pinned secret of the release could not be fetched or used; nothing touched
+  9 task     the release task exited non-zero or ran past its timeout (stopped); nothing else touched
 A problem after the switch (stopping or removing another container, pruning images) exits 0: the new release
 serves, and the summary names it in "warning" ("cleanup"), so SSM reports Success and the host never
 counts toward the command's MaxErrors.
@@ -54,6 +61,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import collections
 import contextlib
 import errno
 import fcntl
@@ -67,6 +75,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +91,7 @@ EXIT_CODES = {
     "health": 6,
     "switch": 7,
     "config": 8,
+    "task": 9,
 }
 # Problems after the new release went live: exit 0, named in the summary's "warning".
 WARNING_CLASSES = ("cleanup",)
@@ -463,6 +473,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if mode == "boot":
             cmd.add_argument("--pointer-parameter", default="")
             cmd.add_argument("--region", default="")
+    task = sub.add_parser("task", add_help=False)
+    for flag in ("--app", "--image", "--release", "--argv", "--timeout"):
+        task.add_argument(flag, required=True)
+    task.add_argument("--env-file", default="")
+    task.add_argument("--docker-options", default="")
+    task.add_argument("--log-driver", default="json-file")
+    task.add_argument("--log-options", default="")
+    task.add_argument("--registry-login", default="none")
+    task.add_argument("--release-config", default="")
     status = sub.add_parser("status", add_help=False)
     status.add_argument("--app", default="")
     diagnose_cmd = sub.add_parser("diagnose", add_help=False)
@@ -472,7 +491,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError("help")
     args = parser.parse_args(argv)
     if args.mode is None:
-        raise UsageError("a mode is required: swap, boot, status or diagnose")
+        raise UsageError("a mode is required: swap, boot, task, status or diagnose")
     return args
 
 
@@ -1130,28 +1149,34 @@ class Agent:
                 "--label", "deployer.colour=" + colour,
                 "--restart", "unless-stopped", "--init",
                 "--stop-timeout", str(int(self.c["stop_timeout"])),
-                "--log-driver", self.args.log_driver]
-        log_options = [o for o in self.args.log_options.split(",") if o]
-        if self.args.log_driver == "json-file" and not log_options:
-            log_options = ["max-size=10m", "max-file=5"]
-        if self.args.log_driver == "awslogs":
-            log_options = awslogs_defaults(self.c, self.app, self.container_name(colour), log_options)
-        for option in log_options:
-            args += ["--log-opt", option]
+                *self.release_run_options(self.container_name(colour))]
         if self.config_id:
             args += ["--label", "deployer.config=" + self.config_id]
-        if self.args.env_file:
-            args += ["--env-file", self.args.env_file]
-        if self.config["environment"] or self.config["secrets"]:
-            # After the host's env file: the release's own values win.
-            args += ["--env-file", str(self.host.env_path(self.container_name(colour)))]
-        args += ["-e", "DEPLOYER_APP=" + self.app, "-e", "DEPLOYER_RELEASE=" + str(self.release)]
         if self.c["network_mode"] == "host":
             args += ["--network", "host", "-e", "PORT=" + str(port)]
         else:
             args += ["-p", f"127.0.0.1:{port}:{self.args.port}", "-e", "PORT=" + self.args.port]
         args += [o for o in self.args.docker_options.split(" ") if o]
         return [*args, self.image]
+
+    def release_run_options(self, name: str) -> list[str]:
+        """`docker run` options every container of a release gets, the app's and its release
+        task's alike: log driver and options, env file, the deployer variables."""
+        args = ["--log-driver", self.args.log_driver]
+        log_options = [o for o in self.args.log_options.split(",") if o]
+        if self.args.log_driver == "json-file" and not log_options:
+            log_options = ["max-size=10m", "max-file=5"]
+        if self.args.log_driver == "awslogs":
+            log_options = awslogs_defaults(self.c, self.app, name, log_options)
+        for option in log_options:
+            args += ["--log-opt", option]
+        if self.args.env_file:
+            args += ["--env-file", self.args.env_file]
+        if self.config["environment"] or self.config["secrets"]:
+            # After the host's env file: the release's own values win.
+            args += ["--env-file", str(self.host.env_path(name))]
+        args += ["-e", "DEPLOYER_APP=" + self.app, "-e", "DEPLOYER_RELEASE=" + str(self.release)]
+        return args
 
     def start(self, colour: str) -> None:
         started = time.monotonic()
@@ -1575,6 +1600,197 @@ class Agent:
         return "live"
 
 
+# --- the release task -------------------------------------------------------------------------
+
+# Same bounds as the control plane's (deployer.agent_contract): the argv is base64 of a compact
+# JSON list of 1-32 printable-ASCII strings, each 1-512 characters; never read by a shell.
+TASK_PATTERNS = {
+    "argv": r"^[A-Za-z0-9+/=]{4,4096}$",
+    "timeout": r"^[1-9][0-9]{1,4}$",
+}
+TASK_ARG = re.compile(r"^[\x20-\x7e]{1,512}$")
+TASK_MAX_ARGS = 32
+TASK_RECORDS_KEPT = 50  # per app: the newest releases' task records (a task is never re-sent for older)
+
+
+def decode_task_argv(encoded: str) -> list[str]:
+    """The task's argv from its --argv value; ValueError names what is wrong."""
+    try:
+        argv = json.loads(base64.b64decode(encoded, validate=True).decode("ascii"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("--argv is not base64 of a JSON list: " + str(exc)[:80]) from None
+    if not isinstance(argv, list) or not 1 <= len(argv) <= TASK_MAX_ARGS:
+        raise ValueError(f"--argv must be a list of 1 to {TASK_MAX_ARGS} strings")
+    for i, arg in enumerate(argv):
+        if not isinstance(arg, str) or not TASK_ARG.match(arg) or "\n" in arg:
+            raise ValueError(f"--argv item {i} must be 1-512 printable ASCII characters")
+    return argv
+
+
+def validate_task(args: argparse.Namespace) -> list[str]:
+    """The task's flags against their patterns (the swap's for the flags it shares)."""
+    problems = []
+    for name in ("app", "image", "release", "env_file", "docker_options", "log_driver", "log_options",
+                 "registry_login", "release_config"):
+        value = getattr(args, name)
+        if not re.match(PATTERNS[name], value) or "\n" in value:
+            problems.append("--" + name.replace("_", "-") + " " + json.dumps(value)[:80]
+                            + " does not match " + PATTERNS[name][:120])
+    for name, pattern in TASK_PATTERNS.items():
+        value = getattr(args, name)
+        if not re.match(pattern, value) or "\n" in value:
+            problems.append("--" + name + " " + json.dumps(value)[:80] + " does not match " + pattern)
+    if problems:
+        return problems
+    try:
+        decode_task_argv(args.argv)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if args.env_file and not os.path.isfile(args.env_file):
+        problems.append("--env-file " + args.env_file + " is not a file on this host")
+    if args.registry_login == "ecr" and not ECR_HOST.match(args.image.split("/", 1)[0]):
+        problems.append("--registry-login ecr needs an ECR image reference, got " + args.image[:80])
+    return problems
+
+
+class TaskAgent(Agent):
+    """Runs a release's task once: the record in the state dir answers every later request."""
+
+    def __init__(self, config: dict[str, Any], args: argparse.Namespace) -> None:
+        super().__init__(config, args)
+        self.argv = decode_task_argv(args.argv)
+        self.timeout = int(args.timeout)
+        self.timings["task"] = 0.0
+        self.record_path = self.state.dir / "tasks" / (str(self.release) + ".json")
+        self.task_message = ""
+        self.container_exit: int | None = None
+        self.log_tail: list[str] = []
+
+    def task_container(self) -> str:
+        return self.c["host_id"] + "-" + self.app + "-task-" + str(self.release)
+
+    def execute_task(self) -> str:
+        lock = Lock(self.state.dir / "task.lock", float(self.c["lock_timeout"]))
+        started = time.monotonic()
+        lock.acquire()
+        self.timed("lock", started)
+        try:
+            recorded = self.read_record()
+            if recorded is not None:
+                return self.answer(recorded, "ran before; not run again")
+            self.phase = "config"
+            self.fetch_config()
+            self.phase = "pull"
+            self.pull()
+            self.phase = "task"
+            return self.answer(self.run_task(), "ran")
+        finally:
+            lock.release()
+
+    def read_record(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("exit_code"), int) else None
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Atomically, readable by root only: the task's output may say anything."""
+        self.record_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.record_path.with_name(self.record_path.name + ".tmp")
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        os.replace(str(tmp), str(self.record_path))
+        records = []
+        for path in self.record_path.parent.glob("*.json"):
+            if path.stem.isdigit():
+                records.append((int(path.stem), path))
+        for _, path in sorted(records)[:-TASK_RECORDS_KEPT]:
+            path.unlink(missing_ok=True)
+
+    def answer(self, record: dict[str, Any], how: str) -> str:
+        """The outcome a record says; a failed task raises its failure."""
+        code = int(record["exit_code"])
+        self.container_exit = code
+        self.log_tail = [str(line)[:200] for line in record.get("log_tail", [])][-LOG_TAIL_LINES:]
+        what = f"release task of release {self.release} {how}"
+        if record.get("timed_out"):
+            raise Failure("task", f"{what}: it ran past its timeout of {record.get('timeout')}s and was "
+                          f"stopped (exit code {code})", container_exit=code, log_tail=self.log_tail)
+        if code != 0:
+            raise Failure("task", f"{what}: it exited with code {code}", container_exit=code,
+                          log_tail=self.log_tail)
+        self.task_message = f"{what}: exit code 0"
+        return "task_succeeded"
+
+    def task_run_args(self, name: str) -> list[str]:
+        args = ["run", "--rm", "--name", name,
+                "--label", "deployer.host=" + self.c["host_id"],
+                "--label", "deployer.task=" + self.app,
+                "--label", "deployer.release=" + str(self.release),
+                "--label", "deployer.digest=" + self.digest,
+                "--init", *self.release_run_options(name)]
+        if self.c["network_mode"] == "host":
+            args += ["--network", "host"]
+        args += [o for o in self.args.docker_options.split(" ") if o]
+        return [*args, self.image, *self.argv]
+
+    def run_task(self) -> dict[str, Any]:
+        """Run the argv in a one-shot container, its output streamed to stderr (and so to the
+        command's output and its log group); stopped at the timeout. Returns the record written."""
+        name = self.task_container()
+        if self.host.inspect(name) is not None:
+            # An earlier run died while its task ran (or before it was recorded): it is not run a
+            # second time on a guess; an operator decides.
+            raise Failure("task", f"a task container {name} from an earlier run exists; the task is not "
+                          "run again (see docs/release-task.md)")
+        if self.env_entries:
+            try:
+                self.host.write_env_file(name, self.env_entries)
+            except OSError as exc:
+                raise Failure("config", f"writing the env file of {name} failed: "
+                              + str(exc.strerror or exc)) from None
+        tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        started = time.monotonic()
+        timed_out = False
+        log(f"release task of release {self.release}: {json.dumps(self.argv)[:300]} "
+            f"(timeout {self.timeout}s)")
+        proc = subprocess.Popen([*self.host.docker_cmd, *self.task_run_args(name)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def stream() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                tail.append(line[:200])
+                sys.stderr.write("task| " + line + "\n")
+                sys.stderr.flush()
+
+        reader = threading.Thread(target=stream, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            log(f"release task ran past {self.timeout}s; stopping {name}")
+            self.host.docker("kill", name, timeout=30)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=5)
+        self.host.remove_container(name)
+        self.timed("task", started)
+        record = {"app": self.app, "release": self.release, "digest": self.digest,
+                  "exit_code": proc.returncode if proc.returncode >= 0 else 128 - proc.returncode,
+                  "timed_out": timed_out, "timeout": self.timeout, "log_tail": list(tail),
+                  "finished_at": now_iso()}
+        self.write_record(record)
+        return record
+
+
 # --- summary ----------------------------------------------------------------------------------
 
 
@@ -1799,7 +2015,7 @@ def checked_args(argv: list[str]) -> argparse.Namespace:
             if not re.match(PATTERNS[name], getattr(args, name)):
                 raise Failure("input", "--" + name.replace("_", "-") + " does not match " + PATTERNS[name])
         return args
-    problems = validate(args)
+    problems = validate_task(args) if args.mode == "task" else validate(args)
     if problems:
         raise Failure("input", "invalid input, nothing done: " + "; ".join(problems))
     return args
@@ -1826,11 +2042,18 @@ def main(argv: list[str]) -> int:
             report = diagnose(config, args.app, args.health_path)
             sys.stdout.write(report_line(report) + "\n")
             return 0
-        agent = Agent(config, args)
-        outcome = agent.execute()
-        summary["outcome"] = outcome
-        summary["message"] = (f"release {agent.release} is already live" if outcome == "already_live"
-                              else f"release {agent.release} is live")
+        if args.mode == "task":
+            agent = TaskAgent(config, args)
+            summary["outcome"] = agent.execute_task()
+            summary["message"] = agent.task_message
+            summary["container_exit"] = agent.container_exit
+            summary["log_tail"] = agent.log_tail
+        else:
+            agent = Agent(config, args)
+            outcome = agent.execute()
+            summary["outcome"] = outcome
+            summary["message"] = (f"release {agent.release} is already live" if outcome == "already_live"
+                                  else f"release {agent.release} is live")
         if agent.warning:
             summary["warning"] = agent.warning
             summary["message"] = agent.warning_message

@@ -45,6 +45,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 TABLES = ("AppsTable", "AppStateTable", "ReleasesTable", "HostOutcomesTable", "IdempotencyTable")
 DOCUMENT_NAME = "SwapDocument"
+TASK_DOCUMENT_NAME = "TaskDocument"
 COMMAND_LOG_GROUP = "/deployer/test/swap"
 GROUP = "web-asg"
 
@@ -212,6 +213,20 @@ def create_swap_document(
     return name
 
 
+def create_task_document(
+    template: dict[str, Any],
+    region: str = REGION,
+    name: str = TASK_DOCUMENT_NAME,
+    clients: Clients | None = None,
+) -> str:
+    """The template's release-task document, as `name` (SendCommand checks its parameters)."""
+    content = template["Resources"]["TaskDocument"]["Properties"]["Content"]
+    (clients or _default_clients(region))("ssm").create_document(
+        Name=name, Content=json.dumps(content), DocumentType="Command", DocumentFormat="JSON"
+    )
+    return name
+
+
 # Parameters the swap document accepts (SendCommand checks them against it, as SSM does), for
 # tests about where and how a swap is sent rather than what it carries.
 SWAP_PARAMETERS: dict[str, list[str]] = {
@@ -285,6 +300,7 @@ def settings(aws: None, template: dict[str, Any]) -> Any:
     """Settings for tables and a document created from the template in moto."""
     create_tables(template)
     create_swap_document(template)
+    create_task_document(template)
     boto3.client("logs", region_name=REGION).create_log_group(logGroupName=COMMAND_LOG_GROUP)
     return Settings(
         apps_table="AppsTable",
@@ -294,6 +310,7 @@ def settings(aws: None, template: dict[str, Any]) -> Any:
         idempotency_table="IdempotencyTable",
         parameter_prefix="/deployer",
         swap_document_name=DOCUMENT_NAME,
+        task_document_name=TASK_DOCUMENT_NAME,
         command_log_group=COMMAND_LOG_GROUP,
         region=REGION,
     )

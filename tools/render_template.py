@@ -1,6 +1,8 @@
-"""Render the deployable template: template.yaml with host/agent.py embedded in the swap document.
+"""Render the deployable template: template.yaml with host/agent.py embedded in the swap document
+and in the release task's document.
 
 template.yaml is hand-written. Its swap document's ``runCommand`` holds one placeholder item
+(and so does the task document's: a host may not have booted with the latest agent)
 (``PLACEHOLDER``); the rendered template replaces it with a quoted heredoc carrying the agent
 compressed with xz and encoded in base64, which python3 on the host decodes to the path the
 document then runs (``python3 <path> swap ...`` after the placeholder). Relative ``CodeUri`` and
@@ -46,6 +48,8 @@ PLACEHOLDER = (
 )
 DELIMITER = "DEPLOYER_AGENT_XZ"
 DEFAULT_TARGET = "/opt/deployer/agent.py"
+# The documents whose runCommand embeds the agent.
+DOCUMENTS = ("SwapDocument", "TaskDocument")
 LINE = 4096  # characters of encoded agent per runCommand item
 # SSM's 64 KB counts the run-time parameters too; the document keeps 8 KB of it free for them.
 DOCUMENT_BUDGET = 56 * 1024
@@ -131,31 +135,51 @@ def render(template: str | None = None, agent: str | None = None, *, relative_ro
     agent = AGENT.read_text() if agent is None else agent
     lines = template.split("\n")
     found = [i for i, line in enumerate(lines) if _item_text(line) == PLACEHOLDER]
-    if len(found) != 1:
-        raise RenderError(f"the template needs exactly one runCommand item {PLACEHOLDER!r}")
-    at = found[0]
-    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
-    after = "\n".join(lines[at + 1: at + 6])
-    run = re.search(r"python3 (/[A-Za-z0-9._/-]+\.py)", after)
-    target = run.group(1) if run else DEFAULT_TARGET
-    block = [f"{indent}- {_quote(item)}" for item in agent_lines(agent, target)]
-    out = lines[:at] + block + lines[at + 1:]
+    if not 1 <= len(found) <= len(DOCUMENTS):
+        raise RenderError(f"the template needs one runCommand item {PLACEHOLDER!r} per document "
+                          f"that runs the agent ({', '.join(DOCUMENTS)})")
+    out = lines
+    for at in reversed(found):
+        indent = out[at][: len(out[at]) - len(out[at].lstrip())]
+        after = "\n".join(out[at + 1: at + 6])
+        run = re.search(r"python3 (/[A-Za-z0-9._/-]+\.py)", after)
+        target = run.group(1) if run else DEFAULT_TARGET
+        block = [f"{indent}- {_quote(item)}" for item in agent_lines(agent, target)]
+        out = out[:at] + block + out[at + 1:]
     for i, line in enumerate(out):
         path = _CODE_PATH.match(line)
         if path and "://" not in path.group(2):
             out[i] = f"{path.group(1)}{relative_root}/{path.group(2)}"
     rendered = _HEADER + "\n".join(out)
-    size = max(document_sizes(swap_document(rendered)).values())
-    if size >= DOCUMENT_BUDGET:
-        raise RenderError(f"the swap document would be {size} bytes, over {DOCUMENT_BUDGET}")
+    for name in DOCUMENTS:
+        content = document(rendered, name)
+        if content is None:
+            continue
+        size = max(document_sizes(content).values())
+        if size >= DOCUMENT_BUDGET:
+            raise RenderError(f"the {name} would be {size} bytes, over {DOCUMENT_BUDGET}")
     return rendered
 
 
 def swap_document(template: str) -> dict[str, Any]:
     """The ``SwapDocument`` content of a template text."""
-    data = yaml.load(template, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
-    content: dict[str, Any] = data["Resources"]["SwapDocument"]["Properties"]["Content"]
+    content = document(template, "SwapDocument")
+    assert content is not None
     return content
+
+
+def task_document(template: str) -> dict[str, Any]:
+    """The ``TaskDocument`` content of a template text (the release task)."""
+    content = document(template, "TaskDocument")
+    assert content is not None
+    return content
+
+
+def document(template: str, name: str) -> dict[str, Any] | None:
+    """The content of document resource ``name`` of a template text (None: no such resource)."""
+    data = yaml.load(template, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+    resource = data["Resources"].get(name)
+    return None if resource is None else dict(resource["Properties"]["Content"])
 
 
 def embedded_agent(run_command: list[str]) -> str:
@@ -217,9 +241,14 @@ def main(argv: list[str]) -> int:
         return 0 if current else 1
     if not current:
         _write_atomically(output, rendered)
-    sizes = document_sizes(swap_document(rendered))
-    print(f"render_template: {output} {'current' if current else 'written'}; swap document "
-          + ", ".join(f"{size:,} bytes {kind}" for kind, size in sizes.items()), file=sys.stderr)
+    described = []
+    for name in DOCUMENTS:
+        content = document(rendered, name)
+        if content is not None:
+            sizes = document_sizes(content)
+            described.append(f"{name} " + ", ".join(f"{size:,} bytes {kind}" for kind, size in sizes.items()))
+    print(f"render_template: {output} {'current' if current else 'written'}; " + "; ".join(described),
+          file=sys.stderr)
     return 0
 
 

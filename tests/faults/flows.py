@@ -188,6 +188,35 @@ def push_missing_secret(world: FaultWorld) -> Plan:
         [world.push_event(digest, "v2")],
         Expect(desired=first, accepted=(digest,), secret_versions=versions),
     )
+MIGRATE = ["python", "manage.py", "migrate"]
+
+
+def task_push(world: FaultWorld) -> Plan:
+    """Release 1 live; the app gains a release task; image 2 is pushed: its task goes first."""
+    _live_on_1(world)
+    world.set_release_task(MIGRATE)
+    digest = world.image(2, "v2")
+    return Plan([world.push_event(digest, "v2")], Expect(desired=digest, accepted=(digest,)))
+
+
+def _task_ran(world: FaultWorld, fails: bool) -> tuple[str, str, list[Delivery]]:
+    """Release 1 live, release 2 pushed with a task that its host ran; the task's events not delivered."""
+    first = _live_on_1(world)
+    world.set_release_task(MIGRATE)
+    if fails:
+        world.task_fails.add(digest_of(2))
+    second = world.push(2, "v2")
+    return first, second, world.run_hosts()
+
+
+def task_completion_success(world: FaultWorld) -> Plan:
+    _, second, events = _task_ran(world, fails=False)
+    return Plan(events, Expect(desired=second, accepted=(second,)))
+
+
+def task_completion_failure(world: FaultWorld) -> Plan:
+    first, second, events = _task_ran(world, fails=True)
+    return Plan(events, Expect(desired=first, accepted=(second,), never_sent=(second,)))
 
 
 FLOWS: tuple[Flow, ...] = (
@@ -205,4 +234,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("push_pins_secrets", push_pins_secrets),
     Flow("config_only", config_only),
     Flow("push_missing_secret", push_missing_secret),
+    Flow("task_push", task_push),
+    Flow("task_completion_success", task_completion_success),
+    Flow("task_completion_failure", task_completion_failure),
 )

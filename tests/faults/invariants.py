@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tests.lifecycle.conftest import TASK_DOCUMENT
+
 if TYPE_CHECKING:
     from tests.faults.world import FaultWorld
     from tests.lifecycle.conftest import SimHost
@@ -42,6 +44,7 @@ class Expect:
     # Config flows: the secret versions (variable -> version) the pointer's release must pin,
     # which every command of that release carries too.
     secret_versions: dict[str, str] | None = None
+    never_sent: tuple[str, ...] = ()  # digests no fleet command may carry (a failed release task)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class Seen:
     notices: dict[int, set[str]]  # release -> the `event` of every message about it
     pointer_config: str  # the pointer's `release_config`
     release_configs: dict[int, set[str]]  # release -> the `releaseConfig` of each command sent for it
+    task_sends: Counter[int]  # release -> task commands sent during the flow
+    task_runs: dict[int, int]  # release -> how often a host ran its task
 
     @classmethod
     def of(cls, world: FaultWorld, before: dict[int, str]) -> Seen:
@@ -101,6 +106,12 @@ class Seen:
             notices=notices,
             pointer_config=str(pointer.get("release_config") or ""),
             release_configs=_release_configs(world.base.shim.commands()),
+            task_sends=Counter(
+                int(c.parameters["release"][0])
+                for c in world.commands_since_mark()
+                if c.document_name == TASK_DOCUMENT
+            ),
+            task_runs=dict(world.task_runs),
         )
 
 
@@ -235,6 +246,20 @@ def the_launching_instance_ends_in_service(seen: Seen, expect: Expect) -> Iterat
         yield f"{expect.launched[-4:]} is {seen.instance_states.get(expect.launched, 'gone')}"
 
 
+def the_release_task_runs_at_most_once_per_release(seen: Seen, expect: Expect) -> Iterator[str]:
+    """A release's task command is sent once and run once, whatever failed or was redelivered; a
+    release whose task failed never reaches the fleet."""
+    for number, sends in sorted(seen.task_sends.items()):
+        if sends > 1:
+            yield f"release {number}'s task sent {sends} times"
+    for number, runs in sorted(seen.task_runs.items()):
+        if runs > 1:
+            yield f"release {number}'s task ran {runs} times"
+    for digest in expect.never_sent:
+        if seen.fleet_sends.get(digest):
+            yield f"{digest[-6:]} reached the fleet after its release task failed"
+
+
 CHECKS: tuple[Check, ...] = (
     pointer_is_the_desired_release,
     group_boots_the_pointers_release,
@@ -246,6 +271,7 @@ CHECKS: tuple[Check, ...] = (
     every_transition_is_notified,
     the_pointers_release_runs_the_pinned_secret_versions,
     the_launching_instance_ends_in_service,
+    the_release_task_runs_at_most_once_per_release,
 )
 
 

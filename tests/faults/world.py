@@ -91,7 +91,7 @@ class FaultWorld:
         self.base = harness.build_world(self.patch, hosts=hosts, auto_rollback=auto_rollback)
         self.injector = injector or Injector()
         # Every handler's calls are checked against its own role (template.yaml), as on AWS.
-        names = {"SwapDocument": harness.DOCUMENT}
+        names = {"SwapDocument": harness.DOCUMENT, "TaskDocument": harness.TASK_DOCUMENT}
         enforcer = permissions.Enforcer(read_template(), harness.REGION, harness.ACCOUNT, names=names)
         self.enforcer = permissions.install(enforcer)
         settings = self.base.core.settings
@@ -104,6 +104,9 @@ class FaultWorld:
         self.event_seq = 0
         self._messages: list[dict[str, Any]] = []
         self.mark_commands = 0
+        # The release task: digests whose task fails, and how often each release's task ran on a host.
+        self.task_fails: set[str] = set()
+        self.task_runs: dict[int, int] = {}
 
     # -- invoking the functions ----------------------------------------------------------------
     def _run(self, delivery: Delivery) -> str:
@@ -231,6 +234,11 @@ class FaultWorld:
     def invoke_ok(self, delivery: Delivery) -> None:
         assert self.invoke(delivery) == "ok", self.log[-1]
 
+    def set_release_task(self, argv: list[str]) -> None:
+        """The app's config gains a release task (an operator's `deployer config put`)."""
+        config = self.base.core.apps.get(APP)
+        self.base.core.apps.put(config.model_copy(update={"release_task": tuple(argv)}))
+
     def scale_out(self) -> str:
         """One more instance: it waits in Pending:Wait and boots what its launch-template version says."""
         autoscaling = harness.client("autoscaling")
@@ -274,6 +282,9 @@ class FaultWorld:
         for command in self.base.shim.commands():
             if command.status != "Pending":
                 continue
+            if command.document_name == harness.TASK_DOCUMENT:
+                events += self._run_task(command)
+                continue
             carried = Carried.of(command)
             details = []
             for iid in sorted(command.instance_ids):
@@ -311,6 +322,35 @@ class FaultWorld:
             )
             events.append(Delivery("on_command_status", self.base.command_event(command.command_id, status)))
         return events
+
+    def _run_task(self, command: Any) -> list[Delivery]:
+        """The task's one host runs it: exit 0, or 3 for a digest in `task_fails`."""
+        carried = Carried.of(command)
+        (iid,) = command.instance_ids
+        self.task_runs[carried.release] = self.task_runs.get(carried.release, 0) + 1
+        code = 3 if carried.digest in self.task_fails else 0
+        summary = json.dumps(
+            {
+                "agent": "deployer",
+                "app": carried.app,
+                "release": carried.release,
+                "digest": carried.digest,
+                "outcome": "task_succeeded" if code == 0 else "failed",
+                "failure_class": "none" if code == 0 else "task",
+                "exit_code": 0 if code == 0 else 9,
+                "message": f"exit code {code}",
+                "container_exit": code,
+                "log_tail": ["migrating", "done" if code == 0 else "relation users does not exist"],
+            }
+        )
+        detail = "Success" if code == 0 else "Failed"
+        self.base.shim.invocation(command.command_id, iid, detail, summary + "\n", 0 if code == 0 else 9)
+        status = self.base.shim.command(command.command_id, detail, completed=1, errors=int(code != 0))
+        invocation = self.base.invocation_event(command.command_id, iid, invocation_status(detail))
+        ended = self.base.command_event(command.command_id, status)
+        for event in (invocation, ended):
+            event["detail"]["document-name"] = harness.TASK_DOCUMENT
+        return [Delivery("on_command_status", invocation), Delivery("on_command_status", ended)]
 
     def settle(self) -> None:
         """Let running commands finish and deliver their events (retrying failed deliveries)."""

@@ -167,7 +167,7 @@ def _sendcommand_statements(deployed: dict[str, Any]) -> list[tuple[str, dict[st
             if any(fnmatch.fnmatchcase("ssm:SendCommand", str(a)) for a in _list(s["Action"]))]
 
 
-def test_send_command_reaches_only_the_swap_document_and_auto_scaling_instances(
+def test_send_command_reaches_only_the_swap_and_task_documents_and_auto_scaling_instances(
         deployed: dict[str, Any]) -> None:
     # Given every statement that grants ssm:SendCommand
     statements = _sendcommand_statements(deployed)
@@ -179,8 +179,10 @@ def test_send_command_reaches_only_the_swap_document_and_auto_scaling_instances(
             text = _text(resource)
             if ":document/" in text:
                 documents.append(text)
-                # Then the only document is the stack's swap document (no wildcard, no other name)
-                assert text.endswith(":document/${SwapDocument}"), (where, text)
+                # Then the only documents are the stack's swap and release-task documents (no
+                # wildcard, no other name)
+                ours = (":document/${SwapDocument}", ":document/${TaskDocument}")
+                assert text.endswith(ours), (where, text)
                 assert "Condition" not in statement or statement["Condition"] == {}, where
             elif ":instance/" in text:
                 instances.append(text)

@@ -43,6 +43,7 @@ from tests.conftest import (
     create_fleet,
     create_swap_document,
     create_tables,
+    create_task_document,
     fake_aws_environment,
     read_event,
     read_template,
@@ -52,6 +53,7 @@ REPOSITORY = "web"
 LAUNCH_TEMPLATE = "web-lt"
 LAUNCH_HOOK = "deployer-launch"
 DOCUMENT = "deployer-Swap"
+TASK_DOCUMENT = "deployer-Task"
 
 # The values SSM reports in `Status` and in its EventBridge events' `status`: botocore's enums.
 # The finer StatusDetails values (Incomplete, Undeliverable, Delivery Timed Out, Terminated)
@@ -447,6 +449,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
     template = read_template()
     tables = create_tables(template, clients=client)
     create_swap_document(template, name=DOCUMENT, clients=client)
+    create_task_document(template, name=TASK_DOCUMENT, clients=client)
     client("ecr").create_repository(repositoryName=REPOSITORY)
     fleet = create_fleet(
         hosts,
@@ -483,6 +486,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         host_outcomes_table=tables["HostOutcomesTable"],
         idempotency_table=tables["IdempotencyTable"],
         swap_document_name=DOCUMENT,
+        task_document_name=TASK_DOCUMENT,
         command_log_group="/deployer/commands",
         notification_topic_arn=topic_arn,
         launch_recheck_queue_url=recheck_queue,

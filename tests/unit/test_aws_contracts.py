@@ -785,3 +785,46 @@ def test_host_outcome_and_app_config_requests_are_valid(contract: Contract) -> N
     # Then every request passed validation
     contract.done()
     assert [s.operation for s in contract.sent] == ["PutItem", "Query", "PutItem", "GetItem"]
+
+
+def test_the_release_task_command_and_its_lookup_are_valid_requests(contract: Contract) -> None:
+    # Given SSM answering SendCommand, then ListCommands with a documented Command that is the task's
+    ssm, stub = contract.client("ssm")
+    answer = {"Command": sample(_model("ssm").shape_for("Command"))}
+    answer["Command"]["CommandId"] = "0c0c0c0c-1111-2222-3333-444444444444"
+    stub.add_response("send_command", answer)
+    listed = sample(_model("ssm").shape_for("Command"))
+    listed.update(
+        CommandId="0c0c0c0c-1111-2222-3333-444444444444",
+        Comment="deployer task web release 8",
+        DocumentName="TaskDocument",
+        InstanceIds=["i-05b4f7d5be44822a6"],
+    )
+    stub.add_response("list_commands", {"Commands": [listed]})
+    fleet = Fleet(ssm, "SwapDocument", "/deployer/swap", task_document="TaskDocument")
+
+    # When the task goes to one instance, and is later looked up by its comment
+    sent = fleet.send_task(config(), "i-05b4f7d5be44822a6", {"app": ["web"]}, "deployer task web release 8")
+    found = fleet.find_task("deployer task web release 8", datetime(2026, 12, 1, tzinfo=UTC))
+
+    # Then both requests passed validation: the task document, one instance, one at a time
+    assert sent == "0c0c0c0c-1111-2222-3333-444444444444"
+    assert found == ("0c0c0c0c-1111-2222-3333-444444444444", "i-05b4f7d5be44822a6")
+    (request,) = contract.requests("SendCommand")
+    assert set(request) == {
+        "DocumentName",
+        "InstanceIds",
+        "Parameters",
+        "Comment",
+        "MaxConcurrency",
+        "MaxErrors",
+        "TimeoutSeconds",
+        "CloudWatchOutputConfig",
+    }
+    assert (request["DocumentName"], request["InstanceIds"], request["MaxConcurrency"]) == (
+        "TaskDocument",
+        ["i-05b4f7d5be44822a6"],
+        "1",
+    )
+    (lookup,) = contract.requests("ListCommands")
+    assert {"key": "DocumentName", "value": "TaskDocument"} in lookup["Filters"]

@@ -7,6 +7,7 @@ one JSON line the agent prints on stdout.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from enum import IntEnum, StrEnum
@@ -24,6 +25,7 @@ class ExitCode(IntEnum):
     HEALTH = 6
     SWITCH = 7
     CONFIG = 8
+    TASK = 9
 
 
 class FailureClass(StrEnum):
@@ -35,6 +37,7 @@ class FailureClass(StrEnum):
     HEALTH = "health"
     SWITCH = "switch"
     CONFIG = "config"
+    TASK = "task"
 
 
 EXIT_CODE_BY_CLASS: dict[FailureClass, ExitCode] = {
@@ -46,6 +49,7 @@ EXIT_CODE_BY_CLASS: dict[FailureClass, ExitCode] = {
     FailureClass.HEALTH: ExitCode.HEALTH,
     FailureClass.SWITCH: ExitCode.SWITCH,
     FailureClass.CONFIG: ExitCode.CONFIG,
+    FailureClass.TASK: ExitCode.TASK,
 }
 CLASS_BY_EXIT_CODE: dict[int, FailureClass] = {int(code): cls for cls, code in EXIT_CODE_BY_CLASS.items()}
 
@@ -65,6 +69,8 @@ class Outcome(StrEnum):
     LIVE = "live"
     ALREADY_LIVE = "already_live"
     FAILED = "failed"
+    # The release task (`agent.py task`): it ran and exited 0, now or in an earlier run.
+    TASK_SUCCEEDED = "task_succeeded"
 
 
 # Outcomes after which the new release serves traffic on the host.
@@ -161,6 +167,27 @@ RELEASE_CONFIG_VERSION = 1
 RELEASE_CONFIG_MAX_CHARS = 4096
 
 SUMMARY_MAX_CHARS = 2400
+
+# The release task (`agent.py task`, TaskDocument): its argv travels as base64 of a compact JSON
+# list of strings, so no argument is ever read by a shell; each argument is printable ASCII
+# (no control character, newline or NUL), the list is bounded, and so is its encoded form.
+RELEASE_TASK_ARG_PATTERN = r"^[\x20-\x7e]{1,512}$"
+RELEASE_TASK_MAX_ARGS = 32
+RELEASE_TASK_ENCODED_MAX = 4096
+# Seconds: the task's own bound, and the margin the SSM step gets on top of it (login and
+# pull come first; the agent stops the container at the task's bound, SSM's timeout is the
+# backstop).
+RELEASE_TASK_MAX_TIMEOUT = 28800
+TASK_EXECUTION_MARGIN = 900
+TASK_PARAMETER_PATTERNS: dict[str, str] = {
+    "argv": rf"^[A-Za-z0-9+/=]{{4,{RELEASE_TASK_ENCODED_MAX}}}$",
+    "taskTimeout": r"^[1-9][0-9]{1,4}$",
+}
+
+
+def encode_task_argv(argv: tuple[str, ...] | list[str]) -> str:
+    """The `argv` parameter of the task document: base64 of the compact JSON list."""
+    return base64.b64encode(json.dumps(list(argv), separators=(",", ":")).encode("ascii")).decode("ascii")
 
 
 class Timings(BaseModel):

@@ -21,7 +21,13 @@ import math
 import re
 import shlex
 
-from deployer.agent_contract import AGENT_FLAGS, PARAMETER_PATTERNS
+from deployer.agent_contract import (
+    AGENT_FLAGS,
+    PARAMETER_PATTERNS,
+    TASK_EXECUTION_MARGIN,
+    TASK_PARAMETER_PATTERNS,
+    encode_task_argv,
+)
 from deployer.errors import InvalidAppConfig, UserDataTooLarge
 from deployer.models.config import AppConfig
 from deployer.models.records import Release
@@ -85,6 +91,40 @@ def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]
                 f"swap parameter {name}={value!r} does not match {PARAMETER_PATTERNS[name]}"
             )
     return {name: [value] for name, value in values.items()}
+
+
+# Swap parameters the task document takes as they are: the task runs in a container of the
+# release's image with the app container's env, docker options, log driver and pinned config.
+TASK_SHARED_PARAMETERS = (
+    "app",
+    "image",
+    "release",
+    "envFile",
+    "dockerOptions",
+    "logDriver",
+    "logOptions",
+    "registryLogin",
+    "releaseConfig",
+)
+
+
+def task_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]:
+    """The task document's parameters for `release`'s task (the app config has one)."""
+    if config.release_task is None:
+        raise InvalidAppConfig(f"{config.app} has no release_task")
+    swap = swap_parameters(config, release)
+    parameters = {name: swap[name] for name in TASK_SHARED_PARAMETERS}
+    values = {
+        "argv": encode_task_argv(config.release_task),
+        "taskTimeout": str(config.release_task_timeout),
+        "executionTimeout": str(config.release_task_timeout + TASK_EXECUTION_MARGIN),
+    }
+    for name, value in values.items():
+        pattern = TASK_PARAMETER_PATTERNS.get(name, PARAMETER_PATTERNS.get(name, ""))
+        if not re.fullmatch(pattern, value):
+            raise InvalidAppConfig(f"task parameter {name}={value!r} does not match {pattern}")
+        parameters[name] = [value]
+    return parameters
 
 
 # SendCommand's TimeoutSeconds bounds (botocore's ssm model: min 30, max 2,592,000).

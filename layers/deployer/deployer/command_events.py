@@ -3,6 +3,9 @@
     invocation event (terminal)  -> the host's outcome (agent summary, else StatusDetails);
                                     a launch swap's end also lets the instance in or not
     command event (terminal)     -> converge(app): the controller reads SSM and decides
+    task command (terminal)      -> converge(app): the controller records the release task's end
+                                    (its invocation event records nothing: the release's per-host
+                                    outcomes are its swap's)
 
 The release's fate is decided from the command's terminal status and SSM's per-host counts,
 never from how many invocation events happened to arrive first, so duplicates and out-of-order
@@ -18,7 +21,7 @@ from deployer.adapters.tracked_commands import CommandPurpose, TrackedCommand
 from deployer.errors import DeployerError
 from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import CommandInvocationStatusEvent, CommandStatusEvent
-from deployer.models.records import HostOutcome
+from deployer.models.records import HostOutcome, ReleaseStatus
 from deployer.models.ssm_status import SsmStatus
 from deployer.observability import count, logger
 from deployer.verdicts import host_outcome, serving
@@ -51,6 +54,11 @@ def on_invocation(ad: Adapters, event: CommandInvocationStatusEvent) -> dict[str
     if release is None:
         tracked = ad.tracked.get(detail.command_id, detail.instance_id)
         if tracked is None:
+            if markers.parse_task_comment(ad.results.comment(detail.command_id)):
+                return {
+                    "action": "ignored",
+                    "reason": "a release task's invocation (its command event decides)",
+                }
             return _unknown_command(ad, detail.command_id, detail.status)
         return _on_tracked_invocation(ad, tracked, detail.status)
     if not detail.status.terminal:
@@ -114,7 +122,11 @@ def on_command(ad: Adapters, event: CommandStatusEvent) -> dict[str, Any]:
     detail = event.detail
     release = ad.releases.by_command_id(detail.command_id)
     if release is None:
-        if markers.parse_release_comment(ad.results.comment(detail.command_id)):
+        comment = ad.results.comment(detail.command_id)
+        task = markers.parse_task_comment(comment)
+        if task is not None:
+            return _on_task_command(ad, task, detail.command_id, detail.status)
+        if markers.parse_release_comment(comment):
             return _unknown_command(ad, detail.command_id, detail.status)
         # Launch and drift commands end with their invocations; others are not ours.
         logger.info("command event for a command that is not a release's", command_id=detail.command_id)
@@ -144,6 +156,33 @@ def on_command(ad: Adapters, event: CommandStatusEvent) -> dict[str, Any]:
     if ended.followed_by is not None:
         result["rollback_release" if ended.rollback else "next_release"] = ended.followed_by
     return result
+
+
+def _on_task_command(
+    ad: Adapters, task: tuple[str, int], command_id: str, status: SsmStatus
+) -> dict[str, Any]:
+    """A release task's command event: at its end the controller records how the task went and
+    moves the release on (or fails it)."""
+    app, number = task
+    release = ad.releases.get_or_none(app, number)
+    if release is None or not status.terminal:
+        return {"action": "progress", "release": number, "status": status.value, "task": True}
+    if release.task_command_id is None and release.status is ReleaseStatus.DEPLOYING:
+        # Sent, but the sender has not recorded it yet: retry (the reconciler also carries on).
+        raise CommandNotRecordedYet(
+            f"task command {command_id} of {app} release {number} is not recorded yet"
+        )
+    report = controller.converge(ad, app, hint=(command_id, status))
+    after = ad.releases.get(app, number)
+    return {
+        "action": "task_finished",
+        "release": number,
+        "release_status": after.status.value,
+        "task_result": after.task_result,
+        "task_exit_code": after.task_exit_code,
+        "reason": after.status_reason,
+        "steps": report.steps,
+    }
 
 
 def _on_tracked_invocation(ad: Adapters, tracked: TrackedCommand, status: SsmStatus) -> dict[str, Any]:

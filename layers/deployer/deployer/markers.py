@@ -3,7 +3,8 @@
 - the deploy lock's owner: `<app>#<release>`, the release rolling out;
 - a release's key in the host-outcomes table: `<app>#<release>` (the same shape);
 - swap-command comments: `deployer <app> release <n>` for a release's fleet command,
-  `deployer launch <app> release <n>` / `deployer drift <app> release <n>` for single instances;
+  `deployer launch <app> release <n>` / `deployer drift <app> release <n>` for single instances,
+  `deployer task <app> release <n>` for a release's task command;
 - outbox entries (notices owed): `<release>:<kind>` or `<release>:<kind>:<rolled back to>`;
 - admission markers (one per accepted push): `deployer-admission#<app>#<repository>#<digest>#<tag>`;
 - the grammar of app names, digests and regions, which events, configs and the agent share.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 COMMENT_PREFIX = "deployer "
 _RELEASE_COMMENT = re.compile(r"^deployer ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 _HOST_COMMENT = re.compile(r"^deployer (launch|drift) ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
+_TASK_COMMENT = re.compile(r"^deployer task ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 
 
 def owner(app: str, release: int) -> str:
@@ -49,8 +51,22 @@ def parse_release_comment(comment: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
+def task_comment(app: str, release: int) -> str:
+    """The comment of a release's task command (one per release, to one instance)."""
+    return f"deployer task {app} release {release}"
+
+
+def parse_task_comment(comment: str) -> tuple[str, int] | None:
+    match = _TASK_COMMENT.fullmatch(comment)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
 def is_ours(comment: str) -> bool:
-    return bool(_RELEASE_COMMENT.fullmatch(comment) or _HOST_COMMENT.fullmatch(comment))
+    return bool(
+        _RELEASE_COMMENT.fullmatch(comment)
+        or _HOST_COMMENT.fullmatch(comment)
+        or _TASK_COMMENT.fullmatch(comment)
+    )
 
 
 @dataclass(frozen=True)

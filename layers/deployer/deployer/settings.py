@@ -26,6 +26,7 @@ ENV_NAMES: dict[str, str] = {
     "idempotency_table": "IDEMPOTENCY_TABLE",
     "parameter_prefix": "PARAMETER_PREFIX",
     "swap_document_name": "SWAP_DOCUMENT_NAME",
+    "task_document_name": "TASK_DOCUMENT_NAME",
     "command_log_group": "COMMAND_LOG_GROUP",
     "notification_topic_arn": "NOTIFICATION_TOPIC_ARN",
     "launch_recheck_queue_url": "LAUNCH_RECHECK_QUEUE_URL",
@@ -46,6 +47,8 @@ class Settings(BaseModel):
     parameter_prefix: str = Field(default="/deployer", pattern=r"^(/[A-Za-z0-9_.-]+)+$", max_length=200)
     swap_document_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{3,128}$")
     command_log_group: str = Field(pattern=r"^[A-Za-z0-9_./#-]{1,512}$")
+    # The release task's document (TaskDocument); without it an app with a release_task cannot start.
+    task_document_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{3,128}$")
     notification_topic_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
     )
@@ -53,7 +56,9 @@ class Settings(BaseModel):
     launch_recheck_queue_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
     region: str | None = Field(default=None, pattern=REGION_PATTERN)
 
-    @field_validator("notification_topic_arn", "launch_recheck_queue_url", "region", mode="before")
+    @field_validator(
+        "notification_topic_arn", "launch_recheck_queue_url", "region", "task_document_name", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -84,6 +84,7 @@ class Adapters:
                 settings.swap_document_name,
                 settings.command_log_group,
                 sender=clients.single_attempt_client("ssm"),
+                task_document=settings.task_document_name,
             ),
             results=CommandResults(ssm, clients.client("autoscaling")),
             images=Images(clients.client("ecr")),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer import builders
 from deployer.adapters import aws_errors
+from deployer.errors import InvalidSettings
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -24,15 +25,22 @@ GROUP_TAG = "aws:autoscaling:groupName"
 
 class Fleet:
     def __init__(
-        self, ssm: SSMClient, document_name: str, log_group: str, sender: SSMClient | None = None
+        self,
+        ssm: SSMClient,
+        document_name: str,
+        log_group: str,
+        sender: SSMClient | None = None,
+        task_document: str | None = None,
     ) -> None:
         """`sender` makes the SendCommand calls: a client configured for one attempt
         (`ClientFactory.single_attempt_client`), since a re-sent request after a timeout could
-        start a second command; `ssm` (with retries) makes every other call."""
+        start a second command; `ssm` (with retries) makes every other call. `task_document`:
+        the release task's document (TaskDocument)."""
         self._ssm = ssm
         self._sender = sender or ssm
         self._document = document_name
         self._log_group = log_group
+        self._task_document = task_document
 
     def send_swap(
         self,
@@ -86,22 +94,61 @@ class Fleet:
 
         Used only when a send may have happened in an invocation that died before recording its
         command id, so the command is not sent a second time."""
+        found = self._find(self._document, comment, invoked_after)
+        return str(found["CommandId"]) if found is not None else None
+
+    def find_task(self, comment: str, invoked_after: datetime) -> tuple[str, str] | None:
+        """(command id, instance id) of a task command sent with `comment` since
+        `invoked_after`, or None (same use as `find`)."""
+        found = self._find(self.task_document, comment, invoked_after)
+        if found is None:
+            return None
+        instances = found.get("InstanceIds") or [""]
+        return str(found["CommandId"]), str(instances[0])
+
+    @property
+    def task_document(self) -> str:
+        if not self._task_document:
+            raise InvalidSettings("this stack has no task document (TASK_DOCUMENT_NAME): update the stack")
+        return self._task_document
+
+    def send_task(
+        self, config: AppConfig, instance_id: str, parameters: dict[str, list[str]], comment: str
+    ) -> str:
+        """Send a release's task to one instance; returns the command id."""
+        with aws_errors(f"sending the release task command for {config.app}"):
+            response = self._sender.send_command(
+                DocumentName=self.task_document,
+                InstanceIds=[instance_id],
+                Parameters=parameters,
+                Comment=comment[:100],
+                MaxConcurrency="1",
+                MaxErrors="0",
+                TimeoutSeconds=max(builders.TIMEOUT_SECONDS_MIN, config.rollout.delivery_timeout),
+                CloudWatchOutputConfig={
+                    "CloudWatchLogGroupName": self._log_group,
+                    "CloudWatchOutputEnabled": True,
+                },
+            )
+        return str(response["Command"]["CommandId"])
+
+    def _find(self, document: str, comment: str, invoked_after: datetime) -> Any:
         kwargs: dict[str, Any] = {
             "Filters": [
                 {"key": "InvokedAfter", "value": invoked_after.strftime("%Y-%m-%dT%H:%M:%SZ")},
-                {"key": "DocumentName", "value": self._document},
+                {"key": "DocumentName", "value": document},
             ],
             "MaxResults": 50,
         }
         while True:
-            with aws_errors("listing recent swap commands"):
+            with aws_errors("listing recent commands"):
                 response = self._ssm.list_commands(**kwargs)
             for command in response.get("Commands", []):
                 if (
                     command.get("Comment") == comment[:100]
-                    and command.get("DocumentName", self._document) == self._document
+                    and command.get("DocumentName", document) == document
                 ):
-                    return str(command["CommandId"])
+                    return command
             token = response.get("NextToken")
             if not token:
                 return None

@@ -131,7 +131,10 @@ def _promote(ctx: Context) -> int:
 
 
 def _rollback(ctx: Context) -> int:
-    result = run_action(ctx, _payload(ctx, "rollback", to=ctx.args.to, reason=ctx.args.reason))
+    with_task = True if ctx.args.with_task else None
+    result = run_action(
+        ctx, _payload(ctx, "rollback", to=ctx.args.to, reason=ctx.args.reason, with_task=with_task)
+    )
     _report_action(
         ctx,
         result,
@@ -433,6 +436,11 @@ def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
     rollback.add_argument("app")
     rollback.add_argument("--to", type=_reference, help="release number, tag or sha256 digest")
     rollback.add_argument("--reason")
+    rollback.add_argument(
+        "--with-task",
+        action="store_true",
+        help="run the app's release task for this rollback too (skipped by default)",
+    )
     _wait_options(rollback)
     _function_option(rollback)
     rollback.set_defaults(run=_rollback)

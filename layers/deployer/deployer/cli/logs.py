@@ -1,9 +1,12 @@
 """`deployer logs APP [--host I] [--since 10m] [--follow]`: the swap commands' output and the
-app's container logs, from CloudWatch Logs.
+app's container logs, from CloudWatch Logs. `deployer logs APP --task [--release N]`: the release
+task's output instead (every task command of the app since --since, or release N's).
 
 - swap output: the stack's CommandLogGroup (COMMAND_LOG_GROUP); SSM names each stream
   `<command id>/<instance id>/<step>/stdout|stderr`. The app's commands are found by their
   comment (`deployer <app> release N`, `deployer launch|drift <app> release N`).
+- task output: the same group; the task commands (TaskDocument, comment `deployer task <app>
+  release N`) stream the agent's stderr, where each line of the task's output is `task| <line>`.
 - container logs: `/deployer/<app>`, stream `<instance id>/<container>`, where the agent points
   Docker's awslogs driver when the app config sets `log_driver: awslogs` (host/agent.py,
   `awslogs_defaults`).
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from deployer.adapters import aws_errors, error_code
-from deployer.cli.context import EXIT_OK, Context
+from deployer.cli.context import EXIT_OK, Context, UsageError
 from deployer.errors import AwsCallFailed
 
 if TYPE_CHECKING:
@@ -49,7 +52,7 @@ def since_seconds(value: str) -> int:
 @dataclass(frozen=True)
 class LogLine:
     timestamp: int  # milliseconds since the epoch
-    source: str  # "swap" or "app"
+    source: str  # "swap", "task" or "app"
     instance_id: str
     stream: str
     message: str
@@ -82,6 +85,39 @@ def app_command_ids(ctx: Context, app: str, since_ms: int) -> set[str]:
         if not response.get("NextToken"):
             return found
         kwargs["NextToken"] = response["NextToken"]
+
+
+def task_command_ids(ctx: Context, app: str, since_ms: int, release: int | None) -> set[str]:
+    """Release-task commands of the app since `since_ms` (only release `release`'s, if given)."""
+    if release is not None:
+        task = ctx.deps.releases.get(app, release).task_command_id
+        return {task} if task else set()
+    ssm = ctx.deps.clients.client("ssm")
+    document = ctx.deps.settings.task_document_name
+    ours = re.compile(rf"^deployer task {re.escape(app)} release [0-9]+$")
+    after = datetime.fromtimestamp(since_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    found: set[str] = set()
+    kwargs: dict[str, Any] = {"Filters": [{"key": "InvokedAfter", "value": after}], "MaxResults": 50}
+    while True:
+        with aws_errors(f"listing the release-task commands of {app}"):
+            response = ssm.list_commands(**kwargs)
+        for command in response.get("Commands", []):
+            if command.get("DocumentName") == document and ours.match(command.get("Comment", "")):
+                found.add(str(command["CommandId"]))
+        if not response.get("NextToken"):
+            return found
+        kwargs["NextToken"] = response["NextToken"]
+
+
+def collect_task(ctx: Context, host: str | None, start_ms: int, commands: set[str]) -> list[LogLine]:
+    """The task commands' output lines (the agent's own log lines included, as a person reads them)."""
+    lines: list[LogLine] = []
+    for event in _events(ctx, ctx.deps.settings.command_log_group, start_ms, None):
+        parts = str(event.get("logStreamName", "")).split("/")
+        if len(parts) < 2 or parts[0] not in commands or (host and parts[1] != host):
+            continue
+        lines.append(_line(event, "task", parts[1]))
+    return sorted(lines, key=lambda line: (line.timestamp, line.event_id))
 
 
 def _events(ctx: Context, group: str, start_ms: int, prefix: str | None) -> list[dict[str, Any]]:
@@ -133,6 +169,15 @@ def _logs(ctx: Context) -> int:
     args = ctx.args
     ctx.deps.apps.get(args.app)
     start_ms = int((time.time() - args.since) * 1000)
+    if args.release is not None and not args.task:
+        raise UsageError("--release reads a release task's output: add --task")
+    if args.task and args.release is not None:
+        release = ctx.deps.releases.get(args.app, args.release)
+        if release.task_command_id is None:
+            raise UsageError(f"{args.app} release {args.release} ran no release task")
+        if release.deploy_started_at is not None:
+            # The task ran when its release started, however long ago that was.
+            start_ms = min(start_ms, int(release.deploy_started_at.timestamp() * 1000) - 60_000)
     seen: set[str] = set()
     console = None if ctx.json else ctx.console()
     collected: list[dict[str, Any]] = []
@@ -150,17 +195,17 @@ def _read(
 ) -> None:
     args = ctx.args
     while True:
-        commands = app_command_ids(ctx, args.app, start_ms)
-        fresh = [
-            line
-            for line in collect(ctx, args.app, args.host, start_ms, commands)
-            if line.event_id not in seen
-        ]
+        if args.task:
+            tasks = task_command_ids(ctx, args.app, start_ms, args.release)
+            found = collect_task(ctx, args.host, start_ms, tasks)
+        else:
+            found = collect(ctx, args.app, args.host, start_ms, app_command_ids(ctx, args.app, start_ms))
+        fresh = [line for line in found if line.event_id not in seen]
         for line in fresh:
             seen.add(line.event_id)
             if console is not None:
                 stamp = datetime.fromtimestamp(line.timestamp / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                colour = "cyan" if line.source == "swap" else "green"
+                colour = {"swap": "cyan", "task": "magenta"}.get(line.source, "green")
                 console.print(f"[dim]{stamp}[/] {line.instance_id} [{colour}]{line.source}[/] ", end="")
                 console.print(line.message, markup=False, highlight=False)
             elif args.follow:
@@ -180,4 +225,6 @@ def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
     logs.add_argument("--host", help="instance id")
     logs.add_argument("--since", type=since_seconds, default=600, help="how far back, e.g. 10m (default)")
     logs.add_argument("--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
+    logs.add_argument("--task", action="store_true", help="the release task's output instead")
+    logs.add_argument("--release", type=int, help="with --task: release N's task (however long ago)")
     logs.set_defaults(run=_logs)

@@ -55,6 +55,7 @@ def admit(
     event_id: str | None = None,
     state: AppStateRecord | None = None,
     config_pin: ReleaseConfig | None = None,
+    with_task: bool = False,
 ) -> Admitted:
     """Record a release (decisions.admission). A push's second delivery finds its marker and
     answers the release it was.
@@ -93,6 +94,7 @@ def admit(
             event_id=event_id,
             config_pin=config_pin,
             unresolved=unresolved,
+            with_task=with_task,
         )
         if decision is None:
             return Admitted(None)

@@ -13,6 +13,7 @@ its conditions and made again from a fresh read. docs/architecture.md ("Decision
     realigned        pointer and group are back on the desired release
     cancel           an operator stops the rollout: CANCELLED + rollback, or a free lock + realign
     supersede        PENDING releases older than a newer admitted one: SUPERSEDED
+    task_ended       the release task ended: the rollout goes on, or FAILED with nothing moved
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import TYPE_CHECKING
 
 from deployer import markers
 from deployer.adapters.app_state import AppStateRecord, StateChange
-from deployer.controller.types import Decision, Ended, Ending, Now, Transition
+from deployer.controller.types import Decision, Ended, Ending, Now, TaskEnding, Transition
 from deployer.errors import DeployInProgress
 from deployer.markers import OutboxEntry
 from deployer.metrics_names import DeployMetric
-from deployer.models.records import Release, ReleaseSource, ReleaseStatus
+from deployer.models.records import TASK_FAILED, TASK_SUCCEEDED, Release, ReleaseSource, ReleaseStatus
 from deployer.models.release_config import ReleaseConfig
 from deployer.notify import NoticeKind
 from deployer.observability import Metric
@@ -66,8 +67,10 @@ def new_record(
     pushed_at: datetime | None = None,
     event_id: str | None = None,
     config: ReleaseConfig | None = None,
+    with_task: bool = False,
 ) -> Release:
-    """A new release record: DEPLOYING under the caller's send claim, or PENDING."""
+    """A new release record: DEPLOYING under the caller's send claim, or PENDING. A rollback
+    skips the app's release task unless `with_task` (docs/release-task.md)."""
     started = {}
     if deploying:
         started = {
@@ -91,6 +94,7 @@ def new_record(
         event_id=event_id,
         replaces=replaces,
         rollback_of=rollback_of,
+        skip_task=source is ReleaseSource.ROLLBACK and not with_task,
         **started,
     )
 
@@ -215,6 +219,7 @@ def admission(
     event_id: str | None = None,
     config_pin: ReleaseConfig | None = None,
     unresolved: str | None = None,
+    with_task: bool = False,
 ) -> Decision | None:
     """A new release with the app's next number: started when the app is free (an operator's
     deploy also while paused), else PENDING; SUPERSEDED when a newer push was admitted first.
@@ -252,6 +257,7 @@ def admission(
         pushed_at=pushed_at,
         event_id=event_id,
         config=config_pin,
+        with_task=with_task,
     )
     if unresolved is not None and not late:
         release = release.model_copy(
@@ -538,3 +544,74 @@ def supersede(app: str, pending: Sequence[Release], newer_than: int) -> Decision
         "pending releases superseded", by=newer_than, releases=[t.release for t in decision.transitions]
     )
     return decision.count(Metric.RELEASES_SUPERSEDED, len(decision.transitions))
+
+
+# The task's last output lines a failed release's reason quotes, and the reason's bound.
+TASK_REASON_LINES = 5
+TASK_REASON_MAX = 900
+
+
+def task_verdict(ending: TaskEnding) -> tuple[bool, int | None, str]:
+    """Whether the release task succeeded, its exit code, and the reason in words."""
+    summary = ending.summary
+    code: int | None
+    if summary is not None:
+        code = summary.container_exit if summary.container_exit is not None else summary.exit_code
+        if ending.status_details == "Success" and summary.exit_code == 0:
+            return True, 0, "release task succeeded (exit code 0)"
+        lines = " | ".join(line.strip() for line in summary.log_tail[-TASK_REASON_LINES:])
+        reason = f"release task failed (exit code {code}): {summary.message}"
+        if lines:
+            reason += f"; last lines: {lines}"
+        return False, code, reason[:TASK_REASON_MAX]
+    if ending.status_details == "Success" and ending.response_code == 0:
+        # An agent that printed no summary but exited 0 (its output was cut): the task ran.
+        return True, 0, "release task succeeded (exit code 0)"
+    code = ending.response_code
+    return False, code, f"release task did not finish: SSM says {ending.status_details} (exit code {code})"
+
+
+def task_ended(  # noqa: PLR0917 - one decision's facts
+    state: AppStateRecord,
+    release: Release,
+    ending: TaskEnding,
+    pending: Sequence[Release],
+    token: str,
+    now: Now,
+) -> Decision:
+    """The release task ended. Succeeded: recorded, and the rollout goes on under this decision's
+    send claim (pointer, launch template, group, swap). Failed: the release FAILED with the task's
+    exit code and last lines; the pointer, the launch template and the group never moved and no
+    host switched, so nothing goes back: the app's desired release is again the one it replaced."""
+    ok, code, reason = task_verdict(ending)
+    app = release.app
+    task = {"task_result": TASK_SUCCEEDED if ok else TASK_FAILED, "task_exit_code": code}
+    if ok:
+        decision = Decision(app)
+        decision.explain("release task succeeded", release=release.release)
+        return decision.transition(
+            Transition(
+                release.release,
+                ReleaseStatus.DEPLOYING,
+                f"{reason}; deploying",
+                _FROM_DEPLOYING,
+                {**task, "send_claim": token, "send_claimed_at": now.epoch},
+            )
+        )
+    change = StateChange(app, expect_owner=state.lock_owner)
+    decision = Decision(app, change)
+    decision.explain("release task failed", release=release.release, exit_code=code)
+    decision.transition(Transition(release.release, ReleaseStatus.FAILED, reason, _FROM_DEPLOYING, task))
+    if release.deploy_started_at is not None:
+        decision.duration = max((now.at - release.deploy_started_at).total_seconds(), 0.0)
+    if blames_image(release):
+        change.refuse = release.digest
+    if release.replaces is not None:
+        change.desired = release.replaces
+    else:
+        change.clear_desired = True  # a first deploy: nothing ran before it
+    _failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
+    decision.ended = Ended(
+        release.release, ReleaseStatus.FAILED, reason, markers.owned_release(app, change.owner)
+    )
+    return decision.count(DeployMetric.DEPLOY_FAILED)

@@ -1,10 +1,12 @@
-"""What decisions read, read before deciding: how a command ended, the rollback target."""
+"""What decisions read, read before deciding: how a command ended, how the release task ended,
+the rollback target."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deployer.controller.types import Ending
+from deployer.agent_contract import parse_summary
+from deployer.controller.types import Ending, TaskEnding
 from deployer.errors import ImageNotFound
 from deployer.models.ssm_status import SsmStatus
 from deployer.observability import logger
@@ -48,6 +50,24 @@ def ending(ad: Adapters, release: Release, hint: tuple[str, SsmStatus] | None) -
             o.failure_class for o in ad.host_outcomes.for_release(release.key) if o.status != "Success"
         )
     return Ending(status, counts, tally, verdict, reason, classes)
+
+
+def task_ending(ad: Adapters, release: Release) -> TaskEnding | None:
+    """How the release's task command ended on its one instance, or None while it runs (or
+    while SSM does not list its invocation yet: a later trigger reads again)."""
+    assert release.task_command_id is not None
+    assert release.task_instance is not None
+    invocation = ad.results.invocation(release.task_command_id, release.task_instance)
+    if invocation is None:
+        return None
+    status = SsmStatus.parse(invocation.status_details) or SsmStatus.parse(invocation.status)
+    if status is None or not status.terminal:
+        return None
+    return TaskEnding(
+        invocation.status_details or invocation.status,
+        invocation.response_code,
+        parse_summary(invocation.stdout),
+    )
 
 
 def rollback_target(ad: Adapters, config: AppConfig, failed: Release) -> Release | None:

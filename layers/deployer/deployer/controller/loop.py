@@ -2,6 +2,7 @@
 
     lock held by no release                             -> free_stale_lock
     lock held by a DEPLOYING release without a command  -> rollout.drive; start_failed if it cannot
+      ... whose task command is out, not yet decided    -> at the task's end, `task_ended`
     lock held by a DEPLOYING release with a command     -> SSM's status; at its end, `end`
     lock held by a PENDING release                      -> start_pending
     lock held by a release that has ended               -> hand_on
@@ -195,9 +196,19 @@ def _step(ctx: _Round, state: AppStateRecord, release: Release | None) -> bool:
 
 def _start(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
     ad, report = ctx.ad, ctx.report
+    if release.task_command_id is not None and release.task_result is None:
+        return _task(ctx, state, release)
     outcome = rollout.drive(ad, ctx.cfg.get(), release, ctx.token)
     if isinstance(outcome, rollout.Busy):
         report.note("another invocation is starting this release", release=release.release)
+        return False
+    if isinstance(outcome, rollout.TaskSent):
+        report.note(
+            "release task started",
+            release=release.release,
+            command_id=outcome.command_id,
+            instance_id=outcome.instance_id,
+        )
         return False
     if isinstance(outcome, rollout.CannotStart):
         pending = ad.releases.pending(state.app)
@@ -214,6 +225,21 @@ def _start(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
         launch_template_version=outcome.launch_template_version,
     )
     return False
+
+
+def _task(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
+    """The release's task command is out: at its end, record how it went (task_ended)."""
+    ad, report = ctx.ad, ctx.report
+    ending = facts.task_ending(ad, release)
+    if ending is None:
+        report.note("release task running", release=release.release, command_id=release.task_command_id)
+        return False
+    ok = decisions.task_verdict(ending)[0]
+    pending = [] if ok else ad.releases.pending(state.app)
+    decision = decisions.task_ended(state, release, ending, pending, ctx.token, now(ad))
+    if _decide(ad, report, decision) and decision.ended is not None:
+        report.ended = decision.ended
+    return True
 
 
 def _finish(ctx: _Round, state: AppStateRecord, release: Release) -> bool:

@@ -1,7 +1,9 @@
 """The rollout's steps: they move AWS toward a decision and say how it went; they never decide.
 
-`drive`: pointer, launch-template version, group, swap command for a DEPLOYING release (each
-step idempotent, keyed by the release, the command sent once under the release's claim).
+`drive`: the release task first when the app has one (its command sent once, under the release's
+claim, to one InService instance; nothing else moves until a decision records that it succeeded),
+then pointer, launch-template version, group, swap command for a DEPLOYING release (each step
+idempotent, keyed by the release, the command sent once under the release's claim).
 `realign`: pointer and group back on a release (after a start that failed, and the reconciler's
 repair of drift).
 """
@@ -43,6 +45,27 @@ class Sent:
 
 
 @dataclass(frozen=True)
+class TaskSent:
+    """The release's task command is out (sent now, or found sent by an invocation that died):
+    nothing else moves until it ends and a decision records how."""
+
+    command_id: str
+    instance_id: str
+
+
+def runs_task(config: AppConfig, release: Release) -> bool:
+    """Whether the release still owes its task before anything moves: the app has one, the
+    release does not skip it (a rollback not asked to run it), and no decision recorded it."""
+    return config.release_task is not None and not release.skip_task and release.task_result is None
+
+
+def task_instance(instances: list[str]) -> str | None:
+    """The instance that runs a release's task: the lowest instance id among the group's
+    InService instances, so every invocation that chooses picks the same one."""
+    return min(instances) if instances else None
+
+
+@dataclass(frozen=True)
 class Busy:
     """Another invocation holds the release's claim and is starting it."""
 
@@ -54,12 +77,16 @@ class CannotStart:
     error: str
 
 
-def drive(ad: Adapters, config: AppConfig, release: Release, token: str) -> Sent | Busy | CannotStart:
-    """Start a DEPLOYING release that has no command yet. A transient failure raises (the next
-    trigger carries on); one that is not is returned for the loop to decide on."""
+def drive(
+    ad: Adapters, config: AppConfig, release: Release, token: str
+) -> Sent | TaskSent | Busy | CannotStart:
+    """Start a DEPLOYING release that has no command yet (its task first, when it owes one). A
+    transient failure raises (the next trigger carries on); one that is not is returned for the
+    loop to decide on."""
     app = config.app
     resumed = False
     sending = False
+    task: tuple[str, str] | None = None
     try:
         if release.send_claim != token:
             before = ad.releases.claim_send(app, release.release, token, ad.state.now(), SEND_CLAIM_SECONDS)
@@ -67,30 +94,44 @@ def drive(ad: Adapters, config: AppConfig, release: Release, token: str) -> Sent
                 return Busy()
             # Someone claimed it before us and is gone: it may have sent the command already.
             resumed = before.send_claim is not None
-        ad.pointer.put(Pointer.for_release(release))
-        group = ad.launch_templates.current(config)
-        script = builders.user_data(
-            config, release, ad.settings.swap_document_name, ad.pointer.name(app), ad.region
-        )
-        version = ad.launch_templates.create_version(
-            group, script, release_version_description(app, release.release, release.digest)
-        )
-        if group.version != version or group.versions - {version}:
-            ad.launch_templates.point_group(group, version)
-        comment = markers.release_comment(app, release.release)
-        command_id = None
-        if resumed:
-            since = (release.deploy_started_at or utcnow()) - FIND_WINDOW
-            command_id = ad.fleet.find(comment, since)
-        if command_id is None:
-            sending = True
-            command_id = ad.fleet.send_swap(
-                config,
-                builders.swap_parameters(config, release),
-                comment,
-                hosts=group.max_size,
-                rollback=release.source is ReleaseSource.ROLLBACK,
+        if runs_task(config, release):
+            comment = markers.task_comment(app, release.release)
+            if resumed:
+                task = ad.fleet.find_task(comment, (release.deploy_started_at or utcnow()) - FIND_WINDOW)
+            if task is None:
+                instance = task_instance(ad.hooks.in_service(config.auto_scaling_group))
+                if instance is None:
+                    return CannotStart(
+                        f"the release task needs an InService instance; {config.auto_scaling_group} has none"
+                    )
+                parameters = builders.task_parameters(config, release)
+                sending = True
+                task = (ad.fleet.send_task(config, instance, parameters, comment), instance)
+        else:
+            ad.pointer.put(Pointer.for_release(release))
+            group = ad.launch_templates.current(config)
+            script = builders.user_data(
+                config, release, ad.settings.swap_document_name, ad.pointer.name(app), ad.region
             )
+            version = ad.launch_templates.create_version(
+                group, script, release_version_description(app, release.release, release.digest)
+            )
+            if group.version != version or group.versions - {version}:
+                ad.launch_templates.point_group(group, version)
+            comment = markers.release_comment(app, release.release)
+            command_id = None
+            if resumed:
+                since = (release.deploy_started_at or utcnow()) - FIND_WINDOW
+                command_id = ad.fleet.find(comment, since)
+            if command_id is None:
+                sending = True
+                command_id = ad.fleet.send_swap(
+                    config,
+                    builders.swap_parameters(config, release),
+                    comment,
+                    hosts=group.max_size,
+                    rollback=release.source is ReleaseSource.ROLLBACK,
+                )
     except DeployerError as exc:
         if not is_transient(exc):
             return CannotStart(str(exc))
@@ -101,10 +142,20 @@ def drive(ad: Adapters, config: AppConfig, release: Release, token: str) -> Sent
             _drop_claim(ad, release, token)
         raise
     # Sent: from here on a failure keeps the claim, so whoever resumes looks the command up.
+    if task is not None:
+        return _task_sent(ad, release, *task)
+    assert command_id is not None
     ad.releases.set_fields(app, release.release, command_id=command_id, launch_template_version=version)
     count(Metric.DEPLOY_STARTED)
     _prune_versions(ad, config, group, version)
     return Sent(command_id, version)
+
+
+def _task_sent(ad: Adapters, release: Release, command_id: str, instance_id: str) -> TaskSent:
+    app, number = release.app, release.release
+    ad.releases.set_fields(app, number, task_command_id=command_id, task_instance=instance_id)
+    logger.info("release task sent", app=app, release=number, command_id=command_id, instance_id=instance_id)
+    return TaskSent(command_id, instance_id)
 
 
 def _drop_claim(ad: Adapters, release: Release, token: str) -> None:

@@ -15,6 +15,7 @@ from deployer.verdicts import Verdict
 
 if TYPE_CHECKING:
     from deployer.adapters.command_results import CommandCounts, InvocationTally
+    from deployer.agent_contract import AgentSummary
     from deployer.models.ssm_status import SsmStatus
 
 
@@ -38,6 +39,17 @@ class Ending:
     reason: str
     # The failed hosts' failure classes recorded so far (only read for a command that failed).
     failure_classes: frozenset[str | None] = frozenset()
+
+
+@dataclass(frozen=True)
+class TaskEnding:
+    """The release task's command has ended on its instance: SSM's StatusDetails and exit code,
+    and what the agent's summary says (None when the agent printed none: it never ran, or SSM
+    stopped it)."""
+
+    status_details: str
+    response_code: int | None
+    summary: AgentSummary | None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,15 @@ from pydantic import (
     model_validator,
 )
 
-from deployer.agent_contract import DOCKER_OPTION_NAMES, PARAMETER_PATTERNS
+from deployer.agent_contract import (
+    DOCKER_OPTION_NAMES,
+    PARAMETER_PATTERNS,
+    RELEASE_TASK_ARG_PATTERN,
+    RELEASE_TASK_ENCODED_MAX,
+    RELEASE_TASK_MAX_ARGS,
+    RELEASE_TASK_MAX_TIMEOUT,
+    encode_task_argv,
+)
 from deployer.errors import InvalidAppConfig
 from deployer.models import describe_errors
 from deployer.models.release_config import (
@@ -150,6 +158,27 @@ class AppConfig(BaseModel):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     auto_rollback: bool = True
     retain: int = Field(default=3, ge=1, le=99, description="releases each host keeps for instant rollback")
+    release_task: tuple[Annotated[str, Field(pattern=RELEASE_TASK_ARG_PATTERN)], ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=RELEASE_TASK_MAX_ARGS,
+        description="argv run once per release in a one-shot container of the new image before traffic moves",
+    )
+    release_task_timeout: int = Field(
+        default=600,
+        ge=10,
+        le=RELEASE_TASK_MAX_TIMEOUT,
+        description="seconds the release task may run before it is stopped (a failure)",
+    )
+
+    @field_validator("release_task")
+    @classmethod
+    def _task_fits(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(encode_task_argv(value)) > RELEASE_TASK_ENCODED_MAX:
+            raise ValueError(
+                f"the argv is too long once encoded (at most {RELEASE_TASK_ENCODED_MAX} characters)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _release_config_fits(self) -> AppConfig:

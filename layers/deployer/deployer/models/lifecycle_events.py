@@ -142,6 +142,8 @@ class RollbackRequest(_Request):
     action: Literal["rollback"] = "rollback"
     to: int | str | None = None
     reason: str | None = Field(default=None, max_length=REASON_MAX)
+    # Run the app's release task for this rollback too (by default a rollback skips it).
+    with_task: bool = False
 
     _r = field_validator("reason")(_reason)
 

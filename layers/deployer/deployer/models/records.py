@@ -94,6 +94,14 @@ class Release(BaseModel):
     # Who may send this release's command now (an invocation's token) and since when (epoch s).
     send_claim: str | None = None
     send_claimed_at: int | None = None
+    # The release task (docs/release-task.md). `skip_task`: a rollback not asked to run it.
+    # `task_command_id`/`task_instance`: the one task command, sent to that instance; once it
+    # ended, `task_result` (TASK_SUCCEEDED | TASK_FAILED) and the task's exit code.
+    skip_task: bool = False
+    task_command_id: str | None = None
+    task_instance: str | None = None
+    task_result: str | None = None
+    task_exit_code: int | None = None
 
     @property
     def key(self) -> str:
@@ -107,6 +115,10 @@ class Release(BaseModel):
             # removes it in the same write (ReleasesStore).
             item[PENDING_KEY] = self.app
         return item
+
+
+TASK_SUCCEEDED = "SUCCEEDED"
+TASK_FAILED = "FAILED"
 
 
 class Pointer(BaseModel):
