@@ -13,7 +13,7 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from localcloud.hosts.images import BUSYBOX, push_image, remove_images
 from localcloud.hosts.registry import Registry
 from localcloud.hosts.sandbox import HostSandbox
 from tests.conftest import make_release
-from tests.host.helpers import APP
+from tests.host.conftest import SecretStore
+from tests.host.helpers import APP, release_config
 from tools.render_template import ensure_built
 
 pytestmark = pytest.mark.integration
@@ -109,6 +110,26 @@ def test_the_task_runs_its_argv_in_a_one_shot_container_of_the_image_with_the_ap
     # and the one-shot container is gone, the result recorded for the release
     assert task_containers(host) == []
     assert record(host, 4)["exit_code"] == 0
+
+
+def test_the_task_sees_the_release_s_pinned_config_and_its_env_file_goes_with_it(
+        make_host: Callable[..., HostSandbox], task_image: str, secret_store: SecretStore) -> None:
+    # Given a secret with two versions, the release pinned to the first, and a plain variable
+    versions = secret_store.parameter("/web/db-password", "db-v1", "db-v2")
+    config = release_config({"MODE": "migrate"}, [
+        {"var": "DB_PASSWORD", "from": "ssm", "id": "/web/db-password", "version": versions[0]},
+    ])
+    host = make_host(**secret_store.host_settings())
+    argv = shell('echo "mode=$MODE password=$DB_PASSWORD"')
+    # When the agent runs the release's task with that config
+    code, summary, err = run_task(host, task_image, argv, release_config=config)
+    # Then the one-shot container saw the plain value and the pinned (not the latest) version
+    assert code == 0, (summary, err)
+    assert summary["log_tail"] == ["mode=migrate password=db-v1"]
+    # and no env file outlives the task's container
+    env_dir = Path(host.config["state_dir"]) / "env.d"
+    assert not env_dir.exists() or list(env_dir.iterdir()) == []
+    assert task_containers(host) == []
 
 
 def test_a_failing_task_exits_9_with_its_exit_code_and_last_lines(
