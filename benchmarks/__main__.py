@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-ALL = ["cold_start", "api_calls", "swap_under_load", "deploy_latency", "rollback_latency"]
+ALL = ["cold_start", "api_calls", "swap_under_load", "deploy_latency", "rollback_latency", "config_release"]
 
 
 def main(argv: list[str]) -> int:

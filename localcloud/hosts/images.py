@@ -11,7 +11,8 @@ Public API (stable; the local cloud and the host tests build on it):
   ``"crashloop"`` (serves like ``good`` for ``slow_seconds``, then logs an error and exits 3: with
   the agent's restart policy it crashes in a loop after passing the health gate).
   Every kind listens on ``127.0.0.1:$PORT`` (default 8080) with busybox httpd, so it runs with
-  ``--network host``. busybox httpd closes every connection after one response (no keep-alive).
+  ``--network host``; given a command (``docker run IMAGE CMD...``, a release task) it runs that
+  instead. busybox httpd closes every connection after one response (no keep-alive).
 - ``SERVERS``: the app servers a ``good`` image can run: ``"busybox"`` (above) and ``"gunicorn"``
   (Debian's python3 + gunicorn, 2 gthread workers: keeps upstream connections alive, drains
   gracefully on SIGTERM, listen backlog 2048). Both answer the same paths: ``/`` and ``/health``
@@ -186,7 +187,10 @@ def build_app_image(tag: str, release: int, kind: str = "good", app: str = "app"
             _add_file(tar, name, text)
         _add_file(tar, "www" + ECHO_PATH, _ECHO_CGI, 0o755)
         _add_file(tar, "www" + SLOW_PATH, _SLOW_CGI, 0o755)
-    entrypoint = '["/bin/busybox", "sh", "-c", ' + json.dumps(script) + "]"
+    # Arguments after the image (`docker run IMAGE CMD...`, a release task's argv) run instead of
+    # the server, as with an app image whose entrypoint execs its arguments.
+    script = 'if [ "$#" -gt 0 ]; then exec "$@"; fi; ' + script
+    entrypoint = '["/bin/busybox", "sh", "-c", ' + json.dumps(script) + ', "app"]'
     changes = [f"ENTRYPOINT {entrypoint}", f"LABEL test.kind={kind} test.release={release}"]
     args = ["import"]
     for change in changes:

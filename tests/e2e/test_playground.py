@@ -10,6 +10,7 @@ test took it down, `make down` + `make up` when a test needs it untouched)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from deployer.cli.context import CLI_CONFIG
 from deployer.cli.stack import resolved_environment
 from deployer.settings import Settings
 
+from localcloud.aws.host_role import grant_host_secrets
 from localcloud.hosts.images import build_app_image, remove_images
 from localcloud.stories.playground import APP, paths, read_env
 from tests.e2e.conftest import docker_ready
@@ -462,3 +465,146 @@ def test_doctor_fails_the_host_role_without_get_document_and_names_the_fix(
     assert check["status"] == "fail"
     assert "ssm:GetDocument" in check["detail"]
     assert "HostPolicy" in check["fix"]
+
+
+# ------------------------------------------------------------------ config, secrets and the release task
+def _clients(env: dict[str, str], *services: str) -> list[Any]:
+    return [
+        boto3.client(
+            service,
+            region_name=env["AWS_REGION"],
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+        for service in services
+    ]
+
+
+def _put_config(env: dict[str, str], tmp_path: Path, change: dict[str, Any], *flags: str) -> None:
+    """The app's stored config with `change` applied (a None value removes the field), put back
+    with `deployer config put` as an operator would from the app's repository."""
+    stored = json.loads(deployer(env, "--json", "app", "get", APP).stdout)
+    for field, value in change.items():
+        if value is None:
+            stored.pop(field, None)
+        else:
+            stored[field] = value
+    path = tmp_path / f"deploy-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps(stored))
+    proc = deployer(env, "config", "put", APP, str(path), *flags, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+
+
+def _hosts(env: dict[str, str]) -> list[dict[str, Any]]:
+    view = json.loads(deployer(env, "--json", "status", APP).stdout)
+    hosts: list[dict[str, Any]] = view["hosts"]
+    return hosts
+
+
+def _containers(env: dict[str, str]) -> dict[str, str]:
+    """Each playground host's running container of the app: host id -> container id."""
+    found = {}
+    for host in _hosts(env):
+        out = subprocess.run(
+            ["docker", "ps", "-q", "--no-trunc", "--filter", f"label=deployer.host={host['instance_id']}",
+             "--filter", f"label=deployer.app={APP}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()
+        assert len(out) == 1, (host, out)
+        found[host["instance_id"]] = out[0]
+    return found
+
+
+def _seen(env: dict[str, str], *names: str) -> set[tuple[str, ...]]:
+    """The values of `names` that every host's app container sees (one tuple per distinct set)."""
+    seen = set()
+    for container in _containers(env).values():
+        out = subprocess.run(["docker", "exec", container, "/bin/busybox", "env"],
+                             capture_output=True, text=True, check=True).stdout
+        variables = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        seen.add(tuple(variables.get(name, "") for name in names))
+    return seen
+
+
+def test_a_config_change_deploys_and_a_rollback_restores_the_previous_secret_version(
+    shell_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Given a SecureString parameter and a Secrets Manager secret, the hosts' role granted them
+    # (README, "What the hosts need")
+    ssm, sm, iam = _clients(shell_env, "ssm", "secretsmanager", "iam")
+    ssm.put_parameter(Name="/web/db-password", Value="db-first", Type="SecureString", Overwrite=True)
+    with contextlib.suppress(sm.exceptions.ResourceExistsException):
+        sm.create_secret(Name="web/api-key", SecretString="api-first")
+    sm.put_secret_value(SecretId="web/api-key", SecretString="api-first")
+    grant_host_secrets(iam, parameter_names=["/web/db-password"], secret_names=["web/api-key"])
+    # When the app's config file gains a variable and both secrets, and is put
+    _put_config(shell_env, tmp_path, {
+        "environment": {"GREETING": "hello"},
+        "secrets": {"DB_PASSWORD": "ssm:/web/db-password", "API_KEY": "secretsmanager:web/api-key"},
+    }, "--wait")
+    # Then every host's container sees the variable and the secrets' current values
+    names = ("GREETING", "DB_PASSWORD", "API_KEY")
+    assert _seen(shell_env, *names) == {("hello", "db-first", "api-first")}
+
+    # When both secrets get a new version and the config alone is deployed
+    ssm.put_parameter(Name="/web/db-password", Value="db-second", Type="SecureString", Overwrite=True)
+    sm.put_secret_value(SecretId="web/api-key", SecretString="api-second")
+    proc = deployer(shell_env, "deploy", APP, "--config-only", "--wait", timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert _seen(shell_env, *names) == {("hello", "db-second", "api-second")}
+
+    # When the operator rolls back
+    proc = deployer(shell_env, "rollback", APP, "--wait", timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    # Then the containers see the previous release's pinned versions again, though the
+    # secrets' current versions are the new ones
+    assert _seen(shell_env, *names) == {("hello", "db-first", "api-first")}
+    # and the history names the versions that changed, never a value
+    rows = deployer(shell_env, "--json", "history", APP).stdout
+    assert "DB_PASSWORD" in rows
+    for value in ("db-first", "db-second", "api-first", "api-second"):
+        assert value not in rows
+
+
+def test_a_failing_migration_stops_a_release_before_any_host_switches(
+    shell_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Given the app with a release task that fails, as a migration whose table is missing does
+    task = ["/bin/busybox", "sh", "-c", "echo migrating users; echo 'relation users does not exist'; exit 3"]
+    _put_config(shell_env, tmp_path, {"release_task": task}, "--no-deploy")
+    before = _containers(shell_env)
+    releases_before = {h["instance_id"]: h["release"] for h in _hosts(shell_env)}
+    pointer_before = json.loads(deployer(shell_env, "--json", "status", APP).stdout)["current"]["release"]
+    local = "localcloud/stories/playground-test:v11"
+    image_id = build_app_image(local, 11, app=APP)
+    remote = f"{shell_env['DEPLOYER_LOCAL_REGISTRY']}/{APP}:v11"
+    try:
+        # When CI pushes a new image and waits for its release
+        subprocess.run(["docker", "tag", local, remote], check=True, capture_output=True)
+        subprocess.run(["docker", "push", "-q", remote], check=True, capture_output=True, timeout=120)
+        digest = subprocess.run(
+            ["docker", "inspect", "--format", "{{index .RepoDigests 0}}", remote],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip().split("@")[1]
+        proc = deployer(shell_env, "--json", "wait", APP, "--digest", digest, "--timeout", "240")
+    finally:
+        subprocess.run(["docker", "rmi", remote], check=False, capture_output=True)
+        remove_images([image_id])
+        _put_config(shell_env, tmp_path, {"release_task": None}, "--no-deploy")
+
+    # Then the release FAILED with the task's exit code and last lines
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "FAILED"
+    [release] = [r for r in history(shell_env) if r["digest"] == digest]
+    assert release["reason"].startswith("release task failed (exit code 3)")
+    assert "relation users does not exist" in release["reason"]
+    # and no host switched: the same containers serve, on the same release, the pointer unmoved
+    assert _containers(shell_env) == before
+    assert {h["instance_id"]: h["release"] for h in _hosts(shell_env)} == releases_before
+    status = json.loads(deployer(shell_env, "--json", "status", APP).stdout)
+    assert status["current"]["release"] == pointer_before
+    # and the task's output is in its logs
+    logs = deployer(shell_env, "logs", APP, "--task", "--release", str(release["release"]))
+    assert "migrating users" in logs.stdout, logs.stdout[-2000:] + logs.stderr
