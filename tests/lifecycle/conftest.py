@@ -420,7 +420,9 @@ def enforced(
     template.yaml defines it (`localcloud.aws.permissions`), refused as AWS refuses them; the
     test's own calls (setting up, observing) are not checked. A refused call fails the test."""
     enforcer = permissions.install(
-        permissions.Enforcer(read_template(), REGION, ACCOUNT, names={"SwapDocument": DOCUMENT})
+        permissions.Enforcer(
+            read_template(), REGION, ACCOUNT, names={"SwapDocument": DOCUMENT, "TaskDocument": TASK_DOCUMENT}
+        )
     )
     roles = _entry_roles()
 

@@ -57,6 +57,8 @@ def seen(pointer_config: str, sent: set[str]) -> Any:
         notices={},
         pointer_config=pointer_config,
         release_configs={2: sent},
+        task_sends=Counter(),
+        task_runs={},
     )
 
 
