@@ -42,9 +42,9 @@ def _newest(cloud: LocalCloud) -> dict[str, Any] | None:
     return max(rows, key=lambda r: int(r["release"])) if rows else None
 
 
-def _hosts_on(cloud: LocalCloud, release: int) -> bool:
+def _hosts_on(cloud: LocalCloud, release: int, hosts: int) -> bool:
     releases = cloud.host_releases(APP)
-    return len(releases) == HOSTS and set(releases.values()) == {release}
+    return len(releases) == hosts and (not hosts or set(releases.values()) == {release})
 
 
 def _config_labels() -> set[str]:
@@ -55,7 +55,7 @@ def _config_labels() -> set[str]:
     return set(out.split())
 
 
-def _wait_succeeded(cloud: LocalCloud, after: int, what: str) -> int:
+def _wait_succeeded(cloud: LocalCloud, after: int, what: str, hosts: int = HOSTS) -> int:
     """The number of the first release newer than `after` once it SUCCEEDED on every host."""
 
     def done() -> bool:
@@ -64,7 +64,7 @@ def _wait_succeeded(cloud: LocalCloud, after: int, what: str) -> int:
             newest is not None
             and int(newest["release"]) > after
             and newest.get("status") == "SUCCEEDED"
-            and _hosts_on(cloud, int(newest["release"]))
+            and _hosts_on(cloud, int(newest["release"]), hosts)
         )
 
     cloud.wait_for(done, 300, what)
@@ -92,7 +92,7 @@ def measure() -> dict[str, Any]:
             "secrets": {"DB_PASSWORD": "ssm:/bench/db-password", "API_KEY": "secretsmanager:bench/api-key"},
         })
         cloud.push(APP, "v0", 1, app=APP)
-        current = _wait_succeeded(cloud, 0, "v0")
+        current = _wait_succeeded(cloud, 0, "v0", hosts=0)  # the group is empty yet
         cloud.scale(APP, HOSTS)
         cloud.fleet.wait_settled(600)
         cloud.settle(300)
