@@ -476,12 +476,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     task = sub.add_parser("task", add_help=False)
     for flag in ("--app", "--image", "--release", "--argv", "--timeout"):
         task.add_argument(flag, required=True)
-    task.add_argument("--env-file", default="")
-    task.add_argument("--docker-options", default="")
-    task.add_argument("--log-driver", default="json-file")
-    task.add_argument("--log-options", default="")
-    task.add_argument("--registry-login", default="none")
-    task.add_argument("--release-config", default="")
+    for flag, default in (("--env-file", ""), ("--docker-options", ""), ("--log-driver", "json-file"),
+                          ("--log-options", ""), ("--registry-login", "none"), ("--release-config", "")):
+        task.add_argument(flag, default=default)
     status = sub.add_parser("status", add_help=False)
     status.add_argument("--app", default="")
     diagnose_cmd = sub.add_parser("diagnose", add_help=False)

@@ -68,16 +68,16 @@ class LogLine:
         }
 
 
-def app_command_ids(ctx: Context, app: str, since_ms: int) -> set[str]:
-    """Swap commands sent for the app since `since_ms` (fleet, launch and drift swaps)."""
+def _listed_commands(
+    ctx: Context, document: str | None, ours: re.Pattern[str], since_ms: int, what: str
+) -> set[str]:
+    """Commands of `document` sent since `since_ms` whose comment matches `ours`."""
     ssm = ctx.deps.clients.client("ssm")
-    document = ctx.deps.settings.swap_document_name
-    ours = re.compile(rf"^deployer (?:launch |drift )?{re.escape(app)} release [0-9]+$")
     after = datetime.fromtimestamp(since_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     found: set[str] = set()
     kwargs: dict[str, Any] = {"Filters": [{"key": "InvokedAfter", "value": after}], "MaxResults": 50}
     while True:
-        with aws_errors(f"listing the swap commands of {app}"):
+        with aws_errors(f"listing the {what}"):
             response = ssm.list_commands(**kwargs)
         for command in response.get("Commands", []):
             if command.get("DocumentName") == document and ours.match(command.get("Comment", "")):
@@ -85,6 +85,13 @@ def app_command_ids(ctx: Context, app: str, since_ms: int) -> set[str]:
         if not response.get("NextToken"):
             return found
         kwargs["NextToken"] = response["NextToken"]
+
+
+def app_command_ids(ctx: Context, app: str, since_ms: int) -> set[str]:
+    """Swap commands sent for the app since `since_ms` (fleet, launch and drift swaps)."""
+    ours = re.compile(rf"^deployer (?:launch |drift )?{re.escape(app)} release [0-9]+$")
+    document = ctx.deps.settings.swap_document_name
+    return _listed_commands(ctx, document, ours, since_ms, f"swap commands of {app}")
 
 
 def task_command_ids(ctx: Context, app: str, since_ms: int, release: int | None) -> set[str]:
@@ -92,21 +99,10 @@ def task_command_ids(ctx: Context, app: str, since_ms: int, release: int | None)
     if release is not None:
         task = ctx.deps.releases.get(app, release).task_command_id
         return {task} if task else set()
-    ssm = ctx.deps.clients.client("ssm")
-    document = ctx.deps.settings.task_document_name
     ours = re.compile(rf"^deployer task {re.escape(app)} release [0-9]+$")
-    after = datetime.fromtimestamp(since_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    found: set[str] = set()
-    kwargs: dict[str, Any] = {"Filters": [{"key": "InvokedAfter", "value": after}], "MaxResults": 50}
-    while True:
-        with aws_errors(f"listing the release-task commands of {app}"):
-            response = ssm.list_commands(**kwargs)
-        for command in response.get("Commands", []):
-            if command.get("DocumentName") == document and ours.match(command.get("Comment", "")):
-                found.add(str(command["CommandId"]))
-        if not response.get("NextToken"):
-            return found
-        kwargs["NextToken"] = response["NextToken"]
+    return _listed_commands(
+        ctx, ctx.deps.settings.task_document_name, ours, since_ms, f"release-task commands of {app}"
+    )
 
 
 def collect_task(ctx: Context, host: str | None, start_ms: int, commands: set[str]) -> list[LogLine]:
