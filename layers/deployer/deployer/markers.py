@@ -18,6 +18,7 @@ from dataclasses import dataclass
 COMMENT_PREFIX = "deployer "
 _RELEASE_COMMENT = re.compile(r"^deployer ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 _HOST_COMMENT = re.compile(r"^deployer (launch|drift) ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
+_STAGE_COMMENT = re.compile(r"^deployer stage ([0-9]+) ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 _TASK_COMMENT = re.compile(r"^deployer task ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 
 
@@ -54,6 +55,17 @@ def parse_release_comment(comment: str) -> tuple[str, int] | None:
 def task_comment(app: str, release: int) -> str:
     """The comment of a release's task command (one per release, to one instance)."""
     return f"deployer task {app} release {release}"
+
+
+def stage_comment(app: str, release: int, stage: int) -> str:
+    """The comment of one stage's swap command (stages before the last; docs/stages.md)."""
+    return f"deployer stage {stage} {app} release {release}"
+
+
+def parse_stage_comment(comment: str) -> tuple[str, int] | None:
+    """(app, release) of a stage's command comment."""
+    match = _STAGE_COMMENT.fullmatch(comment)
+    return (match.group(2), int(match.group(3))) if match else None
 
 
 def parse_task_comment(comment: str) -> tuple[str, int] | None:
