@@ -78,6 +78,7 @@ def is_ours(comment: str) -> bool:
         _RELEASE_COMMENT.fullmatch(comment)
         or _HOST_COMMENT.fullmatch(comment)
         or _TASK_COMMENT.fullmatch(comment)
+        or _STAGE_COMMENT.fullmatch(comment)
     )
 
 

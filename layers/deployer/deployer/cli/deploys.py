@@ -157,6 +157,17 @@ def _cancel(ctx: Context) -> int:
     return EXIT_CANCELLED if ctx.args.wait else EXIT_OK
 
 
+def _continue(ctx: Context) -> int:
+    result = run_action(ctx, _payload(ctx, "continue"))
+    _report_action(
+        ctx,
+        result,
+        f"{ctx.args.app}: release {result['release']} approved; stage {result['stage'] + 1} "
+        f"of {result['stages']} starting",
+    )
+    return follow(ctx, ctx.args.app, int(result["release"])) if ctx.args.wait else EXIT_OK
+
+
 def _pause(ctx: Context) -> int:
     result = run_action(ctx, _payload(ctx, "pause", reason=ctx.args.reason))
     _report_action(ctx, result, f"{ctx.args.app}: automatic deploys [yellow]paused[/]")
@@ -485,6 +496,16 @@ def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
     pause.add_argument("--reason")
     _function_option(pause)
     pause.set_defaults(run=_pause)
+
+    proceed = sub.add_parser(
+        "continue",
+        help="approve a staged deploy waiting after a stage: its next stage starts",
+        parents=[common],
+    )
+    proceed.add_argument("app")
+    _wait_options(proceed)
+    _function_option(proceed)
+    proceed.set_defaults(run=_continue)
 
     resume = sub.add_parser(
         "resume", help="resume automatic deploys; the newest pending starts", parents=[common]

@@ -297,3 +297,16 @@ def approved(release: Release, token: str, now: Now) -> Decision:
             expect=_expect(release, STAGE_AWAITING),
         )
     )
+
+
+def stage_view(release: Release, count: int, now: int) -> dict[str, object]:
+    """Where a staged release is, for `deployer status` and `wait`: stage n of m (from 1), the
+    hosts that took it so far, its state, the bake's seconds left."""
+    assert release.stage is not None
+    return {
+        "stage": release.stage + 1,
+        "stages": max(count, release.stage + 1),
+        "state": release.stage_state,
+        "hosts": list(release.stage_hosts or []),
+        "bake_seconds_left": None if release.bake_until is None else max(release.bake_until - now, 0),
+    }
