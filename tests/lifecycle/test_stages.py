@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from deployer.entry.events import handle_operation
+from deployer.errors import DeployerError
 from deployer.models.config import AppConfig
 from deployer.models.records import STAGE_AWAITING, STAGE_BAKING, Release, ReleaseSource, ReleaseStatus
 from deployer.reconcile import reconcile_app
@@ -137,7 +138,7 @@ def test_stages_bake_wait_for_approval_and_never_resend_a_host(staged: tuple[Wor
     assert world.release(2).status is ReleaseStatus.SUCCEEDED
     world.assert_agree()
     # and a second `continue` is refused
-    with pytest.raises(Exception, match="nothing to continue|not awaiting approval"):
+    with pytest.raises(DeployerError, match=r"nothing to continue"):
         handle_operation(world.ld, {"app": "web", "action": "continue"})
 
 
