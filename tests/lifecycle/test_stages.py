@@ -17,7 +17,7 @@ from deployer.models.records import STAGE_AWAITING, STAGE_BAKING, Release, Relea
 from deployer.reconcile import reconcile_app
 from moto import mock_aws
 
-from tests.lifecycle.conftest import DOCUMENT, GROUP, World, build_world, client
+from tests.lifecycle.conftest import DOCUMENT, GROUP, World, build_world, client, notifications
 
 pytestmark = pytest.mark.unit
 
@@ -127,6 +127,15 @@ def test_stages_bake_wait_for_approval_and_never_resend_a_host(staged: tuple[Wor
         "hosts": ordered[:2],
         "bake_seconds_left": None,
     }
+    # and each stage transition was announced once, naming the stage
+    stage_notices = [
+        (m["event"], m["stage"]) for m in notifications(world) if m["event"].startswith("deploy_stage")
+    ]
+    assert stage_notices == [
+        ("deploy_stage_passed", 1),
+        ("deploy_stage_passed", 2),
+        ("deploy_stage_awaiting", 2),
+    ]
     # When an operator approves, the last stage moves pointer and group and goes to the rest only
     result = handle_operation(world.ld, {"app": "web", "action": "continue"})
     assert (result["release"], result["stage"], result["stages"]) == (2, 2, 3)

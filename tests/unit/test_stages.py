@@ -216,8 +216,13 @@ def test_a_stage_that_succeeded_bakes_until_now_plus_its_bake() -> None:
     assert (t.release, t.status, t.allowed_from) == (5, S.DEPLOYING, frozenset({S.DEPLOYING}))
     assert t.fields == {"stage_state": STAGE_BAKING, "bake_until": NOW.epoch + 300}
     assert t.expect == {"stage": 0, "stage_state": STAGE_RUNNING}
-    assert d.change is None
     assert d.ended is None
+    # its notice is owed with it, while release 5 holds the lock
+    assert d.change is not None
+    assert (d.change.expect_owner, d.change.owner, d.change.desired) == ("web#5", None, None)
+    (owed,) = (OutboxEntry.decode(e) for e in d.change.add_outbox)
+    assert owed == OutboxEntry(5, "stage_passed", 0)
+    assert owed.dedupe_id("web") == "web#5#stage_passed#0"
 
 
 def test_a_stage_that_failed_fails_the_release_and_rolls_back_to_the_target() -> None:
@@ -303,6 +308,8 @@ def test_a_bake_over_on_a_stage_that_asks_for_approval_waits_for_it() -> None:
     (t,) = d.transitions
     assert t.fields == {"stage_state": STAGE_AWAITING, "bake_until": None}
     assert "deployer continue web" in t.reason
+    assert d.change is not None
+    assert [OutboxEntry.decode(e) for e in d.change.add_outbox] == [OutboxEntry(5, "stage_awaiting", 1)]
 
 
 def test_continue_starts_the_next_stage() -> None:

@@ -84,7 +84,8 @@ def is_ours(comment: str) -> bool:
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """A notice owed for a recorded transition: `kind` of release `release`."""
+    """A notice owed for a recorded transition: `kind` of release `release`. `rolled_back_to`:
+    the release a rollback puts back, or for a stage notice (`stage_*`) the stage's index."""
 
     release: int
     kind: str
@@ -104,6 +105,9 @@ class OutboxEntry:
 
     def dedupe_id(self, app: str) -> str:
         """Stable across redeliveries: a subscriber drops a second copy by it."""
+        if self.kind.startswith("stage_"):
+            # One per stage: a stage notice's third field is its stage index.
+            return f"{app}#{self.release}#{self.kind}#{self.rolled_back_to}"
         return f"{app}#{self.release}#{self.kind}"
 
 

@@ -24,6 +24,7 @@ from deployer.adapters.app_state import StateChange
 from deployer.controller import decisions
 from deployer.controller.types import Decision, Ended, Ending, Now, Transition
 from deployer.errors import DeployerError
+from deployer.markers import OutboxEntry
 from deployer.metrics_names import DeployMetric
 from deployer.models.records import STAGE_AWAITING, STAGE_BAKING, STAGE_RUNNING, Release, ReleaseStatus
 from deployer.notify import NoticeKind
@@ -80,6 +81,13 @@ def stage_targets(
     return order[: max(want, 0)]
 
 
+def _owe(release: Release, kind: NoticeKind) -> StateChange:
+    """The stage notice a decision owes, written with it while the release holds the lock."""
+    change = StateChange(release.app, expect_owner=markers.owner(release.app, release.release))
+    change.add_outbox.append(OutboxEntry(release.release, kind.value, release.stage or 0).encode())
+    return change
+
+
 def _expect(release: Release, state: str) -> dict[str, object]:
     return {"stage": release.stage, "stage_state": state}
 
@@ -115,7 +123,7 @@ def stage_ended(
     stay where they are."""
     app = release.app
     if ending.verdict is Verdict.SUCCEEDED:
-        decision = Decision(app)
+        decision = Decision(app, _owe(release, NoticeKind.STAGE_PASSED))
         decision.explain("stage succeeded; baking", release=release.release, stage=release.stage)
         return decision.transition(
             Transition(
@@ -252,6 +260,7 @@ def bake_over(stages: Sequence[Stage], release: Release, token: str, now: Now) -
     decision = Decision(release.app)
     label = release.stage + 1
     if release.stage < len(stages) and stages[release.stage].approve:
+        decision.change = _owe(release, NoticeKind.STAGE_AWAITING)
         decision.explain("bake over; awaiting approval", release=release.release, stage=release.stage)
         return decision.transition(
             Transition(
