@@ -18,6 +18,7 @@ from deployer.reconcile import reconcile_app
 from moto import mock_aws
 
 from tests.lifecycle.conftest import DOCUMENT, GROUP, World, build_world, client, notifications
+from tests.lifecycle.test_cli import run
 
 pytestmark = pytest.mark.unit
 
@@ -185,3 +186,35 @@ def test_a_failed_canary_fails_the_release_and_rolls_back(staged: tuple[World, C
     assert commands("deployer stage 1 web release 2") == []
     world.complete(three)
     world.assert_agree()
+
+
+def test_the_cli_shows_the_stage_and_continue_approves_it(staged: tuple[World, Clock]) -> None:
+    world, clock = staged
+    _, two = live_one_then_staged_push(world)
+    ordered = sorted(world.instances)
+    run_stage(world, two)
+    clock.now += 300
+    reconcile_app(world.ld, world.config)
+    run_stage(world, world.release(2))
+    # When an operator looks, the stage, its hosts and the wait are shown; the hosts that took
+    # it (their outcomes recorded from the stage commands' events) are not drift
+    code, view, _ = run(world, "status", "web")
+    assert code == 0
+    assert view["deploying"]["stage"] == {
+        "stage": 2,
+        "stages": 3,
+        "state": STAGE_AWAITING,
+        "hosts": ordered[:2],
+        "bake_seconds_left": None,
+    }
+    running = {h["instance_id"]: h["release"] for h in view["hosts"]}
+    assert running == {ordered[0]: 2, ordered[1]: 2, ordered[2]: 1, ordered[3]: 1}
+    assert view["drift"] == []
+    # When they run `deployer continue web`, the last stage starts
+    code, result, _ = run(world, "continue", "web")
+    assert (code, result["release"], result["stage"]) == (0, 2, 2)
+    assert world.release(2).stage == 2
+    # and a second one is refused with a message naming why
+    code, _, err = run(world, "continue", "web")
+    assert code != 0
+    assert "not awaiting approval" in err
