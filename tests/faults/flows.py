@@ -266,6 +266,30 @@ def bake_ended_by_reconciler(world: FaultWorld) -> Plan:
     return Plan([world.schedule_event()], Expect(desired=second, accepted=(second,)))
 
 
+# The canary, then a stage that waits for approval, then the rest.
+APPROVED_STAGES = [{"hosts": 1, "approve": True}, {"hosts": "100%"}]
+
+
+def stage_approved(world: FaultWorld) -> Plan:
+    """The canary succeeded and waits for approval; the operator's `deployer continue` starts the
+    last stage."""
+    _live_on_1(world)
+    world.set_stages(APPROVED_STAGES)
+    second = world.push(2, "v2")
+    world.settle()
+    approve = Delivery("rollback", {"app": "web", "action": "continue"})
+    return Plan([approve], Expect(desired=second, accepted=(second,)))
+
+
+def stage_cancelled(world: FaultWorld) -> Plan:
+    """The canary succeeded and bakes; the operator cancels: the rollback puts the canary back."""
+    first, second, events = _canary_ran(world)
+    for delivery in events:
+        world.invoke_ok(delivery)
+    cancel = world.operator("rollback.json", action="cancel")
+    return Plan([cancel], Expect(desired=first, accepted=(second,)))
+
+
 FLOWS: tuple[Flow, ...] = (
     Flow("push_deploy", push_deploy),
     Flow("completion_success", completion_success),
@@ -288,4 +312,6 @@ FLOWS: tuple[Flow, ...] = (
     Flow("stage_completion", stage_completion, hosts=4),
     Flow("stage_failure", stage_failure, hosts=4),
     Flow("bake_ended_by_reconciler", bake_ended_by_reconciler, hosts=4),
+    Flow("stage_approved", stage_approved, hosts=4),
+    Flow("stage_cancelled", stage_cancelled, hosts=4),
 )
