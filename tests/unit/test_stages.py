@@ -3,11 +3,15 @@ each stage takes, and each stage decision's writes (deployer.controller.stages).
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from deployer import cli
 from deployer.adapters.app_state import AppStateRecord
 from deployer.adapters.command_results import CommandCounts
 from deployer.adapters.releases import ReleasesStore
@@ -21,7 +25,7 @@ from deployer.verdicts import Verdict
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import WEB_CONFIG, make_release
+from tests.conftest import REGION, WEB_CONFIG, make_release
 
 pytestmark = pytest.mark.unit
 
@@ -343,3 +347,24 @@ def test_a_transitions_expected_fields_become_its_write_condition() -> None:
     assert f"{stage_ref} = :" in cond
     assert f"attribute_not_exists({cmd_ref})" in cond
     assert {"N": "1"} in item["ExpressionAttributeValues"].values()
+
+
+def test_cli_put_of_bad_stages_writes_nothing(deps: Any, tmp_path: Path) -> None:
+    # Given a stored app with the worked stages
+    raw = {**json.loads(json.dumps(WEB_CONFIG)), "launch_template": "lt-0123456789abcdef0"}
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({**raw, "rollout": {"stages": WORKED}}))
+    assert cli.main(["app", "put", "--file", str(good)], deps=deps, out=io.StringIO()) == 0
+    before = boto3.client("dynamodb", region_name=REGION).scan(TableName="AppsTable")["Items"]
+    # When a version whose stages shrink is put
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({**raw, "rollout": {"stages": [{"hosts": "50%"}, {"hosts": "25%"}, {"hosts": "100%"}]}})
+    )
+    err = io.StringIO()
+    code = cli.main(["app", "put", "--file", str(bad)], deps=deps, out=io.StringIO(), err=err)
+    # Then it fails as a configuration error naming the stage; the stored config is unchanged
+    assert code == 4
+    assert "rollout.stages" in err.getvalue()
+    assert "1.hosts" in err.getvalue()
+    assert boto3.client("dynamodb", region_name=REGION).scan(TableName="AppsTable")["Items"] == before
