@@ -266,6 +266,19 @@ def bake_ended_by_reconciler(world: FaultWorld) -> Plan:
     return Plan([world.schedule_event()], Expect(desired=second, accepted=(second,)))
 
 
+def launch_mid_canary(world: FaultWorld) -> Plan:
+    """An instance launches while release 2's canary bakes: it boots and is swapped to the
+    pointer's release 1 (the stable one), and the last stage, after the reconciler ends the
+    bake, takes it to release 2 with the rest."""
+    _, second, events = _canary_ran(world)
+    for delivery in events:
+        world.invoke_ok(delivery)
+    new = world.scale_out()
+    world.register(new)
+    assert world.hosts[new].release == 1, "a launch during a canary boots the stable release"
+    return Plan([world.launch_event(new)], Expect(desired=second, accepted=(second,), launched=new))
+
+
 # The canary, then a stage that waits for approval, then the rest.
 APPROVED_STAGES = [{"hosts": 1, "approve": True}, {"hosts": "100%"}]
 
@@ -313,5 +326,6 @@ FLOWS: tuple[Flow, ...] = (
     Flow("stage_failure", stage_failure, hosts=4),
     Flow("bake_ended_by_reconciler", bake_ended_by_reconciler, hosts=4),
     Flow("stage_approved", stage_approved, hosts=4),
+    Flow("launch_mid_canary", launch_mid_canary, hosts=4),
     Flow("stage_cancelled", stage_cancelled, hosts=4),
 )
