@@ -18,7 +18,8 @@ from deployer.reconcile import reconcile_app
 from moto import mock_aws
 
 from tests.lifecycle.conftest import DOCUMENT, GROUP, World, build_world, client, notifications
-from tests.lifecycle.test_cli import run
+from tests.lifecycle.test_cli import Clock as CliClock
+from tests.lifecycle.test_cli import run, run_timed
 
 pytestmark = pytest.mark.unit
 
@@ -218,3 +219,25 @@ def test_the_cli_shows_the_stage_and_continue_approves_it(staged: tuple[World, C
     code, _, err = run(world, "continue", "web")
     assert code != 0
     assert "not awaiting approval" in err
+
+
+def test_wait_follows_a_staged_release_through_its_approval_to_its_end(staged: tuple[World, Clock]) -> None:
+    world, clock = staged
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    clock.now += 300
+    reconcile_app(world.ld, world.config)
+    run_stage(world, world.release(2))
+    assert world.release(2).stage_state == STAGE_AWAITING
+
+    def meanwhile(sleeps: int) -> None:
+        # The operator approves while `wait` polls; then the fleet runs the last stage.
+        if sleeps == 1:
+            handle_operation(world.ld, {"app": "web", "action": "continue"})
+        if sleeps == 2:
+            world.complete(world.release(2))
+
+    code, result, _ = run_timed(world, CliClock(meanwhile), "wait", "web", "--release", "2")
+    assert (code, result["status"]) == (0, "SUCCEEDED")
+    assert result["stage"]["stage"] == 3
+    assert result["stage"]["stages"] == 3
