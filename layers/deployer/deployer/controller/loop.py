@@ -3,6 +3,8 @@
     lock held by no release                             -> free_stale_lock
     lock held by a DEPLOYING release without a command  -> rollout.drive; start_failed if it cannot
       ... whose task command is out, not yet decided    -> at the task's end, `task_ended`
+      ... staged, before its last stage                 -> send the stage; at its end `stage_ended`;
+                                                           `bake_over` once now >= bake_until
     lock held by a DEPLOYING release with a command     -> SSM's status; at its end, `end`
     lock held by a PENDING release                      -> start_pending
     lock held by a release that has ended               -> hand_on
