@@ -241,3 +241,15 @@ def test_wait_follows_a_staged_release_through_its_approval_to_its_end(staged: t
     assert (code, result["status"]) == (0, "SUCCEEDED")
     assert result["stage"]["stage"] == 3
     assert result["stage"]["stages"] == 3
+
+
+def test_a_cancel_while_a_stage_runs_cancels_its_command(staged: tuple[World, Clock]) -> None:
+    world, _ = staged
+    _, two = live_one_then_staged_push(world)
+    # When the operator cancels before the canary's command ended
+    result = handle_operation(world.ld, {"app": "web", "action": "cancel"})
+    # Then SSM was asked to cancel that command, and the rollback release takes over
+    (stage,) = commands("deployer stage 0 web release 2")
+    assert stage["CommandId"] == two.stage_command_id
+    assert world.shim.cancelled == [two.stage_command_id]
+    assert (result["release"], result["rollback_release"]) == (2, 3)

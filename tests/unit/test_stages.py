@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +230,7 @@ def test_a_stage_that_succeeded_bakes_until_now_plus_its_bake() -> None:
 
 
 def test_a_stage_that_failed_fails_the_release_and_rolls_back_to_the_target() -> None:
-    r = running()
+    r = running(deploy_started_at=T0 - timedelta(seconds=90))
     target = make_release(4)
     d = stages.stage_ended(
         locked(), r, plan()[0], ending(Verdict.FAILED), target=target, pending=[], token=TOKEN, now=NOW
@@ -257,6 +257,7 @@ def test_a_stage_that_failed_fails_the_release_and_rolls_back_to_the_target() ->
     ]
     assert d.ended is not None
     assert (d.ended.followed_by, d.ended.rollback) == (6, True)
+    assert d.duration == 90
 
 
 def test_a_first_deploy_whose_stage_failed_frees_the_app_with_nothing_desired() -> None:
