@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tests.faults import CLOCK
 from tests.faults.invariants import Expect
 from tests.faults.world import GROUP, Delivery, FaultWorld
 from tests.lifecycle.conftest import client, digest_of
@@ -219,6 +220,89 @@ def task_completion_failure(world: FaultWorld) -> Plan:
     return Plan(events, Expect(desired=first, accepted=(second,), never_sent=(second,)))
 
 
+# A canary host, its bake (ended by the reconciler's tick), then the rest.
+STAGES = [{"hosts": 1, "bake_seconds": 600}, {"hosts": "100%"}]
+
+
+def staged_push(world: FaultWorld) -> Plan:
+    """Release 1 live; the app gains stages; image 2 is pushed: its canary stage goes first."""
+    _live_on_1(world)
+    world.set_stages(STAGES)
+    digest = world.image(2, "v2")
+    return Plan([world.push_event(digest, "v2")], Expect(desired=digest, accepted=(digest,)))
+
+
+def _canary_ran(world: FaultWorld, refused_by: int | None = None) -> tuple[str, str, list[Delivery]]:
+    """Release 1 live, staged release 2 pushed and its canary stage run; its events not delivered."""
+    first = _live_on_1(world)
+    world.set_stages(STAGES)
+    if refused_by is not None:
+        world.hosts[world.base.instances[refused_by]].refuses.add(digest_of(2))
+    second = world.push(2, "v2")
+    return first, second, world.run_hosts()
+
+
+def stage_completion(world: FaultWorld) -> Plan:
+    """The canary's events: the release bakes; the reconciler's tick ends the bake, and the last
+    stage goes to the other hosts."""
+    _, second, events = _canary_ran(world)
+    return Plan(events, Expect(desired=second, accepted=(second,)))
+
+
+def stage_failure(world: FaultWorld) -> Plan:
+    """The canary (the first host in zone order) fails its health check: the release fails and
+    the rollback puts it back; the other hosts never take release 2."""
+    first, second, events = _canary_ran(world, refused_by=0)
+    return Plan(events, Expect(desired=first, accepted=(second,)))
+
+
+def bake_ended_by_reconciler(world: FaultWorld) -> Plan:
+    """The canary succeeded and the release bakes; its timer is only the recorded end: the
+    reconciler's tick after it starts the last stage (whatever happened to any other trigger)."""
+    _, second, events = _canary_ran(world)
+    for delivery in events:
+        world.invoke_ok(delivery)
+    CLOCK.advance(STAGES[0]["bake_seconds"] + 1)
+    return Plan([world.schedule_event()], Expect(desired=second, accepted=(second,)))
+
+
+def launch_mid_canary(world: FaultWorld) -> Plan:
+    """An instance launches while release 2's canary bakes: it boots and is swapped to the
+    pointer's release 1 (the stable one), and the last stage, after the reconciler ends the
+    bake, takes it to release 2 with the rest."""
+    _, second, events = _canary_ran(world)
+    for delivery in events:
+        world.invoke_ok(delivery)
+    new = world.scale_out()
+    world.register(new)
+    assert world.hosts[new].release == 1, "a launch during a canary boots the stable release"
+    return Plan([world.launch_event(new)], Expect(desired=second, accepted=(second,), launched=new))
+
+
+# The canary, then a stage that waits for approval, then the rest.
+APPROVED_STAGES = [{"hosts": 1, "approve": True}, {"hosts": "100%"}]
+
+
+def stage_approved(world: FaultWorld) -> Plan:
+    """The canary succeeded and waits for approval; the operator's `deployer continue` starts the
+    last stage."""
+    _live_on_1(world)
+    world.set_stages(APPROVED_STAGES)
+    second = world.push(2, "v2")
+    world.settle()
+    approve = Delivery("rollback", {"app": "web", "action": "continue"})
+    return Plan([approve], Expect(desired=second, accepted=(second,)))
+
+
+def stage_cancelled(world: FaultWorld) -> Plan:
+    """The canary succeeded and bakes; the operator cancels: the rollback puts the canary back."""
+    first, second, events = _canary_ran(world)
+    for delivery in events:
+        world.invoke_ok(delivery)
+    cancel = world.operator("rollback.json", action="cancel")
+    return Plan([cancel], Expect(desired=first, accepted=(second,)))
+
+
 FLOWS: tuple[Flow, ...] = (
     Flow("push_deploy", push_deploy),
     Flow("completion_success", completion_success),
@@ -237,4 +321,11 @@ FLOWS: tuple[Flow, ...] = (
     Flow("task_push", task_push),
     Flow("task_completion_success", task_completion_success),
     Flow("task_completion_failure", task_completion_failure),
+    Flow("staged_push", staged_push, hosts=4),
+    Flow("stage_completion", stage_completion, hosts=4),
+    Flow("stage_failure", stage_failure, hosts=4),
+    Flow("bake_ended_by_reconciler", bake_ended_by_reconciler, hosts=4),
+    Flow("stage_approved", stage_approved, hosts=4),
+    Flow("launch_mid_canary", launch_mid_canary, hosts=4),
+    Flow("stage_cancelled", stage_cancelled, hosts=4),
 )

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from deployer import markers
+
 from tests.lifecycle.conftest import TASK_DOCUMENT
 
 if TYPE_CHECKING:
@@ -77,6 +79,9 @@ class Seen:
     release_configs: dict[int, set[str]]  # release -> the `releaseConfig` of each command sent for it
     task_sends: Counter[int]  # release -> task commands sent during the flow
     task_runs: dict[int, int]  # release -> how often a host ran its task
+    # (release, instance) -> swap commands of that release's rollout (its stages and its fleet-wide
+    # command) that reached the instance, set-up included (a canary is sent before the flow)
+    release_sends: Counter[tuple[int, str]]
 
     @classmethod
     def of(cls, world: FaultWorld, before: dict[int, str]) -> Seen:
@@ -112,6 +117,12 @@ class Seen:
                 if c.document_name == TASK_DOCUMENT
             ),
             task_runs=dict(world.task_runs),
+            release_sends=Counter(
+                (int(c.parameters["release"][0]), iid)
+                for c in world.base.shim.commands()
+                if markers.parse_stage_comment(c.comment) or markers.parse_release_comment(c.comment)
+                for iid in c.instance_ids
+            ),
         )
 
 
@@ -260,6 +271,13 @@ def the_release_task_runs_at_most_once_per_release(seen: Seen, expect: Expect) -
             yield f"{digest[-6:]} reached the fleet after its release task failed"
 
 
+def no_host_takes_a_release_twice(seen: Seen, expect: Expect) -> Iterator[str]:
+    """A staged release's stages (and its last stage) each go to hosts no earlier one took."""
+    for (release, iid), sends in sorted(seen.release_sends.items()):
+        if sends > 1:
+            yield f"{iid[-4:]} sent release {release} {sends} times"
+
+
 CHECKS: tuple[Check, ...] = (
     pointer_is_the_desired_release,
     group_boots_the_pointers_release,
@@ -272,6 +290,7 @@ CHECKS: tuple[Check, ...] = (
     the_pointers_release_runs_the_pinned_secret_versions,
     the_launching_instance_ends_in_service,
     the_release_task_runs_at_most_once_per_release,
+    no_host_takes_a_release_twice,
 )
 
 

@@ -239,6 +239,14 @@ class FaultWorld:
         config = self.base.core.apps.get(APP)
         self.base.core.apps.put(config.model_copy(update={"release_task": tuple(argv)}))
 
+    def set_stages(self, stages: list[dict[str, Any]]) -> None:
+        """The app's config gains stages (an operator's `deployer config put`)."""
+        config = self.base.core.apps.get(APP)
+        rollout = config.rollout.model_dump()
+        self.base.core.apps.put(
+            type(config).parse({**config.to_document(), "rollout": {**rollout, "stages": stages}})
+        )
+
     def scale_out(self) -> str:
         """One more instance: it waits in Pending:Wait and boots what its launch-template version says."""
         autoscaling = harness.client("autoscaling")

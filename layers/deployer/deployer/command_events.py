@@ -54,7 +54,11 @@ def on_invocation(ad: Adapters, event: CommandInvocationStatusEvent) -> dict[str
     if release is None:
         tracked = ad.tracked.get(detail.command_id, detail.instance_id)
         if tracked is None:
-            if markers.parse_task_comment(ad.results.comment(detail.command_id)):
+            comment = ad.results.comment(detail.command_id)
+            stage = markers.parse_stage_comment(comment)
+            if stage is not None:
+                return _on_stage_invocation(ad, stage, detail.command_id, detail.instance_id, detail.status)
+            if markers.parse_task_comment(comment):
                 return {
                     "action": "ignored",
                     "reason": "a release task's invocation (its command event decides)",
@@ -126,6 +130,9 @@ def on_command(ad: Adapters, event: CommandStatusEvent) -> dict[str, Any]:
         task = markers.parse_task_comment(comment)
         if task is not None:
             return _on_task_command(ad, task, detail.command_id, detail.status)
+        stage = markers.parse_stage_comment(comment)
+        if stage is not None:
+            return _on_stage_command(ad, stage, detail.command_id, detail.status)
         if markers.parse_release_comment(comment):
             return _unknown_command(ad, detail.command_id, detail.status)
         # Launch and drift commands end with their invocations; others are not ours.
@@ -156,6 +163,44 @@ def on_command(ad: Adapters, event: CommandStatusEvent) -> dict[str, Any]:
     if ended.followed_by is not None:
         result["rollback_release" if ended.rollback else "next_release"] = ended.followed_by
     return result
+
+
+def _on_stage_invocation(
+    ad: Adapters, stage: tuple[str, int], command_id: str, instance_id: str, status: SsmStatus
+) -> dict[str, Any]:
+    """One host's outcome of a stage's command, recorded under its release as a swap's is."""
+    app, number = stage
+    if not status.terminal:
+        return {"action": "progress", "release": number, "status": status.value, "stage": True}
+    outcome = record_outcome(ad, app, number, command_id=command_id, instance_id=instance_id, status=status)
+    return {
+        "action": "recorded",
+        "release": number,
+        "instance_id": instance_id,
+        "ok": serving(outcome),
+        "failure_class": outcome.failure_class,
+        "stage": True,
+    }
+
+
+def _on_stage_command(
+    ad: Adapters, stage: tuple[str, int], command_id: str, status: SsmStatus
+) -> dict[str, Any]:
+    """A stage's command event: at its end the controller decides the stage (bake or fail)."""
+    app, number = stage
+    if not status.terminal:
+        return {"action": "progress", "release": number, "status": status.value, "stage": True}
+    report = controller.converge(ad, app, hint=(command_id, status))
+    after = ad.releases.get(app, number)
+    return {
+        "action": "stage_finished",
+        "release": number,
+        "release_status": after.status.value,
+        "stage": after.stage,
+        "stage_state": after.stage_state,
+        "reason": after.status_reason,
+        "steps": report.steps,
+    }
 
 
 def _on_task_command(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 COMMENT_PREFIX = "deployer "
 _RELEASE_COMMENT = re.compile(r"^deployer ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 _HOST_COMMENT = re.compile(r"^deployer (launch|drift) ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
+_STAGE_COMMENT = re.compile(r"^deployer stage ([0-9]+) ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 _TASK_COMMENT = re.compile(r"^deployer task ([a-z][a-z0-9-]{0,39}) release ([0-9]+)$")
 
 
@@ -56,6 +57,17 @@ def task_comment(app: str, release: int) -> str:
     return f"deployer task {app} release {release}"
 
 
+def stage_comment(app: str, release: int, stage: int) -> str:
+    """The comment of one stage's swap command (stages before the last; docs/stages.md)."""
+    return f"deployer stage {stage} {app} release {release}"
+
+
+def parse_stage_comment(comment: str) -> tuple[str, int] | None:
+    """(app, release) of a stage's command comment."""
+    match = _STAGE_COMMENT.fullmatch(comment)
+    return (match.group(2), int(match.group(3))) if match else None
+
+
 def parse_task_comment(comment: str) -> tuple[str, int] | None:
     match = _TASK_COMMENT.fullmatch(comment)
     return (match.group(1), int(match.group(2))) if match else None
@@ -66,12 +78,14 @@ def is_ours(comment: str) -> bool:
         _RELEASE_COMMENT.fullmatch(comment)
         or _HOST_COMMENT.fullmatch(comment)
         or _TASK_COMMENT.fullmatch(comment)
+        or _STAGE_COMMENT.fullmatch(comment)
     )
 
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """A notice owed for a recorded transition: `kind` of release `release`."""
+    """A notice owed for a recorded transition: `kind` of release `release`. `rolled_back_to`:
+    the release a rollback puts back, or for a stage notice (`stage_*`) the stage's index."""
 
     release: int
     kind: str
@@ -91,6 +105,9 @@ class OutboxEntry:
 
     def dedupe_id(self, app: str) -> str:
         """Stable across redeliveries: a subscriber drops a second copy by it."""
+        if self.kind.startswith("stage_"):
+            # One per stage: a stage notice's third field is its stage index.
+            return f"{app}#{self.release}#{self.kind}#{self.rolled_back_to}"
         return f"{app}#{self.release}#{self.kind}"
 
 

@@ -41,6 +41,10 @@ class NoticeKind(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
+    # A staged release (docs/stages.md): a stage's hosts took it and it bakes; a stage waits for
+    # `deployer continue`.
+    STAGE_PASSED = "stage_passed"
+    STAGE_AWAITING = "stage_awaiting"
 
 
 class HostResult(BaseModel):
@@ -71,6 +75,8 @@ class DeployNotice(BaseModel):
     failure_classes: dict[str, int] = Field(default_factory=dict)
     top_failure: str | None = None
     rolled_back_to: int | None = None
+    stage: int | None = None  # stage notices: the stage (from 1)
+    stage_hosts: list[str] = Field(default_factory=list)
 
 
 def summarize_hosts(results: Iterable[HostResult]) -> tuple[int, int, dict[str, int], str | None]:
@@ -114,6 +120,14 @@ def sentence(notice: DeployNotice) -> str:
         if notice.reason:
             text += f": {notice.reason.rstrip('.')}"
         return text + "."
+    if notice.kind is NoticeKind.STAGE_PASSED:
+        return (
+            f"{label} ({image}): stage {notice.stage} live on {len(notice.stage_hosts)} hosts "
+            f"({', '.join(notice.stage_hosts)}); {notice.reason or ''}".rstrip("; ")
+            + "."
+        )
+    if notice.kind is NoticeKind.STAGE_AWAITING:
+        return f"{label} ({image}): stage {notice.stage} waits for approval: deployer continue {notice.app}."
     hosts = f"{notice.hosts_ok} ok, {notice.hosts_failed} failed"
     if notice.hosts_unreached:
         hosts += f", {notice.hosts_unreached} unreached"
@@ -139,6 +153,8 @@ def build_message(notice: DeployNotice, dedupe_id: str | None = None) -> tuple[s
         NoticeKind.SUCCEEDED: "deployed",
         NoticeKind.FAILED: "deploy FAILED",
         NoticeKind.ROLLED_BACK: "deploy FAILED, rolled back",
+        NoticeKind.STAGE_PASSED: f"stage {notice.stage} passed",
+        NoticeKind.STAGE_AWAITING: f"stage {notice.stage} awaiting approval",
     }[notice.kind]
     subject = f"[deployer] {notice.app} release {notice.release} {subject_kind}"[:SUBJECT_MAX]
     body = {"text": text, "event": f"deploy_{notice.kind.value}", **notice.model_dump(mode="json")}

@@ -1,5 +1,5 @@
-"""Operator actions, invoked directly: rollback, promote (explicit deploy), cancel, pause, resume,
-status.
+"""Operator actions, invoked directly: rollback, promote (explicit deploy), cancel, continue (a
+staged release's approval), pause, resume, status.
 
 Rollback and promote go through the same rollout as a push (pointer, launch-template version,
 swap command) with source `rollback` / `manual`. Every check runs before anything changes: an
@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 from deployer import controller, markers
 from deployer.adapters.transactions import Refused
 from deployer.admission import image_reference
-from deployer.controller import decisions
+from deployer.controller import decisions, stages
 from deployer.errors import DeployerError, ReleaseNotFound
 from deployer.metrics_names import DeployMetric
 from deployer.models.lifecycle_events import (
     CancelRequest,
     ConfigDeployRequest,
+    ContinueRequest,
     OperationRequest,
     PauseRequest,
     PromoteRequest,
@@ -52,6 +53,8 @@ def run(ad: Adapters, request: OperationRequest) -> dict[str, Any]:
         return resume(ad, request)
     if isinstance(request, CancelRequest):
         return cancel(ad, request)
+    if isinstance(request, ContinueRequest):
+        return approve(ad, request)
     return status(ad, request)
 
 
@@ -286,8 +289,9 @@ def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
     if release is not None and cancelled is not None and cancelled.status is ReleaseStatus.CANCELLED:
         # Run again: the app is rolling back from the cancelled release; make sure its command
         # is stopped.
-        if cancelled.command_id:
-            ad.fleet.cancel(cancelled.command_id)
+        for command in (cancelled.command_id, cancelled.stage_command_id):
+            if command:
+                ad.fleet.cancel(command)
         controller.converge(ad, config.app, config=config)
         result.update(
             release=cancelled.release,
@@ -312,8 +316,9 @@ def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
             f"{config.app} release {release.release} ended or moved on before it could be cancelled; "
             "check status, then roll back if needed"
         ) from exc
-    if release.command_id:
-        ad.fleet.cancel(release.command_id)
+    for command in (release.command_id, release.stage_command_id):
+        if command:
+            ad.fleet.cancel(command)
     controller.converge(ad, config.app, config=config, token=token)
     result.update(
         release=release.release,
@@ -323,6 +328,36 @@ def cancel(ad: Adapters, request: CancelRequest) -> dict[str, Any]:
         target=target.release if decision.started is not None and target is not None else None,
     )
     return result
+
+
+def approve(ad: Adapters, request: ContinueRequest) -> dict[str, Any]:
+    """`deployer continue APP`: the staged release awaiting approval goes on to its next stage
+    (one decision, conditioned on the stage it read: a second `continue` is refused, never
+    applied twice); then the stage is sent at once."""
+    config = ad.apps.get(request.app)
+    state = ad.state.get(config.app)
+    number = markers.owned_release(config.app, state.lock_owner)
+    release = ad.releases.get_or_none(config.app, number) if number else None
+    if release is None:
+        raise ReleaseNotFound(f"{config.app} has no deploy in progress: there is nothing to continue")
+    token = controller.new_token()
+    decision = stages.approved(release, token, controller.now(ad))
+    try:
+        controller.commit(ad, decision)
+    except Refused as exc:
+        raise DeployerError(
+            f"{config.app} release {release.release} moved on before it could be approved; check status"
+        ) from exc
+    report = controller.converge(ad, config.app, config=config, token=token)
+    assert release.stage is not None
+    return {
+        "action": "continue",
+        "app": config.app,
+        "release": release.release,
+        "stage": release.stage + 1,
+        "stages": len(config.rollout.stages),
+        "command_id": report.command_id,
+    }
 
 
 def pause(ad: Adapters, request: PauseRequest) -> dict[str, Any]:
@@ -368,6 +403,11 @@ def status(ad: Adapters, request: StatusRequest) -> dict[str, Any]:
                 "digest": r.digest,
                 "reason": r.status_reason or r.reason,
                 "created_at": r.created_at.isoformat(),
+                **(
+                    {"stage": stages.stage_view(r, len(config.rollout.stages), ad.state.now())}
+                    if r.stage is not None and state.lock_owner == markers.owner(config.app, r.release)
+                    else {}
+                ),
             }
             for r in releases
         ],

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from deployer.models.config import AppConfig
 
 GROUP_TAG = "aws:autoscaling:groupName"
+# SendCommand's InstanceIds takes at most 50 ids (botocore's model).
+MAX_INSTANCE_IDS = 50
 
 
 class Fleet:
@@ -50,8 +52,10 @@ class Fleet:
         *,
         hosts: int,
         rollback: bool = False,
+        instance_ids: list[str] | None = None,
     ) -> str:
-        """Send the swap to every instance of the app's group; returns the command id.
+        """Send the swap to every instance of the app's group (or to `instance_ids`, at most
+        MAX_INSTANCE_IDS: a staged release's stages); returns the command id.
 
         `hosts` is the most instances the group may have (its MaxSize): the delivery deadline
         must cover every wave. A rollback goes at ``rollout.rollback_max_concurrency`` (every
@@ -59,11 +63,18 @@ class Fleet:
         """
         rollout = config.rollout
         concurrency = rollout.rollback_max_concurrency if rollback else rollout.max_concurrency
+        target: dict[str, Any] = {
+            "Targets": [{"Key": f"tag:{GROUP_TAG}", "Values": [config.auto_scaling_group]}]
+        }
+        if instance_ids:
+            if len(instance_ids) > MAX_INSTANCE_IDS:
+                raise ValueError(f"at most {MAX_INSTANCE_IDS} instance ids per command")
+            target = {"InstanceIds": list(instance_ids)}
         return self._send(
             config,
             parameters,
             comment,
-            Targets=[{"Key": f"tag:{GROUP_TAG}", "Values": [config.auto_scaling_group]}],
+            **target,
             MaxConcurrency=concurrency,
             MaxErrors=config.rollout.max_errors,
             TimeoutSeconds=builders.send_timeout_seconds(config, concurrency, hosts),
@@ -96,6 +107,14 @@ class Fleet:
         command id, so the command is not sent a second time."""
         found = self._find(self._document, comment, invoked_after)
         return str(found["CommandId"]) if found is not None else None
+
+    def find_sent(self, comment: str, invoked_after: datetime) -> tuple[str, list[str]] | None:
+        """(command id, instance ids) of a swap command sent by id with `comment` since
+        `invoked_after`, or None (same use as `find`: a stage's command)."""
+        found = self._find(self._document, comment, invoked_after)
+        if found is None:
+            return None
+        return str(found["CommandId"]), [str(i) for i in found.get("InstanceIds") or []]
 
     def find_task(self, comment: str, invoked_after: datetime) -> tuple[str, str] | None:
         """(command id, instance id) of a task command sent with `comment` since

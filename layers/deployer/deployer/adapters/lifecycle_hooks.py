@@ -63,16 +63,22 @@ class LifecycleHooks:
 
     def in_service(self, group: str) -> list[str]:
         """Ids of the group's instances that are InService (launching ones are the hook's)."""
+        return list(self.in_service_zones(group))
+
+    def in_service_zones(self, group: str) -> dict[str, str]:
+        """The group's InService instances: id -> Availability Zone."""
         try:
             response = self._asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
         except ClientError as exc:
             raise AwsCallFailed(f"describe_auto_scaling_groups {group} failed") from exc
         groups = response.get("AutoScalingGroups", [])
         if not groups:
-            return []
-        return [
-            i["InstanceId"] for i in groups[0].get("Instances", []) if i.get("LifecycleState") == "InService"
-        ]
+            return {}
+        return {
+            i["InstanceId"]: i.get("AvailabilityZone", "")
+            for i in groups[0].get("Instances", [])
+            if i.get("LifecycleState") == "InService"
+        }
 
 
 class ManagedInstances:

@@ -262,10 +262,12 @@ class ReleasesStore:
         reason: str = "",
         *,
         allowed_from: frozenset[ReleaseStatus] | None = None,
+        expect: dict[str, Any] | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
         """Move a release to `status`, on condition that it is in one of the statuses the
-        lifecycle allows before it (or `allowed_from`, a subset)."""
+        lifecycle allows before it (or `allowed_from`, a subset) and that each field named in
+        `expect` holds that value (None: the field is absent)."""
         now = utcnow()
         updates: dict[str, Any] = {
             "status": status.value,
@@ -278,7 +280,26 @@ class ReleasesStore:
         sources = allowed_from or frozenset(
             s for s, allowed in ALLOWED_TRANSITIONS.items() if status in allowed
         )
-        return {"Update": self._update_request(app, release, updates, sorted(s.value for s in sources))}
+        conditions: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for i, (name, value) in enumerate(sorted((expect or {}).items())):
+            names[f"#e{i}"] = name
+            if value is None:
+                conditions.append(f"attribute_not_exists(#e{i})")
+            else:
+                values[f":e{i}"] = to_value(_field_json(name, value))
+                conditions.append(f"#e{i} = :e{i}")
+        request = self._update_request(
+            app,
+            release,
+            updates,
+            sorted(s.value for s in sources),
+            extra_condition=" AND ".join(conditions),
+            extra_values=values,
+        )
+        request["ExpressionAttributeNames"].update(names)
+        return {"Update": request}
 
     def claim_send(self, app: str, release: int, token: str, now: int, stale_after: int) -> Release | None:
         """Take the right to send release `release`'s command for invocation `token`.

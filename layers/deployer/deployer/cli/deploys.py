@@ -24,6 +24,8 @@ from deployer.cli.context import (
     Context,
     UsageError,
 )
+from deployer.cli.views import stage_text
+from deployer.controller.stages import stage_view
 from deployer.errors import DeployerError, ReleaseNotFound
 from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
 from deployer.verdicts import serving
@@ -157,6 +159,17 @@ def _cancel(ctx: Context) -> int:
     return EXIT_CANCELLED if ctx.args.wait else EXIT_OK
 
 
+def _continue(ctx: Context) -> int:
+    result = run_action(ctx, _payload(ctx, "continue"))
+    _report_action(
+        ctx,
+        result,
+        f"{ctx.args.app}: release {result['release']} approved; stage {result['stage'] + 1} "
+        f"of {result['stages']} starting",
+    )
+    return follow(ctx, ctx.args.app, int(result["release"])) if ctx.args.wait else EXIT_OK
+
+
 def _pause(ctx: Context) -> int:
     result = run_action(ctx, _payload(ctx, "pause", reason=ctx.args.reason))
     _report_action(ctx, result, f"{ctx.args.app}: automatic deploys [yellow]paused[/]")
@@ -284,10 +297,21 @@ def _track(ctx: Context, app: str, number: int, console: Console | None, deadlin
         )
         progress.start()
         task = progress.add_task("swap", total=None, number=number, status=followed.release.status.value)
+    stages = len(deps.apps.get(app).rollout.stages)
+    shown: tuple[int | None, str | None] = (None, None)
     try:
         while True:
             release = deps.releases.get(app, number)
             followed.release = release
+            out = progress.console if progress else console
+            if (
+                release.stage is not None
+                and (release.stage, release.stage_state) != shown
+                and out is not None
+            ):
+                # Each stage step once: stage n of m, sending / baking (time left) / awaiting approval.
+                shown = (release.stage, release.stage_state)
+                out.print(stage_text(stage_view(release, stages, deps.state.now())))
             for outcome in deps.host_outcomes.for_release(release.key):
                 known = followed.hosts.get(outcome.instance_id)
                 if known is None or known.updated_at != outcome.updated_at:
@@ -359,6 +383,9 @@ def follow(ctx: Context, app: str, number: int, deadline: float | None = None) -
         "exit_code": code,
         "hosts": [_host_json(h) for h in sorted(followed.hosts.values(), key=lambda h: h.instance_id)],
         "failure_classes": classes,
+        "stage": None
+        if release.stage is None
+        else stage_view(release, len(config.rollout.stages), ctx.deps.state.now()),
         "rollback": None
         if rollback is None
         else {
@@ -485,6 +512,16 @@ def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
     pause.add_argument("--reason")
     _function_option(pause)
     pause.set_defaults(run=_pause)
+
+    proceed = sub.add_parser(
+        "continue",
+        help="approve a staged deploy waiting after a stage: its next stage starts",
+        parents=[common],
+    )
+    proceed.add_argument("app")
+    _wait_options(proceed)
+    _function_option(proceed)
+    proceed.set_defaults(run=_continue)
 
     resume = sub.add_parser(
         "resume", help="resume automatic deploys; the newest pending starts", parents=[common]

@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from deployer.cli.context import EXIT_OK, Context
+from deployer.controller.stages import stage_view
 from deployer.models.records import HostOutcome, Release, ReleaseStatus
 from deployer.verdicts import serving
 
@@ -132,6 +133,19 @@ def _outcome_json(outcome: HostOutcome) -> dict[str, Any]:
     }
 
 
+def stage_text(stage: dict[str, Any]) -> str:
+    """One line for people: `stage 2 of 3: baking, 40s left; hosts i-1, i-2`."""
+    what = {
+        "RUNNING": "sending",
+        "BAKING": "baking",
+        "AWAITING_APPROVAL": "[yellow]awaiting approval[/] (deployer continue)",
+    }.get(stage["state"] or "", str(stage["state"]))
+    if stage["bake_seconds_left"] is not None:
+        what += f", {stage['bake_seconds_left']}s left"
+    hosts = ", ".join(stage["hosts"]) or "none yet"
+    return f"stage {stage['stage']} of {stage['stages']}: {what}; hosts {hosts}"
+
+
 def status_view(deps: Adapters, app: str) -> dict[str, Any]:
     """The app's current release, pointer vs group version, each in-service host, drift."""
     config = deps.apps.get(app)
@@ -153,6 +167,10 @@ def status_view(deps: Adapters, app: str) -> dict[str, Any]:
             f"release {pointer.release if pointer else '?'} is version {expected_version}"
         )
 
+    active = (
+        next((r for r in recent if r.status is ReleaseStatus.DEPLOYING), None) if state.locked() else None
+    )
+    staged = active if active is not None and active.stage is not None else None
     # Newest first: each host's newest serving outcome is the release it runs.
     outcomes: dict[str, list[HostOutcome]] = {}
     for release in recent:
@@ -171,7 +189,9 @@ def status_view(deps: Adapters, app: str) -> dict[str, Any]:
         last = max(history, key=lambda o: o.updated_at) if history else None
         state_text = "unknown" if last is None else ("serving" if serving(last) else "failed")
         in_service = instance.get("LifecycleState") == "InService"
-        host_drift = in_service and pointer is not None and running != pointer.release
+        # A host that took a stage of the release rolling out runs it before the pointer moves.
+        canary = staged is not None and running == staged.release and iid in (staged.stage_hosts or [])
+        host_drift = in_service and pointer is not None and running != pointer.release and not canary
         if host_drift:
             drift.append(
                 f"{iid} runs release {running or 'unknown'}, pointer is {pointer.release if pointer else '?'}"
@@ -187,10 +207,11 @@ def status_view(deps: Adapters, app: str) -> dict[str, Any]:
                 "drift": host_drift,
             }
         )
-    deploying = None
+    deploying: dict[str, Any] | None = None
     if state.locked():
-        active = next((r for r in recent if r.status is ReleaseStatus.DEPLOYING), None)
         deploying = {"owner": state.lock_owner, "release": active.release if active else None}
+        if staged is not None:
+            deploying["stage"] = stage_view(staged, len(config.rollout.stages), deps.state.now())
     return {
         "app": app,
         "current": (
@@ -257,6 +278,8 @@ def _status(ctx: Context) -> int:
         console.print(
             f"[cyan]deploying[/] release {view['deploying']['release']} ({view['deploying']['owner']})"
         )
+        if view["deploying"].get("stage"):
+            console.print(stage_text(view["deploying"]["stage"]))
     table = Table(title="hosts", title_justify="left")
     for column in ("instance", "lifecycle", "release", "state"):
         table.add_column(column, no_wrap=True)

@@ -14,6 +14,8 @@ its conditions and made again from a fresh read. docs/architecture.md ("Decision
     cancel           an operator stops the rollout: CANCELLED + rollback, or a free lock + realign
     supersede        PENDING releases older than a newer admitted one: SUPERSEDED
     task_ended       the release task ended: the rollout goes on, or FAILED with nothing moved
+
+A staged release's decisions (stage_ended, bake_over, approved) are in `controller.stages`.
 """
 
 from __future__ import annotations

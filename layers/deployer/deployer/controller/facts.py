@@ -18,12 +18,16 @@ if TYPE_CHECKING:
     from deployer.wiring import Adapters
 
 
-def ending(ad: Adapters, release: Release, hint: tuple[str, SsmStatus] | None) -> Ending | None:
-    """How the release's command ended, or None while it runs. `hint`: a terminal status an SSM
-    event reported for a command (SSM's own listing may lag behind its event)."""
-    assert release.command_id is not None
-    counts = ad.results.counts(release.command_id)
-    reported = hint[1] if hint is not None and hint[0] == release.command_id else None
+def ending(
+    ad: Adapters, release: Release, hint: tuple[str, SsmStatus] | None, command_id: str | None = None
+) -> Ending | None:
+    """How the release's command (or `command_id`: one of its stages') ended, or None while it
+    runs. `hint`: a terminal status an SSM event reported for a command (SSM's own listing may
+    lag behind its event)."""
+    command = command_id or release.command_id
+    assert command is not None
+    counts = ad.results.counts(command)
+    reported = hint[1] if hint is not None and hint[0] == command else None
     # While the command is not listed, a Success is not taken on the event's word alone: only the
     # listing says how many hosts it reached (none at all is no success); a later trigger decides.
     if counts is None and reported is SsmStatus.SUCCESS:
@@ -40,7 +44,7 @@ def ending(ad: Adapters, release: Release, hint: tuple[str, SsmStatus] | None) -
     tally = None
     if counts is not None and command_detail(status, counts) is not SsmStatus.SUCCESS:
         # Only a command that is not a plain Success needs the per-host StatusDetails.
-        tally = ad.results.tally(release.command_id)
+        tally = ad.results.tally(command)
     verdict, reason = command_verdict(status, counts, tally)
     classes: frozenset[str | None] = frozenset()
     if verdict is not Verdict.SUCCEEDED:

@@ -3,6 +3,8 @@
     lock held by no release                             -> free_stale_lock
     lock held by a DEPLOYING release without a command  -> rollout.drive; start_failed if it cannot
       ... whose task command is out, not yet decided    -> at the task's end, `task_ended`
+      ... staged, before its last stage                 -> send the stage; at its end `stage_ended`;
+                                                           `bake_over` once now >= bake_until
     lock held by a DEPLOYING release with a command     -> SSM's status; at its end, `end`
     lock held by a PENDING release                      -> start_pending
     lock held by a release that has ended               -> hand_on
@@ -24,11 +26,11 @@ from typing import TYPE_CHECKING
 
 from deployer import markers
 from deployer.adapters.transactions import Refused, Transaction
-from deployer.controller import decisions, facts, rollout
+from deployer.controller import decisions, facts, rollout, stages
 from deployer.controller.outbox import drain_outbox
 from deployer.controller.types import Decision, Now, Report
 from deployer.metrics_names import DeployMetric
-from deployer.models.records import Release, ReleaseStatus, utcnow
+from deployer.models.records import STAGE_AWAITING, STAGE_BAKING, Release, ReleaseStatus, utcnow
 from deployer.observability import count, logger, metrics
 from deployer.verdicts import Verdict, rolls_back_automatically
 
@@ -70,6 +72,7 @@ def transaction(ad: Adapters, decision: Decision) -> Transaction:
                 write.status,
                 write.reason,
                 allowed_from=write.allowed_from,
+                expect=write.expect,
                 **write.fields,
             ),
         )
@@ -198,6 +201,10 @@ def _start(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
     ad, report = ctx.ad, ctx.report
     if release.task_command_id is not None and release.task_result is None:
         return _task(ctx, state, release)
+    if not rollout.runs_task(ctx.cfg.get(), release):
+        plan = ctx.cfg.get().rollout.stages
+        if stages.staged(plan, release) and not stages.at_last_stage(plan, release):
+            return _stage(ctx, state, release)
     outcome = rollout.drive(ad, ctx.cfg.get(), release, ctx.token)
     if isinstance(outcome, rollout.Busy):
         report.note("another invocation is starting this release", release=release.release)
@@ -211,6 +218,8 @@ def _start(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
         )
         return False
     if isinstance(outcome, rollout.CannotStart):
+        if release.stage_hosts:
+            return _stage_failed(ctx, state, release, f"could not start: {outcome.error}")
         pending = ad.releases.pending(state.app)
         return _decided(
             ad, report, decisions.start_failed(state, release, outcome.error, pending, ctx.token, now(ad))
@@ -225,6 +234,82 @@ def _start(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
         launch_template_version=outcome.launch_template_version,
     )
     return False
+
+
+def _stage(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
+    """A staged release before its last stage: send the stage, then at its command's end bake,
+    then (approved when asked) the next stage (controller.stages)."""
+    ad, report, config = ctx.ad, ctx.report, ctx.cfg.get()
+    plan = config.rollout.stages
+    index = release.stage or 0
+    if release.stage_state == STAGE_BAKING:
+        decision = stages.bake_over(plan, release, ctx.token, now(ad))
+        if decision is None:
+            report.note("baking", release=release.release, stage=index, until=release.bake_until)
+            return False
+        return _decided(ad, report, decision)
+    if release.stage_state == STAGE_AWAITING:
+        report.note("awaiting approval", release=release.release, stage=index)
+        return False
+    if release.stage_command_id is None:
+        outcome = rollout.send_stage(ad, config, release, ctx.token)
+        if isinstance(outcome, rollout.Busy):
+            report.note("another invocation is sending this stage", release=release.release)
+            return False
+        if isinstance(outcome, rollout.CannotStart):
+            if release.stage_hosts:
+                return _stage_failed(
+                    ctx, state, release, f"stage {index + 1} could not start: {outcome.error}"
+                )
+            pending = ad.releases.pending(state.app)
+            decision = decisions.start_failed(state, release, outcome.error, pending, ctx.token, now(ad))
+            return _decided(ad, report, decision)
+        if outcome.command_id is None:
+            return _decided(ad, report, stages.stage_skipped(plan, release, now(ad)))
+        report.command_id = outcome.command_id
+        report.note("stage started", release=release.release, stage=index, command_id=outcome.command_id)
+        return False
+    ending = facts.ending(ad, release, ctx.hint, release.stage_command_id)
+    if ending is None:
+        report.note(
+            "stage running", release=release.release, stage=index, command_id=release.stage_command_id
+        )
+        return False
+    target = None
+    if ending.verdict is not Verdict.SUCCEEDED:
+        target = facts.rollback_target(ad, config, release)
+    decision = stages.stage_ended(
+        state,
+        release,
+        plan[min(index, len(plan) - 1)],
+        ending,
+        target=target,
+        pending=ad.releases.pending(state.app) if target is None else [],
+        token=ctx.token,
+        now=now(ad),
+    )
+    if _decide(ad, report, decision) and decision.ended is not None:
+        report.ended = decision.ended
+    return True
+
+
+def _stage_failed(ctx: _Round, state: AppStateRecord, release: Release, reason: str) -> bool:
+    """A staged release that hosts took cannot go on: FAILED, and those hosts roll back."""
+    ad = ctx.ad
+    target = facts.rollback_target(ad, ctx.cfg.get(), release)
+    decision = stages.stage_failed(
+        state,
+        release,
+        reason,
+        blame=False,
+        target=target,
+        pending=ad.releases.pending(state.app) if target is None else [],
+        token=ctx.token,
+        now=now(ad),
+    )
+    if _decide(ad, ctx.report, decision) and decision.ended is not None:
+        ctx.report.ended = decision.ended
+    return True
 
 
 def _task(ctx: _Round, state: AppStateRecord, release: Release) -> bool:

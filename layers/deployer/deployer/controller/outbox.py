@@ -18,7 +18,15 @@ if TYPE_CHECKING:
 
 # A release's start is announced before its end (both owed when the start's publish failed).
 _ORDER = [
-    k.value for k in (NoticeKind.STARTED, NoticeKind.SUCCEEDED, NoticeKind.FAILED, NoticeKind.ROLLED_BACK)
+    k.value
+    for k in (
+        NoticeKind.STARTED,
+        NoticeKind.STAGE_PASSED,
+        NoticeKind.STAGE_AWAITING,
+        NoticeKind.SUCCEEDED,
+        NoticeKind.FAILED,
+        NoticeKind.ROLLED_BACK,
+    )
 ]
 
 
@@ -60,6 +68,16 @@ def notice_for(ad: Adapters, release: Release, entry: OutboxEntry) -> DeployNoti
     }
     if kind is NoticeKind.STARTED:
         return DeployNotice(kind=kind, reason=release.reason, **base)
+    if kind in (NoticeKind.STAGE_PASSED, NoticeKind.STAGE_AWAITING):
+        hosts = list(release.stage_hosts or [])
+        return DeployNotice(
+            kind=kind,
+            reason=release.status_reason,
+            stage=(entry.rolled_back_to or 0) + 1,
+            stage_hosts=hosts,
+            hosts_ok=len(hosts),
+            **base,
+        )
     duration = None
     if release.deploy_started_at is not None and release.finished_at is not None:
         duration = max((release.finished_at - release.deploy_started_at).total_seconds(), 0.0)

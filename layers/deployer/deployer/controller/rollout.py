@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from deployer import builders, markers
 from deployer.adapters import is_transient, was_refused
+from deployer.adapters.fleet import MAX_INSTANCE_IDS
 from deployer.adapters.launch_templates import GroupTemplate, release_version_description
+from deployer.controller import stages
 from deployer.errors import DeployerError
-from deployer.models.records import Pointer, Release, ReleaseSource, ReleaseStatus, utcnow
+from deployer.models.records import STAGE_RUNNING, Pointer, Release, ReleaseSource, ReleaseStatus, utcnow
 from deployer.observability import Metric, count, logger
 
 if TYPE_CHECKING:
@@ -131,6 +133,7 @@ def drive(
                     comment,
                     hosts=group.max_size,
                     rollback=release.source is ReleaseSource.ROLLBACK,
+                    instance_ids=_last_stage_targets(ad, config, release),
                 )
     except DeployerError as exc:
         if not is_transient(exc):
@@ -149,6 +152,85 @@ def drive(
     count(Metric.DEPLOY_STARTED)
     _prune_versions(ad, config, group, version)
     return Sent(command_id, version)
+
+
+def _last_stage_targets(ad: Adapters, config: AppConfig, release: Release) -> list[str] | None:
+    """A staged release's last stage goes to the InService instances no earlier stage took,
+    by id. None (the group's tag, as without stages): no stage took a host yet, none is left
+    (the agent answers "already live" on the hosts that took it), or more are left than one
+    command takes by id."""
+    if not release.stage_hosts:
+        return None
+    zones = ad.hooks.in_service_zones(config.auto_scaling_group)
+    left = stages.stage_targets(config.rollout.stages, len(config.rollout.stages), zones, release.stage_hosts)
+    return left if 0 < len(left) <= MAX_INSTANCE_IDS else None
+
+
+@dataclass(frozen=True)
+class StageSent:
+    """A stage's command is out (sent now, or found sent by an invocation that died); None: the
+    stage adds no host (the fleet already has that many on the release)."""
+
+    stage: int
+    command_id: str | None
+    instance_ids: list[str]
+
+
+def send_stage(
+    ad: Adapters, config: AppConfig, release: Release, token: str
+) -> StageSent | Busy | CannotStart:
+    """Send a staged release's current stage (not the last) once, under the release's claim, to
+    the instances `stages.stage_targets` chooses; a claim taken over looks the command up by
+    its comment first. Pointer, launch template and group do not move."""
+    app = config.app
+    index = release.stage or 0
+    taken = list(release.stage_hosts or [])
+    resumed = False
+    sending = False
+    try:
+        if release.send_claim != token:
+            before = ad.releases.claim_send(app, release.release, token, ad.state.now(), SEND_CLAIM_SECONDS)
+            if before is None:
+                return Busy()
+            resumed = before.send_claim is not None
+        comment = markers.stage_comment(app, release.release, index)
+        found = None
+        if resumed:
+            found = ad.fleet.find_sent(comment, (release.deploy_started_at or utcnow()) - FIND_WINDOW)
+        if found is None:
+            zones = ad.hooks.in_service_zones(config.auto_scaling_group)
+            targets = stages.stage_targets(config.rollout.stages, index, zones, taken)[:MAX_INSTANCE_IDS]
+            if not targets:
+                return StageSent(index, None, [])
+            sending = True
+            command_id = ad.fleet.send_swap(
+                config,
+                builders.swap_parameters(config, release),
+                comment,
+                hosts=len(targets),
+                instance_ids=targets,
+            )
+            found = (command_id, targets)
+    except DeployerError as exc:
+        if not is_transient(exc):
+            return CannotStart(str(exc))
+        if not resumed and (not sending or was_refused(exc)):
+            _drop_claim(ad, release, token)
+        raise
+    command_id, sent_to = found
+    hosts = taken + [i for i in sent_to if i not in taken]
+    ad.releases.set_fields(
+        app,
+        release.release,
+        stage=index,
+        stage_state=STAGE_RUNNING,
+        stage_command_id=command_id,
+        stage_hosts=hosts,
+    )
+    logger.info(
+        "stage sent", app=app, release=release.release, stage=index, command_id=command_id, hosts=sent_to
+    )
+    return StageSent(index, command_id, sent_to)
 
 
 def _task_sent(ad: Adapters, release: Release, command_id: str, instance_id: str) -> TaskSent:

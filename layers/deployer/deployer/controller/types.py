@@ -73,6 +73,8 @@ class Transition:
     reason: str
     allowed_from: frozenset[ReleaseStatus]
     fields: dict[str, Any] = field(default_factory=dict)
+    # Fields that must still hold these values (a stage's transitions: the stage they read).
+    expect: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:

@@ -99,6 +99,40 @@ class ContainerConfig(BaseModel):
         return value
 
 
+# Stages (docs/stages.md): at most this many, and a bake of at most a day (the reconciler's
+# tick ends a bake, so a longer one is a release nobody watches).
+MAX_STAGES = 10
+MAX_BAKE_SECONDS = 86400
+PERCENT_PATTERN = r"^(100|[1-9][0-9]?)%$"
+
+
+class Stage(BaseModel):
+    """One stage of a progressive rollout: the hosts that run the release once it is sent (a
+    count, or a share of the InService instances, cumulative), the bake after it, and whether an
+    operator must approve (`deployer continue`) before the next stage."""
+
+    model_config = _STRICT
+
+    hosts: Annotated[int, Field(ge=1, le=10000)] | Annotated[str, Field(pattern=PERCENT_PATTERN)] = Field(
+        description="cumulative hosts on the release after this stage: a count (1) or a share ('25%')"
+    )
+    bake_seconds: int = Field(
+        default=0, ge=0, le=MAX_BAKE_SECONDS, description="seconds to wait after the stage"
+    )
+    approve: bool = Field(default=False, description="wait for `deployer continue APP` after the bake")
+
+    @property
+    def percent(self) -> int | None:
+        return int(self.hosts[:-1]) if isinstance(self.hosts, str) else None
+
+    def resolve(self, fleet: int) -> int:
+        """The cumulative host count this stage asks for in a fleet of `fleet` InService hosts
+        (a share rounds up, so "25%" of 3 hosts is 1, never 0)."""
+        if isinstance(self.hosts, int):
+            return min(self.hosts, fleet)
+        return min(fleet, -(-fleet * int(self.hosts[:-1]) // 100))
+
+
 class RolloutConfig(BaseModel):
     """Rate control and timeouts of the swap command (SSM Run Command semantics)."""
 
@@ -117,6 +151,38 @@ class RolloutConfig(BaseModel):
         le=2592000,
         description="seconds SSM may take to deliver the swap to a host once its wave is due",
     )
+    stages: tuple[Stage, ...] = Field(
+        default=(),
+        max_length=MAX_STAGES,
+        description="progressive rollout (docs/stages.md); empty: every host in one command",
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_grow(cls, value: tuple[Stage, ...]) -> tuple[Stage, ...]:
+        if not value:
+            return value
+        if value[-1].hosts != "100%":
+            raise ValueError(f'the last stage ({len(value) - 1}) must be "hosts": "100%"')
+        # Counts grow among counts and shares among shares; a count and a share are compared
+        # per fleet when the stage runs (a stage that adds no host there sends nothing).
+        last_count = last_percent = 0
+        for index, stage in enumerate(value):
+            percent = stage.percent
+            if percent is None:
+                assert isinstance(stage.hosts, int)
+                if stage.hosts <= last_count:
+                    raise ValueError(
+                        f"{index}.hosts: {stage.hosts} does not grow on an earlier stage's {last_count}"
+                    )
+                last_count = stage.hosts
+            else:
+                if percent <= last_percent:
+                    raise ValueError(
+                        f"{index}.hosts: {stage.hosts} does not grow on an earlier stage's {last_percent}%"
+                    )
+                last_percent = percent
+        return value
 
     @field_validator("max_concurrency", "rollback_max_concurrency", "max_errors")
     @classmethod

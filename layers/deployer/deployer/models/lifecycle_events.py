@@ -44,8 +44,6 @@ class _Envelope(BaseModel):
     resources: list[str] = Field(default_factory=list)
 
 
-
-
 class CommandStatusDetail(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, defer_build=True)
 
@@ -201,6 +199,12 @@ class CancelRequest(_Request):
     _r = field_validator("reason")(_reason)
 
 
+class ContinueRequest(_Request):
+    """Approve a staged release waiting after a stage (`"approve": true`): its next stage starts."""
+
+    action: Literal["continue"]
+
+
 class StatusRequest(_Request):
     action: Literal["status"]
     limit: int = Field(default=10, ge=1, le=100)
@@ -234,6 +238,7 @@ OperationRequest = (
     | PauseRequest
     | ResumeRequest
     | CancelRequest
+    | ContinueRequest
     | StatusRequest
 )
 

@@ -102,6 +102,15 @@ class Release(BaseModel):
     task_instance: str | None = None
     task_result: str | None = None
     task_exit_code: int | None = None
+    # Stages (docs/stages.md): the stage the release is in (an index into the app's
+    # `rollout.stages`), where it is in it (STAGE_RUNNING | STAGE_BAKING | STAGE_AWAITING), the
+    # stage's command, the instances that took the release in its stages so far, and the epoch
+    # second its bake ends. A release without stages never has them.
+    stage: int | None = None
+    stage_state: str | None = None
+    stage_command_id: str | None = None
+    stage_hosts: list[str] | None = None
+    bake_until: int | None = None
 
     @property
     def key(self) -> str:
@@ -119,6 +128,9 @@ class Release(BaseModel):
 
 TASK_SUCCEEDED = "SUCCEEDED"
 TASK_FAILED = "FAILED"
+STAGE_RUNNING = "RUNNING"
+STAGE_BAKING = "BAKING"
+STAGE_AWAITING = "AWAITING_APPROVAL"
 
 
 class Pointer(BaseModel):
