@@ -596,7 +596,7 @@ def test_a_failing_migration_stops_a_release_before_any_host_switches(
     # Then the release FAILED with the task's exit code and last lines
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
     result = json.loads(proc.stdout)
-    assert result["status"] == "FAILED"
+    assert result["status"] == "FAILED", proc.stdout[-3000:]
     [release] = [r for r in history(shell_env) if r["digest"] == digest]
     assert release["reason"].startswith("release task failed (exit code 3)")
     assert "relation users does not exist" in release["reason"]

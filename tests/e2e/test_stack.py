@@ -88,7 +88,7 @@ def test_the_stack_is_created_with_every_resource_and_output_of_the_template(
     assert created == wanted
     assert len(stack.functions) == 5
     assert len([r for r in stack.rules if r.pattern]) == 4
-    assert len(stack.documents) == 2
+    assert len(stack.documents) == 3  # swap, release task, diagnose
     assert set(stack.outputs) == set(load_yaml(ensure_built().read_text())["Outputs"])
 
 

@@ -59,6 +59,7 @@ def seen(pointer_config: str, sent: set[str]) -> Any:
         release_configs={2: sent},
         task_sends=Counter(),
         task_runs={},
+        release_sends=Counter(),
     )
 
 
