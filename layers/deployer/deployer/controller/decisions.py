@@ -382,25 +382,23 @@ def end(
             change.refuse = release.digest
         if target is not None and rolls_back_automatically(release, auto_rollback):
             decision.explain("release failed; rolling back", target=target.release)
-            rollback = _add_rollback(
+            rollback = roll_back_failed(
                 decision,
                 state,
                 change,
+                failed=release,
                 target=target,
-                of=release,
+                reason=f"automatic rollback: release {release.release} failed: {ending.reason}",
                 token=token,
                 now=now,
-                reason=f"automatic rollback: release {release.release} failed: {ending.reason}",
             )
-            change.add_outbox.insert(0, _notice(release.release, NoticeKind.ROLLED_BACK, target.release))
-            decision.count(DeployMetric.ROLLBACKS)
             decision.explain("release failed; rolling back", rollback_release=rollback)
         else:
             # Held: the failed release stays what the app runs where it went live; nothing re-sends
             # it, and an operator decides (roll back, promote, or push a fix).
             decision.explain("release failed")
             change.desired = release.release
-            _failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
+            failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
     decision.ended = Ended(
         release.release,
         ReleaseStatus.SUCCEEDED if ok else ReleaseStatus.FAILED,
@@ -411,7 +409,7 @@ def end(
     return decision
 
 
-def _failed_and_moved_on(
+def failed_and_moved_on(
     decision: Decision,
     state: AppStateRecord,
     change: StateChange,
@@ -452,6 +450,36 @@ def _mark_rolled_back(decision: Decision, rollback: Release, previous: Release) 
     )
 
 
+def back_to_replaced(change: StateChange, release: Release) -> None:
+    """The app's desired release goes back to the one `release` replaced; a first deploy had
+    none, so nothing is desired (and no pointer)."""
+    if release.replaces is not None:
+        change.desired = release.replaces
+    else:
+        change.clear_desired = True
+
+
+def roll_back_failed(
+    decision: Decision,
+    state: AppStateRecord,
+    change: StateChange,
+    *,
+    failed: Release,
+    target: Release,
+    reason: str,
+    token: str,
+    now: Now,
+) -> int:
+    """A rollback release to `target` takes the failed release's place; the failed release's
+    `rolled_back` notice goes out before the rollback's own. Returns the rollback's number."""
+    number = _add_rollback(
+        decision, state, change, target=target, of=failed, reason=reason, token=token, now=now
+    )
+    change.add_outbox.insert(0, _notice(failed.release, NoticeKind.ROLLED_BACK, target.release))
+    decision.count(DeployMetric.ROLLBACKS)
+    return number
+
+
 def start_failed(  # noqa: PLR0917 - one decision's facts
     state: AppStateRecord, release: Release, error: str, pending: Sequence[Release], token: str, now: Now
 ) -> Decision:
@@ -463,11 +491,8 @@ def start_failed(  # noqa: PLR0917 - one decision's facts
     decision.transition(
         Transition(release.release, ReleaseStatus.FAILED, f"could not start: {error}", _FROM_DEPLOYING)
     )
-    if release.replaces is not None:
-        change.desired = release.replaces
-    else:
-        change.clear_desired = True  # a first deploy: nothing to go back to, no pointer
-    _failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
+    back_to_replaced(change, release)
+    failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
     return decision.count(Metric.DEPLOY_START_FAILED)
 
 
@@ -515,10 +540,7 @@ def cancel(  # noqa: PLR0917 - one decision's facts
     if target is None or release.source is ReleaseSource.ROLLBACK:
         change.clear_owner = True
         change.realign = True
-        if release.replaces is not None:
-            change.desired = release.replaces
-        else:
-            change.clear_desired = True  # a first deploy: nothing to go back to, no pointer
+        back_to_replaced(change, release)
     else:
         number = _add_rollback(
             decision,
@@ -608,11 +630,8 @@ def task_ended(  # noqa: PLR0917 - one decision's facts
         decision.duration = max((now.at - release.deploy_started_at).total_seconds(), 0.0)
     if blames_image(release):
         change.refuse = release.digest
-    if release.replaces is not None:
-        change.desired = release.replaces
-    else:
-        change.clear_desired = True  # a first deploy: nothing ran before it
-    _failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
+    back_to_replaced(change, release)
+    failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
     decision.ended = Ended(
         release.release, ReleaseStatus.FAILED, reason, markers.owned_release(app, change.owner)
     )

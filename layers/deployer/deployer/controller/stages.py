@@ -227,26 +227,18 @@ def _roll_back(  # noqa: PLR0917 - the failed stage's facts
     now: Now,
 ) -> int | None:
     if target is not None:
-        number = decisions._add_rollback(
+        return decisions.roll_back_failed(
             decision,
             state,
             change,
+            failed=release,
             target=target,
-            of=release,
+            reason=f"automatic rollback: release {release.release} {reason}",
             token=token,
             now=now,
-            reason=f"automatic rollback: release {release.release} {reason}",
         )
-        change.add_outbox.insert(
-            0, decisions._notice(release.release, NoticeKind.ROLLED_BACK, target.release)
-        )
-        decision.count(DeployMetric.ROLLBACKS)
-        return number
-    if release.replaces is not None:
-        change.desired = release.replaces
-    else:
-        change.clear_desired = True
-    decisions._failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
+    decisions.back_to_replaced(change, release)
+    decisions.failed_and_moved_on(decision, state, change, release, pending, token=token, now=now)
     return None
 
 
