@@ -133,6 +133,40 @@ class Stage(BaseModel):
         return min(fleet, -(-fleet * int(self.hosts[:-1]) // 100))
 
 
+# Built-in canary analysis (docs/stages.md): the new release's hosts against the stable
+# release's hosts over the same window, from the proxies' per-release metrics.
+MAX_ALARMS = 10
+ALARM_NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,255}$"
+
+
+class AnalysisConfig(BaseModel):
+    """Thresholds of the canary analysis. The canary fails when, with at least `min_requests`
+    answered by it, its 5xx rate is above max(`max_error_rate`, `error_rate_ratio` x stable's),
+    or its p99 latency above `latency_ratio` x stable's (and above `latency_floor_ms`)."""
+
+    model_config = _STRICT
+
+    enabled: bool = Field(default=True, description="compare canary and stable during every bake")
+    interval_seconds: int = Field(
+        default=30, ge=1, le=3600, description="seconds between two checks during a bake"
+    )
+    min_requests: int = Field(
+        default=50, ge=1, le=10_000_000, description="canary requests needed before judging"
+    )
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="5xx share the canary may always have"
+    )
+    error_rate_ratio: float = Field(
+        default=2.0, ge=1, le=1000, description="canary 5xx share allowed, as a multiple of stable's"
+    )
+    latency_ratio: float = Field(
+        default=1.5, ge=1, le=1000, description="canary p99 allowed, as a multiple of stable's"
+    )
+    latency_floor_ms: float = Field(
+        default=50.0, ge=0, le=600_000, description="a canary p99 below this never fails"
+    )
+
+
 class RolloutConfig(BaseModel):
     """Rate control and timeouts of the swap command (SSM Run Command semantics)."""
 
@@ -155,6 +189,14 @@ class RolloutConfig(BaseModel):
         default=(),
         max_length=MAX_STAGES,
         description="progressive rollout (docs/stages.md); empty: every host in one command",
+    )
+    analysis: AnalysisConfig = Field(
+        default_factory=AnalysisConfig, description="canary analysis during each bake (docs/stages.md)"
+    )
+    alarms: tuple[Annotated[str, Field(pattern=ALARM_NAME_PATTERN)], ...] = Field(
+        default=(),
+        max_length=MAX_ALARMS,
+        description="CloudWatch alarms that fail a staged release when in ALARM (docs/stages.md)",
     )
 
     @field_validator("stages")
