@@ -253,3 +253,33 @@ def test_a_cancel_while_a_stage_runs_cancels_its_command(staged: tuple[World, Cl
     assert stage["CommandId"] == two.stage_command_id
     assert world.shim.cancelled == [two.stage_command_id]
     assert (result["release"], result["rollback_release"]) == (2, 3)
+
+
+def test_a_rollback_asked_staged_sends_its_first_stage_to_the_canary(staged: tuple[World, Clock]) -> None:
+    world, _ = staged
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    result = handle_operation(world.ld, {"app": "web", "action": "cancel"})
+    world.complete(world.release(result["rollback_release"]))
+    # Now the operator rolls back to release 2 (the cancelled one's image) asking for stages.
+    code, result, err = run(world, "rollback", "web", "--to", "2", "--staged")
+    assert (code, err) == (0, "")
+    rollback = world.release(result["release"])
+    assert (rollback.source, rollback.staged_rollback, rollback.stage) == (ReleaseSource.ROLLBACK, True, 0)
+    (stage,) = commands(f"deployer stage 0 web release {rollback.release}")
+    assert stage["InstanceIds"] == [sorted(world.instances)[0]]
+    assert commands(f"deployer web release {rollback.release}") == []
+
+
+def test_a_rollback_by_default_skips_the_stages(staged: tuple[World, Clock]) -> None:
+    world, _ = staged
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    result = handle_operation(world.ld, {"app": "web", "action": "cancel"})
+    world.complete(world.release(result["rollback_release"]))
+    result = handle_operation(world.ld, {"app": "web", "action": "rollback", "to": 2})
+    rollback = world.release(result["release"])
+    assert (rollback.staged_rollback, rollback.stage) == (False, None)
+    assert commands(f"deployer stage 0 web release {rollback.release}") == []
+    (command,) = commands(f"deployer web release {rollback.release}")
+    assert command["Targets"] == [{"Key": "tag:aws:autoscaling:groupName", "Values": [GROUP]}]

@@ -192,6 +192,12 @@ def test_a_rollback_skips_stages() -> None:
     assert not stages.staged((), make_release(5, status=S.DEPLOYING))
 
 
+def test_a_rollback_asked_staged_goes_through_the_stages() -> None:
+    rollback = make_release(6, status=S.DEPLOYING, rollback_of=5).model_copy(update={"staged_rollback": True})
+    assert stages.staged(plan(), rollback)
+    assert not stages.staged((), rollback)
+
+
 def test_stage_comments_name_app_release_and_stage() -> None:
     assert stage_comment("web", 12, 0) == "deployer stage 0 web release 12"
     assert parse_stage_comment(stage_comment("web", 12, 3)) == ("web", 12)

@@ -110,6 +110,7 @@ def rollback(ad: Adapters, request: RollbackRequest) -> dict[str, Any]:
         rollback_of=current.release if current is not None and current.release != target.release else None,
         config_pin=target.config,
         with_task=request.with_task,
+        staged=request.staged,
     )
     count(DeployMetric.ROLLBACKS)
     return {
@@ -217,6 +218,7 @@ def _deploy(
     rollback_of: int | None = None,
     config_pin: ReleaseConfig | None = None,
     with_task: bool = False,
+    staged: bool = False,
 ) -> Release:
     """Record and start an operator's release (DeployInProgress, nothing written, while another
     deploy runs). Run again after it died part-way, the same request finds its release rolling
@@ -251,6 +253,7 @@ def _deploy(
         state=state,
         config_pin=config_pin,
         with_task=with_task,
+        staged=staged,
     )
     assert admitted.release is not None
     report = controller.converge(ad, config.app, config=config, token=token, known=admitted.known)

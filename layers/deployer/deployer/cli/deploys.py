@@ -134,8 +134,12 @@ def _promote(ctx: Context) -> int:
 
 def _rollback(ctx: Context) -> int:
     with_task = True if ctx.args.with_task else None
+    staged = True if ctx.args.staged else None
     result = run_action(
-        ctx, _payload(ctx, "rollback", to=ctx.args.to, reason=ctx.args.reason, with_task=with_task)
+        ctx,
+        _payload(
+            ctx, "rollback", to=ctx.args.to, reason=ctx.args.reason, with_task=with_task, staged=staged
+        ),
     )
     _report_action(
         ctx,
@@ -467,6 +471,11 @@ def register(sub: SubParsers, common: argparse.ArgumentParser) -> None:
         "--with-task",
         action="store_true",
         help="run the app's release task for this rollback too (skipped by default)",
+    )
+    rollback.add_argument(
+        "--staged",
+        action="store_true",
+        help="go through the app's rollout stages, bakes and gates like a deploy (skipped by default)",
     )
     _wait_options(rollback)
     _function_option(rollback)

@@ -56,6 +56,7 @@ def admit(
     state: AppStateRecord | None = None,
     config_pin: ReleaseConfig | None = None,
     with_task: bool = False,
+    staged: bool = False,
 ) -> Admitted:
     """Record a release (decisions.admission). A push's second delivery finds its marker and
     answers the release it was.
@@ -95,6 +96,7 @@ def admit(
             config_pin=config_pin,
             unresolved=unresolved,
             with_task=with_task,
+            staged=staged,
         )
         if decision is None:
             return Admitted(None)

@@ -70,9 +70,11 @@ def new_record(
     event_id: str | None = None,
     config: ReleaseConfig | None = None,
     with_task: bool = False,
+    staged: bool = False,
 ) -> Release:
     """A new release record: DEPLOYING under the caller's send claim, or PENDING. A rollback
-    skips the app's release task unless `with_task` (docs/release-task.md)."""
+    skips the app's release task unless `with_task` (docs/release-task.md), and the app's
+    stages unless `staged` (docs/stages.md)."""
     started = {}
     if deploying:
         started = {
@@ -97,6 +99,7 @@ def new_record(
         replaces=replaces,
         rollback_of=rollback_of,
         skip_task=source is ReleaseSource.ROLLBACK and not with_task,
+        staged_rollback=source is ReleaseSource.ROLLBACK and staged,
         **started,
     )
 
@@ -222,6 +225,7 @@ def admission(
     config_pin: ReleaseConfig | None = None,
     unresolved: str | None = None,
     with_task: bool = False,
+    staged: bool = False,
 ) -> Decision | None:
     """A new release with the app's next number: started when the app is free (an operator's
     deploy also while paused), else PENDING; SUPERSEDED when a newer push was admitted first.
@@ -260,6 +264,7 @@ def admission(
         event_id=event_id,
         config=config_pin,
         with_task=with_task,
+        staged=staged,
     )
     if unresolved is not None and not late:
         release = release.model_copy(

@@ -41,8 +41,9 @@ _FROM_DEPLOYING = frozenset({ReleaseStatus.DEPLOYING})
 
 def staged(stages: Sequence[Stage], release: Release) -> bool:
     """Whether `release` goes through stages: the app has them and the release is not a
-    rollback (a rollback puts back a release the fleet ran: it skips them)."""
-    return bool(stages) and release.rollback_of is None
+    rollback (a rollback puts back a release the fleet ran: it skips them), unless the operator
+    asked for a staged one (`deployer rollback --staged`)."""
+    return bool(stages) and (release.rollback_of is None or release.staged_rollback)
 
 
 def at_last_stage(stages: Sequence[Stage], release: Release) -> bool:

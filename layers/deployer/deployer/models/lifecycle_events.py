@@ -142,6 +142,8 @@ class RollbackRequest(_Request):
     reason: str | None = Field(default=None, max_length=REASON_MAX)
     # Run the app's release task for this rollback too (by default a rollback skips it).
     with_task: bool = False
+    # Go through the app's rollout stages like a deploy (by default a rollback skips them).
+    staged: bool = False
 
     _r = field_validator("reason")(_reason)
 

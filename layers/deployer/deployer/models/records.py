@@ -98,6 +98,8 @@ class Release(BaseModel):
     # `task_command_id`/`task_instance`: the one task command, sent to that instance; once it
     # ended, `task_result` (TASK_SUCCEEDED | TASK_FAILED) and the task's exit code.
     skip_task: bool = False
+    # A rollback an operator asked to go through the app's stages (`deployer rollback --staged`).
+    staged_rollback: bool = False
     task_command_id: str | None = None
     task_instance: str | None = None
     task_result: str | None = None
