@@ -1,0 +1,144 @@
+"""Canary analysis without any AWS stand-in: the verdict's table (controller/analysis.py), the
+record it keeps, the GetMetricData period it reads with, and the terminal chart."""
+
+from __future__ import annotations
+
+import pytest
+from deployer.adapters.proxy_metrics import Figures, allowed_period, one_period
+from deployer.cli.sparkline import sparkline
+from deployer.controller import analysis
+from deployer.controller.analysis import Outcome
+from deployer.models.config import AnalysisConfig
+
+pytestmark = pytest.mark.unit
+
+CFG = AnalysisConfig()  # min 50 requests, 1 %, 2x, 1.5x, 50 ms floor
+
+
+def canary(requests: int, errors: int = 0, p99: float | None = 40.0) -> Figures:
+    return Figures(release=7, requests=requests, errors=errors, p99_ms=p99)
+
+
+def stable(requests: int, errors: int = 0, p99: float | None = 40.0) -> Figures:
+    return Figures(release=6, requests=requests, errors=errors, p99_ms=p99)
+
+
+@pytest.mark.parametrize(
+    ("case", "c", "s", "outcome"),
+    [
+        ("too few canary requests to judge", canary(49, 49), stable(1000), Outcome.INCONCLUSIVE),
+        ("exactly min_requests is judged", canary(50, 40), stable(1000), Outcome.FAIL),
+        ("5xx above the 1 % floor, stable clean", canary(1000, 11), stable(1000), Outcome.FAIL),
+        ("5xx at the 1 % floor passes", canary(1000, 10), stable(1000), Outcome.PASS),
+        # stable at 3 %: the canary may have 2 x 3 % = 6 %
+        ("5xx under 2x a noisy stable passes", canary(1000, 59), stable(1000, 30), Outcome.PASS),
+        ("5xx over 2x a noisy stable fails", canary(1000, 61), stable(1000, 30), Outcome.FAIL),
+        # stable without traffic: max_error_rate alone, latency not compared
+        ("stable idle, 5xx under the floor", canary(1000, 5, 900.0), stable(0, 0, 10.0), Outcome.PASS),
+        ("stable idle, 5xx over the floor", canary(1000, 20), stable(0, 0, None), Outcome.FAIL),
+        ("p99 over 1.5x stable and the floor", canary(1000, 0, 151.0), stable(1000, 0, 100.0), Outcome.FAIL),
+        ("p99 at 1.5x stable passes", canary(1000, 0, 150.0), stable(1000, 0, 100.0), Outcome.PASS),
+        ("p99 over 1.5x stable, under the floor", canary(1000, 0, 45.0), stable(1000, 0, 20.0), Outcome.PASS),
+        ("no canary p99: not compared", canary(1000, 0, None), stable(1000, 0, 20.0), Outcome.PASS),
+        ("no stable p99: not compared", canary(1000, 0, 900.0), stable(1000, 0, None), Outcome.PASS),
+    ],
+)
+def test_the_verdict_follows_each_threshold(case: str, c: Figures, s: Figures, outcome: Outcome) -> None:
+    assert analysis.judge(CFG, c, s).outcome is outcome, case
+
+
+def test_a_stricter_config_moves_every_threshold() -> None:
+    cfg = AnalysisConfig(
+        min_requests=10, max_error_rate=0.0, error_rate_ratio=1.0, latency_ratio=1.0, latency_floor_ms=0.0
+    )
+    assert analysis.judge(cfg, canary(10, 1), stable(1000)).outcome is Outcome.FAIL
+    assert analysis.judge(cfg, canary(10, 0, 41.0), stable(1000, 0, 40.0)).outcome is Outcome.FAIL
+    assert analysis.judge(cfg, canary(10, 0, 40.0), stable(1000, 0, 40.0)).outcome is Outcome.PASS
+
+
+def test_a_failed_error_rate_names_both_rates_and_counts() -> None:
+    verdict = analysis.judge(CFG, canary(2050, 412), stable(8000, 0))
+    assert verdict.reason == (
+        "canary analysis failed: 5xx rate 20.1% (412 of 2050) vs stable 0.0% (0 of 8000); allowed 1.0%"
+    )
+
+
+def test_a_failed_latency_names_both_p99s_and_the_limit() -> None:
+    verdict = analysis.judge(CFG, canary(500, 0, 812.0), stable(4000, 0, 95.0))
+    assert verdict.reason == (
+        "canary analysis failed: p99 812 ms vs stable 95 ms; allowed 142 ms (1.5x stable)"
+    )
+
+
+def test_an_inconclusive_check_says_how_many_requests_it_had() -> None:
+    assert analysis.judge(CFG, canary(12), stable(900)).reason == "inconclusive: 12 of 50 requests"
+
+
+def test_the_record_holds_both_releases_figures_and_the_window() -> None:
+    verdict = analysis.judge(CFG, canary(2050, 412, 33.0), stable(8000, 0, 30.0))
+    item = analysis.entry(
+        verdict,
+        stage=0,
+        at=1_000_060,
+        canary=canary(2050, 412, 33.0),
+        stable=stable(8000, 0, 30.0),
+        window=(1_000_000, 1_000_060),
+    )
+    assert item == {
+        "stage": 0,
+        "at": 1_000_060,
+        "verdict": "fail",
+        "reason": verdict.reason,
+        "canary": {"release": 7, "requests": 2050, "errors": 412, "error_rate": 0.200976, "p99_ms": 33.0},
+        "stable": {"release": 6, "requests": 8000, "errors": 0, "error_rate": 0.0, "p99_ms": 30.0},
+        "window": [1_000_000, 1_000_060],
+    }
+
+
+def test_an_unchanged_check_writes_nothing_and_the_record_stays_bounded() -> None:
+    def check(stage: int, requests: int) -> dict[str, object]:
+        v = analysis.judge(CFG, canary(requests), stable(1000))
+        return analysis.entry(
+            v, stage=stage, at=requests, canary=canary(requests), stable=stable(1000), window=(0, 1)
+        )
+
+    first = analysis.recorded(None, check(0, 100))
+    assert first is not None
+    assert analysis.recorded(first, check(0, 100)) is None  # same figures: no write
+    assert analysis.recorded(first, check(1, 100)) is not None  # another stage: written
+    entries: list[dict[str, object]] | None = []
+    for n in range(100, 130):
+        entries = analysis.recorded(entries, check(0, n)) or entries
+    assert entries is not None
+    assert len(entries) == analysis.KEEP_ENTRIES
+    assert entries[-1]["at"] == 129
+
+
+def test_the_window_is_the_bake_so_far_and_stops_at_its_end() -> None:
+    assert analysis.window(100, 400, 250) == (100, 250)
+    assert analysis.window(100, 400, 900) == (100, 400)
+    assert analysis.window(100, 100, 100) == (100, 101)  # never empty
+
+
+@pytest.mark.parametrize(
+    ("seconds", "period"), [(1, 1), (3, 5), (5, 5), (9, 10), (29, 30), (31, 60), (61, 120), (301, 360)]
+)
+def test_the_period_is_the_smallest_high_resolution_one_that_fits(seconds: int, period: int) -> None:
+    assert allowed_period(seconds) == period
+
+
+def test_one_aligned_period_covers_the_whole_window() -> None:
+    minute = 1_800_000_000  # a multiple of 60
+    # 25 s from second 8 of a minute: 30 s periods start at :00 and :30, so it takes 60 s.
+    assert one_period(minute + 8, minute + 33) == (minute, 60)
+    start, period = one_period(1_000, 1_007)
+    assert (start, period) == (1_000, 10)
+    assert start + period >= 1_007
+
+
+def test_a_sparkline_scales_values_to_eight_levels_and_shows_gaps() -> None:
+    assert sparkline([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]) == "▁▂▃▄▅▆▇█"
+    assert sparkline([None, 5.0, None]) == " █ "  # no datum: a gap
+    assert sparkline([0.0, 0.0]) == "▁▁"  # all zero sits on the floor
+    assert sparkline([0.0, 0.2], top=0.2) == "▁█"
+    assert sparkline([]) == ""
