@@ -185,6 +185,8 @@ def required(
         name = params["AutoScalingGroupName"]
         uuid = "00000000-0000-0000-0000-000000000000"
         return action, [a("autoscaling", f"autoScalingGroup:{uuid}:autoScalingGroupName/{name}")]
+    if service == "cloudwatch" and operation == "GetMetricData":
+        return action, ["*"]  # no resource type in the service authorization reference
     if service == "logs" and operation == "DescribeLogGroups":
         return action, ["*"]
     if service == "logs" and operation == "CreateLogGroup":

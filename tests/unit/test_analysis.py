@@ -3,12 +3,20 @@ record it keeps, the GetMetricData period it reads with, and the terminal chart.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
+from deployer.adapters.app_state import AppStateRecord
 from deployer.adapters.proxy_metrics import Figures, allowed_period, one_period
 from deployer.cli.sparkline import sparkline
 from deployer.controller import analysis
 from deployer.controller.analysis import Outcome
+from deployer.controller.types import Decision, Now
 from deployer.models.config import AnalysisConfig
+from deployer.models.records import STAGE_AWAITING, STAGE_BAKING, Release, ReleaseStatus
+
+from tests.conftest import make_release
 
 pytestmark = pytest.mark.unit
 
@@ -142,3 +150,81 @@ def test_a_sparkline_scales_values_to_eight_levels_and_shows_gaps() -> None:
     assert sparkline([0.0, 0.0]) == "▁▁"  # all zero sits on the floor
     assert sparkline([0.0, 0.2], top=0.2) == "▁█"
     assert sparkline([]) == ""
+
+
+# ------------------------------------------------------------------ the check's decision
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+NOW = Now(epoch=int(T0.timestamp()), at=T0)
+SPAN = (NOW.epoch - 60, NOW.epoch)
+
+
+def baking(**fields: Any) -> Release:
+    return make_release(
+        7,
+        status=ReleaseStatus.DEPLOYING,
+        stage=0,
+        stage_state=STAGE_BAKING,
+        stage_hosts=["i-a1"],
+        replaces=6,
+        bake_started_at=NOW.epoch - 60,
+        bake_until=NOW.epoch + 240,
+        status_reason="stage 1 succeeded; baking 300s",
+        **fields,
+    )
+
+
+def locked() -> AppStateRecord:
+    return AppStateRecord(app="web", last_release=7, lock_owner="web#7", desired=7)
+
+
+def decide(release: Release, c: Figures, s: Figures, target: Release | None = None) -> Decision | None:
+    verdict = analysis.judge(CFG, c, s)
+    return analysis.checked(
+        locked(), release, verdict, (c, s), SPAN, target=target, pending=[], token="t" * 32, now=NOW
+    )
+
+
+def test_a_failed_check_fails_the_release_blames_its_image_and_rolls_back_in_one_write() -> None:
+    release = baking()
+    d = decide(
+        release, canary(2050, 412), stable(8000), target=make_release(6, status=ReleaseStatus.SUCCEEDED)
+    )
+    assert d is not None
+    failed, *_ = d.transitions
+    assert (failed.release, failed.status) == (7, ReleaseStatus.FAILED)
+    assert failed.reason.startswith("canary analysis failed: 5xx rate 20.1% (412 of 2050)")
+    assert failed.expect == {"stage": 0, "stage_state": STAGE_BAKING}
+    (item,) = failed.fields["analysis"]
+    assert (item["verdict"], item["stage"], item["window"]) == ("fail", 0, list(SPAN))
+    assert d.change is not None
+    assert d.change.refuse == release.digest  # the image is bad: not deployed again by a push
+    (rollback,) = d.creates
+    assert (rollback.rollback_of, rollback.status) == (7, ReleaseStatus.DEPLOYING)
+
+
+def test_a_passing_check_is_recorded_only_while_the_stage_still_bakes() -> None:
+    d = decide(baking(), canary(500, 1), stable(4000, 2))
+    assert d is not None
+    (t,) = d.transitions
+    assert (t.status, t.allowed_from) == (ReleaseStatus.DEPLOYING, frozenset({ReleaseStatus.DEPLOYING}))
+    assert t.expect == {"stage": 0, "stage_state": STAGE_BAKING}
+    assert t.reason == "stage 1 succeeded; baking 300s"  # the release's own reason stays
+    assert [i["verdict"] for i in t.fields["analysis"]] == ["pass"]
+    assert d.change is None
+    assert not d.creates
+
+
+def test_a_check_that_says_what_the_last_one_said_writes_nothing() -> None:
+    first = decide(baking(), canary(10), stable(4000))
+    assert first is not None
+    entries = first.transitions[0].fields["analysis"]
+    assert entries[0]["verdict"] == "inconclusive"
+    assert decide(baking(analysis=entries), canary(10), stable(4000)) is None
+    assert decide(baking(analysis=entries), canary(11), stable(4000)) is not None
+
+
+def test_only_a_baking_release_with_a_stable_one_is_analysed() -> None:
+    assert analysis.applies(CFG, baking())
+    assert not analysis.applies(AnalysisConfig(enabled=False), baking())
+    assert not analysis.applies(CFG, baking().model_copy(update={"replaces": None}))
+    assert not analysis.applies(CFG, baking().model_copy(update={"stage_state": STAGE_AWAITING}))

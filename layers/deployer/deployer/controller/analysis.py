@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from deployer.controller import stages
+from deployer.controller.types import Decision, Now, Transition
+from deployer.models.records import STAGE_BAKING, Release, ReleaseStatus
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from deployer.adapters.app_state import AppStateRecord
     from deployer.adapters.proxy_metrics import Figures
     from deployer.models.config import AnalysisConfig
 
@@ -129,3 +136,64 @@ def latest_per_stage(entries: list[dict[str, Any]] | None) -> dict[int, dict[str
     for item in entries or []:
         latest[int(item.get("stage", 0))] = item
     return latest
+
+
+def applies(cfg: AnalysisConfig, release: Release) -> bool:
+    """Whether a baking release is analysed: analysis on, the bake's start recorded, and a
+    stable release to compare with (a first deploy has none: its bake is time alone)."""
+    return (
+        cfg.enabled
+        and release.stage_state == STAGE_BAKING
+        and release.bake_started_at is not None
+        and release.replaces is not None
+    )
+
+
+def checked(
+    state: AppStateRecord,
+    release: Release,
+    verdict: Verdict,
+    figures: tuple[Figures, Figures],
+    span: tuple[int, int],
+    *,
+    target: Release | None,
+    pending: Sequence[Release],
+    token: str,
+    now: Now,
+) -> Decision | None:
+    """What one check writes. A fail: the release FAILED with the check recorded in the same
+    write, its digest refused (the image is bad) and the hosts that took it rolled back (the one
+    rollback path, `stages.stage_failed`). Otherwise the check is recorded, conditioned on the
+    stage still baking (a stale reader writes nothing); None when the newest check already
+    says the same."""
+    canary, stable = figures
+    item = entry(verdict, stage=release.stage or 0, at=now.epoch, canary=canary, stable=stable, window=span)
+    entries = recorded(release.analysis, item)
+    if verdict.failed:
+        return stages.stage_failed(
+            state,
+            release,
+            verdict.reason,
+            blame=True,
+            fields={"analysis": entries} if entries is not None else None,
+            target=target,
+            pending=pending,
+            token=token,
+            now=now,
+        )
+    if entries is None:
+        return None
+    decision = Decision(release.app)
+    decision.explain(
+        "canary analysis checked", release=release.release, stage=release.stage, verdict=verdict.outcome.value
+    )
+    return decision.transition(
+        Transition(
+            release.release,
+            ReleaseStatus.DEPLOYING,
+            release.status_reason,
+            frozenset({ReleaseStatus.DEPLOYING}),
+            {"analysis": entries},
+            expect={"stage": release.stage, "stage_state": STAGE_BAKING},
+        )
+    )
