@@ -6,7 +6,9 @@ rolls back through the one rollback path."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -253,3 +255,99 @@ def test_a_cancel_while_a_stage_runs_cancels_its_command(staged: tuple[World, Cl
     assert stage["CommandId"] == two.stage_command_id
     assert world.shim.cancelled == [two.stage_command_id]
     assert (result["release"], result["rollback_release"]) == (2, 3)
+
+
+# ------------------------------------------------------------------ canary analysis
+def put_proxy_metrics(release: int, at: int, requests: int, errors: int, latency: dict[float, int]) -> None:
+    """What a host's meter sends for one flush (contract: namespace Deployer/Proxy, [App, Release])."""
+    dims = [{"Name": "App", "Value": "web"}, {"Name": "Release", "Value": str(release)}]
+    stamp = datetime.fromtimestamp(at, UTC)
+    client("cloudwatch").put_metric_data(
+        Namespace="Deployer/Proxy",
+        MetricData=[
+            {
+                "MetricName": "Requests",
+                "Dimensions": dims,
+                "Timestamp": stamp,
+                "Value": requests,
+                "Unit": "Count",
+                "StorageResolution": 1,
+            },
+            {
+                "MetricName": "Errors5xx",
+                "Dimensions": dims,
+                "Timestamp": stamp,
+                "Value": errors,
+                "Unit": "Count",
+                "StorageResolution": 1,
+            },
+            {
+                "MetricName": "Latency",
+                "Dimensions": dims,
+                "Timestamp": stamp,
+                "Values": list(latency),
+                "Counts": [float(c) for c in latency.values()],
+                "Unit": "Milliseconds",
+                "StorageResolution": 1,
+            },
+        ],
+    )
+
+
+def test_a_canary_answering_5xx_fails_during_its_bake_and_its_host_rolls_back(
+    staged: tuple[World, Clock],
+) -> None:
+    world, clock = staged
+    clock.now = float(int(time.time()) // 60 * 60 - 600)  # metrics carry real, past timestamps
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    baking = world.release(2)
+    assert baking.bake_started_at == int(clock.now)
+    # Given the canary (2) answering 20 % 5xx and the stable release (1) none, over 20 s of bake
+    start = int(clock.now)
+    for second in range(start + 1, start + 21):
+        put_proxy_metrics(2, second, 10, 2, {30.0: 9, 45.0: 1})
+        put_proxy_metrics(1, second, 30, 0, {28.0: 29, 40.0: 1})
+    clock.now += 30
+    # When the next trigger converges the app, well before the bake's end
+    reconcile_app(world.ld, world.config)
+    # Then release 2 failed, naming both rates, and a rollback release to 1 started
+    failed = world.release(2)
+    assert failed.status is ReleaseStatus.FAILED
+    assert failed.status_reason == (
+        "canary analysis failed: 5xx rate 20.0% (40 of 200) vs stable 0.0% (0 of 600); allowed 1.0%"
+    )
+    rollback = world.release(3)
+    assert (rollback.status, rollback.rollback_of, rollback.source) == (
+        ReleaseStatus.DEPLOYING,
+        2,
+        ReleaseSource.ROLLBACK,
+    )
+    # and the check recorded what CloudWatch answered, p99 included (after the bake's first
+    # check, made as the stage ended, with no request yet)
+    first, check = failed.analysis or []
+    assert first["reason"] == "inconclusive: 0 of 50 requests"
+    assert check["verdict"] == "fail"
+    assert check["window"] == [start, start + 30]
+    assert check["canary"] == {"release": 2, "requests": 200, "errors": 40, "error_rate": 0.2, "p99_ms": 45.0}
+    assert check["stable"] == {"release": 1, "requests": 600, "errors": 0, "error_rate": 0.0, "p99_ms": 40.0}
+
+
+def test_a_healthy_canary_is_recorded_passing_and_its_bake_ends_on_time(staged: tuple[World, Clock]) -> None:
+    world, clock = staged
+    clock.now = float(int(time.time()) // 60 * 60 - 600)
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    start = int(clock.now)
+    for second in range(start + 1, start + 21):
+        put_proxy_metrics(2, second, 10, 0, {30.0: 10})
+        put_proxy_metrics(1, second, 30, 0, {28.0: 30})
+    clock.now += 300
+    reconcile_app(world.ld, world.config)
+    passed = world.release(2)
+    assert passed.status is ReleaseStatus.DEPLOYING
+    assert passed.stage == 1  # the bake ended: the next stage started
+    first, check = passed.analysis or []
+    assert first["verdict"] == "inconclusive"
+    assert (check["verdict"], check["canary"]["requests"], check["stable"]["requests"]) == ("pass", 200, 600)
+    assert check["window"] == [start, start + 300]
