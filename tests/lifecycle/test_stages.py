@@ -331,6 +331,49 @@ def test_a_canary_answering_5xx_fails_during_its_bake_and_its_host_rolls_back(
     assert check["window"] == [start, start + 30]
     assert check["canary"] == {"release": 2, "requests": 200, "errors": 40, "error_rate": 0.2, "p99_ms": 45.0}
     assert check["stable"] == {"release": 1, "requests": 600, "errors": 0, "error_rate": 0.0, "p99_ms": 40.0}
+    # and `deployer history` shows the stage's latest check with its numbers
+    code, rows, _ = run(world, "history", "web")
+    assert code == 0
+    (row,) = [r for r in rows if r["release"] == 2]
+    assert row["analysis"] == [check]
+
+
+def test_status_shows_a_baking_canarys_check_and_its_chart_against_the_stable_release(
+    staged: tuple[World, Clock],
+) -> None:
+    world, clock = staged
+    clock.now = float(int(time.time()) // 60 * 60 - 600)
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    start = int(clock.now)
+    # Given a canary whose 5xx share climbs while the stable release answers none
+    for second in range(start + 1, start + 31):
+        put_proxy_metrics(2, second, 10, 1 if second > start + 27 else 0, {30.0: 10})
+        put_proxy_metrics(1, second, 30, 0, {28.0: 30})
+    clock.now += 30
+    # When a trigger checks it (2 of 290 in the window: under 1 %, it bakes on) and status is asked
+    reconcile_app(world.ld, world.config)
+    code, view, _ = run(world, "status", "web")
+    assert code == 0
+    deploying = view["deploying"]
+    # Then the stage's latest check is shown with its figures
+    (latest,) = deploying["analysis"]
+    assert (latest["verdict"], latest["canary"]["requests"], latest["canary"]["errors"]) == ("pass", 290, 2)
+    # and the chart holds the canary's climbing 5xx share against the stable release's none
+    drawn = deploying["chart"]
+    assert drawn["canary"]["release"] == 2
+    assert drawn["stable"]["release"] == 1
+    rates = [r for r in drawn["canary"]["error_rates"] if r is not None]
+    assert rates[0] == 0.0
+    assert max(rates) == 0.1
+    assert {r for r in drawn["stable"]["error_rates"] if r is not None} == {0.0}
+    assert [line.split()[0:2] for line in drawn["lines"]] == [
+        ["5xx", "rate"],
+        ["stable", "1"],
+        ["p99", "canary"],
+        ["stable", "1"],
+    ]
+    assert "█" in drawn["lines"][0]
 
 
 def test_a_healthy_canary_is_recorded_passing_and_its_bake_ends_on_time(staged: tuple[World, Clock]) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from deployer.adapters.app_state import AppStateRecord
-from deployer.adapters.proxy_metrics import Figures, allowed_period, one_period
-from deployer.cli.sparkline import sparkline
+from deployer.adapters.proxy_metrics import Figures, Series, allowed_period, one_period
+from deployer.cli.sparkline import chart, sparkline
 from deployer.controller import analysis
 from deployer.controller.analysis import Outcome
 from deployer.controller.types import Decision, Now
@@ -228,3 +228,16 @@ def test_only_a_baking_release_with_a_stable_one_is_analysed() -> None:
     assert not analysis.applies(AnalysisConfig(enabled=False), baking())
     assert not analysis.applies(CFG, baking().model_copy(update={"replaces": None}))
     assert not analysis.applies(CFG, baking().model_copy(update={"stage_state": STAGE_AWAITING}))
+
+
+def test_the_chart_draws_both_releases_on_one_scale_per_metric() -> None:
+    lines = chart(
+        Series(8, [0.0, 0.1, 0.2], [30.0, 60.0, None]),
+        Series(7, [0.0, 0.0, None], [30.0, 30.0, 30.0]),
+    )
+    assert lines == [
+        "5xx rate canary 8      ▁▅█ 20.0%",
+        "         stable 7      ▁▁  0.0%",
+        "p99      canary 8      ▅█  60 ms",
+        "         stable 7      ▅▅▅ 30 ms",
+    ]
