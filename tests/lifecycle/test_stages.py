@@ -6,12 +6,14 @@ rolls back through the one rollback path."""
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from deployer import cli
 from deployer.entry.events import handle_operation
 from deployer.errors import DeployerError
 from deployer.models.config import AppConfig
@@ -394,3 +396,42 @@ def test_a_healthy_canary_is_recorded_passing_and_its_bake_ends_on_time(staged: 
     assert first["verdict"] == "inconclusive"
     assert (check["verdict"], check["canary"]["requests"], check["stable"]["requests"]) == ("pass", 200, 600)
     assert check["window"] == [start, start + 300]
+
+
+def test_wait_prints_each_new_check_with_the_chart_until_the_canary_fails(
+    staged: tuple[World, Clock],
+) -> None:
+    world, clock = staged
+    clock.now = float(int(time.time()) // 60 * 60 - 600)
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    start = int(clock.now)
+
+    def meanwhile(sleeps: int) -> None:
+        # While `wait` polls, the canary answers 20 % 5xx and a tick checks it.
+        if sleeps == 1:
+            for second in range(start + 1, start + 21):
+                put_proxy_metrics(2, second, 10, 2, {30.0: 10})
+                put_proxy_metrics(1, second, 30, 0, {28.0: 30})
+            clock.now += 30
+            reconcile_app(world.ld, world.config)
+
+    out, err = io.StringIO(), io.StringIO()
+    cli_clock = CliClock(meanwhile)
+    code = cli.main(
+        ["wait", "web", "--release", "2", "--timeout", "30"],
+        deps=world.core,
+        out=out,
+        err=err,
+        sleep=cli_clock.sleep,
+        clock=lambda: cli_clock.now,
+    )
+    text = out.getvalue()
+    assert code != 0, text
+    assert "stage 1 analysis INCONCLUSIVE: canary release 2 5xx n/a (0 of 0)" in text
+    assert (
+        "stage 1 analysis FAIL: canary release 2 5xx 20.0% (40 of 200), p99 30 ms; "
+        "stable release 1 5xx 0.0% (0 of 600), p99 28 ms"
+    ) in text
+    chart_lines = [line for line in text.splitlines() if line.startswith("5xx rate canary 2")]
+    assert chart_lines, text
