@@ -223,11 +223,16 @@ def test_a_check_that_says_what_the_last_one_said_writes_nothing() -> None:
     assert decide(baking(analysis=entries), canary(11), stable(4000)) is not None
 
 
-def test_only_a_baking_release_with_a_stable_one_is_analysed() -> None:
-    assert analysis.applies(CFG, baking())
-    assert not analysis.applies(AnalysisConfig(enabled=False), baking())
-    assert not analysis.applies(CFG, baking().model_copy(update={"replaces": None}))
-    assert not analysis.applies(CFG, baking().model_copy(update={"stage_state": STAGE_AWAITING}))
+def test_only_a_baking_release_with_a_stable_one_is_analysed_once_there_is_bake_to_read() -> None:
+    assert analysis.applies(CFG, baking(), NOW.epoch)
+    assert not analysis.applies(AnalysisConfig(enabled=False), baking(), NOW.epoch)
+    assert not analysis.applies(CFG, baking().model_copy(update={"replaces": None}), NOW.epoch)
+    assert not analysis.applies(CFG, baking().model_copy(update={"stage_state": STAGE_AWAITING}), NOW.epoch)
+    # the converge that starts the bake has nothing to read yet; a bake of 0 s is checked at once
+    just_started = baking().model_copy(update={"bake_started_at": NOW.epoch})
+    assert not analysis.applies(CFG, just_started, NOW.epoch)
+    over = just_started.model_copy(update={"bake_until": NOW.epoch})
+    assert analysis.applies(CFG, over, NOW.epoch)
 
 
 def test_the_chart_draws_both_releases_on_one_scale_per_metric() -> None:

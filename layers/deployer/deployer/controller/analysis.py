@@ -138,15 +138,16 @@ def latest_per_stage(entries: list[dict[str, Any]] | None) -> dict[int, dict[str
     return latest
 
 
-def applies(cfg: AnalysisConfig, release: Release) -> bool:
-    """Whether a baking release is analysed: analysis on, the bake's start recorded, and a
-    stable release to compare with (a first deploy has none: its bake is time alone)."""
-    return (
-        cfg.enabled
-        and release.stage_state == STAGE_BAKING
-        and release.bake_started_at is not None
-        and release.replaces is not None
-    )
+def applies(cfg: AnalysisConfig, release: Release, now: int) -> bool:
+    """Whether a baking release is checked now: analysis on, the bake's start recorded, a stable
+    release to compare with (a first deploy has none: its bake is time alone), and a second of
+    bake to read (the converge that starts the bake has nothing to judge yet) or its end."""
+    if not cfg.enabled or release.stage_state != STAGE_BAKING or release.replaces is None:
+        return False
+    if release.bake_started_at is None:
+        return False
+    over = release.bake_until is not None and now >= release.bake_until
+    return now > release.bake_started_at or over
 
 
 def checked(

@@ -301,11 +301,11 @@ def _analysis_gate(ctx: _Round, state: AppStateRecord, release: Release) -> bool
     failed (the next round reads it again); a pass or an inconclusive check lets the bake go
     on, and at its end the last check has decided."""
     ad, cfg = ctx.ad, ctx.cfg.get()
-    if not analysis.applies(cfg.rollout.analysis, release):
+    at = now(ad)
+    if not analysis.applies(cfg.rollout.analysis, release, at.epoch):
         return False
     assert release.bake_started_at is not None
     assert release.replaces is not None
-    at = now(ad)
     span = analysis.window(release.bake_started_at, release.bake_until, at.epoch)
     figures = ad.proxy_metrics.figures(release.app, release.release, release.replaces, *span)
     verdict = analysis.judge(cfg.rollout.analysis, *figures)
