@@ -374,6 +374,12 @@ def test_status_shows_a_baking_canarys_check_and_its_chart_against_the_stable_re
         ["stable", "1"],
     ]
     assert "█" in drawn["lines"][0]
+    # and the same, for people
+    out = io.StringIO()
+    assert cli.main(["status", "web"], deps=world.core, out=out, err=io.StringIO()) == 0
+    text = out.getvalue()
+    assert "stage 1 analysis PASS: canary release 2 5xx 0.7% (2 of 290), p99 30 ms" in text
+    assert drawn["lines"][0] in text
 
 
 def test_a_healthy_canary_is_recorded_passing_and_its_bake_ends_on_time(staged: tuple[World, Clock]) -> None:
