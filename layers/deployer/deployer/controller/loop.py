@@ -4,6 +4,8 @@
     lock held by a DEPLOYING release without a command  -> rollout.drive; start_failed if it cannot
       ... whose task command is out, not yet decided    -> at the task's end, `task_ended`
       ... staged, before its last stage                 -> send the stage; at its end `stage_ended`;
+                                                           while it bakes, canary analysis
+                                                           (`analysis.checked`: a fail fails it);
                                                            `bake_over` once now >= bake_until
     lock held by a DEPLOYING release with a command     -> SSM's status; at its end, `end`
     lock held by a PENDING release                      -> start_pending
