@@ -68,6 +68,11 @@ The gaps, each filled as AWS documents the behaviour:
     server loads them, so the hosts' role can attach AmazonSSMManagedInstanceCore.
 14. A document CloudFormation created keeps its Content as a mapping and DescribeDocument fails
     hashing it: hashed as its JSON text (`deployer doctor` reads the default version).
+15. CloudWatch's GetMetricData answers nothing for a percentile statistic (`p99`, `p99.9`) and
+    then fails serializing the missing value: the percentile of the period's values is
+    computed as CloudWatch computes it from what PutMetricData sent (each of `Values` counted
+    `Counts` times, which moto stores one by one), nearest rank; no datum, no datapoint
+    (`_cloudwatch_percentile_patches`; the canary analysis reads the hosts' p99 latency).
 """
 
 from __future__ import annotations
@@ -271,6 +276,7 @@ def patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
         *_ssm_patches(gaps),
         *lifecycle_actions.patches(gaps.lifecycle, on_complete=gaps._completed, on_heartbeat=gaps._heartbeat),
         *_dynamodb_patches(),
+        *_cloudwatch_percentile_patches(),
     ]
 
 
@@ -609,12 +615,12 @@ def command_filter(filters: list[dict[str, str]]) -> Callable[[Any], bool]:
             if value not in {"Executing", "Complete"}:
                 raise ValueError(f"ExecutionStage filter value {value!r} is not Executing or Complete")
             executing = value == "Executing"
-            tests.append(
-                lambda c, e=executing: (getattr(c, "status_details", c.status) in _EXECUTING) == e
-            )
+            tests.append(lambda c, e=executing: (getattr(c, "status_details", c.status) in _EXECUTING) == e)
         else:
-            raise ValueError(f"filter key {key!r} is not one of InvokedAfter, InvokedBefore, Status, "
-                             "ExecutionStage, DocumentName")
+            raise ValueError(
+                f"filter key {key!r} is not one of InvokedAfter, InvokedBefore, Status, "
+                "ExecutionStage, DocumentName"
+            )
     return lambda command: all(test(command) for test in tests)
 
 
@@ -766,3 +772,48 @@ def _dynamodb_patches() -> list[tuple[Any, str, Any]]:
 
         out.append((DynamoDBBackend, name, atomic))
     return out
+
+
+# ------------------------------------------------------------------ CloudWatch
+_PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?|100)$")
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The nearest-rank percentile `p` (0-100) of `values`; None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[min(int(rank), len(ordered)) - 1]
+
+
+def _cloudwatch_percentile_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 15."""
+    from moto.cloudwatch import models as cw  # noqa: PLC0415
+
+    original = cw.Statistics.get_statistics_for_type
+    original_get_metric_data = cw.CloudWatchBackend.get_metric_data
+
+    @functools.wraps(original)
+    def get_statistics_for_type(self: Any, stat: str) -> Any:
+        match = _PERCENTILE.match(stat)
+        if match is None:
+            return original(self, stat)
+        return percentile(self.metric_single_values_list, float(match.group(1)))
+
+    @functools.wraps(original_get_metric_data)
+    def get_metric_data(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # A period whose statistic has no value yields no datapoint, as in CloudWatch.
+        results = original_get_metric_data(self, *args, **kwargs)
+        for result in results:
+            pairs = [
+                (t, v) for t, v in zip(result["timestamps"], result["values"], strict=True) if v is not None
+            ]
+            result["timestamps"] = [t for t, _ in pairs]
+            result["values"] = [v for _, v in pairs]
+        return results
+
+    return [
+        (cw.Statistics, "get_statistics_for_type", get_statistics_for_type),
+        (cw.CloudWatchBackend, "get_metric_data", get_metric_data),
+    ]

@@ -185,6 +185,10 @@ def required(
         name = params["AutoScalingGroupName"]
         uuid = "00000000-0000-0000-0000-000000000000"
         return action, [a("autoscaling", f"autoScalingGroup:{uuid}:autoScalingGroupName/{name}")]
+    if service in {"cloudwatch", "monitoring"} and operation == "GetMetricData":
+        # botocore names CloudWatch's endpoint `monitoring`; IAM's prefix is `cloudwatch`.
+        # No resource type in the service authorization reference.
+        return "cloudwatch:GetMetricData", ["*"]
     if service == "logs" and operation == "DescribeLogGroups":
         return action, ["*"]
     if service == "logs" and operation == "CreateLogGroup":

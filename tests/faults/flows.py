@@ -189,6 +189,8 @@ def push_missing_secret(world: FaultWorld) -> Plan:
         [world.push_event(digest, "v2")],
         Expect(desired=first, accepted=(digest,), secret_versions=versions),
     )
+
+
 MIGRATE = ["python", "manage.py", "migrate"]
 
 
@@ -303,6 +305,33 @@ def stage_cancelled(world: FaultWorld) -> Plan:
     return Plan([cancel], Expect(desired=first, accepted=(second,)))
 
 
+def _canary_baking(world: FaultWorld, canary_errors: int) -> tuple[str, str]:
+    """Release 1 live, staged release 2's canary took it and bakes; the canary's host answered 10
+    requests a second (`canary_errors` of them 5xx), the stable hosts 30 with none, for 20 s."""
+    first, second, events = _canary_ran(world)
+    for delivery in events:
+        world.invoke_ok(delivery)
+    world.put_proxy_metrics(2, 20, requests=10, errors=canary_errors, p99_ms=40.0)
+    world.put_proxy_metrics(1, 20, requests=30, errors=0, p99_ms=40.0)
+    CLOCK.advance(30)
+    return first, second
+
+
+def canary_analysis_fails(world: FaultWorld) -> Plan:
+    """The canary answers 20 % 5xx, the stable release none: the next converge (the reconciler's
+    tick, long before the bake's end) fails release 2 and the rollback puts its host back."""
+    first, second = _canary_baking(world, canary_errors=2)
+    return Plan([world.schedule_event()], Expect(desired=first, accepted=(second,)))
+
+
+def canary_analysis_passes(world: FaultWorld) -> Plan:
+    """A healthy canary: the converge at the bake's end records a passing check and the last stage
+    takes every host."""
+    _, second = _canary_baking(world, canary_errors=0)
+    CLOCK.advance(STAGES[0]["bake_seconds"])
+    return Plan([world.schedule_event()], Expect(desired=second, accepted=(second,)))
+
+
 FLOWS: tuple[Flow, ...] = (
     Flow("push_deploy", push_deploy),
     Flow("completion_success", completion_success),
@@ -328,4 +357,6 @@ FLOWS: tuple[Flow, ...] = (
     Flow("stage_approved", stage_approved, hosts=4),
     Flow("launch_mid_canary", launch_mid_canary, hosts=4),
     Flow("stage_cancelled", stage_cancelled, hosts=4),
+    Flow("canary_analysis_fails", canary_analysis_fails, hosts=4),
+    Flow("canary_analysis_passes", canary_analysis_passes, hosts=4),
 )

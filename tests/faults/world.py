@@ -247,6 +247,31 @@ class FaultWorld:
             type(config).parse({**config.to_document(), "rollout": {**rollout, "stages": stages}})
         )
 
+    def put_proxy_metrics(
+        self, release: int, seconds: int, requests: int, errors: int, p99_ms: float
+    ) -> None:
+        """What the hosts' meters send for `release` over the next `seconds` seconds (one flush a
+        second; Latency as Values/Counts), straight to moto's CloudWatch."""
+        dims = [{"Name": "App", "Value": APP}, {"Name": "Release", "Value": str(release)}]
+        start = int(CLOCK.time())
+        for second in range(start + 1, start + seconds + 1):
+            stamp = datetime.fromtimestamp(second, UTC)
+            common = {"Dimensions": dims, "Timestamp": stamp, "StorageResolution": 1}
+            harness.client("cloudwatch").put_metric_data(
+                Namespace="Deployer/Proxy",
+                MetricData=[
+                    {"MetricName": "Requests", "Value": requests, "Unit": "Count", **common},
+                    {"MetricName": "Errors5xx", "Value": errors, "Unit": "Count", **common},
+                    {
+                        "MetricName": "Latency",
+                        "Values": [p99_ms / 2, p99_ms],
+                        "Counts": [float(requests - 1), 1.0],
+                        "Unit": "Milliseconds",
+                        **common,
+                    },
+                ],
+            )
+
     def scale_out(self) -> str:
         """One more instance: it waits in Pending:Wait and boots what its launch-template version says."""
         autoscaling = harness.client("autoscaling")

@@ -45,6 +45,8 @@ RESOURCE_STAR: dict[str, str] = {
         "CloudWatch Logs setup grants it on * (Systems Manager user guide, sysman-rc-setting-up-cwlogs)",
     "ssm:DescribeParameters":
         f"pins a secret's version without its value; no resource type ({SAR}list_awssystemsmanager.html)",
+    "cloudwatch:GetMetricData": "the canary analysis reads the hosts' proxy metrics; no resource type "
+        f"({SAR}list_amazoncloudwatch.html)",
     "ecr:GetAuthorizationToken":
         f"the hosts' registry login; no resource type ({SAR}list_amazonelasticcontainerregistry.html)",
 }

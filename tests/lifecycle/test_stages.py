@@ -6,10 +6,14 @@ rolls back through the one rollback path."""
 
 from __future__ import annotations
 
+import io
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from deployer import cli
 from deployer.entry.events import handle_operation
 from deployer.errors import DeployerError
 from deployer.models.config import AppConfig
@@ -283,3 +287,183 @@ def test_a_rollback_by_default_skips_the_stages(staged: tuple[World, Clock]) -> 
     assert commands(f"deployer stage 0 web release {rollback.release}") == []
     (command,) = commands(f"deployer web release {rollback.release}")
     assert command["Targets"] == [{"Key": "tag:aws:autoscaling:groupName", "Values": [GROUP]}]
+
+
+# ------------------------------------------------------------------ canary analysis
+def put_proxy_metrics(release: int, at: int, requests: int, errors: int, latency: dict[float, int]) -> None:
+    """What a host's meter sends for one flush (contract: namespace Deployer/Proxy, [App, Release])."""
+    dims = [{"Name": "App", "Value": "web"}, {"Name": "Release", "Value": str(release)}]
+    stamp = datetime.fromtimestamp(at, UTC)
+    client("cloudwatch").put_metric_data(
+        Namespace="Deployer/Proxy",
+        MetricData=[
+            {
+                "MetricName": "Requests",
+                "Dimensions": dims,
+                "Timestamp": stamp,
+                "Value": requests,
+                "Unit": "Count",
+                "StorageResolution": 1,
+            },
+            {
+                "MetricName": "Errors5xx",
+                "Dimensions": dims,
+                "Timestamp": stamp,
+                "Value": errors,
+                "Unit": "Count",
+                "StorageResolution": 1,
+            },
+            {
+                "MetricName": "Latency",
+                "Dimensions": dims,
+                "Timestamp": stamp,
+                "Values": list(latency),
+                "Counts": [float(c) for c in latency.values()],
+                "Unit": "Milliseconds",
+                "StorageResolution": 1,
+            },
+        ],
+    )
+
+
+def test_a_canary_answering_5xx_fails_during_its_bake_and_its_host_rolls_back(
+    staged: tuple[World, Clock],
+) -> None:
+    world, clock = staged
+    clock.now = float(int(time.time()) // 60 * 60 - 600)  # metrics carry real, past timestamps
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    baking = world.release(2)
+    assert baking.bake_started_at == int(clock.now)
+    # Given the canary (2) answering 20 % 5xx and the stable release (1) none, over 20 s of bake
+    start = int(clock.now)
+    for second in range(start + 1, start + 21):
+        put_proxy_metrics(2, second, 10, 2, {30.0: 9, 45.0: 1})
+        put_proxy_metrics(1, second, 30, 0, {28.0: 29, 40.0: 1})
+    clock.now += 30
+    # When the next trigger converges the app, well before the bake's end
+    reconcile_app(world.ld, world.config)
+    # Then release 2 failed, naming both rates, and a rollback release to 1 started
+    failed = world.release(2)
+    assert failed.status is ReleaseStatus.FAILED
+    assert failed.status_reason == (
+        "canary analysis failed: 5xx rate 20.0% (40 of 200) vs stable 0.0% (0 of 600); allowed 1.0%"
+    )
+    rollback = world.release(3)
+    assert (rollback.status, rollback.rollback_of, rollback.source) == (
+        ReleaseStatus.DEPLOYING,
+        2,
+        ReleaseSource.ROLLBACK,
+    )
+    # and the check recorded what CloudWatch answered, p99 included
+    (check,) = failed.analysis or []
+    assert check["verdict"] == "fail"
+    assert check["window"] == [start, start + 30]
+    assert check["canary"] == {"release": 2, "requests": 200, "errors": 40, "error_rate": 0.2, "p99_ms": 45.0}
+    assert check["stable"] == {"release": 1, "requests": 600, "errors": 0, "error_rate": 0.0, "p99_ms": 40.0}
+    # and `deployer history` shows the stage's latest check with its numbers
+    code, rows, _ = run(world, "history", "web")
+    assert code == 0
+    (row,) = [r for r in rows if r["release"] == 2]
+    assert row["analysis"] == [check]
+
+
+def test_status_shows_a_baking_canarys_check_and_its_chart_against_the_stable_release(
+    staged: tuple[World, Clock],
+) -> None:
+    world, clock = staged
+    clock.now = float(int(time.time()) // 60 * 60 - 600)
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    start = int(clock.now)
+    # Given a canary whose 5xx share climbs while the stable release answers none
+    for second in range(start + 1, start + 31):
+        put_proxy_metrics(2, second, 10, 1 if second > start + 27 else 0, {30.0: 10})
+        put_proxy_metrics(1, second, 30, 0, {28.0: 30})
+    clock.now += 30
+    # When a trigger checks it (2 of 290 in the window: under 1 %, it bakes on) and status is asked
+    reconcile_app(world.ld, world.config)
+    code, view, _ = run(world, "status", "web")
+    assert code == 0
+    deploying = view["deploying"]
+    # Then the stage's latest check is shown with its figures
+    (latest,) = deploying["analysis"]
+    assert (latest["verdict"], latest["canary"]["requests"], latest["canary"]["errors"]) == ("pass", 290, 2)
+    # and the chart holds the canary's climbing 5xx share against the stable release's none
+    drawn = deploying["chart"]
+    assert drawn["canary"]["release"] == 2
+    assert drawn["stable"]["release"] == 1
+    rates = [r for r in drawn["canary"]["error_rates"] if r is not None]
+    assert rates[0] == 0.0
+    assert max(rates) == 0.1
+    assert {r for r in drawn["stable"]["error_rates"] if r is not None} == {0.0}
+    assert [line.split()[0:2] for line in drawn["lines"]] == [
+        ["5xx", "rate"],
+        ["stable", "1"],
+        ["p99", "canary"],
+        ["stable", "1"],
+    ]
+    assert "█" in drawn["lines"][0]
+    # and the same, for people
+    out = io.StringIO()
+    assert cli.main(["status", "web"], deps=world.core, out=out, err=io.StringIO()) == 0
+    text = out.getvalue()
+    assert "stage 1 analysis PASS: canary release 2 5xx 0.7% (2 of 290), p99 30 ms" in text
+    assert drawn["lines"][0] in text
+
+
+def test_a_healthy_canary_is_recorded_passing_and_its_bake_ends_on_time(staged: tuple[World, Clock]) -> None:
+    world, clock = staged
+    clock.now = float(int(time.time()) // 60 * 60 - 600)
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    start = int(clock.now)
+    for second in range(start + 1, start + 21):
+        put_proxy_metrics(2, second, 10, 0, {30.0: 10})
+        put_proxy_metrics(1, second, 30, 0, {28.0: 30})
+    clock.now += 300
+    reconcile_app(world.ld, world.config)
+    passed = world.release(2)
+    assert passed.status is ReleaseStatus.DEPLOYING
+    assert passed.stage == 1  # the bake ended: the next stage started
+    (check,) = passed.analysis or []
+    assert (check["verdict"], check["canary"]["requests"], check["stable"]["requests"]) == ("pass", 200, 600)
+    assert check["window"] == [start, start + 300]
+
+
+def test_wait_prints_each_new_check_with_the_chart_until_the_canary_fails(
+    staged: tuple[World, Clock],
+) -> None:
+    world, clock = staged
+    clock.now = float(int(time.time()) // 60 * 60 - 600)
+    _, two = live_one_then_staged_push(world)
+    run_stage(world, two)
+    start = int(clock.now)
+
+    def meanwhile(sleeps: int) -> None:
+        # While `wait` polls, the canary answers 20 % 5xx and a tick checks it.
+        if sleeps == 1:
+            for second in range(start + 1, start + 21):
+                put_proxy_metrics(2, second, 10, 2, {30.0: 10})
+                put_proxy_metrics(1, second, 30, 0, {28.0: 30})
+            clock.now += 30
+            reconcile_app(world.ld, world.config)
+
+    out, err = io.StringIO(), io.StringIO()
+    cli_clock = CliClock(meanwhile)
+    code = cli.main(
+        ["wait", "web", "--release", "2", "--timeout", "30"],
+        deps=world.core,
+        out=out,
+        err=err,
+        sleep=cli_clock.sleep,
+        clock=lambda: cli_clock.now,
+    )
+    text = out.getvalue()
+    assert code != 0, text
+    assert (
+        "stage 1 analysis FAIL: canary release 2 5xx 20.0% (40 of 200), p99 30 ms; "
+        "stable release 1 5xx 0.0% (0 of 600), p99 28 ms"
+    ) in text
+    chart_lines = [line for line in text.splitlines() if line.startswith("5xx rate canary 2")]
+    assert chart_lines, text

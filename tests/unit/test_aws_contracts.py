@@ -36,6 +36,7 @@ from deployer.adapters.images import Images
 from deployer.adapters.launch_templates import GroupTemplate, LaunchTemplates
 from deployer.adapters.lifecycle_hooks import LifecycleHooks, LifecycleResult, ManagedInstances
 from deployer.adapters.pointer import PointerStore
+from deployer.adapters.proxy_metrics import ProxyMetrics
 from deployer.adapters.releases import ReleasesStore
 from deployer.adapters.transactions import Transaction
 from deployer.models.config import AppConfig
@@ -828,3 +829,53 @@ def test_the_release_task_command_and_its_lookup_are_valid_requests(contract: Co
     )
     (lookup,) = contract.requests("ListCommands")
     assert {"key": "DocumentName", "value": "TaskDocument"} in lookup["Filters"]
+
+
+def test_the_canary_figures_are_one_valid_get_metric_data_read_over_every_page(contract: Contract) -> None:
+    # Given CloudWatch answering GetMetricData in two pages (its output shape, every member)
+    cloudwatch, stub = contract.client("cloudwatch")
+    shape = _model("cloudwatch").operation_model("GetMetricData").output_shape
+    minute = 1_800_000_000
+
+    def page(values: dict[str, float], token: str | None) -> dict[str, Any]:
+        answer = sample(shape)
+        template = answer["MetricDataResults"][0]
+        answer["MetricDataResults"] = [
+            {**template, "Id": qid, "Timestamps": [datetime.fromtimestamp(minute, UTC)], "Values": [value]}
+            for qid, value in values.items()
+        ]
+        if token is None:
+            answer.pop("NextToken")
+        else:
+            answer["NextToken"] = token
+        return answer
+
+    stub.add_response("get_metric_data", page({"c_req": 2050.0, "c_err": 412.0, "c_p99": 33.5}, "more"))
+    stub.add_response("get_metric_data", page({"s_req": 8000.0, "s_err": 0.0, "s_p99": 30.0}, None))
+
+    # When the canary (8) and the stable release (7) are read over 25 s of a bake
+    canary, stable = ProxyMetrics(lambda: cloudwatch).figures("web", 8, 7, minute + 8, minute + 33)
+
+    # Then both pages were read with the same valid request, one aligned period covering the window
+    contract.done()
+    first, second = contract.requests("GetMetricData")
+    assert second == {**first, "NextToken": "more"}
+    assert first["StartTime"] == datetime.fromtimestamp(minute, UTC)
+    assert first["EndTime"] == datetime.fromtimestamp(minute + 60, UTC)
+    assert first["ScanBy"] == "TimestampAscending"
+    queries = {q["Id"]: q["MetricStat"] for q in first["MetricDataQueries"]}
+    assert sorted(queries) == ["c_err", "c_p99", "c_req", "s_err", "s_p99", "s_req"]
+    assert queries["c_p99"] == {
+        "Metric": {
+            "Namespace": "Deployer/Proxy",
+            "MetricName": "Latency",
+            "Dimensions": [{"Name": "App", "Value": "web"}, {"Name": "Release", "Value": "8"}],
+        },
+        "Period": 60,
+        "Stat": "p99",
+    }
+    assert (queries["s_req"]["Metric"]["MetricName"], queries["s_req"]["Stat"]) == ("Requests", "Sum")
+    assert (queries["s_err"]["Metric"]["MetricName"], queries["s_err"]["Stat"]) == ("Errors5xx", "Sum")
+    # and the figures are what CloudWatch answered
+    assert (canary.release, canary.requests, canary.errors, canary.p99_ms) == (8, 2050, 412, 33.5)
+    assert (stable.release, stable.requests, stable.errors, stable.p99_ms) == (7, 8000, 0, 30.0)

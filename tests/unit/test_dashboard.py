@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployer.metrics_names import DeployMetric
+from deployer.metrics_names import (
+    PROXY_ERRORS,
+    PROXY_LATENCY,
+    PROXY_NAMESPACE,
+    PROXY_REQUESTS,
+    DeployMetric,
+)
 from deployer.observability import Metric
 
 from tests.conftest import ROOT
@@ -24,7 +30,26 @@ def dashboard_metrics(template: dict[str, Any]) -> list[list[Any]]:
     body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     # ${Logical} and ${Logical.Attr} stand for names CloudFormation fills in; keep the reference.
     data = json.loads(re.sub(r"\$\{([A-Za-z0-9:.]+)\}", r"REF(\1)", body))
-    return [m for w in data["widgets"] if w["type"] == "metric" for m in w["properties"]["metrics"]]
+    return [
+        m
+        for w in data["widgets"]
+        if w["type"] == "metric"
+        for m in w["properties"]["metrics"]
+        if not isinstance(m[0], dict)  # an expression (the proxy widgets' SEARCH)
+    ]
+
+
+def dashboard_expressions(template: dict[str, Any]) -> dict[str, str]:
+    """Widget title -> its one expression."""
+    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    data = json.loads(re.sub(r"\$\{([A-Za-z0-9:.]+)\}", r"REF(\1)", body))
+    return {
+        w["properties"]["title"]: m[0]["expression"]
+        for w in data["widgets"]
+        if w["type"] == "metric"
+        for m in w["properties"]["metrics"]
+        if isinstance(m[0], dict)
+    }
 
 
 def emitted() -> dict[str, str]:
@@ -90,3 +115,15 @@ def test_the_dashboard_body_is_valid_json_once_names_are_filled_in(template: dic
     filled = re.sub(r"\$\{[A-Za-z0-9:.]+\}", "x", body)
     assert isinstance(json.loads(filled)["widgets"], list)
     assert Path(ROOT / "template.yaml").read_text().count("AWS::CloudWatch::Dashboard") == 1
+
+
+def test_the_proxy_widgets_draw_one_line_per_release_of_the_hosts_metrics(template: dict[str, Any]) -> None:
+    searches = sorted(dashboard_expressions(template).values())
+    schema = f"{{{PROXY_NAMESPACE},App,Release}}"
+    assert searches == sorted(
+        [
+            f"SEARCH('{schema} MetricName=\"{PROXY_REQUESTS}\"', 'Sum', 60)",
+            f"SEARCH('{schema} MetricName=\"{PROXY_ERRORS}\"', 'Sum', 60)",
+            f"SEARCH('{schema} MetricName=\"{PROXY_LATENCY}\"', 'p99', 60)",
+        ]
+    )

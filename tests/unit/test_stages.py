@@ -224,7 +224,11 @@ def test_a_stage_that_succeeded_bakes_until_now_plus_its_bake() -> None:
     )
     (t,) = d.transitions
     assert (t.release, t.status, t.allowed_from) == (5, S.DEPLOYING, frozenset({S.DEPLOYING}))
-    assert t.fields == {"stage_state": STAGE_BAKING, "bake_until": NOW.epoch + 300}
+    assert t.fields == {
+        "stage_state": STAGE_BAKING,
+        "bake_started_at": NOW.epoch,
+        "bake_until": NOW.epoch + 300,
+    }
     assert t.expect == {"stage": 0, "stage_state": STAGE_RUNNING}
     assert d.ended is None
     # its notice is owed with it, while release 5 holds the lock
@@ -284,6 +288,7 @@ def test_a_stage_with_no_host_bakes_at_once() -> None:
     (t,) = d.transitions
     assert t.fields["stage_state"] == STAGE_BAKING
     assert t.fields["bake_until"] == NOW.epoch + 120
+    assert t.fields["bake_started_at"] == NOW.epoch  # the analysis window starts here
     assert t.expect == {"stage": 1, "stage_state": STAGE_RUNNING, "stage_command_id": None}
 
 

@@ -20,3 +20,11 @@ class DeployMetric:
     OPERATION_REFUSED = "OperationRefused"
     # A deploy notice could not be published; it stays owed and is retried.
     NOTICES_OWED = "NoticesOwed"
+
+
+# The hosts' proxy metrics (host/agent.py `meter`; docs/stages.md, "Canary analysis"): one datum
+# per flush and release, dimensions [App, Release] and [App] alone, high resolution.
+PROXY_NAMESPACE = "Deployer/Proxy"
+PROXY_REQUESTS = "Requests"
+PROXY_ERRORS = "Errors5xx"
+PROXY_LATENCY = "Latency"

@@ -19,6 +19,7 @@ from deployer.adapters.images import Images
 from deployer.adapters.launch_templates import LaunchTemplates
 from deployer.adapters.lifecycle_hooks import LifecycleHooks, ManagedInstances
 from deployer.adapters.pointer import PointerStore
+from deployer.adapters.proxy_metrics import ProxyMetrics
 from deployer.adapters.rechecks import RecheckQueue
 from deployer.adapters.releases import ReleasesStore
 from deployer.adapters.tracked_commands import TrackedCommands
@@ -53,6 +54,7 @@ class Adapters:
     notifier: Notifier
     rechecks: RecheckQueue
     config_versions: ConfigVersions
+    proxy_metrics: ProxyMetrics
     clock: Callable[[], float] = field(default_factory=lambda: time.time)
 
     @classmethod
@@ -94,6 +96,7 @@ class Adapters:
             notifier=Notifier(settings.notification_topic_arn, lambda: clients.client("sns")),
             rechecks=RecheckQueue(settings.launch_recheck_queue_url, lambda: clients.client("sqs")),
             config_versions=ConfigVersions(ssm, lambda: clients.client("secretsmanager")),
+            proxy_metrics=ProxyMetrics(lambda: clients.client("cloudwatch")),
         )
 
     @property

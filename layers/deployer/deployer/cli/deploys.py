@@ -24,7 +24,7 @@ from deployer.cli.context import (
     Context,
     UsageError,
 )
-from deployer.cli.views import stage_text
+from deployer.cli.views import analysis_text, chart_view, stage_text
 from deployer.controller.stages import stage_view
 from deployer.errors import DeployerError, ReleaseNotFound
 from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
@@ -303,6 +303,7 @@ def _track(ctx: Context, app: str, number: int, console: Console | None, deadlin
         task = progress.add_task("swap", total=None, number=number, status=followed.release.status.value)
     stages = len(deps.apps.get(app).rollout.stages)
     shown: tuple[int | None, str | None] = (None, None)
+    checked: dict[str, Any] | None = None
     try:
         while True:
             release = deps.releases.get(app, number)
@@ -316,6 +317,13 @@ def _track(ctx: Context, app: str, number: int, console: Console | None, deadlin
                 # Each stage step once: stage n of m, sending / baking (time left) / awaiting approval.
                 shown = (release.stage, release.stage_state)
                 out.print(stage_text(stage_view(release, stages, deps.state.now())))
+            if release.analysis and release.analysis[-1] != checked and out is not None:
+                # Each new check of the canary analysis once, with the chart of the bake so far.
+                checked = release.analysis[-1]
+                out.print(analysis_text(checked), markup=False)
+                drawn = chart_view(deps, release)
+                for line in (drawn or {}).get("lines") or []:
+                    out.print(line, markup=False)
             for outcome in deps.host_outcomes.for_release(release.key):
                 known = followed.hosts.get(outcome.instance_id)
                 if known is None or known.updated_at != outcome.updated_at:

@@ -7,8 +7,11 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from deployer.cli.context import EXIT_OK, Context
+from deployer.cli.sparkline import chart
+from deployer.controller.analysis import latest_per_stage
 from deployer.controller.stages import stage_view
-from deployer.models.records import HostOutcome, Release, ReleaseStatus
+from deployer.errors import AwsCallFailed
+from deployer.models.records import STAGE_BAKING, HostOutcome, Release, ReleaseStatus
 from deployer.verdicts import serving
 
 if TYPE_CHECKING:
@@ -117,6 +120,7 @@ def history_rows(deps: Adapters, app: str, limit: int) -> list[dict[str, Any]]:
             "hosts_failed": r.hosts_failed,
             "reason": r.status_reason or r.reason,
             "changes": release_changes(against[r.release], r),
+            "analysis": analysis_view(r),
         }
         for r in releases
     ]
@@ -144,6 +148,49 @@ def stage_text(stage: dict[str, Any]) -> str:
         what += f", {stage['bake_seconds_left']}s left"
     hosts = ", ".join(stage["hosts"]) or "none yet"
     return f"stage {stage['stage']} of {stage['stages']}: {what}; hosts {hosts}"
+
+
+def _figures_text(figures: dict[str, Any]) -> str:
+    rate = figures.get("error_rate")
+    p99 = figures.get("p99_ms")
+    return (
+        f"release {figures['release']} 5xx {'n/a' if rate is None else f'{rate * 100:.1f}%'} "
+        f"({figures['errors']} of {figures['requests']}), p99 {'n/a' if p99 is None else f'{p99:.0f} ms'}"
+    )
+
+
+def analysis_text(check: dict[str, Any]) -> str:
+    """One line per check: `stage 1 analysis FAIL: canary release 8 5xx 20.0% (40 of 200), p99
+    45 ms; stable release 7 5xx 0.0% (0 of 600), p99 40 ms`."""
+    return (
+        f"stage {int(check['stage']) + 1} analysis {str(check['verdict']).upper()}: "
+        f"canary {_figures_text(check['canary'])}; stable {_figures_text(check['stable'])}"
+    )
+
+
+def analysis_view(release: Release) -> list[dict[str, Any]]:
+    """The newest check of each stage of `release` (its record keeps the last few)."""
+    return [check for _, check in sorted(latest_per_stage(release.analysis).items())]
+
+
+def chart_view(deps: Adapters, release: Release) -> dict[str, Any] | None:
+    """The canary's and the stable release's 5xx rate and p99 over the bake so far, about 30
+    points (GetMetricData with the caller's own credentials); None when the release is not
+    baking against a stable release. A read the caller may not make is said, not raised."""
+    if release.stage_state != STAGE_BAKING or release.bake_started_at is None or release.replaces is None:
+        return None
+    end = max(deps.state.now(), release.bake_started_at + 1)
+    try:
+        canary, stable = deps.proxy_metrics.series(
+            release.app, [release.release, release.replaces], release.bake_started_at, end
+        )
+    except AwsCallFailed as failed:
+        return {"error": str(failed)}
+    return {
+        "canary": {"release": canary.release, "error_rates": canary.error_rates, "p99_ms": canary.p99_ms},
+        "stable": {"release": stable.release, "error_rates": stable.error_rates, "p99_ms": stable.p99_ms},
+        "lines": chart(canary, stable),
+    }
 
 
 def status_view(deps: Adapters, app: str) -> dict[str, Any]:
@@ -212,6 +259,8 @@ def status_view(deps: Adapters, app: str) -> dict[str, Any]:
         deploying = {"owner": state.lock_owner, "release": active.release if active else None}
         if staged is not None:
             deploying["stage"] = stage_view(staged, len(config.rollout.stages), deps.state.now())
+            deploying["analysis"] = analysis_view(staged)
+            deploying["chart"] = chart_view(deps, staged)
     return {
         "app": app,
         "current": (
@@ -280,6 +329,12 @@ def _status(ctx: Context) -> int:
         )
         if view["deploying"].get("stage"):
             console.print(stage_text(view["deploying"]["stage"]))
+        for check in view["deploying"].get("analysis") or []:
+            console.print(analysis_text(check), markup=False)
+        drawn = view["deploying"].get("chart")
+        if drawn is not None:
+            for line in drawn.get("lines") or [f"chart unavailable: {drawn.get('error')}"]:
+                console.print(line, markup=False)
     table = Table(title="hosts", title_justify="left")
     for column in ("instance", "lifecycle", "release", "state"):
         table.add_column(column, no_wrap=True)
@@ -335,7 +390,7 @@ def _history(ctx: Context) -> int:
             "-" if row["hosts_ok"] is None else str(row["hosts_ok"]),
             "-" if row["hosts_failed"] is None else str(row["hosts_failed"]),
             changes_text(row["changes"]),
-            row["reason"],
+            "\n".join([row["reason"], *(analysis_text(check) for check in row["analysis"])]),
         )
     ctx.console().print(table)
     return EXIT_OK

@@ -4,6 +4,8 @@
     lock held by a DEPLOYING release without a command  -> rollout.drive; start_failed if it cannot
       ... whose task command is out, not yet decided    -> at the task's end, `task_ended`
       ... staged, before its last stage                 -> send the stage; at its end `stage_ended`;
+                                                           while it bakes, canary analysis
+                                                           (`analysis.checked`: a fail fails it);
                                                            `bake_over` once now >= bake_until
     lock held by a DEPLOYING release with a command     -> SSM's status; at its end, `end`
     lock held by a PENDING release                      -> start_pending
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from deployer import markers
 from deployer.adapters.transactions import Refused, Transaction
-from deployer.controller import decisions, facts, rollout, stages
+from deployer.controller import analysis, decisions, facts, rollout, stages
 from deployer.controller.outbox import drain_outbox
 from deployer.controller.types import Decision, Now, Report
 from deployer.metrics_names import DeployMetric
@@ -243,6 +245,8 @@ def _stage(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
     plan = config.rollout.stages
     index = release.stage or 0
     if release.stage_state == STAGE_BAKING:
+        if _analysis_gate(ctx, state, release):
+            return True
         decision = stages.bake_over(plan, release, ctx.token, now(ad))
         if decision is None:
             report.note("baking", release=release.release, stage=index, until=release.bake_until)
@@ -291,6 +295,32 @@ def _stage(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
     if _decide(ad, report, decision) and decision.ended is not None:
         report.ended = decision.ended
     return True
+
+
+def _analysis_gate(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
+    """Canary analysis of a baking stage (controller/analysis.py), on every converge: the
+    figures over the bake so far, the check recorded, a fail decided. True when the release
+    failed (the next round reads it again); a pass or an inconclusive check lets the bake go
+    on, and at its end the last check has decided."""
+    ad, cfg = ctx.ad, ctx.cfg.get()
+    at = now(ad)
+    if not analysis.applies(cfg.rollout.analysis, release, at.epoch):
+        return False
+    assert release.bake_started_at is not None
+    assert release.replaces is not None
+    span = analysis.window(release.bake_started_at, release.bake_until, at.epoch)
+    figures = ad.proxy_metrics.figures(release.app, release.release, release.replaces, *span)
+    verdict = analysis.judge(cfg.rollout.analysis, *figures)
+    target = facts.rollback_target(ad, cfg, release) if verdict.failed else None
+    pending = ad.releases.pending(state.app) if verdict.failed and target is None else []
+    decision = analysis.checked(
+        state, release, verdict, figures, span, target=target, pending=pending, token=ctx.token, now=at
+    )
+    if decision is None or not _decide(ad, ctx.report, decision):
+        return verdict.failed
+    if decision.ended is not None:
+        ctx.report.ended = decision.ended
+    return verdict.failed
 
 
 def _stage_failed(ctx: _Round, state: AppStateRecord, release: Release, reason: str) -> bool:

@@ -132,7 +132,11 @@ def stage_ended(
                 ReleaseStatus.DEPLOYING,
                 f"stage {(release.stage or 0) + 1} succeeded; baking {stage.bake_seconds}s",
                 _FROM_DEPLOYING,
-                {"stage_state": STAGE_BAKING, "bake_until": now.epoch + stage.bake_seconds},
+                {
+                    "stage_state": STAGE_BAKING,
+                    "bake_started_at": now.epoch,
+                    "bake_until": now.epoch + stage.bake_seconds,
+                },
                 expect=_expect(release, STAGE_RUNNING),
             )
         )
@@ -208,6 +212,7 @@ def stage_skipped(stages: Sequence[Stage], release: Release, now: Now) -> Decisi
             {
                 "stage": index,
                 "stage_state": STAGE_BAKING,
+                "bake_started_at": now.epoch,
                 "bake_until": now.epoch + stages[index].bake_seconds,
                 "stage_hosts": list(release.stage_hosts or []),
             },

@@ -113,6 +113,12 @@ class Release(BaseModel):
     stage_command_id: str | None = None
     stage_hosts: list[str] | None = None
     bake_until: int | None = None
+    # The epoch second the current stage's bake started (the analysis window's start), and the
+    # canary analysis' checks (controller/analysis.py `entry`: stage, at, verdict, reason, the
+    # canary's and the stable release's figures, window), the newest last, at most
+    # `analysis.KEEP_ENTRIES`.
+    bake_started_at: int | None = None
+    analysis: list[dict[str, Any]] | None = None
 
     @property
     def key(self) -> str:
