@@ -185,6 +185,10 @@ def required(
         name = params["AutoScalingGroupName"]
         uuid = "00000000-0000-0000-0000-000000000000"
         return action, [a("autoscaling", f"autoScalingGroup:{uuid}:autoScalingGroupName/{name}")]
+    # CloudWatch signs as "monitoring" and IAM names it "cloudwatch"; PutMetricData has no
+    # resource type (the hosts' meter: `aws cloudwatch put-metric-data`).
+    if service in {"monitoring", "cloudwatch"} and operation == "PutMetricData":
+        return "cloudwatch:PutMetricData", ["*"]
     if service == "logs" and operation == "DescribeLogGroups":
         return action, ["*"]
     if service == "logs" and operation == "CreateLogGroup":
