@@ -4,10 +4,12 @@ sending with the real AWS CLI to CloudWatch (a moto server), read back as the an
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -98,3 +100,32 @@ def test_the_meter_sends_each_releases_requests_and_5xx_and_survives_a_kill_with
     names = ("Requests", "Errors5xx", "Latency")
     assert {(m["MetricName"], tuple(d["Name"] for d in m["Dimensions"])) for m in listed} == {
         (name, dims) for name in names for dims in (("App",), ("App", "Release"))}
+
+
+def switch_lines(host: HostSandbox) -> list[dict[str, Any]]:
+    path = Path(host.config["state_dir"]) / APP / "switches.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_each_switch_is_recorded_once_and_a_line_a_killed_run_missed_is_written_by_the_next_run(
+        host: HostSandbox, publish: Callable[..., AppImage]) -> None:
+    # Given release 1 live: its switch is recorded with the colour port it went live on
+    one, two = publish(1), publish(2)
+    before = time.time()
+    assert swap(host, one)[0] == 0
+    lines = switch_lines(host)
+    assert [(line["release"], line["port"]) for line in lines] == [(1, host.state(APP)["port"])]
+    assert before <= lines[0]["at"] <= time.time()
+    # When the line is lost (a run killed between the switch and the line) and the agent runs again
+    (Path(host.config["state_dir"]) / APP / "switches.jsonl").unlink()
+    code, summary, _ = swap(host, one)
+    # Then that run, finding release 1 live, writes it; a further run adds nothing
+    assert (code, summary["outcome"]) == (0, "already_live")
+    assert [line["release"] for line in switch_lines(host)] == [1]
+    assert swap(host, one)[0] == 0
+    assert [line["release"] for line in switch_lines(host)] == [1]
+    # and the swap to release 2 appends its own line, on the other colour's port
+    assert swap(host, two)[0] == 0
+    assert [(line["release"], line["port"]) for line in switch_lines(host)] == [
+        (1, lines[0]["port"]), (2, host.state(APP)["port"])]
+    assert lines[0]["port"] != host.state(APP)["port"]
