@@ -2447,7 +2447,10 @@ class Meter:
             if time.monotonic() < next_flush:
                 continue
             next_flush = time.monotonic() + self.interval
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:  # a file it cannot read now; the next flush tries again
+                log(f"meter: flush failed: {exc}")
             if self._agent_mtime() != self.agent_mtime:
                 log("meter: the agent changed on disk; restarting with it")
                 return True
