@@ -251,3 +251,31 @@ def test_a_truncated_log_is_read_again_from_its_start(meter_host: dict[str, Any]
     write(log, 2)
     meter.flush()
     assert sent_requests(meter_host["calls"]) == 2
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("access_log_dir", "relative/logs"),
+    ("access_log_dir", "/var/log/my logs"),  # written into the nginx site unquoted
+    ("access_log_dir", "/var/log/x;include /etc/passwd"),
+    ("meter_interval", 0),
+    ("meter_interval", 61),
+    ("meter_interval", "10"),
+    ("meter_interval", True),
+])
+def test_a_bad_meter_setting_is_refused_naming_its_key(
+        key: str, value: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps({key: value}))
+    monkeypatch.setenv("DEPLOYER_HOST_CONFIG", str(path))
+    with pytest.raises(AGENT.Failure) as refused:
+        AGENT.load_host_config()
+    assert refused.value.failure_class == "input"
+    assert f"host config {key} must be" in refused.value.message
+
+
+def test_the_meter_settings_default_to_the_production_paths(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYER_HOST_CONFIG", str(tmp_path / "absent.json"))
+    config = AGENT.load_host_config()
+    assert (config["access_log_dir"], config["meter_interval"]) == ("/var/log/deployer", 10)
+    assert AGENT.access_log_path(config, "web") == Path("/var/log/deployer/web.access.json")
