@@ -9,6 +9,7 @@ usage:
                 [--env-file, --docker-options, --log-driver, --log-options, --registry-login]
   agent.py status [--app APP]
   agent.py diagnose --app APP [--health-path PATH]
+  agent.py meter --app APP [--region REGION]
 
 options (swap and boot):
   --health-path PATH        health endpoint, default /health
@@ -31,6 +32,9 @@ release), then the same steps. Every run keeps nginx supervised (a systemd drop-
 it whenever it dies). status: print this host's state. diagnose: read-only checks of one app
 (docker engine, disk, containers, health, the proxy's live target, registry reachability) as one
 JSON line naming the failing layer: docker, app, proxy, registry or none; always exits 0.
+meter: runs until stopped; every meter_interval seconds (host.json) sends the requests, 5xx and
+latency the proxy logged for the app, per release and app-wide, to CloudWatch (namespace
+Deployer/Proxy) with one PutMetricData; prints nothing on stdout.
 task: the release's task, once: pull, then the argv (base64 of a JSON list) in a one-shot
 container of the image with the app container's env, log driver and docker options, stopped at
 --timeout; the result is recorded per (app, release) in the state dir, and a repeated task for
@@ -316,13 +320,23 @@ HOST_DEFAULTS: dict[str, Any] = {
     "systemctl_command": ["systemctl"],
     "proxy_unit": "nginx.service",
     "nginx_pid_file": "/run/nginx.pid",
+    # The proxy's JSON access log, one file per app (<dir>/<app>.access.json), read by `meter`.
+    "access_log_dir": "/var/log/deployer",
+    "meter_interval": 10,  # seconds between two PutMetricData calls of `meter`
 }
 COLOURS = ("blue", "green")
+SWITCHES_FILE = "switches.jsonl"  # under <state_dir>/<app>/: one line per traffic switch
+SWITCHES_KEPT = 100  # lines kept when the file is compacted (at twice as many)
 LOG_TAIL_LINES = 15
 SUMMARY_MAX_CHARS = 2400
 
 # Rendered with str.replace (SSM would interpolate double braces in an inlined copy).
 SITE_TEMPLATE = """# Managed by the deployer host agent; rewritten on boot.
+# One JSON line per request for `agent.py meter`: when it ended (epoch seconds, ms precision),
+# the status nginx answered and the request's time in seconds. Named per app: the site files of
+# several apps share the http block.
+log_format deployer_json_@APP@ escape=json '{"t":$msec,"s":$status,"rt":$request_time}';
+
 upstream deployer_@APP@ {
     # Nothing listens on the stable port: an nftables DNAT rule sends it to the live colour.
     # Listed five times so a connection refused, reset or not accepted in time around a switch
@@ -337,6 +351,7 @@ upstream deployer_@APP@ {
 server {
     listen @LISTEN@ default_server;
     keepalive_requests 10000;
+    access_log @ACCESS_LOG@ deployer_json_@APP@;
 
     location / {
         proxy_pass http://deployer_@APP@;
@@ -440,7 +455,18 @@ def load_host_config() -> dict[str, Any]:
         raise Failure("input", "host config nft_table must be a plain identifier")
     if config["region"] is not None and not re.fullmatch(PATTERNS["region"], str(config["region"])):
         raise Failure("input", "host config region must be an AWS region name or null")
+    # Written into the nginx site unquoted: a plain absolute path only.
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]{1,200}", str(config["access_log_dir"])):
+        raise Failure("input", "host config access_log_dir must be an absolute path of letters, "
+                      "digits, . _ / -")
+    interval = config["meter_interval"]
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 60:
+        raise Failure("input", "host config meter_interval must be a number of seconds in (0, 60]")
     return config
+
+
+def access_log_path(config: dict[str, Any], app: str) -> Path:
+    return Path(config["access_log_dir"]) / (app + ".access.json")
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -481,6 +507,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         task.add_argument(flag, default=default)
     status = sub.add_parser("status", add_help=False)
     status.add_argument("--app", default="")
+    meter = sub.add_parser("meter", add_help=False)
+    meter.add_argument("--app", required=True)
+    meter.add_argument("--region", default="")
     diagnose_cmd = sub.add_parser("diagnose", add_help=False)
     diagnose_cmd.add_argument("--app", required=True)
     diagnose_cmd.add_argument("--health-path", default="/health")
@@ -488,7 +517,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError("help")
     args = parser.parse_args(argv)
     if args.mode is None:
-        raise UsageError("a mode is required: swap, boot, task, status or diagnose")
+        raise UsageError("a mode is required: swap, boot, task, status, diagnose or meter")
     return args
 
 
@@ -920,7 +949,8 @@ class Agent:
             listen = str(self.c["listen_address"]) + ":" + str(self.c["listen_port"])
             wanted = (SITE_TEMPLATE.replace("@APP@", self.app)
                       .replace("@STABLE@", str(self.c["stable_port"])).replace("@LISTEN@", listen)
-                      .replace("@READ_TIMEOUT@", str(int(self.c["upstream_read_timeout"]))))
+                      .replace("@READ_TIMEOUT@", str(int(self.c["upstream_read_timeout"])))
+                      .replace("@ACCESS_LOG@", str(access_log_path(self.c, self.app))))
             # Default: one upstream connection per request, so each request is DNATed to the
             # colour live when it starts, the app never closes a connection nginx may reuse, and
             # the drain's "no connection left" means "nothing in flight". Pooled connections keep
@@ -942,6 +972,7 @@ class Agent:
                     self.start_nginx()
                 return
             site_dir.mkdir(parents=True, exist_ok=True)
+            access_log_path(self.c, self.app).parent.mkdir(parents=True, exist_ok=True)
             path.write_text(wanted, encoding="utf-8")
             check = self.host.nginx("-t")
             if check.returncode != 0:
@@ -1268,18 +1299,50 @@ class Agent:
         try:
             comment = f"app {self.app} release {self.release}"
             proc = self.host.set_dnat(self.colour_port(new), comment)
+            if proc.returncode == 0:
+                self.record_switch(self.release, self.colour_port(new))
             verified = proc.returncode == 0 and self.verify_stable()
             if verified:
                 log(f"traffic switched to {new} (port {self.colour_port(new)})")
                 return
             reason = last_line(proc.stderr) if proc.returncode else "the stable port did not answer healthy"
             if old is not None:
-                self.host.set_dnat(self.colour_port(old), "switched back")
+                back = self.host.set_dnat(self.colour_port(old), "switched back")
+                if proc.returncode == 0 and back.returncode == 0 and isinstance(self.previous_release, int):
+                    self.record_switch(self.previous_release, self.colour_port(old))
             tail = self.host.log_tail(self.container_name(new))
             self.host.remove_container(self.container_name(new))
             raise Failure("switch", f"switching traffic failed ({reason}); switched back", log_tail=tail)
         finally:
             self.timed("switch", started)
+
+    def record_switch(self, release: int, port: int, *, only_if_changed: bool = False) -> None:
+        """Append ``{"at", "release", "port"}`` to the app's switches file: which release the
+        stable port sends new requests to from ``at`` on. The meter attributes each request to
+        the release live when it started. Best effort: a line that cannot be written costs the
+        attribution of requests, never the deploy."""
+        path = self.state.dir / SWITCHES_FILE
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+            if only_if_changed and lines:
+                try:
+                    last = json.loads(lines[-1])
+                except ValueError:
+                    last = {}
+                if isinstance(last, dict) and last.get("release") == release and last.get("port") == port:
+                    return
+            line = json.dumps({"at": round(time.time(), 3), "release": release, "port": port},
+                              separators=(",", ":"))
+            self.state.dir.mkdir(parents=True, exist_ok=True)
+            if len(lines) >= 2 * SWITCHES_KEPT:
+                tmp = path.with_name(SWITCHES_FILE + ".tmp")
+                tmp.write_text("\n".join([*lines[-SWITCHES_KEPT:], line]) + "\n", encoding="utf-8")
+                os.replace(str(tmp), str(path))
+            else:
+                with path.open("a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+        except OSError as exc:
+            log(f"switch of release {release} not recorded for the meter: {exc}")
 
     def verify_stable(self) -> bool:
         for _ in range(3):
@@ -1391,6 +1454,7 @@ class Agent:
             self.supervise_proxy()
             if self.args.mode == "boot":
                 self.install_boot_unit()
+                self.install_meter_unit()
             return outcome
         finally:
             lock.release()
@@ -1465,6 +1529,51 @@ class Agent:
                 log("systemctl " + " ".join(step) + " failed: " + last_line(proc.stderr))
                 return
         log(f"installed {path}: boot re-runs after a reboot")
+
+    def install_meter_unit(self) -> None:
+        """`deployer-meter-<app>.service`: the app's proxy metrics (`agent.py meter`), always
+        running (restarted when it dies; it restarts itself when the agent file changes).
+        Best effort like the boot unit: without it the host only sends no metrics."""
+        unit_dir = self.c["systemd_unit_dir"]
+        agent_path = os.path.abspath(__file__)
+        config_path = os.environ.get("DEPLOYER_HOST_CONFIG", "")
+        safe_path = re.compile(r"^/[A-Za-z0-9._/-]+$")
+        if not unit_dir or not safe_path.match(agent_path):
+            return
+        if config_path and not safe_path.match(config_path):
+            return
+        region = getattr(self.args, "region", "") or ""
+        flags = '"--app=' + self.app + '"' + (' "--region=' + region + '"' if region else "")
+        environment = "Environment=DEPLOYER_HOST_CONFIG=" + config_path + "\n" if config_path else ""
+        unit = (
+            "[Unit]\n"
+            "Description=deployer: proxy metrics of " + self.app + "\n"
+            "Wants=network-online.target\n"
+            "After=network-online.target nginx.service\n\n"
+            "[Service]\n"
+            "Type=simple\n" + environment +
+            "ExecStart=/usr/bin/env python3 " + agent_path + " meter " + flags + "\n"
+            "Restart=always\n"
+            "RestartSec=5\n\n"
+            "[Install]\n"
+            "WantedBy=multi-user.target\n"
+        )
+        name = "deployer-meter-" + self.app + ".service"
+        path = Path(unit_dir) / name
+        try:
+            if path.exists() and path.read_text(encoding="utf-8") == unit:
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(unit, encoding="utf-8")
+        except OSError as exc:
+            log(f"meter unit not installed: {exc}")
+            return
+        for step in (["daemon-reload"], ["enable", name], ["restart", name]):
+            proc = run([*self.c["systemctl_command"], *step], timeout=60)
+            if proc.returncode != 0:
+                log("systemctl " + " ".join(step) + " failed: " + last_line(proc.stderr))
+                return
+        log(f"installed {path}: the proxy's metrics go to CloudWatch")
 
     def prefer_live_release(self, state: dict[str, Any]) -> None:
         """Boot without a readable pointer keeps what already runs rather than the baked release.
@@ -1572,6 +1681,9 @@ class Agent:
                     raise Failure("switch", "restoring the traffic rule failed: " + last_line(proc.stderr))
                 log("traffic rule restored for the live release")
             recorded = self.record_live(state, old)
+            # Heals a run killed between the switch and its line (the meter attributes the
+            # requests in between to the release before: that gap is all that is lost).
+            self.record_switch(self.release, self.colour_port(old), only_if_changed=True)
             self.phase = "cleanup"
             self.finish(recorded)
             return "already_live"
@@ -1988,6 +2100,371 @@ def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, An
             "release": state.get("release"), "layer": layer, "checks": checks, "log_tail": log_tail}
 
 
+# --- meter: per-release proxy metrics -----------------------------------------------------------
+
+# Contract with the controller's analysis (deployer.metrics_names): namespace, metric names,
+# dimensions App and Release.
+PROXY_NAMESPACE = "Deployer/Proxy"
+PROXY_REQUESTS = "Requests"
+PROXY_ERRORS = "Errors5xx"
+PROXY_LATENCY = "Latency"
+# PutMetricData's limits: 150 values per datum, 1000 datums and 1 MB per call (a margin is kept
+# for the request's own encoding).
+METER_MAX_VALUES = 150
+METER_MAX_DATUMS = 1000
+METER_MAX_PAYLOAD = 800_000
+METER_BUFFER_DATUMS = 20_000  # unsent datums kept for retries; the oldest batches go first
+METER_SEND_TIMEOUT = 60
+ACCESS_LOG_MAX_BYTES = 64 << 20  # the meter rotates the log once it has read this much
+METER_OFFSET_FILE = "meter.offset"  # under <state_dir>/<app>/: where the last flush stopped
+
+
+def parse_access_line(line: str) -> tuple[float, int, float] | None:
+    """(end epoch seconds, status, request seconds) of one access-log line, or None when the
+    line is not one the site's log_format wrote."""
+    try:
+        data = json.loads(line)
+        end, status, took = float(data["t"]), int(data["s"]), float(data["rt"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not (end > 0 and 100 <= status <= 599 and took >= 0):
+        return None
+    return end, status, took
+
+
+def load_switches(text: str) -> list[tuple[float, int]]:
+    """(at, release) of each well-formed line of a switches file, in time order."""
+    found = []
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+            at, release = float(data["at"]), data["release"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(release, int) and not isinstance(release, bool) and release > 0:
+            found.append((at, release))
+    return sorted(found)
+
+
+def release_at(switches: list[tuple[float, int]], started: float) -> int | None:
+    """The release the stable port sent new requests to at ``started``: the last switch at or
+    before it. A request older than every line (the file was compacted) belongs to none."""
+    live = None
+    for at, release in switches:
+        if at > started:
+            break
+        live = release
+    return live
+
+
+def quantize_ms(ms: float) -> float:
+    """Two significant digits (at most 5 % off; nginx logs whole milliseconds): few distinct
+    values per second, so a datum's Values array stays short."""
+    if ms < 100:
+        return float(round(ms))
+    scale = 10 ** (len(str(int(ms))) - 2)
+    return float(round(ms / scale) * scale)
+
+
+class MeterBuckets:
+    """Requests counted per (release or None, whole second they ended in)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple[int | None, int], dict[str, Any]] = {}
+
+    def add(self, release: int | None, end: float, status: int, took: float) -> None:
+        key = (release, int(end))
+        bucket = self.buckets.setdefault(key, {"requests": 0, "errors": 0, "latency": collections.Counter()})
+        bucket["requests"] += 1
+        bucket["errors"] += 1 if 500 <= status <= 599 else 0
+        bucket["latency"][quantize_ms(took * 1000.0)] += 1
+
+    def take(self) -> dict[tuple[int | None, int], dict[str, Any]]:
+        taken, self.buckets = self.buckets, {}
+        return taken
+
+
+def _timestamp(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+
+
+def metric_datums(app: str, buckets: dict[tuple[int | None, int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The PutMetricData datums of ``buckets``: per release (dimensions App, Release) and app-wide
+    (App only, every request, attributed or not), each second with Requests, Errors5xx and
+    Latency (Values/Counts, split over several datums when a second has over 150 values)."""
+    per_second: dict[int, dict[str, Any]] = {}
+    groups: list[tuple[list[dict[str, str]], int, dict[str, Any]]] = []
+    for (release, second), bucket in sorted(buckets.items(), key=lambda kv: (kv[0][1], kv[0][0] or 0)):
+        total = per_second.setdefault(second, {"requests": 0, "errors": 0, "latency": collections.Counter()})
+        total["requests"] += bucket["requests"]
+        total["errors"] += bucket["errors"]
+        total["latency"].update(bucket["latency"])
+        if release is not None:
+            groups.append(([{"Name": "App", "Value": app}, {"Name": "Release", "Value": str(release)}],
+                           second, bucket))
+    groups += [([{"Name": "App", "Value": app}], second, total)
+               for second, total in sorted(per_second.items())]
+    datums: list[dict[str, Any]] = []
+    for dimensions, second, bucket in groups:
+        if not bucket["requests"]:
+            continue
+        common = {"Dimensions": dimensions, "Timestamp": _timestamp(second), "StorageResolution": 1}
+        datums.append({"MetricName": PROXY_REQUESTS, **common, "Value": bucket["requests"], "Unit": "Count"})
+        datums.append({"MetricName": PROXY_ERRORS, **common, "Value": bucket["errors"], "Unit": "Count"})
+        values = sorted(bucket["latency"].items())
+        for start in range(0, len(values), METER_MAX_VALUES):
+            chunk = values[start:start + METER_MAX_VALUES]
+            datums.append({"MetricName": PROXY_LATENCY, **common, "Values": [v for v, _ in chunk],
+                           "Counts": [float(c) for _, c in chunk], "Unit": "Milliseconds"})
+    return datums
+
+
+def datum_batches(datums: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``datums`` in PutMetricData calls: at most 1000 datums and METER_MAX_PAYLOAD bytes each."""
+    batches: list[list[dict[str, Any]]] = []
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for datum in datums:
+        weight = len(json.dumps(datum, separators=(",", ":"))) + 1
+        if batch and (len(batch) >= METER_MAX_DATUMS or size + weight > METER_MAX_PAYLOAD):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(datum)
+        size += weight
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+class Meter:
+    """`agent.py meter --app APP`: tails the app's access log, attributes each request to the
+    release live when it started (the switches file), and every meter_interval seconds sends
+    what it counted with one PutMetricData (AWS CLI, instance role). Runs until SIGTERM, which
+    flushes once more."""
+
+    def __init__(self, config: dict[str, Any], app: str, region: str = "") -> None:
+        self.c = config
+        self.app = app
+        self.region = region or config["region"] or ""
+        self.interval = float(config["meter_interval"])
+        self.log_path = access_log_path(config, app)
+        self.state_dir = Path(config["state_dir"]) / app
+        self.switches_path = self.state_dir / SWITCHES_FILE
+        self.offset_path = self.state_dir / METER_OFFSET_FILE
+        self.buckets = MeterBuckets()
+        self.unsent: collections.deque[list[dict[str, Any]]] = collections.deque()
+        self.handle: Any = None
+        self.inode: int | None = None
+        self.position = 0
+        self.partial = b""
+        self.switches: list[tuple[float, int]] = []
+        self.switches_seen: tuple[int, int] | None = None
+        self.stopping = False
+        self.agent_mtime = self._agent_mtime()
+
+    # the access log
+
+    def resume(self) -> None:
+        """Open the log where the last flush stopped: the recorded offset when it is the same
+        file, the start of a file the meter never saw (rotated while it was down), the end when
+        there is no record (nothing is counted twice)."""
+        try:
+            saved = json.loads(self.offset_path.read_text(encoding="utf-8"))
+            saved_inode, saved_offset = int(saved["inode"]), int(saved["offset"])
+        except (OSError, ValueError, KeyError, TypeError):
+            saved_inode, saved_offset = None, None
+        if not self.open_log():
+            return
+        size = os.fstat(self.handle.fileno()).st_size
+        if saved_inode is None:
+            self.position = size
+        elif saved_inode == self.inode and saved_offset is not None and saved_offset <= size:
+            self.position = saved_offset
+        else:
+            self.position = 0
+        self.handle.seek(self.position)
+
+    def open_log(self) -> bool:
+        try:
+            self.handle = self.log_path.open("rb")
+        except OSError:
+            self.handle, self.inode = None, None
+            return False
+        self.inode = os.fstat(self.handle.fileno()).st_ino
+        self.position, self.partial = 0, b""
+        return True
+
+    def read_lines(self) -> list[str]:
+        """The complete lines written since the last read; follows a rotation (the old file is
+        read to its end first) and a truncation (read again from the start)."""
+        if self.handle is None and not self.open_log():
+            return []
+        lines = self._read_available()
+        try:
+            current = os.stat(self.log_path).st_ino
+        except OSError:
+            current = None
+        if current != self.inode and current is not None:
+            self.handle.close()
+            self.open_log()
+            lines += self._read_available()
+        return lines
+
+    def _read_available(self) -> list[str]:
+        if os.fstat(self.handle.fileno()).st_size < self.position:
+            log(f"meter: {self.log_path} was truncated; reading it from the start")
+            self.handle.seek(0)
+            self.position, self.partial = 0, b""
+        data = self.handle.read()
+        self.position += len(data)
+        data = self.partial + data
+        complete, _, self.partial = data.rpartition(b"\n")
+        return [line.decode("utf-8", "replace") for line in complete.split(b"\n") if line] if complete else []
+
+    def save_offset(self) -> None:
+        if self.inode is None:
+            return
+        done = self.position - len(self.partial)  # a half-written line is read again
+        tmp = self.offset_path.with_name(METER_OFFSET_FILE + ".tmp")
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"inode": self.inode, "offset": done}), encoding="utf-8")
+            os.replace(str(tmp), str(self.offset_path))
+        except OSError as exc:
+            log(f"meter: offset not saved: {exc}")
+
+    def rotate_if_large(self) -> None:
+        """Keep the log bounded: once read past ACCESS_LOG_MAX_BYTES it becomes `.1` (replacing
+        the previous one) and nginx reopens its logs; the rest of the old file is read before
+        the new one."""
+        if self.handle is None or self.position < ACCESS_LOG_MAX_BYTES:
+            return
+        try:
+            os.replace(str(self.log_path), str(self.log_path) + ".1")
+        except OSError as exc:
+            log(f"meter: rotating {self.log_path} failed: {exc}")
+            return
+        proc = Host(self.c).nginx("-s", "reopen")
+        log(f"meter: rotated {self.log_path}" + ("" if proc.returncode == 0
+                                                  else "; nginx -s reopen failed: " + last_line(proc.stderr)))
+
+    # attribution
+
+    def refresh_switches(self) -> None:
+        try:
+            info = os.stat(self.switches_path)
+        except OSError:
+            self.switches, self.switches_seen = [], None
+            return
+        seen = (info.st_mtime_ns, info.st_size)
+        if seen == self.switches_seen:
+            return
+        try:
+            self.switches = load_switches(self.switches_path.read_text(encoding="utf-8"))
+        except OSError:
+            return
+        self.switches_seen = seen
+
+    def count(self, lines: list[str]) -> int:
+        self.refresh_switches()
+        counted = 0
+        for line in lines:
+            parsed = parse_access_line(line)
+            if parsed is None:
+                continue
+            end, status, took = parsed
+            self.buckets.add(release_at(self.switches, end - took), end, status, took)
+            counted += 1
+        return counted
+
+    # sending
+
+    def flush(self) -> None:
+        """Count what the log gained, record how far it was read, then send (a crash after the
+        record loses this interval's counts; none is ever sent twice)."""
+        self.count(self.read_lines())
+        datums = metric_datums(self.app, self.buckets.take())
+        self.save_offset()
+        self.rotate_if_large()
+        self.unsent.extend(datum_batches(datums))
+        while sum(len(b) for b in self.unsent) > METER_BUFFER_DATUMS:
+            dropped = self.unsent.popleft()
+            log(f"meter: {len(dropped)} unsent datums dropped (the retry buffer is full)")
+        while self.unsent:
+            if not self.send(self.unsent[0]):
+                return
+            self.unsent.popleft()
+
+    def send(self, batch: list[dict[str, Any]]) -> bool:
+        """One PutMetricData; True when it was sent, or dropped because its fate is unknown."""
+        body = {"Namespace": PROXY_NAMESPACE, "MetricData": batch}
+        path = self.state_dir / "meter-request.json"
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
+        except OSError as exc:
+            log(f"meter: request not written: {exc}")
+            return False
+        # file://: a payload of up to 1 MB exceeds what one command-line argument may hold.
+        cmd = [*self.c["aws_command"], "cloudwatch", "put-metric-data",
+               "--cli-input-json", "file://" + str(path)]
+        if self.region:
+            cmd += ["--region", self.region]
+        proc = run(cmd, timeout=METER_SEND_TIMEOUT)
+        if proc.returncode == 0:
+            return True
+        if proc.returncode == 124:
+            # It may have arrived: sending it again could count it twice.
+            log(f"meter: PutMetricData timed out; {len(batch)} datums dropped")
+            return True
+        log(f"meter: PutMetricData failed ({last_line(proc.stderr) or proc.returncode}); kept for a retry")
+        return False
+
+    # the loop
+
+    @staticmethod
+    def _agent_mtime() -> int | None:
+        try:
+            return os.stat(os.path.abspath(__file__)).st_mtime_ns
+        except OSError:
+            return None
+
+    def run(self) -> bool:
+        """Until SIGTERM (returns False) or a new agent file on disk (returns True: the caller
+        runs it, so an agent update reaches a meter that never stops)."""
+        import signal  # noqa: PLC0415 - only the long-running meter handles signals
+
+        def stop(_signum: int, _frame: Any) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self.resume()
+        log(f"meter: {self.app} from {self.log_path} every {self.interval:g}s")
+        next_flush = time.monotonic() + self.interval
+        while not self.stopping:
+            time.sleep(min(0.2, max(0.0, next_flush - time.monotonic())))
+            if time.monotonic() < next_flush:
+                continue
+            next_flush = time.monotonic() + self.interval
+            try:
+                self.flush()
+            except OSError as exc:  # a file it cannot read now; the next flush tries again
+                log(f"meter: flush failed: {exc}")
+            if self._agent_mtime() != self.agent_mtime:
+                log("meter: the agent changed on disk; restarting with it")
+                return True
+        self.flush()
+        return False
+
+
+def run_meter(config: dict[str, Any], app: str, region: str) -> int:
+    if Meter(config, app, region).run():
+        argv = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
+        os.execv(sys.executable, argv)  # noqa: S606 - the same interpreter and flags, no shell
+    return 0
+
+
 def report_line(report: dict[str, Any]) -> str:
     """The diagnosis, fitted: trims the log tail first, then each check's detail."""
     return fitted_json(report, lambda d: {
@@ -2006,6 +2483,12 @@ def checked_args(argv: list[str]) -> argparse.Namespace:
     if args.mode == "status":
         if args.app and not re.match(PATTERNS["app"], args.app):
             raise Failure("input", "--app does not match " + PATTERNS["app"])
+        return args
+    if args.mode == "meter":
+        names = ["app", "region"] if args.region else ["app"]
+        for name in names:
+            if not re.match(PATTERNS[name], getattr(args, name)):
+                raise Failure("input", "--" + name + " does not match " + PATTERNS[name])
         return args
     if args.mode == "diagnose":
         for name in ("app", "health_path"):
@@ -2035,6 +2518,8 @@ def main(argv: list[str]) -> int:
         if args.mode == "status":
             sys.stdout.write(json.dumps(status(config, args.app), separators=(",", ":")) + "\n")
             return 0
+        if args.mode == "meter":
+            return run_meter(config, args.app, args.region)
         if args.mode == "diagnose":
             report = diagnose(config, args.app, args.health_path)
             sys.stdout.write(report_line(report) + "\n")

@@ -161,6 +161,15 @@ def test_the_agent_warning_classes_equal_the_control_plane_contract() -> None:
     assert not set(agent_warnings) & set(_agent_constant("EXIT_CODES"))
 
 
+def test_the_agent_meters_the_metrics_the_canary_analysis_reads() -> None:
+    # Given the names the agent's meter sends and the names the controller's analysis reads
+    from deployer import metrics_names  # noqa: PLC0415 - only this test needs it
+
+    # Then they are the same namespace and metric names
+    for name in ("PROXY_NAMESPACE", "PROXY_REQUESTS", "PROXY_ERRORS", "PROXY_LATENCY"):
+        assert _agent_constant(name) == getattr(metrics_names, name), name
+
+
 def test_the_agent_usage_text_documents_every_exit_code() -> None:
     # Given the usage text at the top of the agent
     usage = ast.get_docstring(ast.parse(AGENT.read_text())) or ""

@@ -9,7 +9,8 @@ running instance a body. When instances appear (group created, scaled out), it:
    (CONTINUE → InService; ABANDON or the hook's timeout with DefaultResult ABANDON →
    terminated);
 3. runs the user data of the launch-template version the instance was launched from (the real
-   boot script, decoded from moto) with the interpreter of its `#!` line.
+   boot script, decoded from moto) with the interpreter of its `#!` line, then starts the proxy
+   meter (`agent.py meter`) of every app the boot brought up, as the boot's systemd unit does.
 Terminating an instance removes its containers and nginx.
 """
 
@@ -243,7 +244,16 @@ class Fleet:
             )
             if host.boot.exit_code != 0:
                 break
+        else:
+            self._start_meters(host)
         host.booted.set()
+
+    def _start_meters(self, host: Host) -> None:
+        """What the boot's systemd unit does on a real host: run the meter of every app the boot
+        brought up, with the host's credentials (its calls pass the gate)."""
+        state_dir = Path(host.sandbox.config["state_dir"])
+        for state in sorted(state_dir.glob("*/state.json")):
+            host.sandbox.start_meter(state.parent.name, env=self.host_env(host.sandbox))
 
     def _on_complete(self, call: dict[str, Any]) -> None:
         self.lifecycle_calls.append(call)

@@ -155,8 +155,9 @@ class HostGate:
         params = self.resolve(call) if self.resolve else call.params
         needed = permissions.requirements(call.service, call.operation, params, role.region, role.account)
         needed += self.implied(call) if self.implied else []
+        context = permissions.condition_context(call.service, call.operation, params)
         for action, resource in needed:
-            if not permissions.allowed(role.statements, action, resource):
+            if not permissions.allowed(role.statements, action, resource, context):
                 return action, resource
         return None
 

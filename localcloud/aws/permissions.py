@@ -5,9 +5,10 @@ allow it. moto does not enforce IAM, so without this a missing grant is invisibl
 The evaluation: each call is mapped to the IAM action(s) and resource ARN(s) AWS authorizes it as
 (`requirements`, plus `implied` for what AWS checks as the caller besides, e.g. the topic key on
 a publish), and allowed when an Allow statement names the action and a resource pattern that
-covers it (`allowed`). Conditions and explicit denies are not evaluated (the template has none
-that the functions' own calls depend on); a call with no mapping fails the check, so a new call
-gets a mapping before it can pass.
+covers it (`allowed`). Explicit denies are not evaluated, nor conditions of the functions'
+grants (the template has none that their own calls depend on); the hosts' calls are checked with
+their condition keys (`condition_context`: the meter's PutMetricData namespace); a call with
+no mapping fails the check, so a new call gets a mapping before it can pass.
 
 Used by the fault suite and the lifecycle harness (`Enforcer`, around every handler run) and by
 tests/iam (the coverage test). Resource names: `names` maps a logical id to its physical name
@@ -90,6 +91,7 @@ def document_statements(documents: list[dict[str, Any]], subs: dict[str, str]) -
                     "Effect": statement["Effect"],
                     "Action": as_list(statement["Action"]),
                     "Resource": [resolve(r, subs) for r in as_list(statement["Resource"])],
+                    **({"Condition": statement["Condition"]} if "Condition" in statement else {}),
                 }
             )
     return statements
@@ -189,6 +191,10 @@ def required(
         # botocore names CloudWatch's endpoint `monitoring`; IAM's prefix is `cloudwatch`.
         # No resource type in the service authorization reference.
         return "cloudwatch:GetMetricData", ["*"]
+    # CloudWatch signs as "monitoring" and IAM names it "cloudwatch"; PutMetricData has no
+    # resource type (the hosts' meter: `aws cloudwatch put-metric-data`).
+    if service in {"monitoring", "cloudwatch"} and operation == "PutMetricData":
+        return "cloudwatch:PutMetricData", ["*"]
     if service == "logs" and operation == "DescribeLogGroups":
         return action, ["*"]
     if service == "logs" and operation == "CreateLogGroup":
@@ -253,11 +259,43 @@ def implied(
     return [("kms:GenerateDataKey", resolved), ("kms:Decrypt", resolved)]
 
 
-def allowed(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+def condition_context(service: str, operation: str, params: dict[str, Any]) -> dict[str, str]:
+    """The condition keys AWS sets for one call, for the calls whose grants are conditioned on
+    them (the hosts' PutMetricData is granted in one namespace only)."""
+    if service in {"monitoring", "cloudwatch"} and operation == "PutMetricData":
+        return {"cloudwatch:namespace": str(params.get("Namespace", ""))}
+    return {}
+
+
+def conditions_hold(condition: dict[str, Any], context: dict[str, str]) -> bool:
+    """StringEquals and StringLike, keys case-insensitive; a key the call does not set fails
+    its condition, as in IAM. Any other operator is refused rather than guessed."""
+    keys = {k.lower(): v for k, v in context.items()}
+    for operator, tests in condition.items():
+        if operator not in {"StringEquals", "StringLike"}:
+            raise AssertionError(f"condition operator {operator} is not evaluated here")
+        for key, wanted in tests.items():
+            value = keys.get(key.lower())
+            if value is None:
+                return False
+            if operator == "StringEquals" and value not in as_list(wanted):
+                return False
+            if operator == "StringLike" and not any(fnmatch.fnmatchcase(value, w) for w in as_list(wanted)):
+                return False
+    return True
+
+
+def allowed(
+    statements: list[dict[str, Any]], action: str, resource: str, context: dict[str, str] | None = None
+) -> bool:
+    """Whether an Allow statement covers (action, resource). With `context` (the call's condition
+    keys, `condition_context`) a statement's Condition must hold; without it, conditions are not
+    evaluated (the functions' grants)."""
     return any(
         s["Effect"] == "Allow"
         and any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in s["Action"])
         and any(r == "*" or fnmatch.fnmatchcase(resource, r) for r in s["Resource"])
+        and (context is None or "Condition" not in s or conditions_hold(s["Condition"], context))
         for s in statements
     )
 
@@ -325,6 +363,7 @@ def normalised(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "Effect": s.get("Effect", "Allow"),
             "Action": as_list(s.get("Action", [])),
             "Resource": as_list(s.get("Resource", [])),
+            **({"Condition": s["Condition"]} if "Condition" in s else {}),
         }
         for s in statements
     ]

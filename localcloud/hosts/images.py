@@ -17,7 +17,8 @@ Public API (stable; the local cloud and the host tests build on it):
   (Debian's python3 + gunicorn, 2 gthread workers: keeps upstream connections alive, drains
   gracefully on SIGTERM, listen backlog 2048). Both answer the same paths: ``/`` and ``/health``
   as above, ``POST ECHO_PATH`` echoes the request body, ``GET SLOW_PATH`` (``?sleep=S``, default
-  1 s) answers the release body after sleeping.
+  1 s) answers the release body after sleeping. busybox images also answer ``GET STATUS_PATH``
+  (``?code=NNN``) with status NNN.
 - ``build_app_image(tag, release, kind="good", app="app", *, slow_seconds=3.0, server="busybox")
   -> str``: build and tag one image, return its image id (``sha256:...``). Every build is unique
   (a nonce file), so removing one test's images never touches another's.
@@ -67,6 +68,16 @@ case "$QUERY_STRING" in sleep=[0-9]*) seconds=${QUERY_STRING#sleep=} ;; esac
 /bin/busybox sleep "$seconds"
 printf 'Content-Type: text/plain\\r\\n\\r\\n'
 exec /bin/busybox cat /www/index.html
+"""
+
+# GET STATUS_PATH?code=NNN answers status NNN (100-599; 200 otherwise): a chosen share of 5xx
+# from any kind. busybox httpd passes a CGI answer starting with a status line as it is.
+STATUS_PATH = "/cgi-bin/status"
+_STATUS_CGI = """#!/bin/sh
+code=200
+case "$QUERY_STRING" in code=[1-5][0-9][0-9]) code=${QUERY_STRING#code=} ;; esac
+printf 'HTTP/1.1 %s Status\\r\\nContent-Type: text/plain\\r\\n' "$code"
+printf 'Connection: close\\r\\n\\r\\nstatus %s\\n' "$code"
 """
 
 DEBIAN_SUITE = "bookworm"
@@ -136,6 +147,10 @@ def _add_file(tar: tarfile.TarFile, name: str, text: str, mode: int = 0o644) -> 
     tar.addfile(info, io.BytesIO(data))
 
 
+def _add_status_cgi(tar: tarfile.TarFile) -> None:
+    _add_file(tar, "www" + STATUS_PATH, _STATUS_CGI, 0o755)
+
+
 def _script(kind: str, slow_seconds: float) -> str:
     if kind == "good":
         return _SERVE
@@ -187,6 +202,7 @@ def build_app_image(tag: str, release: int, kind: str = "good", app: str = "app"
             _add_file(tar, name, text)
         _add_file(tar, "www" + ECHO_PATH, _ECHO_CGI, 0o755)
         _add_file(tar, "www" + SLOW_PATH, _SLOW_CGI, 0o755)
+        _add_status_cgi(tar)
     # Arguments after the image (`docker run IMAGE CMD...`, a release task's argv) run instead of
     # the server, as with an app image whose entrypoint execs its arguments.
     script = 'if [ "$#" -gt 0 ]; then exec "$@"; fi; ' + script

@@ -24,6 +24,10 @@ Public API (stable; the local cloud and the host tests build on it):
 - ``get(path="/", timeout=2.0) -> (status, body)``: one request through this host's nginx.
 - ``state(app) -> dict | None``: the agent's state file; ``containers() -> list[str]``: names
   of this host's running containers; ``nginx_pid() -> int | None``.
+- ``start_meter(app, env=None) -> Popen`` / ``stop_meter(app) -> exit code``: run (and SIGTERM)
+  ``agent.py meter --app APP``, the app's proxy metrics (``meter_interval`` 1 s here; the access
+  log under ``<root_dir>/access-logs``); ``env`` adds the host's AWS endpoint and credentials.
+  ``meter_log(app)``: what it logged.
 - ``teardown(remove_images=False)``: remove this host's containers, nft table and nginx (and the
   images its state files mention, when asked). Safe to call twice.
 """
@@ -107,8 +111,11 @@ class HostSandbox:
             "upstream_read_timeout": 10,
             "systemd_unit_dir": None,  # a sandbox is no systemd host
             "nginx_pid_file": str(self.nginx_prefix / "nginx.pid"),
+            "access_log_dir": str(self.root / "access-logs"),
+            "meter_interval": 1,
         }
         self.supervised = supervise_proxy
+        self._meters: dict[str, subprocess.Popen[bytes]] = {}
         self._unitd: subprocess.Popen[bytes] | None = None
         if supervise_proxy:
             # systemd stand-in (localcloud/hosts/unitd.py): keeps nginx up as the agent's drop-in says.
@@ -195,6 +202,40 @@ class HostSandbox:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=new_session)
 
+    def start_meter(self, app: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Run ``agent.py meter --app APP`` (what the boot's systemd unit runs on a real host)
+        until ``stop_meter``/``teardown``; ``env`` adds the host's AWS endpoint and credentials.
+        Its log goes to ``<root>/meter-<app>.log``. A meter already running is kept."""
+        running = self._meters.get(app)
+        if running is not None and running.poll() is None:
+            return running
+        with (self.root / f"meter-{app}.log").open("ab") as log:
+            proc = subprocess.Popen([self.python, str(self.agent_path), "meter", f"--app={app}"],
+                                    env={**self._env(), **(env or {})}, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True)
+        self._meters[app] = proc
+        return proc
+
+    def stop_meter(self, app: str, timeout: float = 15.0) -> int | None:
+        """SIGTERM the app's meter (it flushes once more) and wait; its exit code, None if none ran."""
+        proc = self._meters.pop(app, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def meter_log(self, app: str) -> str:
+        try:
+            return (self.root / f"meter-{app}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
     @staticmethod
     def finish_agent(proc: subprocess.Popen[str], timeout: float = 180.0) -> tuple[int, dict[str, Any], str]:
         try:
@@ -258,6 +299,8 @@ class HostSandbox:
     # --- teardown ------------------------------------------------------------------------------
 
     def teardown(self, remove_images: bool = False) -> None:
+        for app in list(self._meters):
+            self.stop_meter(app)
         names = self.containers(all_states=True)
         if names:
             subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)

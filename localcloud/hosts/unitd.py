@@ -14,7 +14,8 @@ at all without one.
   (``nginx -t`` first, as ExecStartPre). SIGTERM stops the unit and the supervisor.
 - ``unitd.py ctl --dir D VERB [UNIT]``: the `systemctl` the agent calls. ``start`` (and
   ``restart``) ask the supervisor to start the unit and wait for it; ``daemon-reload``,
-  ``enable``, ``reset-failed`` succeed (drop-ins are read at every decision).
+  ``enable``, ``reset-failed`` succeed (drop-ins are read at every decision). The agent's own
+  units (``deployer-*``: boot, meter) are accepted and not run: the sandbox runs the meter itself.
 """
 
 from __future__ import annotations
@@ -174,7 +175,9 @@ class Supervisor:
         return 0
 
 
-def ctl(unit_dir: Path, verb: str) -> int:
+def ctl(unit_dir: Path, verb: str, units: list[str] | None = None) -> int:
+    if any(u.startswith("deployer-") for u in units or []):
+        return 0  # the agent's own units (boot, meter): the sandbox runs those itself
     if verb in ("start", "restart"):
         request = unit_dir / "start-request"
         request.write_text("start\n")
@@ -201,7 +204,7 @@ def main(argv: list[str]) -> int:
     unit_dir = Path(args.dir)
     unit_dir.mkdir(parents=True, exist_ok=True)
     if args.mode == "ctl":
-        return ctl(unit_dir, args.verb)
+        return ctl(unit_dir, args.verb, args.units)
     return Supervisor(unit_dir, args.unit, Path(args.pid_file), list(args.argv)).run()
 
 

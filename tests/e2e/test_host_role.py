@@ -4,6 +4,7 @@ when the role allows them, and a host whose role lacks a grant fails as it would
 
 from __future__ import annotations
 
+import datetime
 import json
 import urllib.parse
 from collections.abc import Iterator
@@ -65,6 +66,39 @@ def test_a_host_boots_through_the_gate_and_its_role_allows_every_call(
     assert [line for line in cloud.denied() if instance in line] == []
     # and it runs the release (the reads were answered as moto holds them)
     assert cloud.host_releases(APP) == {instance: 1}
+
+
+def test_a_booted_hosts_meter_sends_its_proxy_metrics_through_the_gate(
+    cloud: LocalCloud, booted: list[str]
+) -> None:
+    # Given a host booted on the app's first release (its boot started the app's meter)
+    [instance] = booted
+    assert cloud.fleet is not None
+    assert cloud.gate is not None
+    sandbox = cloud.fleet.host_for(instance)
+    assert sandbox is not None
+
+    # When its proxy answers 7 requests
+    for _ in range(7):
+        assert sandbox.get("/")[0] == 200
+
+    # Then CloudWatch gets them under release 1 from the meter, under the hosts' role
+    cloudwatch = cloud.moto.client("cloudwatch")
+    dims = [{"Name": "App", "Value": APP}, {"Name": "Release", "Value": "1"}]
+    now = datetime.datetime.now(datetime.UTC)
+    minutes = datetime.timedelta(minutes=5)
+    window = {"StartTime": now - minutes, "EndTime": now + minutes}
+
+    def requests() -> float:
+        answer = cloudwatch.get_metric_statistics(
+            Namespace="Deployer/Proxy", MetricName="Requests", Dimensions=dims, Statistics=["Sum"],
+            Period=60, **window)
+        return float(sum(p["Sum"] for p in answer["Datapoints"]))
+
+    cloud.wait_for(lambda: requests() >= 7, 30, "the meter's Requests")
+    assert requests() == 7, sandbox.meter_log(APP)
+    assert f"host {instance}: monitoring:PutMetricData" in cloud.gate.allowed
+    assert [line for line in cloud.denied() if instance in line] == []
 
 
 def test_a_host_whose_role_lacks_get_document_fails_its_boot_with_access_denied(

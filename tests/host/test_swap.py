@@ -431,8 +431,15 @@ def test_boot_installs_a_systemd_unit_that_reruns_the_same_boot_after_a_reboot(
     drop_in = (units / "nginx.service.d" / "deployer-restart.conf").read_text()
     assert "Restart=always" in drop_in
     assert "KillMode=control-group" in drop_in
+    # and the app's meter runs as a service restarted whenever it dies
+    meter = (units / f"deployer-meter-{APP}.service").read_text()
+    assert f'meter "--app={APP}"\n' in meter
+    assert "Restart=always" in meter
+    assert f"Environment=DEPLOYER_HOST_CONFIG={host.config_path}" in meter
     assert record.read_text().splitlines() == ["daemon-reload", "daemon-reload",
-                                               f"enable deployer-{APP}-boot.service"]
+                                               f"enable deployer-{APP}-boot.service",
+                                               "daemon-reload", f"enable deployer-meter-{APP}.service",
+                                               f"restart deployer-meter-{APP}.service"]
 
 
 def test_rerunning_a_swap_that_left_the_old_container_behind_removes_it(

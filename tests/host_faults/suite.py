@@ -320,6 +320,13 @@ class Suite:
             result.problems.append(f"the state retains releases whose image is gone: {missing}")
         if not lock_free(host):
             result.problems.append("the host lock is still held")
+        # The meter attributes new requests to the last switch line: it must name what serves.
+        switches = Path(host.config["state_dir"]) / APP / "switches.jsonl"
+        lines = switches.read_text().splitlines() if switches.exists() else []
+        last = json.loads(lines[-1]) if lines else {}
+        if (last.get("release"), last.get("port")) != (state.get("release"), state.get("port")):
+            result.problems.append(f"the last switch line says {last}, the host serves release "
+                                   f"{state.get('release')} on {state.get('port')}")
 
     # --- load ----------------------------------------------------------------------------------
 

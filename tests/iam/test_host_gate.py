@@ -68,7 +68,8 @@ def host_role(moto: MotoServer, template: dict[str, Any], without: str | None = 
         actions = [a for a in permissions.as_list(s["Action"]) if a != without]
         if actions:
             resources = [permissions.resolve(r, subs) for r in permissions.as_list(s["Resource"])]
-            statements.append({"Effect": "Allow", "Action": actions, "Resource": resources})
+            condition = {"Condition": s["Condition"]} if "Condition" in s else {}
+            statements.append({"Effect": "Allow", "Action": actions, "Resource": resources, **condition})
     iam = moto.client("iam")
     iam.create_role(RoleName=HOST_ROLE, AssumeRolePolicyDocument=json.dumps(EC2_TRUST))
     policy = iam.create_policy(
@@ -135,6 +136,28 @@ def test_a_host_call_the_role_does_not_allow_gets_awss_access_denied_and_is_reco
     assert gate.denied == [f"host {INSTANCE}: ssm:GetDocument on {DOCUMENT_ARN}"]
     assert gate.allowed == []
     assert (tmp_path / "host-denied.log").read_text().splitlines() == gate.denied
+
+
+def test_a_hosts_metrics_pass_in_the_proxy_namespace_and_are_denied_in_any_other(
+    moto: MotoServer, gate: HostGate, template: dict[str, Any], tmp_path: Path
+) -> None:
+    # Given the documented host role
+    host_role(moto, template)
+    datum = "MetricName=Requests,Value=3,Unit=Count,Dimensions=[{Name=App,Value=web}]"
+
+    # When the host sends a datum to Deployer/Proxy, as the meter does, and one to another namespace
+    sent = host_cli(gate, tmp_path, "cloudwatch", "put-metric-data", "--namespace", "Deployer/Proxy",
+                    "--metric-data", datum)
+    other = host_cli(gate, tmp_path, "cloudwatch", "put-metric-data", "--namespace", "Billing/Fake",
+                     "--metric-data", datum)
+
+    # Then the first reaches CloudWatch; the second is refused (the grant's namespace condition)
+    assert sent.returncode == 0, sent.stderr
+    assert other.returncode != 0
+    listed = moto.client("cloudwatch").list_metrics(MetricName="Requests")["Metrics"]
+    assert [m["Namespace"] for m in listed] == ["Deployer/Proxy"]
+    assert gate.allowed == [f"host {INSTANCE}: monitoring:PutMetricData"]
+    assert gate.denied == [f"host {INSTANCE}: cloudwatch:PutMetricData on *"]
 
 
 def test_a_host_call_no_mapping_knows_is_refused_in_the_query_protocols_shape(

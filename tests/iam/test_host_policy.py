@@ -32,6 +32,7 @@ HOST_CALLS = [
     ("ecr:GetAuthorizationToken", "*"),
     ("ecr:BatchGetImage", _arn("ecr", "repository/team/web")),
     ("ecr:GetDownloadUrlForLayer", _arn("ecr", "repository/team/web")),
+    ("cloudwatch:PutMetricData", "*"),
 ]
 
 
@@ -45,6 +46,9 @@ def test_the_host_policy_allows_the_ssm_agents_command_output_and_the_boot(templ
     assert not allowed(statements, "logs:PutLogEvents", _arn("logs", "log-group:/other:log-stream:s"))
     assert not allowed(statements, "logs:CreateLogGroup", _arn("logs", f"log-group:{LOG_GROUP}:*"))
     assert not allowed(statements, "ssm:GetParameter", _arn("ssm", "parameter/other/web/release"))
+    # and metrics only in the proxy's namespace
+    assert allowed(statements, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "Deployer/Proxy"})
+    assert not allowed(statements, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "AWS/EC2"})
 
 
 def test_the_readme_lists_every_action_of_the_host_policy(template: dict[str, Any]) -> None:

@@ -49,6 +49,9 @@ RESOURCE_STAR: dict[str, str] = {
         f"({SAR}list_amazoncloudwatch.html)",
     "ecr:GetAuthorizationToken":
         f"the hosts' registry login; no resource type ({SAR}list_amazonelasticcontainerregistry.html)",
+    "cloudwatch:PutMetricData":
+        f"the hosts' proxy metrics; no resource type, held to the namespace Deployer/Proxy by the "
+        f"cloudwatch:namespace condition ({SAR}list_amazoncloudwatch.html)",
 }
 # AWS-managed policies SAM attaches to every function role; their text is AWS's, not ours.
 AWS_MANAGED: dict[str, str] = {
