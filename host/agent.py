@@ -67,9 +67,11 @@ import base64
 import binascii
 import collections
 import contextlib
+import datetime
 import errno
 import fcntl
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -81,6 +83,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -2119,6 +2124,121 @@ ACCESS_LOG_MAX_BYTES = 64 << 20  # the meter rotates the log once it has read th
 METER_OFFSET_FILE = "meter.offset"  # under <state_dir>/<app>/: where the last flush stopped
 
 
+# The meter calls CloudWatch itself (SigV4 over the query protocol) rather than through the AWS
+# CLI: a CLI process costs about half a CPU-second, every interval, on every host.
+IMDS_ADDRESS = "169.254.169.254"
+IMDS_TIMEOUT = 2.0
+CREDENTIALS_REFRESH = 300  # seconds before the instance role's credentials expire
+
+
+def imds(path: str, token: str | None = None, method: str = "GET") -> str:
+    """One IMDSv2 read (the token request when ``token`` is None and ``method`` is PUT)."""
+    headers = ({"X-aws-ec2-metadata-token-ttl-seconds": "21600"} if token is None
+               else {"X-aws-ec2-metadata-token": token})
+    request = urllib.request.Request("http://" + IMDS_ADDRESS + path, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=IMDS_TIMEOUT) as answer:  # noqa: S310 - fixed http URL
+        return str(answer.read().decode("utf-8"))
+
+
+class AwsCredentials:
+    """The credentials the AWS CLI would use on a host: the environment's when set (the local
+    cloud; a host given static keys), else the instance role's from IMDSv2, cached until
+    CREDENTIALS_REFRESH seconds before they expire."""
+
+    def __init__(self) -> None:
+        self.cached: tuple[str, str, str] | None = None
+        self.expires = 0.0
+
+    def get(self) -> tuple[str, str, str]:
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID", ""), os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        if key and secret:
+            return key, secret, os.environ.get("AWS_SESSION_TOKEN", "")
+        if self.cached is not None and time.time() < self.expires:
+            return self.cached
+        token = imds("/latest/api/token", method="PUT")
+        role = imds("/latest/meta-data/iam/security-credentials/", token).split()[0]
+        data = json.loads(imds("/latest/meta-data/iam/security-credentials/" + role, token))
+        self.cached = (str(data["AccessKeyId"]), str(data["SecretAccessKey"]), str(data.get("Token", "")))
+        expiration = datetime.datetime.strptime(str(data["Expiration"]), "%Y-%m-%dT%H:%M:%SZ")
+        utc = datetime.timezone.utc  # noqa: UP017 - hosts run Python 3.9
+        self.expires = expiration.replace(tzinfo=utc).timestamp() - CREDENTIALS_REFRESH
+        return self.cached
+
+
+def aws_region(region: str) -> str:
+    """The region to call: the given one, the environment's, else the instance's (IMDSv2)."""
+    for candidate in (region, os.environ.get("AWS_REGION", ""), os.environ.get("AWS_DEFAULT_REGION", "")):
+        if candidate and re.fullmatch(PATTERNS["region"], candidate):
+            return candidate
+    found = imds("/latest/meta-data/placement/region", imds("/latest/api/token", method="PUT")).strip()
+    if not re.fullmatch(PATTERNS["region"], found):
+        raise ValueError("the instance's region is unknown")
+    return found
+
+
+def cloudwatch_endpoint(region: str) -> str:
+    """AWS_ENDPOINT_URL_CLOUDWATCH / AWS_ENDPOINT_URL as the AWS CLI reads them, else the
+    region's public endpoint."""
+    for name in ("AWS_ENDPOINT_URL_CLOUDWATCH", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return os.environ[name].rstrip("/") + "/"
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return "https://monitoring." + region + "." + suffix + "/"
+
+
+def query_fields(prefix: str, value: Any) -> list[tuple[str, str]]:
+    """The query protocol's flattening: a structure's members as Prefix.Name, a list's as
+    Prefix.member.N (from 1)."""
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in query_fields(prefix + "." + k if prefix else k, v)]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value, 1) for f in query_fields(prefix + ".member." + str(i), v)]
+    return [(prefix, format(value, "g") if isinstance(value, float) else str(value))]
+
+
+def put_metric_data_body(namespace: str, datums: list[dict[str, Any]]) -> bytes:
+    fields = [("Action", "PutMetricData"), ("Version", "2010-08-01"), ("Namespace", namespace)]
+    fields += query_fields("MetricData", datums)
+    return urllib.parse.urlencode(fields, quote_via=urllib.parse.quote).encode("ascii")
+
+
+def query_batches(batch: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``batch`` in halves until each encodes under the payload limit (the query protocol
+    repeats every member's path, so it is larger than the batch's JSON)."""
+    if len(batch) <= 1 or len(put_metric_data_body(PROXY_NAMESPACE, batch)) <= METER_MAX_PAYLOAD:
+        return [batch]
+    half = len(batch) // 2
+    return query_batches(batch[:half]) + query_batches(batch[half:])
+
+
+def sigv4_headers(url: str, body: bytes, *, service: str, region: str,
+                  credentials: tuple[str, str, str], at: datetime.datetime) -> dict[str, str]:
+    """The headers of a form POST signed with Signature Version 4 (AWS's documented steps:
+    canonical request, string to sign, derived key)."""
+    key, secret, token = credentials
+    parts = urllib.parse.urlsplit(url)
+    amz_date = at.strftime("%Y%m%dT%H%M%SZ")
+    headers = {"content-type": "application/x-www-form-urlencoded; charset=utf-8",
+               "host": parts.netloc, "x-amz-date": amz_date}
+    if token:
+        headers["x-amz-security-token"] = token
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join([
+        "POST", urllib.parse.quote(parts.path or "/", safe="/-_.~"), parts.query,
+        "".join(k + ":" + headers[k].strip() + "\n" for k in sorted(headers)), signed,
+        hashlib.sha256(body).hexdigest()])
+    scope = "/".join([amz_date[:8], region, service, "aws4_request"])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                         hashlib.sha256(canonical.encode("utf-8")).hexdigest()])
+    signing = ("AWS4" + secret).encode("utf-8")
+    for part in (amz_date[:8], region, service, "aws4_request"):
+        signing = hmac.new(signing, part.encode("utf-8"), hashlib.sha256).digest()
+    signature = hmac.new(signing, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    headers["authorization"] = ("AWS4-HMAC-SHA256 Credential=" + key + "/" + scope
+                                + ", SignedHeaders=" + signed + ", Signature=" + signature)
+    return headers
+
+
 def parse_access_line(line: str) -> tuple[float, int, float] | None:
     """(end epoch seconds, status, request seconds) of one access-log line, or None when the
     line is not one the site's log_format wrote."""
@@ -2239,7 +2359,7 @@ def datum_batches(datums: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 class Meter:
     """`agent.py meter --app APP`: tails the app's access log, attributes each request to the
     release live when it started (the switches file), and every meter_interval seconds sends
-    what it counted with one PutMetricData (AWS CLI, instance role). Runs until SIGTERM, which
+    what it counted with one PutMetricData (signed here, instance role). Runs until SIGTERM, which
     flushes once more."""
 
     def __init__(self, config: dict[str, Any], app: str, region: str = "") -> None:
@@ -2261,6 +2381,7 @@ class Meter:
         self.switches_seen: tuple[int, int] | None = None
         self.stopping = False
         self.agent_mtime = self._agent_mtime()
+        self.credentials = AwsCredentials()
 
     # the access log
 
@@ -2386,7 +2507,7 @@ class Meter:
         datums = metric_datums(self.app, self.buckets.take())
         self.save_offset()
         self.rotate_if_large()
-        self.unsent.extend(datum_batches(datums))
+        self.unsent.extend(q for batch in datum_batches(datums) for q in query_batches(batch))
         while sum(len(b) for b in self.unsent) > METER_BUFFER_DATUMS:
             dropped = self.unsent.popleft()
             log(f"meter: {len(dropped)} unsent datums dropped (the retry buffer is full)")
@@ -2396,29 +2517,39 @@ class Meter:
             self.unsent.popleft()
 
     def send(self, batch: list[dict[str, Any]]) -> bool:
-        """One PutMetricData; True when it was sent, or dropped because its fate is unknown."""
-        body = {"Namespace": PROXY_NAMESPACE, "MetricData": batch}
-        path = self.state_dir / "meter-request.json"
+        """One PutMetricData; True when it was sent, or dropped because its fate is unknown or
+        CloudWatch refused its content."""
+        body = put_metric_data_body(PROXY_NAMESPACE, batch)
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
-        except OSError as exc:
-            log(f"meter: request not written: {exc}")
+            region = aws_region(self.region)
+            url = cloudwatch_endpoint(region)
+            headers = sigv4_headers(url, body, service="monitoring", region=region,
+                                    credentials=self.credentials.get(),
+                                    at=datetime.datetime.now(datetime.timezone.utc))  # noqa: UP017 - Python 3.9
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            log(f"meter: no credentials or region for PutMetricData ({exc}); kept for a retry")
             return False
-        # file://: a payload of up to 1 MB exceeds what one command-line argument may hold.
-        cmd = [*self.c["aws_command"], "cloudwatch", "put-metric-data",
-               "--cli-input-json", "file://" + str(path)]
-        if self.region:
-            cmd += ["--region", self.region]
-        proc = run(cmd, timeout=METER_SEND_TIMEOUT)
-        if proc.returncode == 0:
-            return True
-        if proc.returncode == 124:
+        # The endpoint is https:// or the AWS CLI's own endpoint variable, never a file: URL.
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=METER_SEND_TIMEOUT) as answer:  # noqa: S310
+                answer.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            if exc.code == 400 and "Throttl" not in detail:
+                # Invalid or refused content: sending it again gets the same answer.
+                log(f"meter: PutMetricData refused ({exc.code}: {detail}); {len(batch)} datums dropped")
+                return True
+            log(f"meter: PutMetricData failed ({exc.code}: {detail}); kept for a retry")
+            return False
+        except socket.timeout:  # noqa: UP041 - not TimeoutError's alias before Python 3.10
             # It may have arrived: sending it again could count it twice.
             log(f"meter: PutMetricData timed out; {len(batch)} datums dropped")
             return True
-        log(f"meter: PutMetricData failed ({last_line(proc.stderr) or proc.returncode}); kept for a retry")
-        return False
+        except OSError as exc:
+            log(f"meter: PutMetricData failed ({exc}); kept for a retry")
+            return False
+        return True
 
     # the loop
 

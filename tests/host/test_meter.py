@@ -59,12 +59,12 @@ def wait_for(check: Callable[[], bool], seconds: float = 20.0) -> bool:
 def test_the_meter_sends_each_releases_requests_and_5xx_and_survives_a_kill_without_double_counting(
         make_host: Callable[..., HostSandbox], publish: Callable[..., AppImage], secret_store: SecretStore,
 ) -> None:
-    # Given a host whose AWS CLI reaches a moto CloudWatch, release 1 live and its meter running
+    # Given a host whose meter reaches a moto CloudWatch, release 1 live and its meter running
     cloudwatch = boto3.client("cloudwatch", endpoint_url=secret_store.endpoint, region_name=SECRETS_REGION)
     host = make_host(**secret_store.host_settings())
     one, two = publish(1), publish(2)
     assert swap(host, one, mode="boot")[0] == 0
-    meter = host.start_meter(APP)
+    meter = host.start_meter(APP, env={"AWS_ENDPOINT_URL": secret_store.endpoint})
     time.sleep(0.5)  # it starts at the end of the log: nothing served before it is sent
     # When release 1 answers 20 good requests and 5 errors
     traffic(host, ok=20, errors=5, release=1)
@@ -75,7 +75,7 @@ def test_the_meter_sends_each_releases_requests_and_5xx_and_survives_a_kill_with
     meter.wait()
     traffic(host, ok=4, errors=2, release=1)
     host.stop_meter(APP)
-    host.start_meter(APP)
+    host.start_meter(APP, env={"AWS_ENDPOINT_URL": secret_store.endpoint})
     # and release 2 goes live and answers 10 good requests, 3 errors and 2 client errors
     code, summary, err = swap(host, two)
     assert code == 0, (summary, err[-2000:])

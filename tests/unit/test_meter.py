@@ -1,13 +1,18 @@
 """The meter's pure parts (host/agent.py): reading nginx's JSON access-log lines, attributing a
 request to the release live when it started, quantizing latency, building PutMetricData datums
-within the API's limits; and the meter's file handling (offset, rotation, retries) with a
-stand-in `aws` that records each request it is given."""
+within the API's limits, signing its requests as botocore does; and the meter's file handling
+(offset, rotation, retries) against a local endpoint that records each request it is sent."""
 
 from __future__ import annotations
 
+import datetime
+import http.server
 import importlib.util
 import json
 import os
+import threading
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -140,21 +145,46 @@ def test_datums_go_out_in_calls_of_at_most_1000_datums_and_under_a_megabyte() ->
 # ------------------------------------------------------------------ the meter's files
 
 
+class Endpoint(http.server.BaseHTTPRequestHandler):
+    """CloudWatch's query endpoint as the meter sees it: records each PutMetricData body, or
+    answers 503 while the server's `failing` is set."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        server: Any = self.server
+        if server.failing:
+            self.send_response(503)
+            self.end_headers()
+            return
+        server.bodies.append(urllib.parse.parse_qs(body.decode(), strict_parsing=True))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"<PutMetricDataResponse/>")
+
+    def log_message(self, *_args: Any) -> None:
+        return
+
+
 @pytest.fixture
-def meter_host(tmp_path: Path) -> dict[str, Any]:
-    """Host settings whose `aws` appends each request body it is sent to calls.jsonl, or fails
-    while the file `fail` exists."""
-    calls = tmp_path / "calls.jsonl"
-    fail = tmp_path / "fail"
-    script = (f'[ -e "{fail}" ] && {{ echo "Could not connect to the endpoint URL" >&2; exit 255; }}; '
-              f'cat "${{4#file://}}" >> "{calls}"; echo >> "{calls}"')
+def meter_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Host settings and credentials whose CloudWatch endpoint is a local recorder."""
+    server: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    server.bodies, server.failing = [], False
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_CLOUDWATCH", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     config = dict(AGENT.HOST_DEFAULTS)
     config.update(state_dir=str(tmp_path / "state"), access_log_dir=str(tmp_path / "logs"),
-                  aws_command=["sh", "-c", script, "aws"], nginx_command=["true"], meter_interval=1)
+                  nginx_command=["true"], meter_interval=1, region="us-east-1")
     (tmp_path / "logs").mkdir()
     (tmp_path / "state" / "web").mkdir(parents=True)
     (tmp_path / "state" / "web" / "switches.jsonl").write_text('{"at":1000.0,"release":1,"port":1}\n')
-    return {"config": config, "calls": calls, "fail": fail, "log": tmp_path / "logs" / "web.access.json"}
+    yield {"config": config, "server": server, "log": tmp_path / "logs" / "web.access.json"}
+    server.shutdown()
+    server.server_close()
 
 
 def write(path: Path, count: int, status: int = 200, end: float = 1764950000.5) -> None:
@@ -163,17 +193,20 @@ def write(path: Path, count: int, status: int = 200, end: float = 1764950000.5) 
             handle.write(json.dumps({"t": end, "s": status, "rt": 0.002}) + "\n")
 
 
-def sent_requests(calls: Path) -> int:
-    """Release 1's Requests summed over every call the stand-in `aws` received."""
-    if not calls.exists():
-        return 0
-    total = 0
-    for line in calls.read_text().splitlines():
-        if line.strip():
-            body = json.loads(line)
-            assert body["Namespace"] == "Deployer/Proxy"
-            total += sum(d["Value"] for d in body["MetricData"]
-                         if d["MetricName"] == "Requests" and d["Dimensions"] == rel_dims(1))
+def sent_requests(server: Any) -> int:
+    """Release 1's Requests summed over every PutMetricData the endpoint received."""
+    total = 0.0
+    for fields in server.bodies:
+        assert fields["Action"] == ["PutMetricData"]
+        assert fields["Namespace"] == ["Deployer/Proxy"]
+        members = {key.split(".")[2] for key in fields if key.startswith("MetricData.member.")}
+        for n in members:
+            datum = f"MetricData.member.{n}."
+            dim = datum + "Dimensions.member."
+            dims = [(fields[f"{dim}{i}.Name"][0], fields[f"{dim}{i}.Value"][0])
+                    for i in (1, 2) if f"{dim}{i}.Name" in fields]
+            if fields[datum + "MetricName"] == ["Requests"] and dims == [("App", "web"), ("Release", "1")]:
+                total += float(fields[datum + "Value"][0])
     return int(total)
 
 
@@ -182,18 +215,18 @@ def test_a_failed_send_is_retried_at_the_next_flush_and_sent_once(meter_host: di
     write(meter_host["log"], 0)
     meter = AGENT.Meter(meter_host["config"], "web")
     meter.resume()
-    meter_host["fail"].touch()
+    meter_host["server"].failing = True
     # When 5 requests are flushed, then CloudWatch comes back and 2 more are flushed
     write(meter_host["log"], 5)
     meter.flush()
-    assert sent_requests(meter_host["calls"]) == 0
-    meter_host["fail"].unlink()
+    assert sent_requests(meter_host["server"]) == 0
+    meter_host["server"].failing = False
     write(meter_host["log"], 2)
     meter.flush()
     # Then both intervals arrived, once each
-    assert sent_requests(meter_host["calls"]) == 7
+    assert sent_requests(meter_host["server"]) == 7
     meter.flush()
-    assert sent_requests(meter_host["calls"]) == 7
+    assert sent_requests(meter_host["server"]) == 7
 
 
 def test_a_restarted_meter_resumes_at_its_last_flush_and_a_new_one_at_the_end(
@@ -204,7 +237,7 @@ def test_a_restarted_meter_resumes_at_its_last_flush_and_a_new_one_at_the_end(
     first.resume()
     write(meter_host["log"], 4)
     first.flush()
-    assert sent_requests(meter_host["calls"]) == 4
+    assert sent_requests(meter_host["server"]) == 4
     # When it dies and 6 requests (and half a line) are written before another meter starts
     write(meter_host["log"], 6)
     with meter_host["log"].open("a") as handle:
@@ -213,11 +246,11 @@ def test_a_restarted_meter_resumes_at_its_last_flush_and_a_new_one_at_the_end(
     second.resume()
     second.flush()
     # Then those 6 are sent once; the half-written line waits for its end
-    assert sent_requests(meter_host["calls"]) == 10
+    assert sent_requests(meter_host["server"]) == 10
     with meter_host["log"].open("a") as handle:
         handle.write('0,"rt":0.001}\n')
     second.flush()
-    assert sent_requests(meter_host["calls"]) == 11
+    assert sent_requests(meter_host["server"]) == 11
 
 
 def test_a_large_log_is_rotated_and_every_line_of_both_files_counted_once(
@@ -238,7 +271,7 @@ def test_a_large_log_is_rotated_and_every_line_of_both_files_counted_once(
     write(log, 7)
     meter.flush()
     # Then all 42 are sent, once
-    assert sent_requests(meter_host["calls"]) == 42
+    assert sent_requests(meter_host["server"]) == 42
     assert os.stat(log).st_size < 1024
 
 
@@ -250,7 +283,7 @@ def test_a_truncated_log_is_read_again_from_its_start(meter_host: dict[str, Any]
     log.write_text("")
     write(log, 2)
     meter.flush()
-    assert sent_requests(meter_host["calls"]) == 2
+    assert sent_requests(meter_host["server"]) == 2
 
 
 @pytest.mark.parametrize(("key", "value"), [
@@ -279,3 +312,50 @@ def test_the_meter_settings_default_to_the_production_paths(
     config = AGENT.load_host_config()
     assert (config["access_log_dir"], config["meter_interval"]) == ("/var/log/deployer", 10)
     assert AGENT.access_log_path(config, "web") == Path("/var/log/deployer/web.access.json")
+
+
+def test_requests_are_signed_exactly_as_botocore_signs_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a PutMetricData body, session credentials and a moment
+    import botocore.auth  # noqa: PLC0415 - only this test needs botocore
+    from botocore.awsrequest import AWSRequest  # noqa: PLC0415
+    from botocore.credentials import Credentials  # noqa: PLC0415
+
+    body = AGENT.put_metric_data_body("Deployer/Proxy", [
+        {"MetricName": "Latency", "Dimensions": rel_dims(3), "Timestamp": "2026-12-05T16:00:01Z",
+         "Values": [1.5, 20.0], "Counts": [3.0, 1.0], "Unit": "Milliseconds", "StorageResolution": 1}])
+    at = datetime.datetime(2026, 12, 5, 16, 0, 2, tzinfo=datetime.UTC)
+    url = "https://monitoring.eu-west-1.amazonaws.com/"
+    # When the agent signs it, and botocore signs the same request
+    ours = AGENT.sigv4_headers(url, body, service="monitoring", region="eu-west-1",
+                               credentials=("AKIDEXAMPLE", "secret/key+", "token=="), at=at)
+    request = AWSRequest(method="POST", url=url, data=body,
+                         headers={"Content-Type": ours["content-type"], "X-Amz-Date": ours["x-amz-date"]})
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: at)
+    credentials = Credentials("AKIDEXAMPLE", "secret/key+", "token==")
+    auth = botocore.auth.SigV4Auth(credentials, "monitoring", "eu-west-1")
+    auth.add_auth(request)
+    # Then the signatures are the same
+    assert ours["authorization"] == request.headers["Authorization"]
+    assert ours["x-amz-security-token"] == "token=="
+
+
+def test_the_body_is_the_query_protocols_flattening_of_the_datums() -> None:
+    body = AGENT.put_metric_data_body("Deployer/Proxy", [
+        {"MetricName": "Requests", "Dimensions": rel_dims(3), "Value": 4, "Unit": "Count"}])
+    assert urllib.parse.parse_qs(body.decode()) == {
+        "Action": ["PutMetricData"], "Version": ["2010-08-01"], "Namespace": ["Deployer/Proxy"],
+        "MetricData.member.1.MetricName": ["Requests"],
+        "MetricData.member.1.Dimensions.member.1.Name": ["App"],
+        "MetricData.member.1.Dimensions.member.1.Value": ["web"],
+        "MetricData.member.1.Dimensions.member.2.Name": ["Release"],
+        "MetricData.member.1.Dimensions.member.2.Value": ["3"],
+        "MetricData.member.1.Value": ["4"], "MetricData.member.1.Unit": ["Count"]}
+
+
+def test_a_batch_over_the_payload_limit_once_encoded_is_sent_in_halves() -> None:
+    big = [{"MetricName": "Latency", "Values": [float(v) for v in range(150)], "Counts": [1.0] * 150,
+            "Dimensions": rel_dims(1)} for _ in range(1000)]
+    batches = AGENT.query_batches(big)
+    assert sum(len(b) for b in batches) == 1000
+    sizes = [len(AGENT.put_metric_data_body("Deployer/Proxy", b)) for b in batches]
+    assert max(sizes) <= AGENT.METER_MAX_PAYLOAD
