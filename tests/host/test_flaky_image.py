@@ -31,8 +31,11 @@ def test_a_flaky_release_passes_its_health_check_and_fails_a_fifth_of_its_reques
     image_id = build_app_image(tag, 7, kind="flaky", app="shop")
     port = free_port()
     name = f"flaky-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", "host",
-                    "-e", f"PORT={port}", tag], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", name, "--network", "host", "-e", f"PORT={port}", tag],
+        check=True,
+        capture_output=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(50):  # until it listens
