@@ -12,8 +12,7 @@ Three parts, in this order:
    GetMetricData, DescribeAlarms, the next tick's SendMessage), and the converge that ends the
    bake and sends the next stage. Each host's own invocation event is left out, as in
    api_calls (one per host that took the stage, whatever the stage). A tick is delivered as
-   the stage-tick entry does (`deployer.entry.events.handle_stage_tick` when it exists, else the
-   converge it runs).
+   on-command-status receives it from the stage tick queue (else the converge a tick runs).
 2. BENCH_CANARY_RUNS (default 3) runs of the demo's canary act (`localcloud.stories.canary`) on
    one local cloud with 4 hosts under load (BENCH_RATE req/s per host, default 100): a release
    that passes its health check and answers 503 to 20 % of requests goes through a canary stage
@@ -67,16 +66,34 @@ class Clock:
         return self.now
 
 
-def _tick(world: Any, release: int, stage: int, due: int) -> None:
-    """One stage tick, as its entry handles it (the converge alone when there is no entry yet)."""
+def _tick(world: Any, calls: Calls) -> tuple[int, dict[str, int], str]:
+    """One stage tick as the platform delivers it: the message the controller put on the stage
+    tick queue, received as the Lambda event source mapping receives it (not counted: the
+    mapping's calls are the Lambda service's) and handed to on-command-status. Without a tick
+    queue (or no tick in it), the converge a tick runs. Returns (calls, detail, how)."""
     from deployer.controller import loop  # noqa: PLC0415
-    from deployer.entry import events  # noqa: PLC0415
 
-    handler = getattr(events, "handle_stage_tick", None)
-    if handler is not None:
-        handler(world.ld, {"kind": "stage-tick", "app": APP, "release": release, "stage": stage, "due": due})
+    from tests.lifecycle import conftest  # noqa: PLC0415
+
+    sqs = conftest.client("sqs")
+    urls = sqs.list_queues(QueueNamePrefix="StageTickQueue").get("QueueUrls", [])
+    messages = []
+    if urls:
+        messages = sqs.receive_message(QueueUrl=urls[0], MaxNumberOfMessages=10, WaitTimeSeconds=3).get(
+            "Messages", []
+        )
+    calls.take()
+    if messages:
+        world.deliver({"Records": [{"messageId": m["MessageId"], "body": m["Body"]} for m in messages]})
+        how = "tick"
     else:
         loop.converge(world.ld, APP)
+        how = "converge"
+    n, detail = calls.take()
+    for m in messages:
+        sqs.delete_message(QueueUrl=urls[0], ReceiptHandle=m["ReceiptHandle"])
+    calls.take()
+    return n, detail, how
 
 
 def stage_calls(size: int) -> dict[str, Any]:
@@ -153,15 +170,13 @@ def stage_calls(size: int) -> dict[str, Any]:
             baking = world.release(2)
             if baking.stage_state != "BAKING":
                 raise SystemExit(f"canary: stage 1 did not bake: {baking.stage_state} {baking.status_reason}")
-            checks, check_detail = 0, {}
+            checks, check_detail, how = 0, {}, ""
             for _ in range(STAGE_BAKE - 1):
                 clock.now += 1
-                _tick(world, 2, 0, int(clock.now))
-                n, check_detail = calls.take()
+                n, check_detail, how = _tick(world, calls)
                 checks += n
             clock.now += 1
-            _tick(world, 2, 0, int(clock.now))
-            sending, sending_detail = calls.take()
+            sending, sending_detail, _ = _tick(world, calls)
             after = world.release(2)
             if after.stage == 0 and after.stage_state == "BAKING":
                 raise SystemExit("canary: the bake did not end on time")
@@ -174,6 +189,7 @@ def stage_calls(size: int) -> dict[str, Any]:
                 "ending_detail": ending_detail,
                 "check_detail": check_detail,
                 "sending_detail": sending_detail,
+                "ticks": how,
             }
     finally:
         patcher.undo()
@@ -297,7 +313,8 @@ def main() -> None:
         per_size[str(size)] = result["stage"]
         print(
             f"fleet {size:>5}: one stage {result['stage']} calls (ending {result['ending']}, "
-            f"{STAGE_BAKE - 1} bake checks {result['checks']}, bake end + next send {result['sending']})",
+            f"{STAGE_BAKE - 1} bake checks {result['checks']}, bake end + next send {result['sending']}; "
+            f"ticks delivered as: {result['ticks']})",
             file=sys.stderr,
             flush=True,
         )
