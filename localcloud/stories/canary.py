@@ -154,6 +154,23 @@ def deployer(cloud: LocalCloud, *args: str, echo: bool = True) -> subprocess.Com
     return proc
 
 
+def containers_of(cloud: LocalCloud, app: str, release: int) -> int:
+    """Containers (running or not) the agents started for one release of `app` on this cloud's
+    hosts (other clouds may share the Docker engine)."""
+    assert cloud.fleet is not None
+    count = 0
+    for host in cloud.fleet.live(f"{app}-asg"):
+        labels = [
+            f"deployer.host={host.sandbox.host_id}",
+            f"deployer.app={app}",
+            f"deployer.release={release}",
+        ]
+        filters = [arg for label in labels for arg in ("--filter", f"label={label}")]
+        proc = subprocess.run(["docker", "ps", "-aq", *filters], capture_output=True, text=True, check=False)
+        count += len(proc.stdout.split())
+    return count
+
+
 def config_put(cloud: LocalCloud, config: dict[str, Any], echo: bool = True) -> None:
     """`deployer config put APP FILE`: validated and stored as an operator stores it."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="app-", delete=False) as handle:
@@ -208,6 +225,8 @@ class CanaryOutcome:
     verdict: dict[str, Any] | None = None
     canary_hosts: list[str] = field(default_factory=list)
     others_answered: list[str] = field(default_factory=list)  # hosts outside the canary that served it
+    others_with_outcome: list[str] = field(default_factory=list)  # ... or recorded a swap of it
+    containers_left: int | None = None  # containers of the release on any host once it is over
     back_on_stable: bool = False
     caught: bool = False  # a bad release: failed by the analysis, the fleet back, no other host touched
     passed: bool = False  # a good release: SUCCEEDED
@@ -282,6 +301,17 @@ def canary_act(
     if kind == "good":
         out.passed = out.status == "SUCCEEDED" and out.back_on_stable
         return out
+    took = [
+        str(o.get("instance_id"))
+        for o in cloud.host_outcomes(app, out.release)
+        if (o.get("failure_class") or (o.get("summary") or {}).get("failure_class")) != "cancelled"
+    ]
+    out.others_with_outcome = [h for h in took if h not in out.canary_hosts]
+    out.containers_left = containers_of(cloud, app, out.release)
+    log(
+        f"  hosts with an outcome for release {out.release}: {', '.join(took) or 'none'}; "
+        f"its containers left on any host: {out.containers_left}"
+    )
     out.detect_to_stable_seconds = detect_to_stable(results, pushed_line, stable_line)
     by_analysis = bool(out.verdict and out.verdict.get("verdict") == "fail") and "analysis" in out.reason
     out.caught = (
@@ -289,6 +319,7 @@ def canary_act(
         and by_analysis
         and out.back_on_stable
         and not out.others_answered
+        and not out.others_with_outcome
         and len(out.canary_hosts) == 1
     )
     host_list = ", ".join(out.canary_hosts) or "none"
