@@ -19,7 +19,8 @@
 9. the real `deployer` CLI against the local cloud: `deployer status web`, `deployer history web`
    (the environment a shell gets from `.localcloud/env` in the playground).
 The last line is `DEMO {json}`: `failed_requests` counts requests the swaps failed (the bad
-release's own 503s are `bad_responses`). Everything started is removed on exit and on Ctrl-C.
+release's own 503s are `bad_responses`); `bad_release_share` is over the canary act's requests,
+`bad_release_share_of_all` over every request of the demo. Everything started is removed on exit and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         "bad_release_share": None,
         "bad_responses": 0,
         "detect_to_stable_seconds": None,
+        "bad_release_share_of_all": None,
         "alarm_stopped": False,
     }
     durations: dict[str, float] = {}
@@ -294,6 +296,9 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         result["failed_requests"] = sum(
             r.failed - r.errors_by_release.get(bad_line, 0) for r in loads.results.values()
         )
+        if result["requests"]:
+            answered_bad = sum(r.by_release.get(bad_line, 0) for r in loads.results.values())
+            result["bad_release_share_of_all"] = round(answered_bad / result["requests"], 4)
         cleanup()
     return result
 
