@@ -296,6 +296,10 @@ def canaries() -> dict[str, Any]:
                         {"release": out.release, "status": out.status, "reason": out.reason[:200]}
                     )
                 print(f"good canary {run + 1}: {out.status} {out.reason[:120]}", file=sys.stderr, flush=True)
+        except TimeoutError as exc:
+            # A release that never ends holds the app's lock: every later push would wait too.
+            figures["error"] = str(exc)
+            print(f"canary: stopped: {exc}", file=sys.stderr, flush=True)
         finally:
             loads.stop()
     return figures
@@ -334,6 +338,7 @@ def main() -> None:
                 "good_canaries": figures.get("good_canaries", 0),
                 "false_positives": figures.get("false_positives", 0),
                 "stage_api_calls": per_size,
+                **({"error": figures["error"]} if "error" in figures else {}),
             }
         )
     )
