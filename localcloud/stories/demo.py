@@ -20,7 +20,8 @@
    (the environment a shell gets from `.localcloud/env` in the playground).
 The last line is `DEMO {json}`: `failed_requests` counts requests the swaps failed (the bad
 release's own 503s are `bad_responses`); `bad_release_share` is over the canary act's requests,
-`bad_release_share_of_all` over every request of the demo. Everything started is removed on exit and on Ctrl-C.
+`bad_release_share_of_all` over every request of the demo. Everything started is removed on exit
+and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -249,6 +250,7 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
             bad_responses=caught.bad_responses,
             detect_to_stable_seconds=caught.detect_to_stable_seconds,
         )
+        canary.deployer(cloud, "history", APP, "--limit", "2")  # the verdict as an operator reads it
         durations["canary"] = time.monotonic() - t
 
         t = step(7, f"alarm: {ALARM} fires during stage 2's bake and stops the release")
