@@ -11,8 +11,9 @@ Public API (stable; the local cloud and the host tests build on it):
   ``"crashloop"`` (serves like ``good`` for ``slow_seconds``, then logs an error and exits 3: with
   the agent's restart policy it crashes in a loop after passing the health gate), ``"flaky"``
   (a bad release that passes its health check: ``/health`` always answers 200, ``/`` answers
-  ``503`` to a ``bad_share`` of requests (default 0.2), deterministically by request count: the
-  n-th request fails when ``floor(n * bad_share)`` steps up, so exactly every fifth at 20 %;
+  ``503`` to a ``bad_share`` of requests (default 0.2), by request count: the n-th request fails
+  when ``floor(n * bad_share)`` steps up, so every fifth at 20 % (requests that arrive at the
+  same instant may read the same count, so under concurrency the share is near, not exact);
   every answer of ``/``, the 503s included, has the body ``<app> release <n>`` and the header
   ``X-Release: <n>``, so a client can tell which release answered even an error).
   Every kind listens on ``127.0.0.1:$PORT`` (default 8080) with busybox httpd, so it runs with
