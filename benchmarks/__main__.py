@@ -5,7 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-ALL = ["cold_start", "api_calls", "swap_under_load", "deploy_latency", "rollback_latency", "config_release"]
+ALL = [
+    "cold_start",
+    "api_calls",
+    "swap_under_load",
+    "deploy_latency",
+    "rollback_latency",
+    "config_release",
+    "canary",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -9,7 +9,13 @@ Public API (stable; the local cloud and the host tests build on it):
   ``/health``), ``"broken"`` (serves ``/`` but ``/health`` answers 404 and it logs why),
   ``"slow"`` (sleeps ``slow_seconds`` before listening), ``"crash"`` (logs an error and exits 3),
   ``"crashloop"`` (serves like ``good`` for ``slow_seconds``, then logs an error and exits 3: with
-  the agent's restart policy it crashes in a loop after passing the health gate).
+  the agent's restart policy it crashes in a loop after passing the health gate), ``"flaky"``
+  (a bad release that passes its health check: ``/health`` always answers 200, ``/`` answers
+  ``503`` to a ``bad_share`` of requests (default 0.2), by request count: the n-th request fails
+  when ``floor(n * bad_share)`` steps up, so every fifth at 20 % (requests that arrive at the
+  same instant may read the same count, so under concurrency the share is near, not exact);
+  every answer of ``/``, the 503s included, has the body ``<app> release <n>`` and the header
+  ``X-Release: <n>``, so a client can tell which release answered even an error).
   Every kind listens on ``127.0.0.1:$PORT`` (default 8080) with busybox httpd, so it runs with
   ``--network host``; given a command (``docker run IMAGE CMD...``, a release task) it runs that
   instead. busybox httpd closes every connection after one response (no keep-alive).
@@ -19,16 +25,16 @@ Public API (stable; the local cloud and the host tests build on it):
   as above, ``POST ECHO_PATH`` echoes the request body, ``GET SLOW_PATH`` (``?sleep=S``, default
   1 s) answers the release body after sleeping. busybox images also answer ``GET STATUS_PATH``
   (``?code=NNN``) with status NNN.
-- ``build_app_image(tag, release, kind="good", app="app", *, slow_seconds=3.0, server="busybox")
-  -> str``: build and tag one image, return its image id (``sha256:...``). Every build is unique
-  (a nonce file), so removing one test's images never touches another's.
+- ``build_app_image(tag, release, kind="good", app="app", *, slow_seconds=3.0, server="busybox",
+  bad_share=0.2) -> str``: build and tag one image, return its image id (``sha256:...``).
+  Every build is unique (a nonce file), so removing one test's images never touches another's.
 - ``debian_gunicorn_base() -> str``: the tag of the Debian (bookworm, minbase) + gunicorn base
   image, built with ``debootstrap`` from Debian's mirror on first use and then kept in the engine
   (tagged by the hash of its recipe, so a changed recipe builds anew).
 - ``push_image(tag, registry, repository) -> str``: tag ``tag`` as ``<registry>/<repository>:<x>``,
   push it, return the manifest digest ``sha256:...``.
 - ``publish_app_image(push_registry, pull_registry, repository, release, *, kind="good", app="app",
-  slow_seconds=3.0, server="busybox") -> AppImage``: build, push through ``push_registry`` and
+  slow_seconds=3.0, server="busybox", bad_share=0.2) -> AppImage``: build, push through ``push_registry`` and
   return the by-digest reference as seen through ``pull_registry`` (the same registry, or its
   5xx front), plus the id to clean up. The local copy is removed, so whoever runs it must pull it.
 - ``release_body(app, release) -> str``: the exact body a good image serves at ``/``.
@@ -51,7 +57,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-KINDS = ("good", "broken", "slow", "crash", "crashloop")
+KINDS = ("good", "broken", "slow", "crash", "crashloop", "flaky")
 SERVERS = ("busybox", "gunicorn")
 BUSYBOX = "/bin/busybox"
 ECHO_PATH = "/cgi-bin/echo"
@@ -68,6 +74,21 @@ case "$QUERY_STRING" in sleep=[0-9]*) seconds=${QUERY_STRING#sleep=} ;; esac
 /bin/busybox sleep "$seconds"
 printf 'Content-Type: text/plain\\r\\n\\r\\n'
 exec /bin/busybox cat /www/index.html
+"""
+# The flaky kind's `/` (busybox httpd runs /cgi-bin/index.cgi for `/` when there is no
+# index.html). Each request appends one byte to a counter file (O_APPEND writes do not lose
+# bytes to concurrent requests), so the file's size is the request's number. @PERMILLE@ is the
+# bad share in thousandths. busybox passes a CGI's headers through as they are, so the CGI says
+# itself that the connection closes after the body, as busybox's own answers do.
+_FLAKY_CGI = """#!/bin/sh
+printf x >> /tmp/requests
+n=$(/bin/busybox stat -c %s /tmp/requests)
+if [ $(( n * @PERMILLE@ / 1000 )) -gt $(( (n - 1) * @PERMILLE@ / 1000 )) ]; then
+  printf 'Status: 503 Service Unavailable\\r\\n'
+fi
+printf 'Content-Type: text/plain\\r\\nContent-Length: @LENGTH@\\r\\nConnection: close\\r\\n'
+printf 'X-Release: @RELEASE@\\r\\n\\r\\n'
+exec /bin/busybox cat /release.txt
 """
 
 # GET STATUS_PATH?code=NNN answers status NNN (100-599; 200 otherwise): a chosen share of 5xx
@@ -152,7 +173,7 @@ def _add_status_cgi(tar: tarfile.TarFile) -> None:
 
 
 def _script(kind: str, slow_seconds: float) -> str:
-    if kind == "good":
+    if kind in ("good", "flaky"):
         return _SERVE
     if kind == "broken":
         return f"echo 'broken: health endpoint is missing, refusing to serve /health' >&2; {_SERVE}"
@@ -177,8 +198,10 @@ def _docker(*args: str, stdin: bytes | None = None) -> str:
 
 
 def build_app_image(tag: str, release: int, kind: str = "good", app: str = "app", *,
-                    slow_seconds: float = 3.0, server: str = "busybox") -> str:
+                    slow_seconds: float = 3.0, server: str = "busybox", bad_share: float = 0.2) -> str:
     """Build a test app image tagged ``tag``; return its image id."""
+    if not 0.0 <= bad_share <= 1.0:
+        raise ValueError(f"bad_share must be between 0 and 1, got {bad_share!r}")
     if server == "gunicorn":
         if kind != "good":
             raise ValueError("the gunicorn app server only comes as the good kind")
@@ -198,8 +221,19 @@ def build_app_image(tag: str, release: int, kind: str = "good", app: str = "app"
         files = {"www/index.html": release_body(app, release), "www/build-id": uuid.uuid4().hex}
         if kind != "broken":
             files["www/health"] = "ok\n"
+        if kind == "flaky":
+            del files["www/index.html"]  # `/` is the CGI below
+            files["release.txt"] = release_body(app, release)
+            tmp = tarfile.TarInfo("tmp")
+            tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
+            tar.addfile(tmp)
         for name, text in files.items():
             _add_file(tar, name, text)
+        if kind == "flaky":
+            cgi = (_FLAKY_CGI.replace("@PERMILLE@", str(round(bad_share * 1000)))
+                   .replace("@RELEASE@", str(release))
+                   .replace("@LENGTH@", str(len(release_body(app, release).encode()))))
+            _add_file(tar, "www/cgi-bin/index.cgi", cgi, 0o755)
         _add_file(tar, "www" + ECHO_PATH, _ECHO_CGI, 0o755)
         _add_file(tar, "www" + SLOW_PATH, _SLOW_CGI, 0o755)
         _add_status_cgi(tar)
@@ -207,7 +241,10 @@ def build_app_image(tag: str, release: int, kind: str = "good", app: str = "app"
     # the server, as with an app image whose entrypoint execs its arguments.
     script = 'if [ "$#" -gt 0 ]; then exec "$@"; fi; ' + script
     entrypoint = '["/bin/busybox", "sh", "-c", ' + json.dumps(script) + ', "app"]'
-    changes = [f"ENTRYPOINT {entrypoint}", f"LABEL test.kind={kind} test.release={release}"]
+    label = f"LABEL test.kind={kind} test.release={release}"
+    if kind == "flaky":
+        label += f" test.bad_share={bad_share}"
+    changes = [f"ENTRYPOINT {entrypoint}", label]
     args = ["import"]
     for change in changes:
         args += ["--change", change]
@@ -292,14 +329,14 @@ def push_image(tag: str, registry: str, repository: str) -> str:
 
 def publish_app_image(push_registry: str, pull_registry: str, repository: str, release: int, *,
                       kind: str = "good", app: str = "app", slow_seconds: float = 3.0,
-                      server: str = "busybox") -> AppImage:
+                      server: str = "busybox", bad_share: float = 0.2) -> AppImage:
     """Build one image, push it, and return its by-digest reference through ``pull_registry``.
 
     The local image is removed again, so the agent really pulls it.
     """
     tag = f"deployer-test/{repository}:{release}-{kind}-{uuid.uuid4().hex[:8]}"
     image_id = build_app_image(tag, release, kind=kind, app=app, slow_seconds=slow_seconds,
-                               server=server)
+                               server=server, bad_share=bad_share)
     digest = push_image(tag, push_registry, repository)
     remove_images([image_id])
     return AppImage(release=release, kind=kind, reference=f"{pull_registry}/{repository}@{digest}",

@@ -19,6 +19,15 @@ Public API (stable):
   ``bodies_between(start, end)`` (the set of bodies of GETs sent in that window), ``records``
   (one ``Record(kind, sent_at, ended_at, error)`` per request, kind ``get``, ``post`` or
   ``slow``), ``sent_by_kind`` / ``failed_by_kind`` (kind -> count) and ``slow_latencies``.
+- Per release (GETs only; the release is the ``<app> release <n>`` line of the body, which the
+  test images send with their errors too): ``by_release`` (release -> responses, any status),
+  ``errors_by_release`` (release -> 5xx responses), ``first_at`` / ``last_at`` (release -> when
+  its first / last response ended), ``first_error_at`` (release -> when its first 5xx ended),
+  ``answers`` (``(ended_at, release_or_None, status)`` per GET answered, in end order) and
+  ``first_answer_after(t, release)`` (when the first response of ``release`` that ended after
+  ``t`` ended, or None). A 5xx that names a release is still counted in ``failed``: callers that
+  expect one release's errors subtract ``errors_by_release[that release]``.
+- ``release_of(body) -> str | None``: the release line a body carries.
 
 A request fails when the connection breaks, is closed or times out before a full response
 (nothing is resent: a proxy that closes a keep-alive connection under a request is an outage),
@@ -32,12 +41,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NamedTuple
+
+_RELEASE_LINE = re.compile(r"^(\S+ release \d+)\s*$")
+
+
+def release_of(body: bytes | str | None) -> str | None:
+    """The ``<app> release <n>`` line a body carries (the test images' answers), or None."""
+    if body is None:
+        return None
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    match = _RELEASE_LINE.match(text.split("\n", 1)[0])
+    return match.group(1) if match else None
 
 
 class Record(NamedTuple):
@@ -66,6 +87,28 @@ class LoadResult:
     records: list[Record] = field(default_factory=list)
     sent_by_kind: Counter[str] = field(default_factory=Counter)
     failed_by_kind: Counter[str] = field(default_factory=Counter)
+    by_release: Counter[str] = field(default_factory=Counter)
+    errors_by_release: Counter[str] = field(default_factory=Counter)
+    first_at: dict[str, float] = field(default_factory=dict)
+    last_at: dict[str, float] = field(default_factory=dict)
+    first_error_at: dict[str, float] = field(default_factory=dict)
+    answers: list[tuple[float, str | None, int]] = field(default_factory=list)
+
+    def first_answer_after(self, t: float, release: str) -> float | None:
+        """When the first response of ``release`` that ended after ``t`` ended (None: none)."""
+        return next((ended for ended, rel, _ in self.answers if ended > t and rel == release), None)
+
+    def record_answer(self, ended_at: float, release: str | None, status: int) -> None:
+        """Record one answered GET under the release that answered it."""
+        self.answers.append((ended_at, release, status))
+        if release is None:
+            return
+        self.by_release[release] += 1
+        self.first_at.setdefault(release, ended_at)
+        self.last_at[release] = ended_at
+        if 500 <= status < 600:
+            self.errors_by_release[release] += 1
+            self.first_error_at.setdefault(release, ended_at)
 
     @property
     def rate_rps(self) -> float:
@@ -198,6 +241,7 @@ class LoadGenerator:
             self.result.sent_by_kind[kind] += 1
             error: str | None = None
             text: str | None = None
+            answered: Response | None = None
             try:
                 if conn is None:
                     conn = await self._connect()
@@ -207,6 +251,7 @@ class LoadGenerator:
                 conn = None
                 error = type(exc).__name__
             else:
+                answered = resp
                 if not resp.keep_alive:
                     await self._close(conn)
                     conn = None
@@ -218,6 +263,8 @@ class LoadGenerator:
                     text = resp.body.decode(errors="replace")
             ended_at = time.monotonic()
             self.result.records.append(Record(kind, sent_at, ended_at, error))
+            if kind != "post" and answered is not None:
+                self.result.record_answer(ended_at, release_of(answered.body), answered.status)
             if error is None:
                 self.result.ok += 1
                 (self.result.slow_latencies if slow else self.result.latencies).append(ended_at - sent_at)

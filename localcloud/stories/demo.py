@@ -5,10 +5,23 @@
 3. push v3, which fails its health check → release fails, automatic rollback to v2, and why;
 4. scale out to 4 during a deploy (v4) → the new host ends on the newest release;
 5. invoke rollback → back to v1 in seconds, from the images the hosts retained;
-6. a closing table per host;
-7. the real `deployer` CLI against the local cloud: `deployer status web`, `deployer history web`
+6. canary: `deployer config put` gives the app stages (1 host baking 10 s, then 100 %) and the
+   built-in analysis; v5 passes its health check but answers 503 to a fifth of its requests:
+   the canary host takes it, the analysis catches it during the bake, the canary goes back to
+   v1, no other host ever answers with it, and the load generator counts the bad responses
+   (`localcloud.stories.canary`);
+7. alarm: the app names the CloudWatch alarm `checkout-failures` (on `Demo/Checkout Failures`,
+   which the demo feeds) and has three stages; during stage 2's bake the demo reports checkout
+   failures, the local alarm stand-in flips the alarm to ALARM and emits its state-change
+   event; the good release v6 fails at stage 2 naming the alarm, its two hosts go back to v1
+   and stage 3 is never sent;
+8. a closing table per host;
+9. the real `deployer` CLI against the local cloud: `deployer status web`, `deployer history web`
    (the environment a shell gets from `.localcloud/env` in the playground).
-The last line is `DEMO {json}`. Everything started is removed on exit and on Ctrl-C.
+The last line is `DEMO {json}`: `failed_requests` counts requests the swaps failed (the bad
+release's own 503s are `bad_responses`); `bad_release_share` is over the canary act's requests,
+`bad_release_share_of_all` over every request of the demo. Everything started is removed on exit
+and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,41 +34,20 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from localcloud.cloud import LocalCloud, Timeline
-from localcloud.hosts.load import LoadGenerator, LoadResult
+from localcloud.hosts.images import release_body
+from localcloud.stories import canary
+from localcloud.stories.canary import Loads
 from localcloud.stories.playground import cli_environment
 
 APP = "web"
-
-
-@dataclass
-class Loads:
-    """One keep-alive load generator per host proxy, started as hosts join."""
-
-    rate: float
-    gens: dict[str, LoadGenerator] = field(default_factory=dict)
-    results: dict[str, LoadResult] = field(default_factory=dict)
-
-    def ensure(self, cloud: LocalCloud) -> None:
-        assert cloud.fleet is not None
-        for host in cloud.fleet.live(f"{APP}-asg"):
-            if host.instance_id not in self.gens and host.state == "running":
-                gen = LoadGenerator(
-                    "127.0.0.1", host.sandbox.listen_port, rate=self.rate, connections=4, max_seconds=600
-                )
-                self.gens[host.instance_id] = gen.start()
-
-    def stop(self) -> None:
-        for iid, gen in self.gens.items():
-            if iid not in self.results:
-                self.results[iid] = gen.stop()
-
-    def current(self, iid: str) -> LoadResult | None:
-        return self.results.get(iid) or (self.gens[iid].result if iid in self.gens else None)
+BAD = 5  # the flaky image of the canary act answers "web release 5"
+CANARY_BAKE = 10  # the canary's bake: the analysis must catch the bad release within it
+ALARM = "checkout-failures"
+ALARM_BAKE = 120  # stage 2's bake in the alarm act: long, so only the alarm can end it
 
 
 def _release_of(cloud: LocalCloud, tag: str) -> dict[str, Any] | None:
@@ -100,7 +92,7 @@ def _pulled(cloud: LocalCloud, command_id: str | None) -> list[str]:
 def run(rate: float, echo: bool = True) -> dict[str, Any]:
     tl = Timeline(echo=echo)
     cloud = LocalCloud(timeline=tl)
-    loads = Loads(rate)
+    loads = Loads(APP, rate)
     result: dict[str, Any] = {
         "hosts": 0,
         "requests": 0,
@@ -110,6 +102,12 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         "rollback_seconds": None,
         "hosts_consistent": False,
         "cli_ok": False,
+        "canary_caught": False,
+        "bad_release_share": None,
+        "bad_responses": 0,
+        "detect_to_stable_seconds": None,
+        "bad_release_share_of_all": None,
+        "alarm_stopped": False,
     }
     durations: dict[str, float] = {}
     cleaned = False
@@ -139,7 +137,7 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         t = step(0, "local cloud: moto server, registry, the stack of template.yaml")
         cloud.start()
         # two hosts at a time: a rolling deploy that still rolls 4 hosts back in seconds
-        cloud.create_app(APP, max_concurrency="2", max_errors="0", retain=3)
+        app_config = cloud.create_app(APP, max_concurrency="2", max_errors="0", retain=3)
         durations["setup"] = time.monotonic() - t
 
         t = step(1, "a 3-instance fleet boots on v1 from user data")
@@ -227,6 +225,52 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         tl(f"every host on v1 after {result['rollback_seconds']} s; hosts that pulled: {pulled or 'none'}")
         durations["rollback_v1"] = time.monotonic() - t
         time.sleep(1.0)
+
+        t = step(6, "canary: a release that passes its health check but fails 20 % of requests")
+        staged = canary.with_rollout(
+            app_config,
+            stages=[{"hosts": 1, "bake_seconds": CANARY_BAKE}, {"hosts": "100%"}],
+            analysis={"interval_seconds": 1, "min_requests": 20},
+        )
+        canary.config_put(cloud, staged)
+        caught = canary.canary_act(
+            cloud,
+            loads,
+            app=APP,
+            tag="v5",
+            number=BAD,
+            stable_number=1,
+            stable_digest=str(v1["digest"]),
+            kind="flaky",
+            log=tl,
+        )
+        result.update(
+            canary_caught=caught.caught,
+            bad_release_share=caught.bad_release_share,
+            bad_responses=caught.bad_responses,
+            detect_to_stable_seconds=caught.detect_to_stable_seconds,
+        )
+        canary.deployer(cloud, "history", APP, "--limit", "2")  # the verdict as an operator reads it
+        durations["canary"] = time.monotonic() - t
+
+        t = step(7, f"alarm: {ALARM} fires during stage 2's bake and stops the release")
+        canary.create_alarm(cloud, ALARM)
+        alarmed = canary.with_rollout(
+            staged,
+            stages=[
+                {"hosts": 1, "bake_seconds": 2},
+                {"hosts": 2, "bake_seconds": ALARM_BAKE},
+                {"hosts": "100%"},
+            ],
+            alarms=[ALARM],
+        )
+        canary.config_put(cloud, alarmed)
+        stable = str((cloud.pointer(APP) or {}).get("digest") or v1["digest"])
+        stopped = canary.alarm_act(
+            cloud, app=APP, alarm=ALARM, tag="v6", number=6, stable_digest=stable, stages=3, log=tl
+        )
+        result["alarm_stopped"] = stopped.stopped
+        durations["alarm"] = time.monotonic() - t
     except Exception as exc:  # the story stops; the summary still says what held
         print(f"\ndemo step failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         if cloud.bus is not None:
@@ -248,13 +292,21 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
             result["cli_ok"] = _cli(cloud)
         result["hosts"] = len(cloud.fleet.live(f"{APP}-asg")) if cloud.fleet else 0
         result["requests"] = sum(r.sent for r in loads.results.values())
-        result["failed_requests"] = sum(r.failed for r in loads.results.values())
+        # The bad release's 503s are the app's answers the canary exists to catch (counted as
+        # bad_responses), not requests the swaps failed.
+        bad_line = release_body(APP, BAD).strip()
+        result["failed_requests"] = sum(
+            r.failed - r.errors_by_release.get(bad_line, 0) for r in loads.results.values()
+        )
+        if result["requests"]:
+            answered_bad = sum(r.by_release.get(bad_line, 0) for r in loads.results.values())
+            result["bad_release_share_of_all"] = round(answered_bad / result["requests"], 4)
         cleanup()
     return result
 
 
 def _table(cloud: LocalCloud, loads: Loads, durations: dict[str, float]) -> None:
-    print("\n== 6. summary", flush=True)
+    print("\n== 8. summary", flush=True)
     assert cloud.fleet is not None
     print(f"  {'host':<22}{'proxy':<8}{'release':>8}{'requests':>10}{'failed':>8}  {'errors'}")
     for host in cloud.fleet.live(f"{APP}-asg"):
@@ -278,7 +330,7 @@ def deployer_command() -> list[str]:
 
 def _cli(cloud: LocalCloud) -> bool:
     """`deployer status` and `deployer history` of the app, run as an operator would."""
-    print("\n== 7. the deployer CLI against the local cloud", flush=True)
+    print("\n== 9. the deployer CLI against the local cloud", flush=True)
     env = {**os.environ, **cli_environment(cloud), "COLUMNS": "160"}
     ok = True
     for args in (["status", APP], ["history", APP]):
@@ -303,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         and result["manual_rollback"]
         and result["hosts_consistent"]
         and result["cli_ok"]
+        and result["canary_caught"]
+        and result["alarm_stopped"]
     )
     return 0 if ok else 1
 
