@@ -185,6 +185,14 @@ def required(
         name = params["AutoScalingGroupName"]
         uuid = "00000000-0000-0000-0000-000000000000"
         return action, [a("autoscaling", f"autoScalingGroup:{uuid}:autoScalingGroupName/{name}")]
+    if service == "monitoring" and operation == "DescribeAlarms":
+        # CloudWatch's IAM prefix is `cloudwatch` (its endpoint's is `monitoring`). Composite
+        # alarms are returned only to a permission scoped to "*" (DescribeAlarms API reference);
+        # metric alarms alone are authorized per alarm ARN.
+        action = "cloudwatch:DescribeAlarms"
+        if "CompositeAlarm" in params.get("AlarmTypes", []) or not params.get("AlarmNames"):
+            return action, ["*"]
+        return action, [a("cloudwatch", f"alarm:{name}") for name in params["AlarmNames"]]
     if service == "logs" and operation == "DescribeLogGroups":
         return action, ["*"]
     if service == "logs" and operation == "CreateLogGroup":

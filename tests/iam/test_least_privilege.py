@@ -47,6 +47,8 @@ RESOURCE_STAR: dict[str, str] = {
         f"pins a secret's version without its value; no resource type ({SAR}list_awssystemsmanager.html)",
     "ecr:GetAuthorizationToken":
         f"the hosts' registry login; no resource type ({SAR}list_amazonelasticcontainerregistry.html)",
+    "cloudwatch:DescribeAlarms": "the alarm gates read composite alarms too, which DescribeAlarms "
+        "returns only to a permission scoped to * (CloudWatch API reference, DescribeAlarms)",
 }
 # AWS-managed policies SAM attaches to every function role; their text is AWS's, not ours.
 AWS_MANAGED: dict[str, str] = {

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from deployer.adapters.admissions import Admissions
+from deployer.adapters.alarms import Alarms
 from deployer.adapters.app_state import AppState
 from deployer.adapters.apps import AppsStore
 from deployer.adapters.command_results import CommandResults
@@ -21,6 +22,7 @@ from deployer.adapters.lifecycle_hooks import LifecycleHooks, ManagedInstances
 from deployer.adapters.pointer import PointerStore
 from deployer.adapters.rechecks import RecheckQueue
 from deployer.adapters.releases import ReleasesStore
+from deployer.adapters.stage_ticks import StageTicks
 from deployer.adapters.tracked_commands import TrackedCommands
 from deployer.aws import ClientFactory
 from deployer.errors import DeployerError
@@ -53,6 +55,8 @@ class Adapters:
     notifier: Notifier
     rechecks: RecheckQueue
     config_versions: ConfigVersions
+    stage_ticks: StageTicks
+    alarms: Alarms
     clock: Callable[[], float] = field(default_factory=lambda: time.time)
 
     @classmethod
@@ -94,6 +98,8 @@ class Adapters:
             notifier=Notifier(settings.notification_topic_arn, lambda: clients.client("sns")),
             rechecks=RecheckQueue(settings.launch_recheck_queue_url, lambda: clients.client("sqs")),
             config_versions=ConfigVersions(ssm, lambda: clients.client("secretsmanager")),
+            stage_ticks=StageTicks(settings.stage_tick_queue_url, lambda: clients.client("sqs")),
+            alarms=Alarms(clients.client("cloudwatch")),
         )
 
     @property

@@ -111,6 +111,11 @@ class Release(BaseModel):
     stage_command_id: str | None = None
     stage_hosts: list[str] | None = None
     bake_until: int | None = None
+    # The stage tick chain (docs/stages.md, "The bake timer"): the epoch second the pending tick
+    # is due; a tick is sent only by the invocation whose conditional write set it.
+    next_tick_at: int | None = None
+    # The app's alarms as the last check read them: {name: {"state", "reason", "at"}}.
+    alarm_states: dict[str, dict[str, Any]] | None = None
 
     @property
     def key(self) -> str:
