@@ -49,7 +49,11 @@ def ensure_tick(ad: Adapters, config: AppConfig, release: Release, now: Now) -> 
         return None
     if release.next_tick_at is not None and release.next_tick_at > now.epoch:
         return None
-    delay = tick_delay(config.rollout.analysis.interval_seconds, release.bake_until, now.epoch)
+    rollout = config.rollout
+    # Nothing to look at during the bake (no analysis, no alarm): one tick at its end will do.
+    watched = rollout.analysis.enabled or bool(rollout.alarms)
+    interval = rollout.analysis.interval_seconds if watched else MAX_DELAY
+    delay = tick_delay(interval, release.bake_until, now.epoch)
     due = now.epoch + delay
     if not ad.releases.claim_tick(release.app, release.release, release.stage, due, now.epoch):
         return None
