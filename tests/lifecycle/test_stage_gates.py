@@ -20,6 +20,7 @@ from moto.sqs.models import sqs_backends
 
 from tests.conftest import ACCOUNT, REGION
 from tests.lifecycle.conftest import World, build_world, client, load_event
+from tests.lifecycle.test_cli import run
 from tests.lifecycle.test_stages import Clock, commands, run_stage
 
 pytestmark = pytest.mark.unit
@@ -60,9 +61,7 @@ def sent_ticks() -> list[tuple[dict[str, Any], int]]:
     """Every message on the stage tick queue as moto's SQS holds it, delayed or not: its body and
     its DelaySeconds (when it becomes visible, from when it was sent)."""
     queue = sqs_backends[ACCOUNT][REGION].queues["StageTickQueue"]
-    return [
-        (json.loads(m.body), round((m.delayed_until - m.sent_timestamp) / 1000)) for m in queue._messages
-    ]
+    return [(json.loads(m.body), round((m.delayed_until - m.sent_timestamp) / 1000)) for m in queue._messages]
 
 
 def tick_record(body: dict[str, Any]) -> dict[str, Any]:
@@ -183,4 +182,25 @@ def test_an_alarm_event_for_an_alarm_no_app_names_changes_nothing(gated: tuple[W
     event["detail"]["alarmName"] = "someone-elses"
     answer = handle_command_status(world.ld, event)
     assert answer["action"] == "ignored"
+    assert world.release(2).stage_state == STAGE_BAKING
+
+
+def test_status_shows_each_alarm_gate_as_the_last_check_read_it(gated: tuple[World, Clock]) -> None:
+    world, clock = gated
+    staged_push(world, [{"hosts": 1, "bake_seconds": 300}, {"hosts": "100%"}])
+    run_stage(world, world.release(2))
+    # Given the alarm went into INSUFFICIENT_DATA and the next tick's converge read it
+    set_alarm("INSUFFICIENT_DATA", "no 5xx datapoints")
+    clock.now += 30
+    handle_command_status(
+        world.ld,
+        tick_record({"kind": "stage-tick", "app": "web", "release": 2, "stage": 0, "due": int(clock.now)}),
+    )
+    # When an operator asks for the status, the alarm's state and reason are shown
+    code, view, _ = run(world, "status", "web")
+    assert code == 0
+    assert view["deploying"]["alarms"] == [
+        {"alarm": ALARM, "state": "INSUFFICIENT_DATA", "reason": "no 5xx datapoints", "at": int(clock.now)}
+    ]
+    # and the release still bakes (INSUFFICIENT_DATA does not fail it)
     assert world.release(2).stage_state == STAGE_BAKING
