@@ -13,7 +13,7 @@ import itertools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deployer import markers
@@ -84,7 +84,7 @@ class Seen:
     # command) that reached the instance, set-up included (a canary is sent before the flow)
     release_sends: Counter[tuple[int, str]]
     # release -> (sent at, due) of each stage tick the queue holds (the suite's clock)
-    ticks: dict[int, list[tuple[int, int]]]
+    ticks: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, world: FaultWorld, before: dict[int, str]) -> Seen:
