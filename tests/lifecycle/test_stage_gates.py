@@ -204,3 +204,17 @@ def test_status_shows_each_alarm_gate_as_the_last_check_read_it(gated: tuple[Wor
     ]
     # and the release still bakes (INSUFFICIENT_DATA does not fail it)
     assert world.release(2).stage_state == STAGE_BAKING
+
+
+def test_a_tick_here_before_its_time_goes_back_for_the_seconds_left(gated: tuple[World, Clock]) -> None:
+    world, clock = gated
+    staged_push(world, [{"hosts": 1, "bake_seconds": 100}, {"hosts": "100%"}])
+    run_stage(world, world.release(2))
+    (first, _) = sent_ticks()[0]
+    # When the tick arrives 2 s before it is due by the controller's clock
+    clock.now += 28
+    answer = handle_command_status(world.ld, tick_record(first))
+    # Then it is sent again, as it was, for the 2 s left, and nothing else moved
+    assert answer["results"][0]["action"] == "early"
+    assert sent_ticks()[1:] == [(first, 2)]
+    assert world.release(2).next_tick_at == first["due"]
