@@ -218,3 +218,19 @@ def test_a_tick_here_before_its_time_goes_back_for_the_seconds_left(gated: tuple
     assert answer["results"][0]["action"] == "early"
     assert sent_ticks()[1:] == [(first, 2)]
     assert world.release(2).next_tick_at == first["due"]
+
+
+def test_an_alarm_in_alarm_before_the_canary_stops_the_release_before_any_host(
+    gated: tuple[World, Clock],
+) -> None:
+    world, _ = gated
+    # Given the alarm is already in ALARM when release 2 is pushed
+    set_alarm("ALARM", "5xx up since yesterday")
+    staged_push(world, [{"hosts": 1, "bake_seconds": 300}, {"hosts": "100%"}])
+    # Then no host was sent release 2, it FAILED naming the alarm, and release 1 stays
+    assert commands("deployer stage 0 web release 2") == []
+    failed = world.release(2)
+    assert failed.status is ReleaseStatus.FAILED
+    assert failed.status_reason == "could not start: alarm web-errors is ALARM: 5xx up since yesterday"
+    assert world.core.pointer.get("web").release == 1  # type: ignore[union-attr]
+    world.assert_agree()
