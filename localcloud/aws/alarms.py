@@ -2,7 +2,7 @@
 alarm. This thread does what CloudWatch does for the stack's users' alarms:
 
 every `interval` seconds (0.5 by default) it reads moto's metric alarms (DescribeAlarms) and, for
-each alarm on one metric (MetricName/Namespace/Dimensions, Statistic or ExtendedStatistic):
+each alarm on one metric (MetricName/Namespace/Dimensions, Statistic):
 - reads the alarm's last `EvaluationPeriods` periods of `Period` seconds, each on its own
   (GetMetricStatistics over exactly that period, ending at the last whole period);
 - counts the breaching periods (`ComparisonOperator` against `Threshold`), treating a period
@@ -14,7 +14,8 @@ each alarm on one metric (MetricName/Namespace/Dimensions, Statistic or Extended
   event (CloudWatch user guide, "Alarm events and EventBridge") put on the local EventBridge bus,
   which delivers it through the rules the stack created.
 
-Not evaluated: metric-math alarms (`Metrics`), anomaly-detection bands, composite alarms; their
+Not evaluated: metric-math alarms (`Metrics`), percentile statistics (`ExtendedStatistic`, which
+moto's GetMetricStatistics does not compute), anomaly-detection bands, composite alarms; their
 state is whatever SetAlarmState last made it. Development tooling only.
 """
 
@@ -126,9 +127,14 @@ class AlarmStandIn:
         """Evaluate every metric alarm once; the events this round emitted."""
         emitted = []
         for alarm in self._alarms():
-            if "MetricName" not in alarm or alarm.get("ComparisonOperator") not in _COMPARE:
+            if not self._evaluable(alarm):
                 continue
-            decided = evaluate(alarm, self._values(alarm))
+            try:
+                values = self._values(alarm)
+            except Exception as exc:  # one alarm moto cannot answer must not stop the others
+                self.errors.append(f"{alarm['AlarmName']}: {type(exc).__name__}: {exc}")
+                continue
+            decided = evaluate(alarm, values)
             if decided is None or decided[0] == alarm.get("StateValue"):
                 continue
             state, reason, datapoints = decided
@@ -136,7 +142,7 @@ class AlarmStandIn:
                 {
                     "version": "1.0",
                     "queryDate": _stamp(dt.datetime.now(dt.UTC)),
-                    "statistic": alarm.get("Statistic") or alarm.get("ExtendedStatistic"),
+                    "statistic": alarm["Statistic"],
                     "period": alarm["Period"],
                     "recentDatapoints": datapoints,
                     "threshold": float(alarm["Threshold"]),
@@ -154,6 +160,16 @@ class AlarmStandIn:
             self.bus.put_event(event)
         return emitted
 
+    @staticmethod
+    def _evaluable(alarm: dict[str, Any]) -> bool:
+        """One metric, a plain statistic, a static threshold (moto's GetMetricStatistics answers no
+        percentile)."""
+        return (
+            "MetricName" in alarm
+            and bool(alarm.get("Statistic"))
+            and alarm.get("ComparisonOperator") in _COMPARE
+        )
+
     def _alarms(self) -> list[dict[str, Any]]:
         alarms: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"AlarmTypes": ["MetricAlarm"]}
@@ -168,8 +184,7 @@ class AlarmStandIn:
         """The alarm's statistic over each of its last EvaluationPeriods whole periods, oldest first."""
         period = int(alarm["Period"])
         end = int(self.clock()) // period * period
-        stat = alarm.get("Statistic")
-        extended = alarm.get("ExtendedStatistic")
+        stat = alarm["Statistic"]
         values: list[float | None] = []
         for i in range(int(alarm["EvaluationPeriods"]), 0, -1):
             start = end - i * period
@@ -180,17 +195,10 @@ class AlarmStandIn:
                 "StartTime": dt.datetime.fromtimestamp(start, dt.UTC),
                 "EndTime": dt.datetime.fromtimestamp(start + period, dt.UTC),
                 "Period": period,
+                "Statistics": [stat],
             }
-            if extended:
-                kwargs["ExtendedStatistics"] = [extended]
-            else:
-                kwargs["Statistics"] = [stat]
             points = self.cw.get_metric_statistics(**kwargs).get("Datapoints", [])
-            if not points:
-                values.append(None)
-                continue
-            point = points[0]
-            value = point.get("ExtendedStatistics", {}).get(extended) if extended else point.get(stat)
+            value = points[0].get(stat) if points else None
             values.append(None if value is None else float(value))
         return values
 
@@ -222,7 +230,7 @@ class AlarmStandIn:
                                 "namespace": alarm["Namespace"],
                             },
                             "period": alarm["Period"],
-                            "stat": alarm.get("Statistic") or alarm.get("ExtendedStatistic"),
+                            "stat": alarm["Statistic"],
                         },
                         "returnData": True,
                     }
