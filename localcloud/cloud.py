@@ -9,6 +9,8 @@
 - Lambda: `localcloud.aws.lambdas`, one warm worker process per function of the stack;
 - ECR: the Debian registry (`localcloud.hosts.registry`); `push()` builds an image, pushes it, stores
   the same manifest in moto's repository and emits the ECR push event with the real digest;
+- CloudWatch alarms: `localcloud.aws.alarms` evaluates moto's metric alarms against moto's metric
+  data and emits their state-change events on the bus;
 - EC2 / Auto Scaling / SSM: `localcloud.aws.fleet` (hosts are `HostSandbox`es booting the real user
   data) and `localcloud.aws.ssm_agent` (runs the real document on them).
 Development tooling only: no Lambda code imports it.
@@ -30,6 +32,7 @@ from typing import Any
 
 from localcloud import moto_gaps
 from localcloud.aws import invoke_gap, permissions
+from localcloud.aws.alarms import AlarmStandIn
 from localcloud.aws.eventbridge import Delivery, EventBus, envelope
 from localcloud.aws.fleet import Fleet
 from localcloud.aws.host_gate import HostGate, customer_key_reads, secret_arns
@@ -141,6 +144,7 @@ class LocalCloud:
         self._iam: Any = None
         self.pushed: list[Pushed] = []
         self.sqs_sources: list[SqsSource] = []
+        self.alarms: AlarmStandIn | None = None
         self._built: list[str] = []
         self._started = False
         self._gaps = False
@@ -262,12 +266,18 @@ class LocalCloud:
                 region=self.moto.region,
             )
             self.sqs_sources.append(src.start())
+        # Users' metric alarms are evaluated and their state changes go through the stack's rules.
+        self.alarms = AlarmStandIn(
+            self.moto.client("cloudwatch"), self.bus, region=self.moto.region, account=ACCOUNT
+        ).start()
         self.lambdas.warm(*stk.functions)
         self._started = True
         return self
 
     def stop(self) -> None:
         """Remove everything this cloud started: hosts, containers, nginx, registry, moto."""
+        if self.alarms:
+            self.alarms.stop()
         for src in self.sqs_sources:
             src.stop()
         if self.ssm:

@@ -73,6 +73,10 @@ The gaps, each filled as AWS documents the behaviour:
     computed as CloudWatch computes it from what PutMetricData sent (each of `Values` counted
     `Counts` times, which moto stores one by one), nearest rank; no datum, no datapoint
     (`_cloudwatch_percentile_patches`; the canary analysis reads the hosts' p99 latency).
+16. `get_metric_statistics` matches every datum whose dimensions include the asked ones;
+    CloudWatch treats each dimension combination as its own metric, so only data with exactly
+    the asked dimensions count (an alarm on `[App]` must not also sum the `[App, Release]` data
+    the hosts send next to it; `localcloud.aws.alarms` evaluates alarms with it).
 """
 
 from __future__ import annotations
@@ -277,6 +281,7 @@ def patches(gaps: MotoGaps) -> list[tuple[Any, str, Any]]:
         *lifecycle_actions.patches(gaps.lifecycle, on_complete=gaps._completed, on_heartbeat=gaps._heartbeat),
         *_dynamodb_patches(),
         *_cloudwatch_percentile_patches(),
+        *_cloudwatch_statistics_patches(),
     ]
 
 
@@ -817,3 +822,55 @@ def _cloudwatch_percentile_patches() -> list[tuple[Any, str, Any]]:
         (cw.Statistics, "get_statistics_for_type", get_statistics_for_type),
         (cw.CloudWatchBackend, "get_metric_data", get_metric_data),
     ]
+def _cloudwatch_statistics_patches() -> list[tuple[Any, str, Any]]:
+    """Gap 16: GetMetricStatistics counts only the data with exactly the asked dimensions (moto's
+    own bucketing otherwise: periods from the first datum, empty ones left out)."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from moto.cloudwatch import models as cw  # noqa: PLC0415
+    from moto.cloudwatch.exceptions import InvalidParameterValue  # noqa: PLC0415
+
+    def get_metric_statistics(  # noqa: PLR0917 - moto's signature
+        self: Any,
+        namespace: str,
+        metric_name: str,
+        start_time: Any,
+        end_time: Any,
+        period: int,
+        stats: list[str],
+        dimensions: list[dict[str, str]],
+        unit: str | None = None,
+    ) -> list[Any]:
+        start_time = start_time.replace(microsecond=0)
+        end_time = end_time.replace(microsecond=0)
+        if start_time >= end_time:
+            raise InvalidParameterValue("The parameter StartTime must be less than the parameter EndTime.")
+        asked = sorted((d["Name"], d.get("Value")) for d in dimensions or [])
+        data = sorted(
+            (
+                md
+                for md in self.get_all_metrics()
+                if md.namespace == namespace
+                and md.name == metric_name
+                and start_time <= md.timestamp < end_time
+                and (unit is None or md.unit == unit)
+                and sorted((d.name, d.value) for d in md.dimensions) == asked
+            ),
+            key=lambda md: md.timestamp,
+        )
+        if not data:
+            return []
+        step = timedelta(seconds=period)
+        out: list[Any] = []
+        idx = 0
+        for begin in cw.daterange(data[0].timestamp, data[-1].timestamp + step, step):
+            bucket = cw.Statistics(stats, begin)
+            while idx < len(data) and data[idx].timestamp < begin + step:
+                bucket.metric_data.append(data[idx])
+                bucket.unit = data[idx].unit
+                idx += 1
+            if bucket.metric_data:
+                out.append(bucket)
+        return out
+
+    return [(cw.CloudWatchBackend, "get_metric_statistics", get_metric_statistics)]

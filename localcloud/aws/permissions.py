@@ -195,6 +195,14 @@ def required(
     # resource type (the hosts' meter: `aws cloudwatch put-metric-data`).
     if service in {"monitoring", "cloudwatch"} and operation == "PutMetricData":
         return "cloudwatch:PutMetricData", ["*"]
+    if service == "monitoring" and operation == "DescribeAlarms":
+        # CloudWatch's IAM prefix is `cloudwatch` (its endpoint's is `monitoring`). Composite
+        # alarms are returned only to a permission scoped to "*" (DescribeAlarms API reference);
+        # metric alarms alone are authorized per alarm ARN.
+        action = "cloudwatch:DescribeAlarms"
+        if "CompositeAlarm" in params.get("AlarmTypes", []) or not params.get("AlarmNames"):
+            return action, ["*"]
+        return action, [a("cloudwatch", f"alarm:{name}") for name in params["AlarmNames"]]
     if service == "logs" and operation == "DescribeLogGroups":
         return action, ["*"]
     if service == "logs" and operation == "CreateLogGroup":

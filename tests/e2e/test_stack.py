@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,7 +88,7 @@ def test_the_stack_is_created_with_every_resource_and_output_of_the_template(
         created[rtype] += sum(1 for line in stack.gap_filled if f"({rtype})" in line)
     assert created == wanted
     assert len(stack.functions) == 5
-    assert len([r for r in stack.rules if r.pattern]) == 4
+    assert len([r for r in stack.rules if r.pattern]) == 5  # push, command, invocation, launch, alarm
     assert len(stack.documents) == 3  # swap, release task, diagnose
     assert set(stack.outputs) == set(load_yaml(ensure_built().read_text())["Outputs"])
 
@@ -195,6 +196,7 @@ def test_a_type_no_gap_filler_knows_is_still_announced_by_moto(
         ("ssm_command_status_success.json", "OnCommandStatusFunction"),
         ("ssm_command_invocation_failed.json", "OnCommandStatusFunction"),
         ("asg_instance_launch.json", "OnInstanceLaunchFunction"),
+        ("cloudwatch_alarm_state_change.json", "OnCommandStatusFunction"),
     ],
 )
 def test_each_consumed_event_reaches_exactly_its_function(stack: Stack, sample: str, function: str) -> None:
@@ -210,6 +212,28 @@ def test_a_failed_push_a_deletion_and_another_document_reach_nothing(stack: Stac
     status = event("ssm_command_status_success.json", stack)
     status["detail"]["document-name"] = "AWS-RunShellScript"
     assert targets(stack, failed) == targets(stack, deleted) == targets(stack, status) == []
+
+
+def test_only_an_alarm_going_into_alarm_reaches_on_command_status(stack: Stack) -> None:
+    ok = event("cloudwatch_alarm_state_change.json", stack)
+    ok["detail"]["state"]["value"] = "OK"
+    assert targets(stack, ok) == []
+
+
+def test_stage_ticks_reach_on_command_status_through_their_queue_with_their_delay(
+    stack: Stack, aws: Clients
+) -> None:
+    # The stack's mapping feeds on-command-status from the queue its functions are told of
+    (mapping,) = [m for m in stack.sqs_mappings if m.function == "OnCommandStatusFunction"]
+    env = stack.functions["OnCommandStatusFunction"].environment
+    assert env["STAGE_TICK_QUEUE_URL"] == mapping.queue_url
+    assert stack.functions["ReconcilerFunction"].environment["STAGE_TICK_QUEUE_URL"] == mapping.queue_url
+    # and moto holds a delayed tick back until its delay has passed
+    sqs = aws.client("sqs")
+    sqs.send_message(QueueUrl=mapping.queue_url, MessageBody="{}", DelaySeconds=1)
+    assert sqs.receive_message(QueueUrl=mapping.queue_url).get("Messages", []) == []
+    time.sleep(1.2)
+    assert len(sqs.receive_message(QueueUrl=mapping.queue_url).get("Messages", [])) == 1
 
 
 def test_the_reconciler_runs_on_a_schedule(stack: Stack) -> None:

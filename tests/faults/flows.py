@@ -332,6 +332,51 @@ def canary_analysis_passes(world: FaultWorld) -> Plan:
     return Plan([world.schedule_event()], Expect(desired=second, accepted=(second,)))
 
 
+# Alarm gates and the stage tick chain (docs/stages.md).
+ALARM = "web-errors"
+
+
+def alarm_stops_stage(world: FaultWorld) -> Plan:
+    """The canary succeeded and bakes; the app's alarm goes into ALARM and its event arrives: the
+    release fails (DescribeAlarms confirms it) and the rollback puts the canary back; the other
+    hosts never take release 2."""
+    first = _live_on_1(world)
+    world.set_stages(STAGES)
+    world.set_alarms(ALARM)
+    second = world.push(2, "v2")
+    for delivery in world.run_hosts():
+        world.invoke_ok(delivery)
+    world.take_ticks()
+    world.set_alarm_state(ALARM, "ALARM", "Threshold Crossed: 42 5xx in 60 s")
+    return Plan([world.alarm_event(ALARM)], Expect(desired=first, accepted=(second,)))
+
+
+def _baking_with_a_tick(world: FaultWorld) -> tuple[str, Delivery]:
+    """Release 1 live; staged release 2's canary succeeded: it bakes, and its first tick is out."""
+    _, second, events = _canary_ran(world)
+    for delivery in events:
+        world.invoke_ok(delivery)
+    (tick,) = world.take_ticks()
+    return second, tick
+
+
+def stage_tick(world: FaultWorld) -> Plan:
+    """The first tick arrives when due: it converges the app and sends the next one (a crash
+    before or after that send, or the tick delivered twice, still leaves one chain); the bake
+    ends and the last stage goes out."""
+    second, tick = _baking_with_a_tick(world)
+    CLOCK.advance(world.base.config.rollout.analysis.interval_seconds)
+    return Plan([tick], Expect(desired=second, accepted=(second,)))
+
+
+def stage_tick_lost(world: FaultWorld) -> Plan:
+    """The first tick is lost; the reconciler's converge after its due time sends another (the
+    chain goes on), and the bake ends."""
+    second, _ = _baking_with_a_tick(world)
+    CLOCK.advance(world.base.config.rollout.analysis.interval_seconds + 15)
+    return Plan([world.schedule_event()], Expect(desired=second, accepted=(second,)))
+
+
 FLOWS: tuple[Flow, ...] = (
     Flow("push_deploy", push_deploy),
     Flow("completion_success", completion_success),
@@ -359,4 +404,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("stage_cancelled", stage_cancelled, hosts=4),
     Flow("canary_analysis_fails", canary_analysis_fails, hosts=4),
     Flow("canary_analysis_passes", canary_analysis_passes, hosts=4),
+    Flow("alarm_stops_stage", alarm_stops_stage, hosts=4),
+    Flow("stage_tick", stage_tick, hosts=4),
+    Flow("stage_tick_lost", stage_tick_lost, hosts=4),
 )

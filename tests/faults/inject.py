@@ -35,6 +35,7 @@ _THROTTLING = {
     "sns": "Throttling",
     "sqs": "RequestThrottled",
     "ecr": "ThrottlingException",
+    "cloudwatch": "Throttling",
 }
 
 

@@ -9,10 +9,11 @@ sentence that must hold, yielding what contradicts it.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deployer import markers
@@ -82,6 +83,8 @@ class Seen:
     # (release, instance) -> swap commands of that release's rollout (its stages and its fleet-wide
     # command) that reached the instance, set-up included (a canary is sent before the flow)
     release_sends: Counter[tuple[int, str]]
+    # release -> (sent at, due) of each stage tick the queue holds (the suite's clock)
+    ticks: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, world: FaultWorld, before: dict[int, str]) -> Seen:
@@ -123,7 +126,16 @@ class Seen:
                 if markers.parse_stage_comment(c.comment) or markers.parse_release_comment(c.comment)
                 for iid in c.instance_ids
             ),
+            ticks=_ticks(world.ticks()),
         )
+
+
+def _ticks(held: list[dict[str, Any]]) -> dict[int, list[tuple[int, int]]]:
+    ticks: dict[int, list[tuple[int, int]]] = {}
+    for tick in held:
+        due = int(tick["due"])
+        ticks.setdefault(int(tick["release"]), []).append((due - int(tick["delay"]), due))
+    return {release: sorted(sent) for release, sent in ticks.items()}
 
 
 def _release_configs(commands: list[Any]) -> dict[int, set[str]]:
@@ -278,6 +290,15 @@ def no_host_takes_a_release_twice(seen: Seen, expect: Expect) -> Iterator[str]:
             yield f"{iid[-4:]} sent release {release} {sends} times"
 
 
+def at_most_one_tick_chain_per_baking_release(seen: Seen, expect: Expect) -> Iterator[str]:
+    """A release's next stage tick is sent only once the one before was due (it arrived, or was
+    lost): two ticks pending at once would be two chains, each sending its own."""
+    for release, ticks in sorted(seen.ticks.items()):
+        for (_, due), (sent, later_due) in itertools.pairwise(ticks):
+            if sent < due:
+                yield f"release {release}: a tick due at {later_due} sent at {sent}, before {due}"
+
+
 CHECKS: tuple[Check, ...] = (
     pointer_is_the_desired_release,
     group_boots_the_pointers_release,
@@ -291,6 +312,7 @@ CHECKS: tuple[Check, ...] = (
     the_launching_instance_ends_in_service,
     the_release_task_runs_at_most_once_per_release,
     no_host_takes_a_release_twice,
+    at_most_one_tick_chain_per_baking_release,
 )
 
 

@@ -25,6 +25,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from deployer.agent_contract import EXIT_CODE_BY_CLASS, FailureClass
 from deployer.settings import ENV_NAMES
 from moto.ecr.models import ecr_backends
+from moto.sqs.models import sqs_backends
 
 from localcloud.aws import permissions
 from localcloud.aws.ratecontrol import ERROR_STATUSES, command_status, invocation_status, max_errors
@@ -271,6 +272,64 @@ class FaultWorld:
                     },
                 ],
             )
+    def set_alarms(self, *names: str) -> None:
+        """The app's config names alarm gates (each created OK in CloudWatch)."""
+        for name in names:
+            harness.client("cloudwatch").put_metric_alarm(
+                AlarmName=name,
+                Namespace="Deployer/Proxy",
+                MetricName="Errors5xx",
+                Dimensions=[{"Name": "App", "Value": APP}],
+                Statistic="Sum",
+                Period=60,
+                EvaluationPeriods=1,
+                Threshold=10,
+                ComparisonOperator="GreaterThanThreshold",
+            )
+            self.set_alarm_state(name, "OK", "quiet")
+        config = self.base.core.apps.get(APP)
+        rollout = {**config.rollout.model_dump(), "alarms": list(names)}
+        self.base.core.apps.put(type(config).parse({**config.to_document(), "rollout": rollout}))
+
+    @staticmethod
+    def set_alarm_state(name: str, state: str, reason: str) -> None:
+        harness.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue=state, StateReason=reason)
+
+    def alarm_event(self, name: str, state: str = "ALARM") -> Delivery:
+        """CloudWatch's documented state-change event for `name` (events/)."""
+        event = harness.load_event("cloudwatch_alarm_state_change.json")
+        event["id"] = self._event_id()
+        event["account"], event["region"] = harness.ACCOUNT, harness.REGION
+        event["resources"] = [f"arn:aws:cloudwatch:{harness.REGION}:{harness.ACCOUNT}:alarm:{name}"]
+        event["detail"]["alarmName"] = name
+        event["detail"]["state"]["value"] = state
+        return Delivery("on_command_status", event)
+
+    # -- the stage tick queue ------------------------------------------------------------------
+    @staticmethod
+    def _tick_queue() -> Any:
+        return sqs_backends[harness.ACCOUNT][harness.REGION].queues["StageTickQueue"]
+
+    def ticks(self) -> list[dict[str, Any]]:
+        """Every tick the queue holds (delayed or not): its body and its DelaySeconds."""
+        return [
+            {**json.loads(m.body), "delay": round((m.delayed_until - m.sent_timestamp) / 1000)}
+            for m in self._tick_queue()._messages
+        ]
+
+    def take_ticks(self) -> list[Delivery]:
+        """The ticks the queue holds, each as the mapping delivers it (BatchSize 1), taken off the
+        queue (as a handled batch is deleted): the tick that was due, whatever its delay."""
+        queue = self._tick_queue()
+        taken = list(queue._messages)
+        queue._messages.clear()
+        return [
+            Delivery(
+                "on_command_status",
+                {"Records": [{"messageId": m.id, "body": m.body, "eventSource": "aws:sqs"}]},
+            )
+            for m in taken
+        ]
 
     def scale_out(self) -> str:
         """One more instance: it waits in Pending:Wait and boots what its launch-template version says."""

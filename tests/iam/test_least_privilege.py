@@ -52,6 +52,8 @@ RESOURCE_STAR: dict[str, str] = {
     "cloudwatch:PutMetricData":
         f"the hosts' proxy metrics; no resource type, held to the namespace Deployer/Proxy by the "
         f"cloudwatch:namespace condition ({SAR}list_amazoncloudwatch.html)",
+    "cloudwatch:DescribeAlarms": "the alarm gates read composite alarms too, which DescribeAlarms "
+        "returns only to a permission scoped to * (CloudWatch API reference, DescribeAlarms)",
 }
 # AWS-managed policies SAM attaches to every function role; their text is AWS's, not ours.
 AWS_MANAGED: dict[str, str] = {

@@ -473,6 +473,8 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
     topic_arn = client("sns").create_topic(Name="DeployNotificationsTopic")["TopicArn"]
     # The delay queue on-instance-launch schedules its re-checks and swap heartbeats on.
     recheck_queue = client("sqs").create_queue(QueueName="LaunchRecheckQueue")["QueueUrl"]
+    # The stage tick delay queue on-command-status consumes (template.yaml StageTickQueue).
+    tick_queue = client("sqs").create_queue(QueueName="StageTickQueue")["QueueUrl"]
     sqs = client("sqs")
     queue_url = sqs.create_queue(QueueName="notifications")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -492,6 +494,7 @@ def build_world(monkeypatch: pytest.MonkeyPatch, hosts: int = 3, auto_rollback: 
         command_log_group="/deployer/commands",
         notification_topic_arn=topic_arn,
         launch_recheck_queue_url=recheck_queue,
+        stage_tick_queue_url=tick_queue,
         region=REGION,
     )
     core = Adapters.from_settings(settings, session=session())

@@ -162,6 +162,32 @@ def test_cli_put_stores_a_valid_config_and_get_and_list_show_it(deps: Any, tmp_p
     assert deps.apps.find_by_repository("team/web")[0].app == "web"
 
 
+def test_cli_put_warns_of_an_alarm_gate_cloudwatch_does_not_have(deps: Any, tmp_path: Path) -> None:
+    # Given a config naming two alarm gates, of which CloudWatch has one
+    boto3.client("cloudwatch", region_name=REGION).put_metric_alarm(
+        AlarmName="web-errors",
+        Namespace="Deployer/Proxy",
+        MetricName="Errors5xx",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=10,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    path = tmp_path / "web.json"
+    path.write_text(json.dumps(with_change("rollout", {"alarms": ["web-errors", "web-p99"]})))
+    out, err = io.StringIO(), io.StringIO()
+
+    # When it is put
+    code = cli.main(["app", "put", "--file", str(path), "--json"], deps=deps, out=out, err=err)
+
+    # Then it is stored, and the missing one is named with what it will do
+    assert code == 0
+    assert json.loads(out.getvalue())["missing_alarms"] == ["web-p99"]
+    assert "alarm web-p99 does not exist: a staged release of web fails at its first stage" in err.getvalue()
+    assert deps.apps.get("web").rollout.alarms == ("web-errors", "web-p99")
+
+
 def test_cli_put_of_an_invalid_config_names_the_field_and_writes_nothing(deps: Any, tmp_path: Path) -> None:
     # Given a config whose port is out of range
     path = tmp_path / "web.json"

@@ -40,7 +40,7 @@ def encoded(version: str) -> str:
     return base64.b64encode(json.dumps(payload).encode()).decode()
 
 
-def seen(pointer_config: str, sent: set[str]) -> Any:
+def seen(pointer_config: str, sent: set[str], ticks: dict[int, list[tuple[int, int]]] | None = None) -> Any:
     return Seen(
         pointer_release=2,
         pointer_digest="sha256:" + "2" * 64,
@@ -60,6 +60,7 @@ def seen(pointer_config: str, sent: set[str]) -> Any:
         task_sends=Counter(),
         task_runs={},
         release_sends=Counter(),
+        ticks=ticks or {},
     )
 
 
@@ -85,3 +86,13 @@ def test_a_command_sent_with_another_config_is_reported() -> None:
         the_pointers_release_runs_the_pinned_secret_versions(seen(encoded("2"), {encoded("2"), ""}), EXPECT)
     )
     assert found == ["release 2 was sent with {}"]
+
+
+def test_a_second_tick_chain_is_reported_and_one_chain_is_not() -> None:
+    one_chain = {2: [(100, 130), (130, 160), (175, 205)]}  # the third after a lost tick
+    two_chains = {2: [(100, 130), (100, 130)]}  # a duplicate that sent its own
+    check = invariants.at_most_one_tick_chain_per_baking_release
+    assert list(check(seen("", set(), one_chain), EXPECT)) == []
+    assert list(check(seen("", set(), two_chains), EXPECT)) == [
+        "release 2: a tick due at 130 sent at 100, before 130"
+    ]

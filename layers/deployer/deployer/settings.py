@@ -30,6 +30,7 @@ ENV_NAMES: dict[str, str] = {
     "command_log_group": "COMMAND_LOG_GROUP",
     "notification_topic_arn": "NOTIFICATION_TOPIC_ARN",
     "launch_recheck_queue_url": "LAUNCH_RECHECK_QUEUE_URL",
+    "stage_tick_queue_url": "STAGE_TICK_QUEUE_URL",
     "region": "AWS_REGION",
 }
 
@@ -54,10 +55,17 @@ class Settings(BaseModel):
     )
     # Only the launch function has one (its delay queue).
     launch_recheck_queue_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    # The stage tick delay queue (StageTickQueue); without it a bake ends on the reconciler's tick.
+    stage_tick_queue_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
     region: str | None = Field(default=None, pattern=REGION_PATTERN)
 
     @field_validator(
-        "notification_topic_arn", "launch_recheck_queue_url", "region", "task_document_name", mode="before"
+        "notification_topic_arn",
+        "launch_recheck_queue_url",
+        "stage_tick_queue_url",
+        "region",
+        "task_document_name",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

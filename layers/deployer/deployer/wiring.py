@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from deployer.adapters.admissions import Admissions
+from deployer.adapters.alarms import Alarms
 from deployer.adapters.app_state import AppState
 from deployer.adapters.apps import AppsStore
 from deployer.adapters.command_results import CommandResults
@@ -22,6 +23,7 @@ from deployer.adapters.pointer import PointerStore
 from deployer.adapters.proxy_metrics import ProxyMetrics
 from deployer.adapters.rechecks import RecheckQueue
 from deployer.adapters.releases import ReleasesStore
+from deployer.adapters.stage_ticks import StageTicks
 from deployer.adapters.tracked_commands import TrackedCommands
 from deployer.aws import ClientFactory
 from deployer.errors import DeployerError
@@ -55,6 +57,8 @@ class Adapters:
     rechecks: RecheckQueue
     config_versions: ConfigVersions
     proxy_metrics: ProxyMetrics
+    stage_ticks: StageTicks
+    alarms: Alarms
     clock: Callable[[], float] = field(default_factory=lambda: time.time)
 
     @classmethod
@@ -97,6 +101,8 @@ class Adapters:
             rechecks=RecheckQueue(settings.launch_recheck_queue_url, lambda: clients.client("sqs")),
             config_versions=ConfigVersions(ssm, lambda: clients.client("secretsmanager")),
             proxy_metrics=ProxyMetrics(lambda: clients.client("cloudwatch")),
+            stage_ticks=StageTicks(settings.stage_tick_queue_url, lambda: clients.client("sqs")),
+            alarms=Alarms(clients.client("cloudwatch")),
         )
 
     @property

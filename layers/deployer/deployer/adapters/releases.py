@@ -12,7 +12,14 @@ from pydantic import TypeAdapter
 
 from deployer.adapters import aws_errors, error_code, from_attributes, to_attributes, to_value
 from deployer.errors import AwsCallFailed, ReleaseNotFound
-from deployer.models.records import ALLOWED_TRANSITIONS, PENDING_KEY, Release, ReleaseStatus, utcnow
+from deployer.models.records import (
+    ALLOWED_TRANSITIONS,
+    PENDING_KEY,
+    STAGE_BAKING,
+    Release,
+    ReleaseStatus,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -334,6 +341,38 @@ class ReleasesStore:
                 return None
             raise AwsCallFailed(f"claiming the command of {app}#{release} failed: {exc}") from exc
         return Release.model_validate(from_attributes(response["Attributes"]))
+
+    def claim_tick(self, app: str, release: int, stage: int, due: int, now: int) -> bool:
+        """Record that a stage tick is due at `due` for release `release` baking stage `stage`;
+        granted only when no tick is pending (none recorded, or the recorded one is due by `now`:
+        it arrived or was lost). The one invocation it grants sends the tick, so duplicates and
+        concurrent converges never start a second chain."""
+        request = self._update_request(
+            app,
+            release,
+            {"next_tick_at": due},
+            None,
+            extra_condition=(
+                "#status_t = :deploying AND #stage_t = :stage AND #state_t = :baking AND "
+                "(attribute_not_exists(#tick_t) OR #tick_t <= :now)"
+            ),
+            extra_values={
+                ":deploying": {"S": ReleaseStatus.DEPLOYING.value},
+                ":stage": {"N": str(stage)},
+                ":baking": {"S": STAGE_BAKING},
+                ":now": {"N": str(now)},
+            },
+        )
+        request["ExpressionAttributeNames"].update(
+            {"#status_t": "status", "#stage_t": "stage", "#state_t": "stage_state", "#tick_t": "next_tick_at"}
+        )
+        try:
+            self._db.update_item(**request)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise AwsCallFailed(f"recording the stage tick of {app}#{release} failed: {exc}") from exc
+        return True
 
     def drop_claim(self, app: str, release: int, token: str) -> None:
         """Give up invocation `token`'s claim to send, when nothing was sent under it."""

@@ -58,7 +58,12 @@ def _store_and_release(ctx: Context, before: AppConfig | None, config: AppConfig
     """Store `config`; when its environment or secrets changed and the app runs a release, start
     a config-only release of it (unless --no-deploy). The answer says which happened."""
     ctx.deps.apps.put(config)
-    result: dict[str, Any] = {"stored": True, "app": config.app, "config": config.to_document()}
+    result: dict[str, Any] = {
+        "stored": True,
+        "app": config.app,
+        "config": config.to_document(),
+        "missing_alarms": _missing_alarms(ctx, config),
+    }
     lines = [f"app {config.app} stored (repository {config.repository})"]
     code = EXIT_OK
     if _release_config_changed(before, config):
@@ -141,14 +146,32 @@ def _config_unset(ctx: Context) -> int:
     )
 
 
+def _missing_alarms(ctx: Context, config: AppConfig) -> list[str]:
+    """The alarm gates the config names that CloudWatch does not have (a staged release would
+    fail at its first stage: docs/stages.md, "Alarm gates"); warned about, the config is stored."""
+    if not config.rollout.alarms:
+        return []
+    found = ctx.deps.alarms.states(config.rollout.alarms)
+    missing = [name for name in config.rollout.alarms if name not in found]
+    for name in missing:
+        ctx.err.write(
+            f"warning: alarm {name} does not exist: a staged release of {config.app} fails at its "
+            "first stage until it does\n"
+        )
+    return missing
+
+
 def _app_put(ctx: Context) -> int:
     path = ctx.args.file or ctx.args.file_option
     if not path or (ctx.args.file and ctx.args.file_option):
         raise UsageError("app put: give the config file once, as FILE or --file FILE")
     config = read_config(path)
     ctx.deps.apps.put(config)
+    missing = _missing_alarms(ctx, config)
     if ctx.json:
-        ctx.emit_json({"stored": True, "app": config.app, "config": config.to_document()})
+        ctx.emit_json(
+            {"stored": True, "app": config.app, "config": config.to_document(), "missing_alarms": missing}
+        )
     else:
         ctx.out.write(f"app {config.app} stored (repository {config.repository})\n")
     return EXIT_OK

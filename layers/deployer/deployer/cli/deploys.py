@@ -24,7 +24,7 @@ from deployer.cli.context import (
     Context,
     UsageError,
 )
-from deployer.cli.views import analysis_text, chart_view, stage_text
+from deployer.cli.views import alarm_view, alarms_text, analysis_text, chart_view, stage_text
 from deployer.controller.stages import stage_view
 from deployer.errors import DeployerError, ReleaseNotFound
 from deployer.models.records import HostOutcome, Release, ReleaseSource, ReleaseStatus
@@ -304,6 +304,7 @@ def _track(ctx: Context, app: str, number: int, console: Console | None, deadlin
     stages = len(deps.apps.get(app).rollout.stages)
     shown: tuple[int | None, str | None] = (None, None)
     checked: dict[str, Any] | None = None
+    shown_alarms: list[dict[str, Any]] | None = None
     try:
         while True:
             release = deps.releases.get(app, number)
@@ -324,6 +325,11 @@ def _track(ctx: Context, app: str, number: int, console: Console | None, deadlin
                 drawn = chart_view(deps, release)
                 for line in (drawn or {}).get("lines") or []:
                     out.print(line, markup=False)
+            alarms = alarm_view(release)
+            if alarms is not None and alarms != shown_alarms and out is not None:
+                # Each change of the alarm gates' states once.
+                shown_alarms = alarms
+                out.print(alarms_text(alarms))
             for outcome in deps.host_outcomes.for_release(release.key):
                 known = followed.hosts.get(outcome.instance_id)
                 if known is None or known.updated_at != outcome.updated_at:
@@ -398,6 +404,7 @@ def follow(ctx: Context, app: str, number: int, deadline: float | None = None) -
         "stage": None
         if release.stage is None
         else stage_view(release, len(config.rollout.stages), ctx.deps.state.now()),
+        "alarms": alarm_view(release),
         "rollback": None
         if rollback is None
         else {

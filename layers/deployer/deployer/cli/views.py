@@ -137,6 +137,23 @@ def _outcome_json(outcome: HostOutcome) -> dict[str, Any]:
     }
 
 
+def alarm_view(release: Release) -> list[dict[str, Any]] | None:
+    """The app's alarm gates as the release's last check read them (docs/stages.md), by name."""
+    if not release.alarm_states:
+        return None
+    return [{"alarm": name, **release.alarm_states[name]} for name in sorted(release.alarm_states)]
+
+
+def alarms_text(alarms: list[dict[str, Any]]) -> str:
+    """One line for people: `alarms: web-errors ALARM (Threshold Crossed ...), web-p99 OK`."""
+    parts = []
+    for alarm in alarms:
+        state = str(alarm.get("state"))
+        reason = f" ({alarm['reason']})" if state != "OK" and alarm.get("reason") else ""
+        parts.append(f"{alarm['alarm']} {state}{reason}")
+    return "alarms: " + ", ".join(parts)
+
+
 def stage_text(stage: dict[str, Any]) -> str:
     """One line for people: `stage 2 of 3: baking, 40s left; hosts i-1, i-2`."""
     what = {
@@ -261,6 +278,7 @@ def status_view(deps: Adapters, app: str) -> dict[str, Any]:
             deploying["stage"] = stage_view(staged, len(config.rollout.stages), deps.state.now())
             deploying["analysis"] = analysis_view(staged)
             deploying["chart"] = chart_view(deps, staged)
+            deploying["alarms"] = alarm_view(staged)
     return {
         "app": app,
         "current": (
@@ -335,6 +353,8 @@ def _status(ctx: Context) -> int:
         if drawn is not None:
             for line in drawn.get("lines") or [f"chart unavailable: {drawn.get('error')}"]:
                 console.print(line, markup=False)
+        if view["deploying"].get("alarms"):
+            console.print(alarms_text(view["deploying"]["alarms"]))
     table = Table(title="hosts", title_justify="left")
     for column in ("instance", "lifecycle", "release", "state"):
         table.add_column(column, no_wrap=True)

@@ -7,6 +7,8 @@
                                                            while it bakes, canary analysis
                                                            (`analysis.checked`: a fail fails it);
                                                            `bake_over` once now >= bake_until
+                                                           (alarm gate before each stage is sent
+                                                           and while baking; a tick kept pending)
     lock held by a DEPLOYING release with a command     -> SSM's status; at its end, `end`
     lock held by a PENDING release                      -> start_pending
     lock held by a release that has ended               -> hand_on
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from deployer import markers
 from deployer.adapters.transactions import Refused, Transaction
-from deployer.controller import analysis, decisions, facts, rollout, stages
+from deployer.controller import analysis, decisions, facts, rollout, stages, watch
 from deployer.controller.outbox import drain_outbox
 from deployer.controller.types import Decision, Now, Report
 from deployer.metrics_names import DeployMetric
@@ -207,6 +209,10 @@ def _start(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
         plan = ctx.cfg.get().rollout.stages
         if stages.staged(plan, release) and not stages.at_last_stage(plan, release):
             return _stage(ctx, state, release)
+        if stages.staged(plan, release) and release.stage is not None:
+            blocked = watch.alarm_block(ad, ctx.cfg.get(), release, now(ad))  # the last stage's boundary
+            if blocked is not None:
+                return _blocked(ctx, state, release, blocked)
     outcome = rollout.drive(ad, ctx.cfg.get(), release, ctx.token)
     if isinstance(outcome, rollout.Busy):
         report.note("another invocation is starting this release", release=release.release)
@@ -247,8 +253,12 @@ def _stage(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
     if release.stage_state == STAGE_BAKING:
         if _analysis_gate(ctx, state, release):
             return True
+        blocked = watch.alarm_block(ad, config, release, now(ad))
+        if blocked is not None:
+            return _stage_failed(ctx, state, release, blocked)
         decision = stages.bake_over(plan, release, ctx.token, now(ad))
         if decision is None:
+            watch.ensure_tick(ad, config, release, now(ad))
             report.note("baking", release=release.release, stage=index, until=release.bake_until)
             return False
         return _decided(ad, report, decision)
@@ -256,6 +266,9 @@ def _stage(ctx: _Round, state: AppStateRecord, release: Release) -> bool:
         report.note("awaiting approval", release=release.release, stage=index)
         return False
     if release.stage_command_id is None:
+        blocked = watch.alarm_block(ad, config, release, now(ad))  # the stage's boundary
+        if blocked is not None:
+            return _blocked(ctx, state, release, blocked)
         outcome = rollout.send_stage(ad, config, release, ctx.token)
         if isinstance(outcome, rollout.Busy):
             report.note("another invocation is sending this stage", release=release.release)
@@ -340,6 +353,16 @@ def _stage_failed(ctx: _Round, state: AppStateRecord, release: Release, reason: 
     if _decide(ad, ctx.report, decision) and decision.ended is not None:
         ctx.report.ended = decision.ended
     return True
+
+
+def _blocked(ctx: _Round, state: AppStateRecord, release: Release, reason: str) -> bool:
+    """An alarm stops a stage before it is sent: the hosts that took earlier stages roll back;
+    with none yet, the release fails as a start that could not begin."""
+    if release.stage_hosts:
+        return _stage_failed(ctx, state, release, reason)
+    pending = ctx.ad.releases.pending(state.app)
+    decision = decisions.start_failed(state, release, reason, pending, ctx.token, now(ctx.ad))
+    return _decided(ctx.ad, ctx.report, decision)
 
 
 def _task(ctx: _Round, state: AppStateRecord, release: Release) -> bool:

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployer import command_events
+from deployer import command_events, gate_events
 from deployer.errors import DeployerError, InvalidEvent
 from deployer.metrics_names import DeployMetric
 from deployer.models import describe_errors
+from deployer.models.events import AlarmStateChangeEvent, StageTick
 from deployer.models.lifecycle_events import (
     CommandInvocationStatusEvent,
     CommandStatusEvent,
@@ -38,6 +39,16 @@ def _rejected(what: str, exc: Exception) -> dict[str, Any]:
 
 
 def handle_command_status(ad: Adapters, event: Any) -> dict[str, Any]:
+    """SSM command and invocation status events, CloudWatch alarm state changes, and batches of
+    stage ticks (SQS records whose body's `kind` is "stage-tick")."""
+    if isinstance(event, dict) and isinstance(event.get("Records"), list):
+        return _stage_ticks(ad, event["Records"])
+    if isinstance(event, dict) and event.get("detail-type") == "CloudWatch Alarm State Change":
+        try:
+            alarm = AlarmStateChangeEvent.model_validate(event)
+        except ValidationError as exc:
+            return _rejected("alarm state change event", exc)
+        return {"status": "ok", **gate_events.on_alarm(ad, alarm)}
     try:
         parsed = _CommandEvents.model_validate({"event": event}).event
     except ValidationError as exc:
@@ -45,6 +56,21 @@ def handle_command_status(ad: Adapters, event: Any) -> dict[str, Any]:
     if isinstance(parsed, CommandStatusEvent):
         return {"status": "ok", **command_events.on_command(ad, parsed)}
     return {"status": "ok", **command_events.on_invocation(ad, parsed)}
+
+
+def _stage_ticks(ad: Adapters, records: list[Any]) -> dict[str, Any]:
+    """Each record is one tick; a malformed one is rejected (logged and dropped: the reconciler
+    finds a bake whose tick was lost), the others converge their app."""
+    results = []
+    for record in records:
+        body = record.get("body", "") if isinstance(record, dict) else ""
+        try:
+            tick = StageTick.model_validate_json(body)
+        except ValidationError as exc:
+            results.append(_rejected("stage tick", exc))
+            continue
+        results.append(gate_events.on_tick(ad, tick))
+    return {"status": "ok", "results": results}
 
 
 def handle_operation(ad: Adapters, event: Any) -> dict[str, Any]:

@@ -119,6 +119,11 @@ class Release(BaseModel):
     # `analysis.KEEP_ENTRIES`.
     bake_started_at: int | None = None
     analysis: list[dict[str, Any]] | None = None
+    # The stage tick chain (docs/stages.md, "The bake timer"): the epoch second the pending tick
+    # is due; a tick is sent only by the invocation whose conditional write set it.
+    next_tick_at: int | None = None
+    # The app's alarms as the last check read them: {name: {"state", "reason", "at"}}.
+    alarm_states: dict[str, dict[str, Any]] | None = None
 
     @property
     def key(self) -> str:
