@@ -1015,15 +1015,16 @@ class Agent:
         colour = state.get("colour")
         return colour if colour in COLOURS else None
 
-    def serving(self, colour: str | None) -> bool:
-        """Whether ``colour``'s container runs this run's image and answers healthy.
+    def serving(self, colour: str | None, info: dict[str, Any] | None = None) -> bool:
+        """Whether ``colour``'s container (``info``: its inspection, when already read) runs this
+        run's image and answers healthy.
 
         Judged by the container's digest label, not by the state file: a run killed between the
         rule's commit and the state's save leaves the new release serving with the old state.
         """
         if colour is None:
             return False
-        info = self.host.inspect(self.container_name(colour))
+        info = info or self.host.inspect(self.container_name(colour))
         if not info or not info.get("State", {}).get("Running"):
             return False
         labels = info.get("Config", {}).get("Labels") or {}
@@ -1646,7 +1647,8 @@ class Agent:
         self.phase = "switch"
         self.ensure_site()
         old = self.live_colour(state)
-        if old is not None and self.serving(old):
+        old_info = self.host.inspect(self.container_name(old)) if old is not None else None
+        if old is not None and self.serving(old, old_info):
             if self.host.dnat_target() != self.colour_port(old):
                 proc = self.host.set_dnat(self.colour_port(old), f"app {self.app} release {self.release}")
                 if proc.returncode != 0:
@@ -1657,7 +1659,7 @@ class Agent:
             recorded = self.keep_or_drop_standby(recorded, self.other_colour(old))
             self.finish(recorded)
             return "already_live"
-        if old is not None and self.host.inspect(self.container_name(old)) is None:
+        if old_info is None:
             old = None
         if old is not None and self.standby_serves(state, self.other_colour(old)):
             return self.switch_to_standby(state, old)
