@@ -553,7 +553,7 @@ class Suite:
 
 def report(results: list[CaseResult]) -> dict[str, Any]:
     ran = [r for r in results if r.skipped is None]
-    kill_points = [r for r in ran if r.name.split("/")[0] in ("swap", "boot", "rollback")]
+    kill_points = [r for r in ran if r.name.split("/")[0] in ("swap", "boot", "rollback", "abort")]
     proxy = {r.name.split("/")[1]: r.outage_seconds for r in ran if r.outage_kind == "proxy"}
     return {
         "cases": len(ran),
