@@ -120,7 +120,7 @@ ALL_CASES = tuple(k.name for k in KILL_POINTS) + OTHER_CASES
 # What CI runs (tests/host_faults/test_host_faults.py): the points where the host used to keep
 # the old release, one before the commit, and the proxy killed whole.
 CI_SLICE = ("swap/switch-after-commit", "swap/after-state-save", "swap/stop", "swap/remove",
-            "proxy/all")
+            "abort/switch-after-commit", "proxy/all")
 
 
 @dataclass
