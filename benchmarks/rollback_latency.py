@@ -203,7 +203,8 @@ def abort(cloud: LocalCloud, config: dict[str, Any]) -> dict[str, Any]:
     assert len(hosts) == CANARY_HOSTS, (canaries, [h.instance_id for h in cloud.fleet.live(group)])
     body3 = release_body(APP, 3)
     assert all(h.sandbox.get("/") == (200, body3) for h in hosts)
-    kept = {h.instance_id: (h.sandbox.containers(), (h.sandbox.state(APP) or {}).get("standby")) for h in hosts}
+    kept = {h.instance_id: (h.sandbox.containers(), (h.sandbox.state(APP) or {}).get("standby"))
+            for h in hosts}
     assert all(len(names) == 2 for names, _ in kept.values()), f"each canary host keeps its standby: {kept}"
     _log(f"v3 bakes on {CANARY_HOSTS} of {ABORT_HOSTS} hosts, each with v1 as its standby; cancelling")
     started = time.monotonic()
