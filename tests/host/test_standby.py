@@ -4,6 +4,7 @@ pull, no start); a swap without the flag removes the standby. Real Docker, nginx
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,26 @@ def test_the_last_stage_without_the_flag_removes_the_standby(host: HostSandbox, 
     assert host.get("/") == (200, body(2))
     assert (host.state(APP) or {}).get("standby") is None
     assert [c["role"] for c in diagnose(host)["containers"]] == ["live"]
+
+
+def test_a_container_that_never_went_live_here_is_not_kept_as_a_standby(
+        host: HostSandbox, publish: Publish) -> None:
+    # Given release 2 live, and on the other colour a container of release 3 that never served
+    # here (as a run killed after its `docker run` leaves it), labelled as the agent labels
+    one, two, three = publish(1), publish(2), publish(3)
+    assert swap(host, one, mode="boot")[0] == 0
+    assert swap(host, two)[0] == 0
+    labels = {"deployer.host": host.host_id, "deployer.app": APP, "deployer.release": "3",
+              "deployer.digest": three.digest, "deployer.colour": "blue"}
+    subprocess.run(["docker", "run", "-d", "--name", name(host, "blue"),
+                    *[f"--label={k}={v}" for k, v in labels.items()], three.reference],
+                   capture_output=True, check=True)
+    # When release 2 is sent again with --keep-standby
+    code, summary, err = swap(host, two, keep_standby="true")
+    # Then that container is removed, not kept as a standby
+    assert code == 0, (summary, err[-2000:])
+    assert host.containers(all_states=True) == [name(host, "green")]
+    assert (host.state(APP) or {}).get("standby") is None
 
 
 def test_an_abort_under_load_fails_no_request(host: HostSandbox, publish: Publish) -> None:
