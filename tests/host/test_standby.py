@@ -100,6 +100,10 @@ def test_a_container_that_never_went_live_here_is_not_kept_as_a_standby(
     subprocess.run(["docker", "run", "-d", "--name", name(host, "blue"),
                     *[f"--label={k}={v}" for k, v in labels.items()], three.reference],
                    capture_output=True, check=True)
+    report = diagnose(host)
+    assert [(c["name"], c["role"]) for c in report["containers"]] == [
+        (name(host, "blue"), "leftover"), (name(host, "green"), "live")]
+    assert report["layer"] == "app"
     # When release 2 is sent again with --keep-standby
     code, summary, err = swap(host, two, keep_standby="true")
     # Then that container is removed, not kept as a standby
