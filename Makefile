@@ -67,7 +67,7 @@ build:
 
 bench:
 	$(call bootstrap,bench)
-	$(PY) -m benchmarks $(B)
+	PYTHONPATH=$(CURDIR)/layers/deployer:$(CURDIR) $(PY) -m benchmarks $(B)
 
 # Fault injection (docs/faults.md): every AWS call of every flow fails once, kills the invocation
 # or is delivered twice; after the platform's own recovery the invariant must hold. Ends with

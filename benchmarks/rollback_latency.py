@@ -15,9 +15,16 @@ Then, for the warm-standby question (keep the previous release's container after
 paused, so a rollback needs no `docker run`): for the busybox app and gunicorn, 5 rounds each of
 `docker run` → first healthy answer against `docker unpause` of a paused container → first
 healthy answer, and each container's memory running and paused (`docker stats`).
+Then the instant abort (issue 18): the app gains stages (a canary stage of 5 hosts baking 600 s,
+then 100 %) on a fleet of ABORT_HOSTS hosts, v3 is pushed, and once the canary bakes `deployer
+cancel` (the rollback function's cancel) rolls it back: each canary host kept v1's container as
+its standby, so the abort is one rule switch per host. `abort_seconds` runs from invoking the
+cancel until every canary host serves v1 again (polled as above); `abort_after_answer_seconds`
+from the cancel's answer (the rollback command is sent by then).
 Prints `BENCH {"hosts": n, "seconds": x, "baseline_seconds": y, "breakdown_s": {...},
-"warm_standby": {...}}`.
-Goal: at most 1 s for 5 hosts (issue 13), and far faster than the baseline.
+"abort_seconds": a, "abort_after_answer_seconds": b, "abort_breakdown_s": {...}, "warm_standby": {...}}`.
+Goals: at most 1 s for 5 hosts (issue 13), and far faster than the baseline; an abort of 5 canary
+hosts within 0.5 s (issue 18).
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from localcloud.stories import breakdown
 from localcloud.stories.oldflow import OldHost, old_rollback, publish, sequential_deploy
 
 HOSTS = 5
+ABORT_HOSTS = 6
+CANARY_HOSTS = 5
 APP = "bench"
 # App images are rarely 1 MB: both flows use images with a random layer of this size.
 IMAGE_MB = int(os.environ.get("BENCH_IMAGE_MB", "100"))
@@ -170,6 +179,51 @@ def warm_standby(rounds: int = 5) -> dict[str, Any]:
     return figures
 
 
+def abort(cloud: LocalCloud, config: dict[str, Any]) -> dict[str, Any]:
+    """A canary of CANARY_HOSTS hosts on v3, cancelled while it bakes: seconds until every canary
+    host serves v1 again (the fleet runs v1 when this starts)."""
+    assert cloud.fleet is not None
+    group = f"{APP}-asg"
+    cloud.scale(APP, ABORT_HOSTS)
+    cloud.fleet.wait_settled(600)
+    cloud.settle(300)
+    stages = [{"hosts": CANARY_HOSTS, "bake_seconds": 600}, {"hosts": "100%"}]
+    cloud.put_app({**config, "rollout": {**config["rollout"], "stages": stages}})
+    cloud.push(APP, "v3", 3, app=APP, pad_mb=IMAGE_MB)
+
+    def baking() -> bool:
+        rel = [r for r in cloud.releases(APP) if r.get("tag") == "v3"]
+        return bool(rel) and rel[-1].get("stage_state") == "BAKING"
+
+    cloud.wait_for(baking, 300, "v3's canary to bake")
+    cloud.settle(120)
+    three = [r for r in cloud.releases(APP) if r.get("tag") == "v3"][-1]
+    canaries = set(three.get("stage_hosts") or [])
+    hosts = [h for h in cloud.fleet.live(group) if h.instance_id in canaries]
+    assert len(hosts) == CANARY_HOSTS, (canaries, [h.instance_id for h in cloud.fleet.live(group)])
+    body3 = release_body(APP, 3)
+    assert all(h.sandbox.get("/") == (200, body3) for h in hosts)
+    kept = {h.instance_id: (h.sandbox.containers(), (h.sandbox.state(APP) or {}).get("standby"))
+            for h in hosts}
+    assert all(len(names) == 2 for names, _ in kept.values()), f"each canary host keeps its standby: {kept}"
+    _log(f"v3 bakes on {CANARY_HOSTS} of {ABORT_HOSTS} hosts, each with v1 as its standby; cancelling")
+    started = time.monotonic()
+    answer = cloud.invoke("RollbackFunction", {"app": APP, "action": "cancel", "reason": "benchmark"})
+    answered = time.monotonic()
+    serving = _serving_times([h.sandbox for h in hosts], release_body(APP, 1), started)
+    seconds = round(max(serving.values()), 3)
+    cloud.settle(120)
+    report = breakdown.rollout(list(cloud.commands().values()), started, started + seconds)
+    figures = _print_breakdown(report, serving, answered - started)
+    left = {h.instance_id: h.sandbox.containers() for h in hosts}
+    assert all(len(names) == 1 for names in left.values()), left
+    _log(f"cancel answered {json.dumps(answer)[:160]}; every canary host on v1 after {seconds} s "
+         f"({seconds - (answered - started):.3f} s after the answer); one container left on each")
+    return {"abort_seconds": seconds,
+            "abort_after_answer_seconds": round(seconds - (answered - started), 3),
+            "abort_breakdown_s": figures}
+
+
 def measure(hosts: int) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp,
@@ -177,7 +231,7 @@ def measure(hosts: int) -> dict[str, Any]:
     ):
         assert cloud.registry is not None
         assert cloud.fleet is not None
-        cloud.create_app(APP, max_concurrency="100%", max_errors="0", retain=3)
+        config = cloud.create_app(APP, max_concurrency="100%", max_errors="0", retain=3)
         cloud.push(APP, "v1", 1, app=APP, pad_mb=IMAGE_MB)
         v1 = _wait_succeeded(cloud, "v1")
         cloud.scale(APP, hosts)
@@ -202,6 +256,7 @@ def measure(hosts: int) -> dict[str, Any]:
         _log("breakdown " + json.dumps(report))
         figures = _print_breakdown(report, serving, invoked - started)
         _log(f"rollback answered {json.dumps(answer)[:160]}; every host on v1 after {seconds} s")
+        aborted = abort(cloud, config)
 
         old_hosts = [OldHost.create(f"old{n}", Path(tmp)) for n in range(hosts)]
         try:
@@ -222,7 +277,10 @@ def measure(hosts: int) -> dict[str, Any]:
                 capture_output=True,
                 check=False,
             )
-    return {"hosts": hosts, "seconds": seconds, "baseline_seconds": baseline, "breakdown_s": figures}
+    _log(f"rollback of {hosts} hosts: {seconds} s; abort of {CANARY_HOSTS} canary hosts: "
+         f"{aborted['abort_seconds']} s; old rollback: {baseline} s")
+    return {"hosts": hosts, "seconds": seconds, "baseline_seconds": baseline, "breakdown_s": figures,
+            **aborted}
 
 
 def main() -> None:

@@ -22,11 +22,17 @@ options (swap and boot):
   --registry-login MODE     ecr | none, default none
   --release-config B64      the release's environment and pinned secret versions (base64 JSON,
                             docs/host-secrets.md); default none
+  --keep-standby true|false keep the replaced release's container running, drained, as the
+                            standby (a canary stage); default false
 
 swap: lock, pull (with retries), start the new colour beside the old one, gate on health,
 switch traffic atomically (nftables DNAT of a stable port that nginx proxies to), then converge:
 drain, stop and remove every other container of the app, prune old images. A release already
-serving is not swapped again, but the host still converges. boot: install the nginx site and the
+serving is not swapped again, but the host still converges. With --keep-standby true the replaced
+release's container keeps running, drained, on its own colour (the standby; at most 2 containers of
+the app: live and standby); without it the standby goes too. A release the standby container runs
+(same image digest and config), running and answering its health path, is switched back to with
+one rule change: no pull, no start (instant abort). boot: install the nginx site and the
 switching table if absent, optionally read the release pointer (falling back to the given
 release), then the same steps. Every run keeps nginx supervised (a systemd drop-in that restarts
 it whenever it dies). status: print this host's state. diagnose: read-only checks of one app
@@ -165,6 +171,7 @@ PATTERNS = {
     "release_config": r"^[A-Za-z0-9+/=]{0,4096}$",
     "pointer_parameter": r"^/?[A-Za-z0-9._/-]{1,1000}$",
     "region": r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$",
+    "keep_standby": r"^(true|false)$",
 }
 ECR_HOST = re.compile(r"^[0-9]{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
@@ -332,6 +339,8 @@ HOST_DEFAULTS: dict[str, Any] = {
 COLOURS = ("blue", "green")
 SWITCHES_FILE = "switches.jsonl"  # under <state_dir>/<app>/: one line per traffic switch
 SWITCHES_KEPT = 100  # lines kept when the file is compacted (at twice as many)
+# Containers of one app on one host: the live colour and, during a canary, the standby colour.
+MAX_APP_CONTAINERS = 2
 LOG_TAIL_LINES = 15
 SUMMARY_MAX_CHARS = 2400
 
@@ -501,6 +510,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         cmd.add_argument("--retain", default="3")
         cmd.add_argument("--registry-login", default="none")
         cmd.add_argument("--release-config", default="")
+        cmd.add_argument("--keep-standby", default="false")
         if mode == "boot":
             cmd.add_argument("--pointer-parameter", default="")
             cmd.add_argument("--region", default="")
@@ -530,7 +540,8 @@ def validate(args: argparse.Namespace) -> list[str]:
     """Every flag against its pattern; returns the problems, naming each flag."""
     problems = []
     names = ["app", "image", "release", "port", "health_path", "health_timeout", "env_file",
-             "docker_options", "log_driver", "log_options", "retain", "registry_login", "release_config"]
+             "docker_options", "log_driver", "log_options", "retain", "registry_login", "release_config",
+             "keep_standby"]
     if args.mode == "boot":
         if args.pointer_parameter:
             names.append("pointer_parameter")
@@ -601,6 +612,17 @@ class Host:
         except ValueError:
             return None
         return data[0] if data else None
+
+    def inspect_both(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The containers among ``names`` that exist, by name, in one `docker inspect` (it exits
+        1 when one is missing, yet prints the others)."""
+        proc = self.docker("container", "inspect", *names, timeout=30)
+        try:
+            data = json.loads(proc.stdout or "[]")
+        except ValueError:
+            return {}
+        found = {str(c.get("Name", "")).lstrip("/"): c for c in data if isinstance(c, dict)}
+        return {name: found[name] for name in names if name in found}
 
     def image_present(self, ref: str) -> bool:
         return self.docker("image", "inspect", ref, timeout=30).returncode == 0
@@ -874,6 +896,7 @@ class Agent:
         self.warning_message = ""
         self.phase = "lock"  # the failure class an unexpected error is reported under
         self.pointer_read = False
+        self.keep_standby = getattr(args, "keep_standby", "false") == "true"
         self.set_release_config(getattr(args, "release_config", ""))
         # The fetched environment (plain values and secret values): only ever written to the
         # container's env file, never logged, printed or saved in the state.
@@ -887,6 +910,10 @@ class Agent:
 
     def colour_port(self, colour: str) -> int:
         return int(self.c[colour + "_port"])
+
+    @staticmethod
+    def other_colour(colour: str) -> str:
+        return "green" if colour == "blue" else "blue"
 
     def container_name(self, colour: str) -> str:
         return self.c["host_id"] + "-" + self.app + "-" + colour
@@ -1035,15 +1062,16 @@ class Agent:
         colour = state.get("colour")
         return colour if colour in COLOURS else None
 
-    def serving(self, colour: str | None) -> bool:
-        """Whether ``colour``'s container runs this run's image and answers healthy.
+    def serving(self, colour: str | None, info: dict[str, Any] | None = None) -> bool:
+        """Whether ``colour``'s container (``info``: its inspection, when already read) runs this
+        run's image and answers healthy.
 
         Judged by the container's digest label, not by the state file: a run killed between the
         rule's commit and the state's save leaves the new release serving with the old state.
         """
         if colour is None:
             return False
-        info = self.host.inspect(self.container_name(colour))
+        info = info or self.host.inspect(self.container_name(colour))
         if not info or not info.get("State", {}).get("Running"):
             return False
         labels = info.get("Config", {}).get("Labels") or {}
@@ -1371,20 +1399,22 @@ class Agent:
                 found.append((fields[0], fields[1], fields[2]))
         return found
 
-    def converge(self, live: str) -> list[str]:
-        """Drain, stop and remove every container of this app but the live colour's.
+    def converge(self, live: str, standby: str | None = None) -> list[str]:
+        """Drain, stop and remove every container of this app but the live colour's (and the
+        standby colour's, when one is kept).
 
         Whatever an interrupted run left behind (the previous release still running or only
         stopped, a new container that never went live) goes here, on every run, so a summary
-        without a warning means exactly one container of the app remains: the live one.
+        without a warning means exactly one container of the app remains, the live one, or two
+        with a standby.
         """
         problems: list[str] = []
         found = self.app_containers()
         if found is None:
             return ["listing the containers of " + self.app + " failed"]
-        keep = self.container_name(live)
+        kept = {self.container_name(live)} | ({self.container_name(standby)} if standby else set())
         for name, state, colour in found:
-            if name == keep:
+            if name in kept:
                 continue
             started = time.monotonic()
             if state == "running" and colour in COLOURS:
@@ -1416,7 +1446,7 @@ class Agent:
         present = {name for name, _, _ in found}
         for colour in COLOURS:
             name = self.container_name(colour)
-            if name != keep and name not in present:
+            if name not in kept and name not in present:
                 self.host.remove_env_file(name)
         return problems
 
@@ -1603,11 +1633,12 @@ class Agent:
         self.messages.append(f"live release {release} kept over baked release {self.release}")
         self.release, self.image, self.digest = release, image, image.rsplit("@", 1)[1]
 
-    def served_configs(self, state: dict[str, Any]) -> list[str]:
-        """The configs this run's image went live with on this host, oldest first (an entry
-        written before configs were recorded served with none)."""
+    def served_configs(self, state: dict[str, Any], digest: str | None = None) -> list[str]:
+        """The configs this run's image (or ``digest``) went live with on this host, oldest first
+        (an entry written before configs were recorded served with none)."""
+        digest = digest or self.digest
         for entry in state.get("retained", []):
-            if isinstance(entry, dict) and entry.get("digest") == self.digest:
+            if isinstance(entry, dict) and entry.get("digest") == digest:
                 return [c for c in entry.get("configs", [""]) if isinstance(c, str)]
         return []
 
@@ -1656,12 +1687,16 @@ class Agent:
         return recorded
 
     def finish(self, recorded: dict[str, Any]) -> None:
-        """Converge the host on the live release: remove every other container of the app and
-        prune images; anything that fails here is the cleanup warning."""
-        problems = self.converge(str(recorded["colour"]))
+        """Converge the host on the live release: remove every other container of the app (but
+        the standby, when one is recorded) and prune images; anything that fails here is the
+        cleanup warning."""
+        standby = recorded.get("standby") if isinstance(recorded.get("standby"), dict) else None
+        problems = self.converge(str(recorded["colour"]), str(standby["colour"]) if standby else None)
         retained = [e for e in recorded.get("retained", []) if isinstance(e, dict)]
         keep = {str(e.get("digest")) for e in retained[-int(self.args.retain):]}
         keep.add(self.digest)
+        if standby:
+            keep.add(str(standby.get("digest")))
         if recorded.get("previous_digest"):
             keep.add(str(recorded["previous_digest"]))  # the rollback target
         kept, prune_problems = self.prune(retained, keep)
@@ -1672,6 +1707,65 @@ class Agent:
             self.warning = "cleanup"
             self.warning_message = f"release {self.release} is live, but: " + "; ".join(problems)
 
+    # the standby (a canary host keeps the stable release warm: docs/agent.md, "Standby")
+
+    def standby_record(self, state: dict[str, Any], colour: str | None) -> dict[str, Any] | None:
+        """What the container on ``colour`` runs, from its labels, to keep it as the standby; None
+        when it is not running, runs this run's release, or runs an image and config that never
+        went live here (a container an interrupted run started is no standby)."""
+        if colour is None:
+            return None
+        name = self.container_name(colour)
+        info = self.host.inspect(name)
+        if not info or not info.get("State", {}).get("Running"):
+            return None
+        labels = info.get("Config", {}).get("Labels") or {}
+        release, digest = str(labels.get("deployer.release", "")), str(labels.get("deployer.digest", ""))
+        config = str(labels.get("deployer.config", ""))
+        if not release.isdigit() or (digest, config) == (self.digest, self.config_id):
+            return None
+        if config not in self.served_configs(state, digest):
+            return None
+        return {"release": int(release), "digest": digest, "config_id": config, "colour": colour,
+                "container": name, "image": str(info.get("Config", {}).get("Image", ""))}
+
+    def keep_or_drop_standby(self, recorded: dict[str, Any], colour: str) -> dict[str, Any]:
+        """The recorded state with the standby ``--keep-standby`` asks for (the container on
+        ``colour``) or none, saved when it changes."""
+        standby = self.standby_record(recorded, colour) if self.keep_standby else None
+        if recorded.get("standby") == standby:
+            return recorded
+        recorded = {**recorded, "standby": standby}
+        self.state.save(recorded)
+        return recorded
+
+    def standby_serves(self, state: dict[str, Any], colour: str, info: dict[str, Any] | None) -> bool:
+        """Whether the container on ``colour`` (not live; ``info``: its inspection) runs this
+        run's image and config, went live here before, runs and answers its health path once:
+        then it is switched to as is."""
+        started = time.monotonic()
+        if info is None or self.config_id not in self.served_configs(state) or not self.serving(colour, info):
+            return False
+        # Only the fast path's summary has this phase: the check that chose it.
+        self.timings["standby"] = round(time.monotonic() - started, 3)
+        return True
+
+    def switch_to_standby(self, state: dict[str, Any], old: str) -> str:
+        """Instant abort: one atomic rule switch to the standby container; no pull, no start."""
+        standby = self.other_colour(old)
+        log(f"release {self.release} runs in the standby container {self.container_name(standby)}: "
+            "switching to it (no pull, no start)")
+        self.phase = "switch"
+        self.switch(standby, old)
+        self.phase = "cleanup"
+        recorded = self.live_state(state, standby)
+        self.previous_release = recorded["previous_release"]
+        self.state.save(recorded)
+        recorded = self.keep_or_drop_standby(recorded, old)
+        self.messages.append("switched to the standby container; no pull, no start")
+        self.finish(recorded)
+        return "live"
+
     def execute_locked(self) -> str:
         state = self.state.load()
         self.previous_release = state.get("release")
@@ -1679,7 +1773,10 @@ class Agent:
         self.phase = "switch"
         self.ensure_site()
         old = self.live_colour(state)
-        if old is not None and self.serving(old):
+        # Both colours in one docker call: the abort's fast path is counted in milliseconds.
+        infos = self.host.inspect_both([self.container_name(c) for c in COLOURS]) if old is not None else {}
+        old_info = infos.get(self.container_name(old)) if old is not None else None
+        if old is not None and self.serving(old, old_info):
             if self.host.dnat_target() != self.colour_port(old):
                 proc = self.host.set_dnat(self.colour_port(old), f"app {self.app} release {self.release}")
                 if proc.returncode != 0:
@@ -1690,10 +1787,15 @@ class Agent:
             # requests in between to the release before: that gap is all that is lost).
             self.record_switch(self.release, self.colour_port(old), only_if_changed=True)
             self.phase = "cleanup"
+            recorded = self.keep_or_drop_standby(recorded, self.other_colour(old))
             self.finish(recorded)
             return "already_live"
-        if old is not None and self.host.inspect(self.container_name(old)) is None:
+        if old_info is None:
             old = None
+        if old is not None:
+            spare = self.other_colour(old)
+            if self.standby_serves(state, spare, infos.get(self.container_name(spare))):
+                return self.switch_to_standby(state, old)
         new = "green" if old == "blue" else "blue"
         self.phase = "config"
         self.fetch_config()
@@ -1710,6 +1812,8 @@ class Agent:
         recorded = self.live_state(state, new)
         self.previous_release = recorded["previous_release"]
         self.state.save(recorded)
+        if old is not None:
+            recorded = self.keep_or_drop_standby(recorded, old)
         self.finish(recorded)
         return "live"
 
@@ -2069,19 +2173,30 @@ def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, An
         check("app health", "app", 200 <= code < 300,
               f"GET {health_path} on port {port} answered {code or 'nothing'}")
         env_file_check(check, host, name, state)
+    containers = app_container_roles(host, config, app, state, live_colour) if docker_ok else []
+    for entry in containers:
+        if entry["role"] == "standby":
+            check("standby container", "app", True,
+                  f"{entry['name']}: {entry['state']}, release {entry['release']}, drained (no traffic "
+                  "reaches it); switched back to on abort, removed once the release passes",
+                  container=entry["name"], release=entry["release"])
+        elif entry["role"] == "leftover":
+            # Every agent run removes it; one left means a run was interrupted or its cleanup
+            # failed. Rollback needs only the retained image, never this container.
+            check("leftover container", "app", False,
+                  f"{entry['name']}: {entry['state']}, release {entry['release']}; the next agent run "
+                  "removes it", container=entry["name"])
+    if containers:
+        check("container bound", "app", len(containers) <= MAX_APP_CONTAINERS,
+              f"{len(containers)} containers of {app}, at most {MAX_APP_CONTAINERS} (live and standby)")
+    if docker_ok and live_colour:
+        roles = {e["name"]: e["role"] for e in containers}
         for other in COLOURS:
-            if other == live_colour:
-                continue
-            spare_env = host.env_path(str(config["host_id"]) + "-" + app + "-" + other)
-            if spare_env.exists():
+            spare_name = str(config["host_id"]) + "-" + app + "-" + other
+            spare_env = host.env_path(spare_name)
+            if other != live_colour and roles.get(spare_name) != "standby" and spare_env.exists():
                 check("leftover env file", "app", False, f"{spare_env}: the next agent run removes it",
                       env_file=str(spare_env))
-            spare = host.inspect(str(config["host_id"]) + "-" + app + "-" + other)
-            if spare is not None:
-                # Every agent run removes it; one left means a run was interrupted or its
-                # cleanup failed. Rollback needs only the retained image, never this container.
-                check("leftover container", "app", False,
-                      f"{other}: {spare.get('State', {}).get('Status', '?')}; the next agent run removes it")
     check("proxy target", "proxy", target is not None and target == (
         int(config[live_colour + "_port"]) if live_colour else -1),
           f"stable port {config['stable_port']} -> " + (f"127.0.0.1:{target}" if target else "no DNAT rule")
@@ -2102,7 +2217,35 @@ def diagnose(config: dict[str, Any], app: str, health_path: str) -> dict[str, An
         check("registry", "registry", ok, detail)
     layer = failing_layer(checks)
     return {"agent": "deployer", "version": VERSION, "host": config["host_id"], "app": app,
-            "release": state.get("release"), "layer": layer, "checks": checks, "log_tail": log_tail}
+            "release": state.get("release"), "layer": layer, "checks": checks,
+            "containers": containers, "container_bound": MAX_APP_CONTAINERS, "log_tail": log_tail}
+
+
+def app_container_roles(host: Host, config: dict[str, Any], app: str, state: dict[str, Any],
+                        live_colour: str | None) -> list[dict[str, Any]]:
+    """Every container of ``app`` on this host with its role: live (the colour traffic goes to),
+    standby (the running container the state records as the standby) or leftover."""
+    proc = host.docker("ps", "-a", "--filter", "label=deployer.host=" + str(config["host_id"]),
+                       "--filter", "label=deployer.app=" + app, "--format",
+                       '{{.Names}}\t{{.State}}\t{{.Label "deployer.release"}}', timeout=30)
+    if proc.returncode != 0:
+        return []
+    prefix = str(config["host_id"]) + "-" + app + "-"
+    standby = state.get("standby") if isinstance(state.get("standby"), dict) else {}
+    found = []
+    for line in sorted(proc.stdout.splitlines()):
+        fields = line.split("\t")
+        if len(fields) != 3 or not fields[0]:
+            continue
+        name, status_text, release = fields
+        role = "leftover"
+        if live_colour and name == prefix + live_colour:
+            role = "live"
+        elif name == standby.get("container") and status_text == "running":
+            role = "standby"
+        found.append({"name": name, "state": status_text,
+                      "release": int(release) if release.isdigit() else None, "role": role})
+    return found
 
 
 # --- meter: per-release proxy metrics -----------------------------------------------------------

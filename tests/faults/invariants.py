@@ -80,9 +80,12 @@ class Seen:
     release_configs: dict[int, set[str]]  # release -> the `releaseConfig` of each command sent for it
     task_sends: Counter[int]  # release -> task commands sent during the flow
     task_runs: dict[int, int]  # release -> how often a host ran its task
-    # (release, instance) -> swap commands of that release's rollout (its stages and its fleet-wide
-    # command) that reached the instance, set-up included (a canary is sent before the flow)
-    release_sends: Counter[tuple[int, str]]
+    # (release, instance, "stage" | "last") -> swap commands of that release's rollout (its stages
+    # before the last, and its fleet-wide command) that reached the instance, set-up included (a
+    # canary is sent before the flow)
+    release_sends: Counter[tuple[int, str, str]]
+    # (comment, keepStandby) of every swap command sent, set-up included
+    standby_flags: tuple[tuple[str, str | None], ...]
     # release -> (sent at, due) of each stage tick the queue holds (the suite's clock)
     ticks: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
@@ -121,10 +124,15 @@ class Seen:
             ),
             task_runs=dict(world.task_runs),
             release_sends=Counter(
-                (int(c.parameters["release"][0]), iid)
+                (int(c.parameters["release"][0]), iid, _send_kind(c.comment))
                 for c in world.base.shim.commands()
                 if markers.parse_stage_comment(c.comment) or markers.parse_release_comment(c.comment)
                 for iid in c.instance_ids
+            ),
+            standby_flags=tuple(
+                (c.comment, c.parameters.get("keepStandby", [None])[0])
+                for c in world.base.shim.commands()
+                if c.document_name != TASK_DOCUMENT
             ),
             ticks=_ticks(world.ticks()),
         )
@@ -136,6 +144,10 @@ def _ticks(held: list[dict[str, Any]]) -> dict[int, list[tuple[int, int]]]:
         due = int(tick["due"])
         ticks.setdefault(int(tick["release"]), []).append((due - int(tick["delay"]), due))
     return {release: sorted(sent) for release, sent in ticks.items()}
+
+
+def _send_kind(comment: str) -> str:
+    return "stage" if markers.parse_stage_comment(comment) else "last"
 
 
 def _release_configs(commands: list[Any]) -> dict[int, set[str]]:
@@ -284,10 +296,28 @@ def the_release_task_runs_at_most_once_per_release(seen: Seen, expect: Expect) -
 
 
 def no_host_takes_a_release_twice(seen: Seen, expect: Expect) -> Iterator[str]:
-    """A staged release's stages (and its last stage) each go to hosts no earlier one took."""
-    for (release, iid), sends in sorted(seen.release_sends.items()):
+    """A staged release's stages before the last each go to hosts no earlier one took; its last
+    stage (every host, to drop their standby) reaches each host once."""
+    for (release, iid, kind), sends in sorted(seen.release_sends.items()):
         if sends > 1:
-            yield f"{iid[-4:]} sent release {release} {sends} times"
+            yield f"{iid[-4:]} sent release {release} {sends} times ({kind} commands)"
+
+
+def only_a_canary_stage_keeps_a_standby(seen: Seen, expect: Expect) -> Iterator[str]:
+    """Every stage before the last carries keepStandby "true", no other swap command carries it;
+    once no release is deploying (it passed, failed or was aborted), no in-service host keeps a
+    standby: each runs one container of the app."""
+    for comment, flag in seen.standby_flags:
+        staged = markers.parse_stage_comment(comment) is not None
+        if staged and flag != "true":
+            yield f"stage command {comment!r} carries keepStandby {flag!r}"
+        if not staged and flag is not None:
+            yield f"command {comment!r} carries keepStandby {flag!r}"
+    if any(r.get("status") == "DEPLOYING" for r in seen.releases.values()):
+        return
+    for iid, host in sorted(seen.in_service.items()):
+        if host.standby is not None:
+            yield f"{iid[-4:]} still keeps a standby ({host.standby[-6:]}) beside {str(host.digest)[-6:]}"
 
 
 def at_most_one_tick_chain_per_baking_release(seen: Seen, expect: Expect) -> Iterator[str]:
@@ -313,6 +343,7 @@ CHECKS: tuple[Check, ...] = (
     the_release_task_runs_at_most_once_per_release,
     no_host_takes_a_release_twice,
     at_most_one_tick_chain_per_baking_release,
+    only_a_canary_stage_keeps_a_standby,
 )
 
 

@@ -65,7 +65,9 @@ class KillPoint:
     """Where to kill the agent: the ``when``/``match``/``nth``/``since`` of killpoint.sh."""
 
     name: str
-    flow: str  # boot (fresh host), swap (1 -> 2), prune (2 -> 3, retain 1), rollback (2 -> image of 1)
+    # boot (fresh host), swap (1 -> 2), prune (2 -> 3, retain 1), rollback (2 -> image of 1), abort
+    # (2 swapped in with --keep-standby, so 1 runs as the standby -> image of 1: the fast path)
+    flow: str
     when: str
     match: str
     since: str = ""
@@ -106,6 +108,11 @@ KILL_POINTS = (
               slow_request=True),
     KillPoint("rollback/stop", "rollback", "during", "docker stop *"),
     KillPoint("rollback/remove", "rollback", "during", "docker rm *"),
+    # The abort's fast path: no pull, no start; one rule switch to the standby, then the converge.
+    KillPoint("abort/switch-before-commit", "abort", "before", COMMIT),
+    KillPoint("abort/switch-after-commit", "abort", "after", COMMIT),
+    KillPoint("abort/after-state-save", "abort", "before", "docker *", since=COMMIT),
+    KillPoint("abort/stop", "abort", "during", "docker stop *"),
 )
 OTHER_CASES = ("proxy/master", "proxy/all", "app/kill-process", "app/docker-kill", "app/crashloop",
                "engine/restart")
@@ -113,7 +120,7 @@ ALL_CASES = tuple(k.name for k in KILL_POINTS) + OTHER_CASES
 # What CI runs (tests/host_faults/test_host_faults.py): the points where the host used to keep
 # the old release, one before the commit, and the proxy killed whole.
 CI_SLICE = ("swap/switch-after-commit", "swap/after-state-save", "swap/stop", "swap/remove",
-            "proxy/all")
+            "abort/switch-after-commit", "proxy/all")
 
 
 @dataclass
@@ -210,6 +217,9 @@ class Suite:
         if flow == "boot":
             return None, host.swap_args(APP, one.reference, 1), "boot", release_body(APP, 1)
         must(self.agent(host, one, "boot"), "boot to release 1")
+        if flow == "abort":
+            must(self.agent(host, two, "swap", keep_standby="true"), "canary swap to release 2")
+            return release_body(APP, 2), host.swap_args(APP, one.reference, 3), "swap", release_body(APP, 1)
         if flow == "swap":
             return release_body(APP, 1), host.swap_args(APP, two.reference, 2), "swap", release_body(APP, 2)
         must(self.agent(host, two, "swap"), "swap to release 2")
@@ -550,7 +560,7 @@ class Suite:
 
 def report(results: list[CaseResult]) -> dict[str, Any]:
     ran = [r for r in results if r.skipped is None]
-    kill_points = [r for r in ran if r.name.split("/")[0] in ("swap", "boot", "rollback")]
+    kill_points = [r for r in ran if r.name.split("/")[0] in ("swap", "boot", "rollback", "abort")]
     proxy = {r.name.split("/")[1]: r.outage_seconds for r in ran if r.outage_kind == "proxy"}
     return {
         "cases": len(ran),

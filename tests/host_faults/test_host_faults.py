@@ -44,6 +44,19 @@ def test_a_kill_after_the_switch_leaves_the_new_release_serving_and_the_rerun_re
     assert "interrupted run" in result.rerun["message"]
 
 
+def test_an_abort_killed_after_its_switch_leaves_the_standby_serving_and_the_rerun_drops_the_canary(
+        results: dict[str, CaseResult]) -> None:
+    # Release 2 live with release 1 as its standby; the abort (release 3, image of 1) killed
+    # right after its one rule switch: 1 serves from the standby, both containers still run
+    result = results["abort/switch-after-commit"]
+    assert result.after_kill["served"] == ["200 web release 1"]
+    assert result.after_kill["containers"] == ["blue running", "green running"]
+    assert result.after_kill["rule"] == "blue"
+    # and the same command again records it and removes the canary's container
+    assert result.rerun["outcome"] == "already_live"
+    assert result.leftover_containers == 0
+
+
 def test_a_killed_nginx_came_back_by_itself_and_the_load_saw_the_outage(
         results: dict[str, CaseResult]) -> None:
     # Every nginx process killed under load, no agent run: a new master served again (the

@@ -138,6 +138,7 @@ class Carried:
     app: str
     release: int
     image: str
+    keep_standby: bool = False  # `keepStandby` (a stage before the last)
 
     @property
     def digest(self) -> str:
@@ -147,7 +148,12 @@ class Carried:
     def of(cls, command: Any) -> Carried:
         """From moto's command (its `parameters`, as SendCommand received them)."""
         params = command.parameters
-        return cls(app=params["app"][0], release=int(params["release"][0]), image=params["image"][0])
+        return cls(
+            app=params["app"][0],
+            release=int(params["release"][0]),
+            image=params["image"][0],
+            keep_standby=params.get("keepStandby", ["false"])[0] == "true",
+        )
 
 
 @dataclass
@@ -161,6 +167,8 @@ class SimHost:
     # Commands sent before the host registered with SSM: SSM cannot deliver them (Undeliverable).
     unregistered_for: set[str] = field(default_factory=set)
     received: list[tuple[str, str, int, bool]] = field(default_factory=list)  # (command, digest, release, ok)
+    # The image of the container kept running, drained, beside the live one (`keepStandby`).
+    standby: str | None = None
 
     @property
     def digest(self) -> str | None:
@@ -169,8 +177,15 @@ class SimHost:
     def run(self, command_id: str, carried: Carried, ok: bool) -> None:
         """Run a swap command: record it; when it went live, serve what it carried."""
         self.received.append((command_id, carried.digest, carried.release, ok))
-        if ok:
-            self.release, self.image = carried.release, carried.image
+        if not ok:
+            return
+        # As the agent: with keepStandby the replaced image stays as the standby; without it the
+        # host converges on the one live container (a switch back to the standby included).
+        if not carried.keep_standby:
+            self.standby = None
+        elif self.image is not None and self.image != carried.image:
+            self.standby = self.image
+        self.release, self.image = carried.release, carried.image
 
 
 def boot_flags(user_data: str) -> dict[str, str]:

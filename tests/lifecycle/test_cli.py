@@ -644,6 +644,47 @@ def test_diagnose_runs_the_diagnose_document_on_the_host_and_reports_the_agents_
     assert answer["command_id"] == sent[0].command_id
 
 
+def test_diagnose_lists_every_container_of_the_app_with_its_role(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a canary host whose agent reports its live container and its standby
+    content = read_template()["Resources"]["DiagnoseDocument"]["Properties"]["Content"]
+    client("ssm").create_document(
+        Name="deployer-Diagnose", Content=json.dumps(content), DocumentType="Command", DocumentFormat="JSON"
+    )
+    monkeypatch.setenv("DEPLOYER_DIAGNOSE_DOCUMENT", "deployer-Diagnose")
+    host = world.instances[0]
+    report = {
+        "agent": "deployer",
+        "app": "web",
+        "release": 2,
+        "layer": "none",
+        "checks": [{"name": "standby container", "layer": "app", "ok": True, "detail": "drained"}],
+        "containers": [
+            {"name": "deployer-web-blue", "state": "running", "release": 1, "role": "standby"},
+            {"name": "deployer-web-green", "state": "running", "release": 2, "role": "live"},
+        ],
+        "container_bound": 2,
+    }
+
+    def host_answers(_seconds: float) -> None:
+        for command in world.shim.commands():
+            if command.document_name == "deployer-Diagnose":
+                world.shim.invocation(command.command_id, host, "Success", json.dumps(report) + "\n")
+
+    # When an operator diagnoses it without --json
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["diagnose", "web", "--host", host]
+    code = cli.main(argv, deps=world.core, out=out, err=err, sleep=host_answers)
+
+    # Then each container is a row with its role and release, under the bound
+    assert (code, err.getvalue()) == (0, "")
+    rows = [" ".join(line.replace("│", " ").split()) for line in out.getvalue().splitlines()]
+    assert "containers of web (at most 2: live and standby)" in rows
+    assert "deployer-web-blue standby 1 running" in rows
+    assert "deployer-web-green live 2 running" in rows
+
+
 def test_diagnose_of_a_host_that_gives_no_report_is_one_error_line(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

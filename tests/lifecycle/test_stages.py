@@ -142,11 +142,17 @@ def test_stages_bake_wait_for_approval_and_never_resend_a_host(staged: tuple[Wor
         ("deploy_stage_passed", 2),
         ("deploy_stage_awaiting", 2),
     ]
-    # When an operator approves, the last stage moves pointer and group and goes to the rest only
+    # and each stage before the last asked its hosts to keep the stable container warm
+    for index in (0, 1):
+        (sent,) = commands(f"deployer stage {index} web release 2")
+        assert sent["Parameters"]["keepStandby"] == ["true"]
+    # When an operator approves, the last stage moves pointer and group and goes to every host,
+    # the canary hosts too, without keepStandby (their standby goes)
     result = handle_operation(world.ld, {"app": "web", "action": "continue"})
     assert (result["release"], result["stage"], result["stages"]) == (2, 2, 3)
     (last,) = commands("deployer web release 2")
-    assert sorted(last["InstanceIds"]) == ordered[2:]
+    assert sorted(last["InstanceIds"]) == ordered
+    assert "keepStandby" not in last["Parameters"]
     assert world.core.pointer.get("web").release == 2  # type: ignore[union-attr]
     assert world.core.launch_templates.current(world.config).version != version
     world.complete(world.release(2))
@@ -167,8 +173,10 @@ def test_a_cancel_mid_bake_rolls_back_through_the_rollback_release(staged: tuple
     three = world.release(3)
     assert (three.source, three.rollback_of, three.stage) == (ReleaseSource.ROLLBACK, 2, None)
     (rollback,) = commands("deployer web release 3")
-    # The rollback is today's: the group's tag, every host (those on release 1 answer "already live")
+    # The rollback is today's: the group's tag, every host (those on release 1 answer "already live"),
+    # without keepStandby (the canary switches back to its standby and removes the canary container)
     assert rollback["Targets"] == [{"Key": "tag:aws:autoscaling:groupName", "Values": [GROUP]}]
+    assert "keepStandby" not in rollback["Parameters"]
     assert world.release(2).status is ReleaseStatus.CANCELLED
     world.complete(three)
     assert world.release(3).status is ReleaseStatus.SUCCEEDED

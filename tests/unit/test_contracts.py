@@ -113,6 +113,22 @@ def test_swap_parameters_are_exact() -> None:
     assert all(re.fullmatch(PARAMETER_PATTERNS[k], v[0]) for k, v in params.items())
 
 
+def test_only_a_stage_before_the_last_asks_the_host_to_keep_a_standby() -> None:
+    # Given the web app config and release 7
+    # When the swap parameters are built for a canary stage, and for any other command
+    stage = builders.swap_parameters(config(), release(), keep_standby=True)
+    other = builders.swap_parameters(config(), release())
+
+    # Then only the stage's carry keepStandby "true"; the rest are the same
+    assert stage.pop("keepStandby") == ["true"]
+    assert "keepStandby" not in other
+    assert stage == other
+    # and the agent flags of a boot line (user data) leave it to the agent's default
+    assert not any(a.startswith("--keep-standby") for a in builders.agent_arguments(other))
+    assert "--keep-standby=true" in builders.agent_arguments(builders.swap_parameters(
+        config(), release(), keep_standby=True))
+
+
 def test_a_release_image_outside_the_documents_grammar_is_refused_naming_it() -> None:
     with pytest.raises(InvalidAppConfig) as refused:
         builders.swap_parameters(config(), make_release(7, image="Team/Web:latest"))

@@ -60,6 +60,7 @@ def seen(pointer_config: str, sent: set[str], ticks: dict[int, list[tuple[int, i
         task_sends=Counter(),
         task_runs={},
         release_sends=Counter(),
+        standby_flags=(),
         ticks=ticks or {},
     )
 

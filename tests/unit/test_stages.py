@@ -163,14 +163,18 @@ def test_the_order_does_not_depend_on_how_the_group_listed_its_instances() -> No
     assert stages.zone_order(dict(reversed(list(ZONES.items())))) == stages.zone_order(ZONES)
 
 
-def test_each_stage_takes_only_instances_no_earlier_stage_took() -> None:
+def test_each_stage_before_the_last_takes_only_instances_no_earlier_stage_took() -> None:
     p = plan([{"hosts": 1}, {"hosts": 3}, {"hosts": "100%"}])
     first = stages.stage_targets(p, 0, ZONES, [])
     second = stages.stage_targets(p, 1, ZONES, first)
-    last = stages.stage_targets(p, 2, ZONES, first + second)
     assert first == ["i-a1"]
     assert second == ["i-b1", "i-c1"]  # two more: three zones covered
-    assert last == ["i-a2", "i-a3"]
+
+
+def test_the_last_stage_takes_every_instance_so_the_canary_hosts_drop_their_standby() -> None:
+    p = plan([{"hosts": 1}, {"hosts": 3}, {"hosts": "100%"}])
+    last = stages.stage_targets(p, 2, ZONES, ["i-a1", "i-b1", "i-c1"])
+    assert last == ["i-a1", "i-b1", "i-c1", "i-a2", "i-a3"]
 
 
 def test_a_stage_counts_only_taken_hosts_still_in_service() -> None:

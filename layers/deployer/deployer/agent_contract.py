@@ -138,6 +138,7 @@ PARAMETER_PATTERNS: dict[str, str] = {
     "registryLogin": r"^(ecr|none)$",
     "executionTimeout": r"^[1-9][0-9]{1,4}$",
     "releaseConfig": r"^[A-Za-z0-9+/=]{0,4096}$",
+    "keepStandby": r"^(true|false)$",
 }
 
 # Agent flag for each document parameter (executionTimeout is the SSM step timeout).
@@ -155,7 +156,12 @@ AGENT_FLAGS: dict[str, str] = {
     "retain": "--retain",
     "registryLogin": "--registry-login",
     "releaseConfig": "--release-config",
+    "keepStandby": "--keep-standby",
 }
+# `keepStandby` (default "false"): "true" on a staged release's stages before the last, so each
+# canary host keeps the stable release's container running, drained, and an abort is one rule
+# switch back to it (docs/agent.md, "Standby"). Every other command leaves it out: the last
+# stage and a rollback converge the host on one container.
 
 # `releaseConfig`: the release's pinned config, base64 of one JSON object (empty: none):
 #   {"v": 1,

@@ -66,8 +66,11 @@ _EXTRACT = (
 )
 
 
-def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]:
-    """The swap document's parameters for deploying `release` of `config`'s app."""
+def swap_parameters(
+    config: AppConfig, release: Release, *, keep_standby: bool = False
+) -> dict[str, list[str]]:
+    """The swap document's parameters for deploying `release` of `config`'s app; `keep_standby`
+    (a stage before the last) adds `keepStandby: "true"`, which no other command carries."""
     container = config.container
     values = {
         "app": config.app,
@@ -85,6 +88,8 @@ def swap_parameters(config: AppConfig, release: Release) -> dict[str, list[str]]
         "executionTimeout": str(config.rollout.command_timeout),
         "releaseConfig": release.config.encode(),
     }
+    if keep_standby:
+        values["keepStandby"] = "true"
     for name, value in values.items():
         if not re.fullmatch(PARAMETER_PATTERNS[name], value):
             raise InvalidAppConfig(
@@ -161,8 +166,13 @@ def send_timeout_seconds(config: AppConfig, max_concurrency: str, hosts: int) ->
 def agent_arguments(parameters: dict[str, list[str]]) -> list[str]:
     """The agent flags for a set of swap parameters (executionTimeout is SSM's, not the agent's).
 
-    Always `--flag=value`: a value may itself start with `--` (docker options)."""
-    return [f"{flag}={parameters[name][0]}" for name, flag in AGENT_FLAGS.items()]
+    Always `--flag=value`: a value may itself start with `--` (docker options). `keepStandby`
+    only when the parameters carry it (the agent's default is "false")."""
+    return [
+        f"{flag}={parameters[name][0]}"
+        for name, flag in AGENT_FLAGS.items()
+        if name in parameters or name != "keepStandby"
+    ]
 
 
 def user_data(

@@ -111,6 +111,22 @@ def _diagnose(ctx: Context) -> int:
             str(check.get("detail", "")),
         )
     console.print(table)
+    containers = [c for c in report.get("containers") or [] if isinstance(c, dict)]
+    if containers:
+        bound = report.get("container_bound")
+        listing = Table(title=f"containers of {ctx.args.app} (at most {bound}: live and standby)",
+                        title_justify="left")
+        for column in ("container", "role", "release", "state"):
+            listing.add_column(column)
+        for entry in containers:
+            role = str(entry.get("role", ""))
+            listing.add_row(
+                str(entry.get("name", "")),
+                f"[bold red]{role}[/]" if role == "leftover" else role,
+                str(entry.get("release", "")),
+                str(entry.get("state", "")),
+            )
+        console.print(listing)
     for line in report.get("log_tail") or []:
         console.print(f"  {line}", style="dim", markup=False)
     layer = report["layer"]

@@ -155,15 +155,16 @@ def drive(
 
 
 def _last_stage_targets(ad: Adapters, config: AppConfig, release: Release) -> list[str] | None:
-    """A staged release's last stage goes to the InService instances no earlier stage took,
-    by id. None (the group's tag, as without stages): no stage took a host yet, none is left
-    (the agent answers "already live" on the hosts that took it), or more are left than one
-    command takes by id."""
+    """A staged release's last stage goes to every InService instance by id, the hosts of
+    earlier stages too (they answer "already live" and, the command carrying no `keepStandby`,
+    remove their standby). None (the group's tag, which reaches the same hosts): no stage took a
+    host yet, or the group has more instances than one command takes by id."""
     if not release.stage_hosts:
         return None
     zones = ad.hooks.in_service_zones(config.auto_scaling_group)
-    left = stages.stage_targets(config.rollout.stages, len(config.rollout.stages), zones, release.stage_hosts)
-    return left if 0 < len(left) <= MAX_INSTANCE_IDS else None
+    plan = config.rollout.stages
+    every = stages.stage_targets(plan, len(plan), zones, release.stage_hosts)
+    return every if 0 < len(every) <= MAX_INSTANCE_IDS else None
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,8 @@ def send_stage(
     ad: Adapters, config: AppConfig, release: Release, token: str
 ) -> StageSent | Busy | CannotStart:
     """Send a staged release's current stage (not the last) once, under the release's claim, to
-    the instances `stages.stage_targets` chooses; a claim taken over looks the command up by
+    the instances `stages.stage_targets` chooses, with `keepStandby` (each host keeps the stable
+    release's container warm for an instant abort); a claim taken over looks the command up by
     its comment first. Pointer, launch template and group do not move."""
     app = config.app
     index = release.stage or 0
@@ -205,7 +207,7 @@ def send_stage(
             sending = True
             command_id = ad.fleet.send_swap(
                 config,
-                builders.swap_parameters(config, release),
+                builders.swap_parameters(config, release, keep_standby=True),
                 comment,
                 hosts=len(targets),
                 instance_ids=targets,

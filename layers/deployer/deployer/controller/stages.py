@@ -3,8 +3,11 @@ decisions that move a release through its stages. Nothing here reads or writes.
 
 A staged release's stages before the last are each one swap command to chosen instances; the
 pointer, the launch-template version and the group do not move, so an instance that launches
-meanwhile boots the stable release. The last stage is the rollout as without stages (pointer,
-launch template, group, then the swap), sent only to the instances no earlier stage took.
+meanwhile boots the stable release. Each is sent with `keepStandby`: a host that takes it keeps
+the stable release's container running, drained, so an abort is one rule switch back. The last
+stage is the rollout as without stages (pointer, launch template, group, then the swap), sent to
+every InService instance without `keepStandby`: the hosts that took an earlier stage answer
+"already live" and remove their standby.
 
     stage_ended      a stage's command ended: BAKING until now + bake | FAILED + rollback
     bake_over        now >= the bake's end: the next stage | AWAITING_APPROVAL
@@ -72,11 +75,12 @@ def stage_targets(
 ) -> list[str]:
     """The instances stage `index` sends to: enough InService instances not taken by an earlier
     stage to bring the hosts on the release to the stage's count (a share of the InService
-    fleet now, rounded up); the last stage takes every one left. Empty: the stage adds no host
-    (a small fleet already has that many)."""
-    order = [i for i in zone_order(instances) if i not in set(taken)]
+    fleet now, rounded up). The last stage takes every InService instance, those of earlier
+    stages too: it carries no `keepStandby`, so their standby goes. Empty: the stage adds no
+    host (a small fleet already has that many)."""
     if index >= len(stages) - 1:
-        return order
+        return zone_order(instances)
+    order = [i for i in zone_order(instances) if i not in set(taken)]
     on_release = sum(1 for i in taken if i in instances)
     want = stages[index].resolve(len(instances)) - on_release
     return order[: max(want, 0)]
