@@ -16,8 +16,9 @@ Three parts, in this order:
 2. BENCH_CANARY_RUNS (default 3) runs of the demo's canary act (`localcloud.stories.canary`) on
    one local cloud with 4 hosts under load (BENCH_RATE req/s per host, default 100): a release
    that passes its health check and answers 503 to 20 % of requests goes through a canary stage
-   of 1 host (bake BENCH_CANARY_BAKE s, default 10). Per run: `bad_release_share` and
-   `detect_to_stable_seconds` (definitions in `localcloud.stories.canary`).
+   of 1 host (bake BENCH_CANARY_BAKE s, default 10). Per run: `bad_release_share` (over the
+   minute of traffic from the push), `act_share` (over the act, push to every host on stable)
+   and `detect_to_stable_seconds` (definitions in `localcloud.stories.canary`).
 3. BENCH_GOOD_CANARIES (default 20) good releases through the same cloud with a 2 s canary bake:
    `false_positives` counts those that did not succeed (the analysis failed a good release).
 
@@ -208,12 +209,14 @@ def canaries() -> dict[str, Any]:
 
     figures: dict[str, Any] = {
         "bad_release_share": [],
+        "act_share": [],
         "detect_to_stable_seconds": [],
         "caught": [],
         "good_canaries": 0,
         "false_positives": 0,
         "good_failures": [],
     }
+    bad_runs: list[canary.CanaryOutcome] = []
     with LocalCloud(timeline=Timeline(echo=False)) as cloud:
         loads = canary.Loads(APP, RATE)
         try:
@@ -255,11 +258,12 @@ def canaries() -> dict[str, Any]:
                     kind="flaky",
                     log=log,
                 )
-                figures["bad_release_share"].append(out.bad_release_share)
+                bad_runs.append(out)
+                figures["act_share"].append(out.act_share)
                 figures["detect_to_stable_seconds"].append(out.detect_to_stable_seconds)
                 figures["caught"].append(out.caught)
                 print(
-                    f"canary run {run + 1}: caught {out.caught}, share {out.bad_release_share}, "
+                    f"canary run {run + 1}: caught {out.caught}, share of the act {out.act_share}, "
                     f"detect→stable {out.detect_to_stable_seconds} s",
                     file=sys.stderr,
                     flush=True,
@@ -301,6 +305,13 @@ def canaries() -> dict[str, Any]:
             figures["error"] = str(exc)
             print(f"canary: stopped: {exc}", file=sys.stderr, flush=True)
         finally:
+            if bad_runs and "error" not in figures:
+                # Each bad run's share is over the minute of traffic from its push.
+                time.sleep(max(0.0, bad_runs[-1].pushed_at + canary.SHARE_WINDOW - time.monotonic()))
+                results = loads.all()
+                figures["bad_release_share"] = [
+                    canary.minute_share(results, out.pushed_at, out.pushed_line) for out in bad_runs
+                ]
             loads.stop()
     return figures
 
@@ -333,6 +344,7 @@ def main() -> None:
             {
                 "runs": RUNS,
                 "bad_release_share": figures.get("bad_release_share", []),
+                "act_share": figures.get("act_share", []),
                 "detect_to_stable_seconds": figures.get("detect_to_stable_seconds", []),
                 "caught": figures.get("caught", []),
                 "good_canaries": figures.get("good_canaries", 0),

@@ -13,7 +13,11 @@
 Figures (all from the load generators' clock):
 
 - ``bad_release_share``: responses answered by the pushed release / every request sent to any
-  host, from the push until every host is back on the stable release;
+  host during the minute of traffic that starts at the push (``SHARE_WINDOW``; `minute_share`,
+  read once the minute is over). A fixed window, so runs compare: without a canary, a bad
+  release that took a minute to catch would have answered all of it;
+- ``act_share``: the same over the act itself, from the push until every host is back on the
+  stable release (with 1 canary of 4 hosts, at most about 25 %: the canary's share of traffic);
 - ``bad_responses``: the pushed release's 5xx in that window;
 - ``detect_to_stable_seconds``: from the first 5xx of the pushed release (any host) to the
   moment the last canary host answered with the stable release again (its first stable answer
@@ -81,6 +85,21 @@ class Window:
     by_release: dict[str, int]  # release line -> answers (any status)
     errors_by_release: dict[str, int]  # release line -> 5xx answers
     hosts_answered_by: dict[str, list[str]]  # release line -> hosts that answered with it
+
+
+# The fixed window `bad_release_share` is measured over (seconds from the push).
+SHARE_WINDOW = 60.0
+
+
+def minute_share(results: dict[str, LoadResult], start: float, pushed_line: str) -> float | None:
+    """Share of the requests sent in [start, start + SHARE_WINDOW] that `pushed_line`'s release
+    answered; None until that minute is over (or without traffic)."""
+    if time.monotonic() < start + SHARE_WINDOW:
+        return None
+    seen = window(results, start, start + SHARE_WINDOW)
+    if not seen.requests:
+        return None
+    return round(seen.by_release.get(pushed_line, 0) / seen.requests, 4)
 
 
 def window(results: dict[str, LoadResult], start: float, end: float) -> Window:
@@ -233,9 +252,11 @@ class CanaryOutcome:
     requests: int = 0
     answered_by_pushed: int = 0
     bad_responses: int = 0
-    bad_release_share: float | None = None
+    act_share: float | None = None
     detect_to_stable_seconds: float | None = None
     window_seconds: float = 0.0
+    pushed_at: float = 0.0  # the load generators' clock at the push (the share's minute starts here)
+    pushed_line: str = ""
 
 
 def canary_act(
@@ -295,7 +316,8 @@ def canary_act(
     out.requests = seen.requests
     out.answered_by_pushed = seen.by_release.get(pushed_line, 0)
     out.bad_responses = seen.errors_by_release.get(pushed_line, 0)
-    out.bad_release_share = round(out.answered_by_pushed / seen.requests, 4) if seen.requests else None
+    out.act_share = round(out.answered_by_pushed / seen.requests, 4) if seen.requests else None
+    out.pushed_at, out.pushed_line = start, pushed_line
     answered = seen.hosts_answered_by.get(pushed_line, [])
     out.others_answered = [h for h in answered if h not in out.canary_hosts]
     if kind == "good":
@@ -329,7 +351,7 @@ def canary_act(
     )
     log(
         f"  load generator: {out.answered_by_pushed} of {out.requests} requests answered by the bad release "
-        f"({(out.bad_release_share or 0) * 100:.2f} %) over {out.window_seconds} s, {out.bad_responses} of "
+        f"({(out.act_share or 0) * 100:.2f} %) over {out.window_seconds} s, {out.bad_responses} of "
         f"them 5xx; first 5xx → canary back on stable in {out.detect_to_stable_seconds} s"
     )
     return out

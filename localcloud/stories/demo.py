@@ -19,9 +19,9 @@
 9. the real `deployer` CLI against the local cloud: `deployer status web`, `deployer history web`
    (the environment a shell gets from `.localcloud/env` in the playground).
 The last line is `DEMO {json}`: `failed_requests` counts requests the swaps failed (the bad
-release's own 503s are `bad_responses`); `bad_release_share` is over the canary act's requests,
-`bad_release_share_of_all` over every request of the demo. Everything started is removed on exit
-and on Ctrl-C.
+release's own 503s are `bad_responses`); `bad_release_share` is over the minute of traffic from
+the bad release's push, `canary_act_share` over the canary act (push to every host back on v1).
+Everything started is removed on exit and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         "bad_release_share": None,
         "bad_responses": 0,
         "detect_to_stable_seconds": None,
-        "bad_release_share_of_all": None,
+        "canary_act_share": None,
         "alarm_stopped": False,
     }
     durations: dict[str, float] = {}
@@ -246,7 +246,7 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         )
         result.update(
             canary_caught=caught.caught,
-            bad_release_share=caught.bad_release_share,
+            canary_act_share=caught.act_share,
             bad_responses=caught.bad_responses,
             detect_to_stable_seconds=caught.detect_to_stable_seconds,
         )
@@ -271,6 +271,9 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         )
         result["alarm_stopped"] = stopped.stopped
         durations["alarm"] = time.monotonic() - t
+        # bad_release_share is over the minute of traffic from the bad release's push.
+        time.sleep(max(0.0, caught.pushed_at + canary.SHARE_WINDOW - time.monotonic()))
+        result["bad_release_share"] = canary.minute_share(loads.all(), caught.pushed_at, caught.pushed_line)
     except Exception as exc:  # the story stops; the summary still says what held
         print(f"\ndemo step failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         if cloud.bus is not None:
@@ -298,9 +301,6 @@ def run(rate: float, echo: bool = True) -> dict[str, Any]:
         result["failed_requests"] = sum(
             r.failed - r.errors_by_release.get(bad_line, 0) for r in loads.results.values()
         )
-        if result["requests"]:
-            answered_bad = sum(r.by_release.get(bad_line, 0) for r in loads.results.values())
-            result["bad_release_share_of_all"] = round(answered_bad / result["requests"], 4)
         cleanup()
     return result
 
