@@ -19,12 +19,14 @@ Scaling group of N moto instances. Prints one line per fleet size, then `BENCH {
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import botocore.handlers
@@ -52,7 +54,10 @@ class Calls:
         return total, detail
 
 
-def measure(size: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def counted_world(size: int) -> Iterator[tuple[conftest.World, Calls, pytest.MonkeyPatch]]:
+    """The lifecycle world (moto, an Auto Scaling group of `size` instances) whose every AWS
+    client reports each call to the `Calls` it yields."""
     calls = Calls()
     patcher = pytest.MonkeyPatch()
     # Every client created from here on reports each API call to `calls`.
@@ -71,70 +76,74 @@ def measure(size: int) -> dict[str, Any]:
         patcher.setenv(name, value)
     try:
         with mock_aws():
-            started = time.perf_counter()
-            world = conftest.build_world(patcher, hosts=size)
-            setup_s = time.perf_counter() - started
-
-            def finish(release_number: int) -> tuple[int, dict[str, int]]:
-                release = world.release(release_number)
-                command_id = release.command_id or ""
-                targets = world.shim.targets(command_id)
-                world.shim.command(command_id, "Success", completed=len(targets))
-                event = world.command_event(command_id, "Success")
-                calls.take()
-                world.deliver(event)
-                return calls.take()
-
-            # release 1 live, so the measured deploy is an ordinary next release
-            first = handle_push_event(world.core, world.push_event(world.image(1, "v1"), "v1"))
-            finish(first["results"][0]["release"])
-            event = world.push_event(world.image(2, "v2"), "v2")
-            calls.take()
-            pushed = handle_push_event(world.core, event)
-            push_calls, push_detail = calls.take()
-            release = world.release(pushed["results"][0]["release"])
-            command_id = release.command_id or ""
-            targets = world.shim.targets(command_id)
-            world.shim.invocation(
-                command_id, targets[0], "Success", conftest.summary_line(targets[0], release)
-            )
-            status_event = world.invocation_event(command_id, targets[0], "Success")
-            calls.take()
-            world.deliver(status_event)
-            per_host, per_host_detail = calls.take()
-            terminal, terminal_detail = finish(release.release)
-            _check({"deploy": world.release(release.release).status.value}, {"deploy": "SUCCEEDED"})
-
-            calls.take()
-            answer = handle_operation(world.ld, {"app": "web", "reason": "bench"})
-            rollback_calls, rollback_detail = calls.take()
-            rollback_terminal, _ = finish(answer["release"])
-            pointer = world.core.pointer.get("web")
-            _check(
-                {
-                    "rolled back from": world.release(release.release).status.value,
-                    "rollback": world.release(answer["release"]).status.value,
-                    "pointer": pointer.release if pointer else None,
-                },
-                {"rolled back from": "ROLLED_BACK", "rollback": "SUCCEEDED", "pointer": answer["release"]},
-            )
-            return {
-                "size": size,
-                "targets": len(targets),
-                "deploy": push_calls,
-                "completion": terminal,
-                "rollback": rollback_calls,
-                "rollback_completion": rollback_terminal,
-                "per_host_event": per_host,
-                "push": push_detail,
-                "terminal": terminal_detail,
-                "rollback_detail": rollback_detail,
-                "per_host_detail": per_host_detail,
-                "setup_s": round(setup_s, 1),
-            }
+            yield conftest.build_world(patcher, hosts=size), calls, patcher
     finally:
         patcher.undo()
         conftest._SESSION.clear()
+
+
+def measure(size: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    with counted_world(size) as (world, calls, _patcher):
+        setup_s = time.perf_counter() - started  # the world's set-up (its fleet), not counted
+
+        def finish(release_number: int) -> tuple[int, dict[str, int]]:
+            release = world.release(release_number)
+            command_id = release.command_id or ""
+            targets = world.shim.targets(command_id)
+            world.shim.command(command_id, "Success", completed=len(targets))
+            event = world.command_event(command_id, "Success")
+            calls.take()
+            world.deliver(event)
+            return calls.take()
+
+        # release 1 live, so the measured deploy is an ordinary next release
+        first = handle_push_event(world.core, world.push_event(world.image(1, "v1"), "v1"))
+        finish(first["results"][0]["release"])
+        event = world.push_event(world.image(2, "v2"), "v2")
+        calls.take()
+        pushed = handle_push_event(world.core, event)
+        push_calls, push_detail = calls.take()
+        release = world.release(pushed["results"][0]["release"])
+        command_id = release.command_id or ""
+        targets = world.shim.targets(command_id)
+        world.shim.invocation(
+            command_id, targets[0], "Success", conftest.summary_line(targets[0], release)
+        )
+        status_event = world.invocation_event(command_id, targets[0], "Success")
+        calls.take()
+        world.deliver(status_event)
+        per_host, per_host_detail = calls.take()
+        terminal, terminal_detail = finish(release.release)
+        _check({"deploy": world.release(release.release).status.value}, {"deploy": "SUCCEEDED"})
+
+        calls.take()
+        answer = handle_operation(world.ld, {"app": "web", "reason": "bench"})
+        rollback_calls, rollback_detail = calls.take()
+        rollback_terminal, _ = finish(answer["release"])
+        pointer = world.core.pointer.get("web")
+        _check(
+            {
+                "rolled back from": world.release(release.release).status.value,
+                "rollback": world.release(answer["release"]).status.value,
+                "pointer": pointer.release if pointer else None,
+            },
+            {"rolled back from": "ROLLED_BACK", "rollback": "SUCCEEDED", "pointer": answer["release"]},
+        )
+        return {
+            "size": size,
+            "targets": len(targets),
+            "deploy": push_calls,
+            "completion": terminal,
+            "rollback": rollback_calls,
+            "rollback_completion": rollback_terminal,
+            "per_host_event": per_host,
+            "push": push_detail,
+            "terminal": terminal_detail,
+            "rollback_detail": rollback_detail,
+            "per_host_detail": per_host_detail,
+            "setup_s": round(setup_s, 1),
+        }
 
 
 def _check(found: dict[str, Any], expected: dict[str, Any]) -> None:

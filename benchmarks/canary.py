@@ -37,10 +37,7 @@ import time
 import warnings
 from typing import Any
 
-import botocore.handlers
-import pytest
-
-from benchmarks.api_calls import Calls
+from benchmarks.api_calls import Calls, counted_world
 
 FLEET_SIZES = [int(s) for s in os.environ.get("BENCH_FLEET_SIZES", "1,10,100,1000").split(",")]
 RUNS = int(os.environ.get("BENCH_CANARY_RUNS", "3"))
@@ -99,102 +96,81 @@ def _tick(world: Any, calls: Calls) -> tuple[int, dict[str, int], str]:
 
 def stage_calls(size: int) -> dict[str, Any]:
     from deployer.models.config import AppConfig  # noqa: PLC0415
-    from moto import mock_aws  # noqa: PLC0415
 
     from tests.lifecycle import conftest  # noqa: PLC0415
 
-    calls = Calls()
-    patcher = pytest.MonkeyPatch()
-    patcher.setattr(
-        botocore.handlers, "BUILTIN_HANDLERS", [*botocore.handlers.BUILTIN_HANDLERS, ("before-call", calls)]
-    )
-    conftest._SESSION.clear()
-    for name, value in {
-        "AWS_DEFAULT_REGION": conftest.REGION,
-        "AWS_REGION": conftest.REGION,
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
-        "POWERTOOLS_METRICS_NAMESPACE": "Deployer",
-    }.items():
-        patcher.setenv(name, value)
-    try:
-        with mock_aws():
-            world = conftest.build_world(patcher, hosts=size)
-            clock = Clock()
-            patcher.setattr(world.core.state, "_clock", clock)
-            cw = conftest.client("cloudwatch")
-            cw.put_metric_alarm(
-                AlarmName=BENCH_ALARM,
-                Namespace="Bench",
-                MetricName="Errors",
-                Statistic="Sum",
-                Period=60,
-                EvaluationPeriods=1,
-                Threshold=1,
-                ComparisonOperator="GreaterThanThreshold",
-            )
-            cw.set_alarm_state(AlarmName=BENCH_ALARM, StateValue="OK", StateReason="bench: quiet")
+    with counted_world(size) as (world, calls, patcher):
+        clock = Clock()
+        patcher.setattr(world.core.state, "_clock", clock)
+        cw = conftest.client("cloudwatch")
+        cw.put_metric_alarm(
+            AlarmName=BENCH_ALARM,
+            Namespace="Bench",
+            MetricName="Errors",
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=1,
+            ComparisonOperator="GreaterThanThreshold",
+        )
+        cw.set_alarm_state(AlarmName=BENCH_ALARM, StateValue="OK", StateReason="bench: quiet")
 
-            def finish(
-                release_number: int, command_id: str, targets: list[str]
-            ) -> tuple[int, dict[str, int]]:
-                release = world.release(release_number)
-                for target in targets:
-                    world.shim.invocation(
-                        command_id, target, "Success", conftest.summary_line(target, release)
-                    )
-                    world.deliver(world.invocation_event(command_id, target, "Success"))
-                world.shim.command(command_id, "Success", completed=len(targets))
-                calls.take()
-                world.deliver(world.command_event(command_id, "Success"))
-                return calls.take()
+        def finish(
+            release_number: int, command_id: str, targets: list[str]
+        ) -> tuple[int, dict[str, int]]:
+            release = world.release(release_number)
+            for target in targets:
+                world.shim.invocation(
+                    command_id, target, "Success", conftest.summary_line(target, release)
+                )
+                world.deliver(world.invocation_event(command_id, target, "Success"))
+            world.shim.command(command_id, "Success", completed=len(targets))
+            calls.take()
+            world.deliver(world.command_event(command_id, "Success"))
+            return calls.take()
 
-            first = world.push(1, "v1")
-            finish(first.release, first.command_id or "", world.shim.targets(first.command_id or ""))
-            document = world.config.to_document()
-            world.config = AppConfig.parse(
-                {
-                    **document,
-                    "rollout": {
-                        **document["rollout"],
-                        "stages": [{"hosts": 1, "bake_seconds": STAGE_BAKE}, {"hosts": "100%"}],
-                        "analysis": {"interval_seconds": 1, "min_requests": 20},
-                        "alarms": [BENCH_ALARM],
-                    },
-                }
-            )
-            world.core.apps.put(world.config)
-            two = world.push(2, "v2")
-            command_id = two.stage_command_id or ""
-            ending, ending_detail = finish(two.release, command_id, world.shim.targets(command_id))
-            baking = world.release(2)
-            if baking.stage_state != "BAKING":
-                raise SystemExit(f"canary: stage 1 did not bake: {baking.stage_state} {baking.status_reason}")
-            checks, check_detail, how = 0, {}, ""
-            for _ in range(STAGE_BAKE - 1):
-                clock.now += 1
-                n, check_detail, how = _tick(world, calls)
-                checks += n
-            clock.now += 1
-            sending, sending_detail, _ = _tick(world, calls)
-            after = world.release(2)
-            if after.stage == 0 and after.stage_state == "BAKING":
-                raise SystemExit("canary: the bake did not end on time")
-            return {
-                "size": size,
-                "stage": ending + checks + sending,
-                "ending": ending,
-                "checks": checks,
-                "sending": sending,
-                "ending_detail": ending_detail,
-                "check_detail": check_detail,
-                "sending_detail": sending_detail,
-                "ticks": how,
+        first = world.push(1, "v1")
+        finish(first.release, first.command_id or "", world.shim.targets(first.command_id or ""))
+        document = world.config.to_document()
+        world.config = AppConfig.parse(
+            {
+                **document,
+                "rollout": {
+                    **document["rollout"],
+                    "stages": [{"hosts": 1, "bake_seconds": STAGE_BAKE}, {"hosts": "100%"}],
+                    "analysis": {"interval_seconds": 1, "min_requests": 20},
+                    "alarms": [BENCH_ALARM],
+                },
             }
-    finally:
-        patcher.undo()
-        conftest._SESSION.clear()
+        )
+        world.core.apps.put(world.config)
+        two = world.push(2, "v2")
+        command_id = two.stage_command_id or ""
+        ending, ending_detail = finish(two.release, command_id, world.shim.targets(command_id))
+        baking = world.release(2)
+        if baking.stage_state != "BAKING":
+            raise SystemExit(f"canary: stage 1 did not bake: {baking.stage_state} {baking.status_reason}")
+        checks, check_detail, how = 0, {}, ""
+        for _ in range(STAGE_BAKE - 1):
+            clock.now += 1
+            n, check_detail, how = _tick(world, calls)
+            checks += n
+        clock.now += 1
+        sending, sending_detail, _ = _tick(world, calls)
+        after = world.release(2)
+        if after.stage == 0 and after.stage_state == "BAKING":
+            raise SystemExit("canary: the bake did not end on time")
+        return {
+            "size": size,
+            "stage": ending + checks + sending,
+            "ending": ending,
+            "checks": checks,
+            "sending": sending,
+            "ending_detail": ending_detail,
+            "check_detail": check_detail,
+            "sending_detail": sending_detail,
+            "ticks": how,
+        }
 
 
 # -- 2 and 3. canaries on a local cloud ----------------------------------------------------------

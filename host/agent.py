@@ -1516,6 +1516,37 @@ class Agent:
             return
         log(f"installed {path}: {unit} restarts by itself")
 
+    def unit_paths(self) -> tuple[str, str] | None:
+        """(agent path, Environment= line) for a unit that runs this agent, or None when there
+        is no systemd here or a path would need quoting."""
+        agent_path = os.path.abspath(__file__)
+        config_path = os.environ.get("DEPLOYER_HOST_CONFIG", "")
+        safe_path = re.compile(r"^/[A-Za-z0-9._/-]+$")
+        if not self.c["systemd_unit_dir"] or not safe_path.match(agent_path):
+            return None
+        if config_path and not safe_path.match(config_path):
+            return None
+        return agent_path, ("Environment=DEPLOYER_HOST_CONFIG=" + config_path + "\n" if config_path else "")
+
+    def install_unit(self, name: str, unit: str, steps: list[list[str]], done: str) -> None:
+        """Write the unit file when it differs, then run the systemctl ``steps``. Best effort:
+        failures are logged, not raised."""
+        path = Path(self.c["systemd_unit_dir"]) / name
+        try:
+            if path.exists() and path.read_text(encoding="utf-8") == unit:
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(unit, encoding="utf-8")
+        except OSError as exc:
+            log(f"{name} not installed: {exc}")
+            return
+        for step in steps:
+            proc = run([*self.c["systemctl_command"], *step], timeout=60)
+            if proc.returncode != 0:
+                log("systemctl " + " ".join(step) + " failed: " + last_line(proc.stderr))
+                return
+        log(f"installed {path}: {done}")
+
     def install_boot_unit(self) -> None:
         """A systemd unit that re-runs this boot command at every boot.
 
@@ -1523,20 +1554,15 @@ class Agent:
         the rule (the pointer, else the live release, wins over the baked one). Best effort: a
         host without systemd only loses the reboot restore, so failures are logged, not raised.
         """
-        unit_dir = self.c["systemd_unit_dir"]
-        agent_path = os.path.abspath(__file__)
-        config_path = os.environ.get("DEPLOYER_HOST_CONFIG", "")
-        safe_path = re.compile(r"^/[A-Za-z0-9._/-]+$")
-        if not unit_dir or not safe_path.match(agent_path):
+        paths = self.unit_paths()
+        if paths is None:
             return
-        if config_path and not safe_path.match(config_path):
-            return
+        agent_path, environment = paths
         flags = ["app", "image", "release", "port", "health_path", "health_timeout", "env_file",
                  "docker_options", "log_driver", "log_options", "retain", "registry_login",
                  "release_config", "pointer_parameter", "region"]
         # Every value matched its pattern: no quote, backslash, $ or %, so double quotes suffice.
         args = ['"--' + f.replace("_", "-") + "=" + str(getattr(self.args, f)) + '"' for f in flags]
-        environment = "Environment=DEPLOYER_HOST_CONFIG=" + config_path + "\n" if config_path else ""
         unit = (
             "[Unit]\n"
             "Description=deployer: restore " + self.app + " after a reboot\n"
@@ -1548,38 +1574,20 @@ class Agent:
             "[Install]\n"
             "WantedBy=multi-user.target\n"
         )
-        name = "deployer-" + self.app + "-boot.service"
-        path = Path(unit_dir) / name
-        try:
-            if path.exists() and path.read_text(encoding="utf-8") == unit:
-                return
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(unit, encoding="utf-8")
-        except OSError as exc:
-            log(f"boot unit not installed: {exc}")
-            return
-        for step in (["daemon-reload"], ["enable", name]):
-            proc = run([*self.c["systemctl_command"], *step], timeout=60)
-            if proc.returncode != 0:
-                log("systemctl " + " ".join(step) + " failed: " + last_line(proc.stderr))
-                return
-        log(f"installed {path}: boot re-runs after a reboot")
+        self.install_unit("deployer-" + self.app + "-boot.service", unit,
+                          [["daemon-reload"], ["enable", "deployer-" + self.app + "-boot.service"]],
+                          "boot re-runs after a reboot")
 
     def install_meter_unit(self) -> None:
         """`deployer-meter-<app>.service`: the app's proxy metrics (`agent.py meter`), always
         running (restarted when it dies; it restarts itself when the agent file changes).
         Best effort like the boot unit: without it the host only sends no metrics."""
-        unit_dir = self.c["systemd_unit_dir"]
-        agent_path = os.path.abspath(__file__)
-        config_path = os.environ.get("DEPLOYER_HOST_CONFIG", "")
-        safe_path = re.compile(r"^/[A-Za-z0-9._/-]+$")
-        if not unit_dir or not safe_path.match(agent_path):
+        paths = self.unit_paths()
+        if paths is None:
             return
-        if config_path and not safe_path.match(config_path):
-            return
+        agent_path, environment = paths
         region = getattr(self.args, "region", "") or ""
         flags = '"--app=' + self.app + '"' + (' "--region=' + region + '"' if region else "")
-        environment = "Environment=DEPLOYER_HOST_CONFIG=" + config_path + "\n" if config_path else ""
         unit = (
             "[Unit]\n"
             "Description=deployer: proxy metrics of " + self.app + "\n"
@@ -1594,21 +1602,8 @@ class Agent:
             "WantedBy=multi-user.target\n"
         )
         name = "deployer-meter-" + self.app + ".service"
-        path = Path(unit_dir) / name
-        try:
-            if path.exists() and path.read_text(encoding="utf-8") == unit:
-                return
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(unit, encoding="utf-8")
-        except OSError as exc:
-            log(f"meter unit not installed: {exc}")
-            return
-        for step in (["daemon-reload"], ["enable", name], ["restart", name]):
-            proc = run([*self.c["systemctl_command"], *step], timeout=60)
-            if proc.returncode != 0:
-                log("systemctl " + " ".join(step) + " failed: " + last_line(proc.stderr))
-                return
-        log(f"installed {path}: the proxy's metrics go to CloudWatch")
+        self.install_unit(name, unit, [["daemon-reload"], ["enable", name], ["restart", name]],
+                          "the proxy's metrics go to CloudWatch")
 
     def prefer_live_release(self, state: dict[str, Any]) -> None:
         """Boot without a readable pointer keeps what already runs rather than the baked release.
