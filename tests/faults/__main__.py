@@ -28,8 +28,14 @@ from tests.faults.inject import KINDS, Fault, install
 PERMISSION = "every call is allowed by its function's role"
 
 
-def _pool(tasks: list[Callable[[], Any]], jobs: int, scratch: Path) -> list[Any]:
-    """Run each task in a forked child (a copy of this process's moto world), `jobs` at a time."""
+def _pool(
+    tasks: list[Callable[[], Any]],
+    jobs: int,
+    scratch: Path,
+    done: Callable[[int, Any], None] | None = None,
+) -> list[Any]:
+    """Run each task in a forked child (a copy of this process's moto world), `jobs` at a time;
+    `done(index, result)` as each ends."""
     results: list[Any] = [None] * len(tasks)
     running: dict[int, tuple[int, Path]] = {}
     queue = list(enumerate(tasks))
@@ -55,6 +61,8 @@ def _pool(tasks: list[Callable[[], Any]], jobs: int, scratch: Path) -> list[Any]
             json.loads(path.read_text()) if path.exists() else {"error": f"case process exited {status}"}
         )
         path.unlink(missing_ok=True)
+        if done is not None:
+            done(index, results[index])
     return results
 
 
@@ -149,8 +157,10 @@ def _checker_fails(
 
 
 def _run_flow(name: str, only: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    result: dict[str, Any] = _pool([lambda: _flow_cases(name, only, scratch)], 1, scratch)[0]
-    return result
+    """One flow in its own process (its moto world and clock), timed."""
+    started = time.monotonic()
+    result = _flow_cases(name, only, scratch)
+    return {**result, "seconds": time.monotonic() - started}
 
 
 def _causes(case: dict[str, Any]) -> str:
@@ -231,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow", action="append", choices=[f.name for f in FLOWS])
     parser.add_argument("--kind", action="append", choices=KINDS)
     parser.add_argument("--k", action="append", type=int)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="cases at once, per flow")
+    parser.add_argument("--flow-jobs", type=int, default=2, help="flows at once")
     parser.add_argument("--max-not-converged", type=int, help="exit 1 when more cases than this fail")
     parser.add_argument("-v", "--verbose", action="store_true", help="handler answers of each failed case")
     args = parser.parse_args(argv)
@@ -242,16 +253,21 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, 1)
     started = time.monotonic()
     names = args.flow or [f.name for f in FLOWS]
-    results = []
+
+    def done(index: int, result: dict[str, Any]) -> None:
+        cases = result.get("cases", [])
+        bad = sum(1 for c in cases if _not_converged(c))
+        took = result.get("seconds", 0.0)
+        out.write(f"{names[index]}: {len(cases)} injections, {bad} not converged ({took:.0f}s)\n")
+        out.flush()
+
     with tempfile.TemporaryDirectory(prefix="faults-") as scratch:
-        for name in names:
-            t0 = time.monotonic()
-            result = _run_flow(name, args, Path(scratch))
-            results.append(result)
-            bad = sum(1 for c in result["cases"] if _not_converged(c))
-            took = time.monotonic() - t0
-            out.write(f"{name}: {len(result['cases'])} injections, {bad} not converged ({took:.0f}s)\n")
-            out.flush()
+        # Flows side by side: one flow's serial set-up and clean run leave a core to another's cases.
+        flows = [lambda n=n: _run_flow(n, args, Path(scratch)) for n in names]
+        results = _pool(flows, max(1, args.flow_jobs), Path(scratch), done)
+        for name, result in zip(names, results, strict=True):
+            if "error" in result and "flow" not in result:
+                result.update(flow=name, baseline={"error": result["error"]}, cases=[], selfcheck=None)
     status = _report(out, results, args.verbose, time.monotonic() - started)
     bad = sum(1 for r in results for c in r["cases"] if _not_converged(c))
     if args.max_not_converged is not None and bad > args.max_not_converged:
