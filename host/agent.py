@@ -1490,6 +1490,10 @@ class Agent:
             if self.args.mode == "boot":
                 self.install_boot_unit()
                 self.install_meter_unit()
+            else:
+                # A host booted by an older agent gets its meter with its next swap; boot owns
+                # the unit's flags, so a swap never rewrites one that exists.
+                self.install_meter_unit(only_if_absent=True)
             return outcome
         finally:
             lock.release()
@@ -1578,12 +1582,13 @@ class Agent:
                           [["daemon-reload"], ["enable", "deployer-" + self.app + "-boot.service"]],
                           "boot re-runs after a reboot")
 
-    def install_meter_unit(self) -> None:
+    def install_meter_unit(self, only_if_absent: bool = False) -> None:
         """`deployer-meter-<app>.service`: the app's proxy metrics (`agent.py meter`), always
         running (restarted when it dies; it restarts itself when the agent file changes).
         Best effort like the boot unit: without it the host only sends no metrics."""
         paths = self.unit_paths()
-        if paths is None:
+        name = "deployer-meter-" + self.app + ".service"
+        if paths is None or (only_if_absent and (Path(self.c["systemd_unit_dir"]) / name).exists()):
             return
         agent_path, environment = paths
         region = getattr(self.args, "region", "") or ""
@@ -1601,7 +1606,6 @@ class Agent:
             "[Install]\n"
             "WantedBy=multi-user.target\n"
         )
-        name = "deployer-meter-" + self.app + ".service"
         self.install_unit(name, unit, [["daemon-reload"], ["enable", name], ["restart", name]],
                           "the proxy's metrics go to CloudWatch")
 

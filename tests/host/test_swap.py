@@ -442,6 +442,24 @@ def test_boot_installs_a_systemd_unit_that_reruns_the_same_boot_after_a_reboot(
                                                f"restart deployer-meter-{APP}.service"]
 
 
+def test_a_swap_on_a_host_booted_without_a_meter_installs_it_once(
+        make_host: Callable[..., HostSandbox], publish: Publish, tmp_path: Path) -> None:
+    # Given a host with a unit directory, whose boot (an older agent's) installed no meter unit
+    record = tmp_path / "systemctl.log"
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >> {record}\n')
+    systemctl.chmod(0o755)
+    units = tmp_path / "units"
+    host = make_host(systemd_unit_dir=str(units), systemctl_command=[str(systemctl)])
+    # When release 1 and then release 2 are swapped in (no boot)
+    assert swap(host, publish(1))[0] == 0
+    assert swap(host, publish(2))[0] == 0
+    # Then the first swap installed and started the meter, and the second left it alone
+    assert f'meter "--app={APP}"\n' in (units / f"deployer-meter-{APP}.service").read_text()
+    meter_calls = [line for line in record.read_text().splitlines() if "deployer-meter" in line]
+    assert meter_calls == [f"enable deployer-meter-{APP}.service", f"restart deployer-meter-{APP}.service"]
+
+
 def test_rerunning_a_swap_that_left_the_old_container_behind_removes_it(
         make_host: Callable[..., HostSandbox], publish: Publish, tmp_path: Path) -> None:
     # Given release 2 live beside release 1's container, which a docker that could not stop
