@@ -97,7 +97,7 @@ def test_a_container_that_never_went_live_here_is_not_kept_as_a_standby(
     assert swap(host, two)[0] == 0
     labels = {"deployer.host": host.host_id, "deployer.app": APP, "deployer.release": "3",
               "deployer.digest": three.digest, "deployer.colour": "blue"}
-    subprocess.run(["docker", "run", "-d", "--name", name(host, "blue"),
+    subprocess.run(["docker", "run", "-d", "--init", "--name", name(host, "blue"),
                     *[f"--label={k}={v}" for k, v in labels.items()], three.reference],
                    capture_output=True, check=True)
     report = diagnose(host)
